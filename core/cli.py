@@ -1,0 +1,101 @@
+"""The ``lmforge`` command.
+
+    lmforge run [hydra overrides…]   run the configured pipeline (every Hydra flag works: -m, --cfg job, --help)
+    lmforge plugins                  list every registered implementation: kind, name, origin package
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: lmforge <command> [args]
+
+commands:
+  run [overrides…]   run the configured pipeline; Hydra overrides select plugins and parameters,
+                     e.g.  lmforge run aligner=orpo run.name=exp1 pretrainer.max_steps=200
+                     (-m for a sweep, --cfg job to print the composed config, --help for config groups)
+  plugins            list registered implementations (kind, name, origin package)
+"""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"lmforge: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _task(cfg) -> None:
+    """The Hydra task: one pipeline run (one per job under -m)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from .errors import LmforgeError
+    from .pipeline import run
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # One run directory per sweep job, named by its overrides: runs/<name>/<aligner=dpo>/…
+        label = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+        with open_dict(cfg):
+            cfg.run.name = f"{cfg.run.name}/{label.replace('/', '_')}"
+    try:
+        result = run(cfg)
+    except LmforgeError as exc:
+        if os.environ.get("LMFORGE_TRACEBACK"):
+            raise
+        _fail(str(exc))
+    print(f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
+          f"skipped as complete: {', '.join(result.skipped) or 'none'})")
+
+
+def _run(args: list[str]) -> None:
+    import hydra
+
+    from .config import _register_resolvers, searchpath_override
+
+    _register_resolvers()
+    main = hydra.main(config_path="pkg://lmforge.conf", config_name="config", version_base="1.3")(_task)
+    sys.argv = ["lmforge run", *searchpath_override(), *args]
+    main()
+
+
+def _plugins() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .registry import registry
+
+    table = Table(title="lmforge plugins")
+    for column in ("kind", "name", "origin"):
+        table.add_column(column)
+    for entry in registry().entries():
+        table.add_row(entry.kind, entry.name, entry.origin)
+    Console(width=160).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    from .errors import LmforgeError
+
+    try:
+        if command == "run":
+            _run(rest)
+        elif command == "plugins":
+            _plugins()
+        else:
+            from .errors import close_match
+
+            _fail(f"unknown command '{command}'{close_match(command, ['run', 'plugins'])}; commands: run, plugins")
+    except LmforgeError as exc:
+        if os.environ.get("LMFORGE_TRACEBACK"):
+            raise
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

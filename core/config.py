@@ -1,0 +1,115 @@
+"""Config: Hydra composition of conf/ (plus plugins' search paths) and typed validation of parameters.
+
+Each stage option in conf/ names its implementation and its parameters, flat::
+
+    # conf/aligner/dpo.yaml
+    plugin: dpo
+    beta: 0.1
+    max_steps: 20
+
+The plugin's ``config_class`` dataclass types those parameters. :func:`build_params` checks them: an
+unknown or misspelt key, a missing required one, or a value of the wrong type is a one-line error naming
+the key (``aligner.bta``), the plugin and the allowed keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, close_match
+
+STAGE_KINDS = ("cleaner", "tokenizer", "pretrainer", "finetuner", "aligner", "sampler")
+RESERVED_KEYS = ("plugin", "kind")  # keys of a stage option that are not the plugin's parameters
+
+
+def sample_data_path(name: str = "") -> str:
+    """Absolute path of a file in the sample data bundled with the package."""
+    path = Path(str(resources.files("lmforge") / "sample_data")) / name
+    return str(path)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sample_data"):
+        OmegaConf.register_new_resolver("sample_data", sample_data_path)
+
+
+def search_path_entries() -> list[str]:
+    """Hydra search-path entries contributed by plugins through ``lmforge_config_searchpath``."""
+    from .registry import plugin_manager
+
+    entries: list[str] = []
+    for result in plugin_manager().hook.lmforge_config_searchpath():
+        entries.extend(result or [])
+    return entries
+
+
+def searchpath_override() -> list[str]:
+    entries = search_path_entries()
+    return [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config"):
+    """Compose lmforge's config (as ``lmforge run`` would) from Python: ``compose(["aligner=orpo"])``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_resolvers()
+    try:
+        with initialize_config_module(config_module="lmforge.conf", version_base="1.3"):
+            return hydra_compose(config_name, overrides=searchpath_override() + list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(one_line(str(exc))) from None
+
+
+def one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+
+
+def build_params(config_class, values: dict[str, Any] | None, where: str, plugin: str = ""):
+    """Turn a dict of parameters into ``config_class``, with one-line errors naming ``where.key``."""
+    values = dict(values or {})
+    if config_class is None:
+        if values:
+            key = next(iter(values))
+            raise ConfigError(f"{where}.{key}: {plugin or where} takes no parameters")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(
+                f"{where}.{key}: unknown key for {plugin or where}{close_match(key, fields)}; "
+                f"allowed: {', '.join(fields) or '(none)'}"
+            )
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        schema = OmegaConf.structured(config_class)
+        merged = OmegaConf.merge(schema, OmegaConf.create(values))
+        missing = [k for k in fields if OmegaConf.is_missing(merged, k)]
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]}: required by {plugin or where} but not set")
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+        expected = ""
+        field = fields.get(str(key).split(".")[0])
+        if field is not None:
+            expected = f"; expected {getattr(field.type, '__name__', field.type)}"
+        raise ConfigError(f"{where}.{key}: invalid value{expected} ({one_line(getattr(exc, 'msg', exc))})") from None
+
+
+def to_container(node) -> Any:
+    """A resolved plain-Python copy of an OmegaConf node (dicts/lists), or the value itself."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

@@ -1,0 +1,206 @@
+"""The pipeline runner: the configured stages in order, each skipped when already complete.
+
+``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path or
+``stage:<name>``, the artifact of an earlier stage of the same run::
+
+    pipeline:
+      stages:
+        cleaner:   {text: ${data.raw_text}}
+        tokenizer: {text: "stage:cleaner"}
+
+Each stage's option (``cfg.<stage name>``) names its ``plugin`` (and ``kind`` when the stage name is not
+a kind, e.g. a second aligner stage) plus its parameters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .config import RESERVED_KEYS, build_params, to_container
+from .errors import ConfigError, MissingArtifact, close_match
+from .registry import plugin_manager, registry
+from .stages import Hardware, RunContext, Stage
+
+STAGE_REF = "stage:"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _plain(cfg) -> dict[str, Any]:
+    from omegaconf import DictConfig
+
+    if isinstance(cfg, DictConfig):
+        from omegaconf import OmegaConf
+
+        from .config import one_line
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", "")
+            raise ConfigError(f"{key}: {one_line(getattr(exc, 'msg', exc))}") from None
+    return dict(cfg)
+
+
+def stage(name: str, cfg) -> Stage:
+    """The configured stage ``name`` of a composed config (``lmforge.stage("aligner", cfg)``)."""
+    cfg = _plain(cfg)
+    if name not in cfg or not isinstance(cfg[name], dict):
+        raise ConfigError(f"{name}: no such stage in the config{close_match(name, cfg)}")
+    node = dict(cfg[name])
+    kind = node.get("kind", name)
+    if "plugin" not in node:
+        raise ConfigError(f"{name}.plugin: not set; say which {kind} implementation to use")
+    cls = registry().get(kind, node["plugin"])
+    params = {k: v for k, v in node.items() if k not in RESERVED_KEYS}
+    config = build_params(cls.config_class, params, where=name, plugin=f"{kind} '{node['plugin']}'")
+    return cls(config)
+
+
+def context_for(cfg: dict[str, Any], stage_name: str, run_dir: Path | None) -> RunContext:
+    hardware = build_params(Hardware, cfg.get("hardware") or {}, where="hardware")
+    run = cfg.get("run") or {}
+    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=int(run.get("seed", 0)),
+                      model=dict(cfg.get("model") or {}), config=cfg, quiet=bool(run.get("quiet", False)))
+
+
+def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: RunContext | None = None,
+              fingerprint: str | None = None, extra_manifest: dict | None = None) -> tuple[Path, dict]:
+    """Run one stage atomically: write into ``<output_dir>.partial``, add the manifest, rename into place."""
+    output_dir = Path(output_dir)
+    context = context or RunContext(stage_name=stage_obj.kind)
+    checked = stage_obj.check_inputs(inputs)
+    input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
+    params = _params_dict(stage_obj)
+    if fingerprint is None:
+        fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
+                                             "params": params, "inputs": input_hashes, "seed": context.seed})
+    partial = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    context._metrics_file = partial / "metrics.jsonl"
+    if context.work_dir is not None:
+        _prepare_work_dir(context.work_dir, fingerprint)
+    pm = plugin_manager()
+    pm.hook.lmforge_stage_start(stage_name=context.stage_name, stage=stage_obj, inputs=checked, context=context)
+    started = time.time()
+    try:
+        context.hardware.apply_threads()
+        pm.hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=partial, context=context)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    manifest = {
+        "stage": context.stage_name,
+        "kind": stage_obj.kind,
+        "implementation": f"{type(stage_obj).__module__}:{type(stage_obj).__qualname__}",
+        **(extra_manifest or {}),
+        "params": params,
+        "inputs": {name: {"path": str(Path(p).resolve()), "hash": input_hashes[name]} for name, p in checked.items()},
+        "fingerprint": fingerprint,
+        "started": started,
+        "seconds": round(time.time() - started, 3),
+        "metrics": context.metrics,
+        "versions": artifacts.package_versions(),
+        "config": context.config,
+    }
+    artifacts.write_json_atomic(partial / artifacts.MANIFEST, manifest)
+    artifacts.replace_dir(partial, output_dir)
+    if context.work_dir is not None:
+        shutil.rmtree(context.work_dir, ignore_errors=True)
+    pm.hook.lmforge_artifact_written(stage_name=context.stage_name, path=output_dir, manifest=manifest,
+                                     context=context)
+    pm.hook.lmforge_stage_end(stage_name=context.stage_name, stage=stage_obj, artifact=output_dir,
+                              manifest=manifest, context=context)
+    return output_dir, manifest
+
+
+def _params_dict(stage_obj: Stage) -> dict[str, Any]:
+    import dataclasses
+
+    if stage_obj.config is not None and dataclasses.is_dataclass(stage_obj.config):
+        return dataclasses.asdict(stage_obj.config)
+    return {}
+
+
+def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
+    """Keep checkpoints only if they belong to the same stage config; a changed config starts afresh."""
+    stamp = work_dir / "FINGERPRINT"
+    if work_dir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+
+
+def run(cfg) -> RunResult:
+    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
+    cfg = _plain(cfg)
+    run_cfg = cfg.get("run") or {}
+    run_dir = Path(run_cfg.get("root", "runs")) / str(run_cfg.get("name", "default"))
+    force = run_cfg.get("force", False)
+    stages_cfg = (cfg.get("pipeline") or {}).get("stages") or {}
+    if not stages_cfg:
+        raise ConfigError("pipeline.stages: empty; name at least one stage")
+    # Check the whole pipeline before running any of it, so a typo fails in a second, not after training.
+    planned = {}
+    for name, wiring in stages_cfg.items():
+        stage_obj = stage(name, cfg)
+        wiring = dict(wiring or {})
+        for key, value in wiring.items():
+            if isinstance(value, str) and value.startswith(STAGE_REF):
+                ref = value[len(STAGE_REF):]
+                if ref not in planned:
+                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{value}' is not an earlier stage of this "
+                                      f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
+        for required in stage_obj.inputs:
+            if wiring.get(required) in (None, ""):
+                raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "
+                                      f"({stage_obj.inputs[required]}) is not set")
+        planned[name] = (stage_obj, wiring)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(run_dir / "config.json", cfg)
+    result = RunResult(run_dir=run_dir)
+    pm = plugin_manager()
+    node_of = {name: dict(cfg[name]) for name in planned}
+    for name, (stage_obj, wiring) in planned.items():
+        inputs = {key: (result.artifacts[value[len(STAGE_REF):]]
+                        if isinstance(value, str) and value.startswith(STAGE_REF) else value)
+                  for key, value in wiring.items()}
+        checked = stage_obj.check_inputs(inputs)
+        node = node_of[name]
+        entry = registry().entry(node.get("kind", name), node["plugin"])
+        fingerprint = artifacts.fingerprint({
+            "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
+            "seed": run_cfg.get("seed", 0), "inputs": {k: artifacts.hash_path(p) for k, p in checked.items()},
+        })
+        output_dir = run_dir / name
+        context = context_for(cfg, name, run_dir)
+        context.work_dir = run_dir / ".work" / name
+        if (not force and artifacts.is_complete(output_dir)
+                and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint):
+            manifest = artifacts.read_manifest(output_dir)
+            result.artifacts[name], result.manifests[name] = output_dir, manifest
+            result.skipped.append(name)
+            pm.hook.lmforge_stage_skipped(stage_name=name, artifact=output_dir, manifest=manifest, context=context)
+            continue
+        path, manifest = run_stage(stage_obj, checked, output_dir, context, fingerprint=fingerprint,
+                                   extra_manifest={"plugin": node["plugin"], "origin": entry.origin})
+        result.artifacts[name], result.manifests[name] = path, manifest
+        result.ran.append(name)
+    pm.hook.lmforge_pipeline_end(run_dir=run_dir, manifests=result.manifests,
+                                 context=context_for(cfg, "pipeline", run_dir))
+    return result

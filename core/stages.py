@@ -1,0 +1,231 @@
+"""The six stage interfaces and the context a stage runs in.
+
+A stage takes input artifacts (plain directories or files in Hugging Face formats) and writes its own
+artifact into ``output_dir``. That is the whole contract, so every artifact opens with vanilla
+``datasets`` / ``transformers`` and a later stage can take any earlier artifact by path::
+
+    cleaner     text files / datasets           -> text dataset dir (parquet shards)
+    tokenizer   text dataset                    -> tokenizer dir (tokenizer.json, chat template)
+    pretrainer  text dataset + tokenizer dir    -> model dir (safetensors, config, generation_config)
+    finetuner   model dir + SFT data            -> model dir
+    aligner     model dir + preference data     -> model dir
+    sampler     model dir + prompts             -> completions.jsonl
+
+Stages are usable without Hydra: ``Pretrainer``-subclass``(max_steps=10).run(inputs, out_dir)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .config import build_params
+from .errors import MissingArtifact
+
+
+@dataclass
+class Hardware:
+    """Where and how training runs. ``auto`` picks a GPU (bf16, SDPA) when there is one, else CPU fp32."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    attn_implementation: str = "sdpa"
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+
+    def use_cuda(self) -> bool:
+        if self.device == "cpu":
+            return False
+        import torch
+
+        available = torch.cuda.is_available()
+        if self.device == "cuda" and not available:
+            from .errors import ConfigError
+
+            raise ConfigError("hardware.device: 'cuda' requested but no CUDA GPU is visible")
+        return available
+
+    def dtype_name(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        if self.use_cuda():
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+
+    def apply_threads(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Arguments shared by transformers ``TrainingArguments`` and every TRL config."""
+        precision = self.dtype_name()
+        return {
+            "use_cpu": not self.use_cuda(),
+            "bf16": precision == "bf16",
+            "fp16": precision == "fp16",
+            "torch_compile": self.compile,
+        }
+
+
+@dataclass
+class RunContext:
+    """What a stage gets besides its inputs: hardware, seed, a place for checkpoints, a metrics sink."""
+
+    stage_name: str = "stage"
+    run_dir: Path | None = None
+    work_dir: Path | None = None  # survives a kill: checkpoints live here, so a re-run resumes
+    hardware: Hardware = field(default_factory=Hardware)
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)  # the `model` config group (architecture preset)
+    config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config, for reference
+    quiet: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)  # last value of each metric
+    _metrics_file: Path | None = None
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Record metrics (kept in the manifest and metrics.jsonl) and pass them to lmforge_log_metrics."""
+        clean = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (bool, str)) else v)
+                 for k, v in metrics.items()}
+        self.metrics.update(clean)
+        if self._metrics_file is not None:
+            with open(self._metrics_file, "a") as handle:
+                handle.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+        from .registry import plugin_manager
+
+        plugin_manager().hook.lmforge_log_metrics(
+            stage_name=self.stage_name, step=step, metrics=clean, context=self
+        )
+
+    def checkpoint_dir(self) -> Path:
+        """A directory for checkpoints that outlives an interrupted run of this stage."""
+        base = self.work_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"lmforge-{self.stage_name}"
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+
+
+class Stage:
+    """Base of every stage implementation.
+
+    Subclasses set ``kind`` (through the per-kind classes below), ``config_class`` (a dataclass of typed
+    parameters, or None) and implement :meth:`run`.
+    """
+
+    kind: ClassVar[str] = ""
+    config_class: ClassVar[type | None] = None
+    inputs: ClassVar[dict[str, str]] = {}  # required input name -> what it is
+    optional_inputs: ClassVar[dict[str, str]] = {}
+    output: ClassVar[str] = ""
+
+    def __init__(self, config=None, **params):
+        if config is None or isinstance(config, dict):
+            config = build_params(self.config_class, {**(config or {}), **params}, where=self.kind,
+                                  plugin=f"{self.kind} '{type(self).__name__}'")
+        self.config = config
+
+    def run(self, inputs: dict[str, Path], output_dir: Path, context: RunContext) -> Path:
+        """Read ``inputs``, write the artifact into ``output_dir`` (which exists and is empty), return it."""
+        raise NotImplementedError
+
+    def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Path]:
+        """Normalise input paths and fail with one line when a required one is absent or missing on disk."""
+        checked = {}
+        for name in self.inputs:
+            if inputs.get(name) in (None, ""):
+                raise MissingArtifact(f"{self.kind}: input '{name}' ({self.inputs[name]}) was not given")
+        for name, value in inputs.items():
+            if value in (None, ""):
+                continue
+            if name not in self.inputs and name not in self.optional_inputs:
+                from .errors import ConfigError, close_match
+
+                allowed = list(self.inputs) + list(self.optional_inputs)
+                raise ConfigError(f"{self.kind}: unknown input '{name}'{close_match(name, allowed)}; "
+                                  f"takes: {', '.join(allowed)}")
+            path = Path(value)
+            if not path.exists():
+                raise MissingArtifact(f"{self.kind}: input '{name}' not found: {path}")
+            checked[name] = path
+        return checked
+
+
+class Cleaner(Stage):
+    kind = "cleaner"
+    inputs = {"text": "raw text: .txt/.jsonl/.json/.parquet files, a glob, or a saved dataset"}
+    output = "a text dataset directory (parquet shards) plus a cleaning report"
+
+
+class Tokenizer(Stage):
+    kind = "tokenizer"
+    inputs = {"text": "a text dataset (the cleaner's output) or text files"}
+    output = "a tokenizer directory that AutoTokenizer.from_pretrained loads"
+
+
+class Pretrainer(Stage):
+    kind = "pretrainer"
+    inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
+    output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
+
+
+class Finetuner(Stage):
+    kind = "finetuner"
+    inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
+    output = "a model directory"
+
+
+class Aligner(Stage):
+    kind = "aligner"
+    inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
+    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
+    output = "a model directory"
+
+
+class Sampler(Stage):
+    kind = "sampler"
+    inputs = {"model": "a model directory", "prompts": "prompts (.txt lines or .jsonl)"}
+    output = "a directory holding completions.jsonl"
+
+
+STAGE_CLASSES = {cls.kind: cls for cls in (Cleaner, Tokenizer, Pretrainer, Finetuner, Aligner, Sampler)}
+
+
+class Drop:
+    """What a cleaning step returns to remove a document, with the reason recorded in the report."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __repr__(self):
+        return f"Drop({self.reason!r})"
+
+
+class CleaningStep:
+    """One step of the cleaner's ordered list (kind ``cleaning_step``).
+
+    ``process(text)`` returns the (possibly rewritten) text to keep it, or ``Drop(reason)`` / ``None`` to
+    remove it. Steps may keep state across documents (deduplication does).
+    """
+
+    config_class: ClassVar[type | None] = None
+    name: ClassVar[str] = ""
+
+    def __init__(self, config=None, **params):
+        if config is None or isinstance(config, dict):
+            config = build_params(self.config_class, {**(config or {}), **params},
+                                  where=f"cleaning_step.{self.name or type(self).__name__}")
+        self.config = config
+
+    def process(self, text: str):
+        raise NotImplementedError
+
+    def drop(self, reason: str) -> Drop:
+        return Drop(reason)

@@ -1,0 +1,8 @@
+"""Tokenizer plugins: train a subword tokenizer with chat special tokens and a chat template."""
+
+from lmforge import hookimpl
+
+
+@hookimpl
+def lmforge_register(registry):
+    registry.add("tokenizer", "bpe", "lmforge.plugins.tokenizers.bpe:ByteLevelBPE")
