@@ -19,6 +19,16 @@ commands:
 """
 
 
+def plugin_commands() -> dict:
+    """Subcommands contributed by plugins through ``lmforge_cli_commands``."""
+    from .registry import plugin_manager
+
+    commands = {}
+    for result in plugin_manager().hook.lmforge_cli_commands():
+        commands.update(result or {})
+    return commands
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -77,7 +87,8 @@ def _plugins() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        extra = plugin_commands()
+        print(USAGE + "".join(f"  {name:<18} {help_text}\n" for name, (help_text, _) in sorted(extra.items())))
         return
     command, rest = args[0], args[1:]
     from .errors import LmforgeError
@@ -87,10 +98,15 @@ def main(argv: list[str] | None = None) -> None:
             _run(rest)
         elif command == "plugins":
             _plugins()
+        elif command in (extra := plugin_commands()):
+            code = extra[command][1](rest)
+            if code:
+                sys.exit(code)
         else:
             from .errors import close_match
 
-            _fail(f"unknown command '{command}'{close_match(command, ['run', 'plugins'])}; commands: run, plugins")
+            names = ["run", "plugins", *sorted(extra)]
+            _fail(f"unknown command '{command}'{close_match(command, names)}; commands: {', '.join(names)}")
     except LmforgeError as exc:
         if os.environ.get("LMFORGE_TRACEBACK"):
             raise

@@ -81,3 +81,12 @@ def lmforge_artifact_written(stage_name, path, manifest, context):
 @hookspec
 def lmforge_pipeline_end(run_dir, manifests, context):
     """Called once after every stage of a pipeline ran or was skipped (reports hook in here)."""
+
+
+@hookspec
+def lmforge_cli_commands():
+    """Return ``{name: (one-line help, function)}`` to add ``lmforge <name> …`` subcommands.
+
+    ``function(argv: list[str])`` receives the arguments after the command name and returns an exit code
+    (or None for 0). Built-in commands (``serve``, ``chat`` …) are added this same way.
+    """

@@ -6,3 +6,4 @@ from lmforge import hookimpl
 @hookimpl
 def lmforge_register(registry):
     registry.add("tokenizer", "bpe", "lmforge.plugins.tokenizers.bpe:ByteLevelBPE")
+    registry.add("tokenizer", "char", "lmforge.plugins.tokenizers.char:CharTokenizer")
