@@ -34,6 +34,9 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+_SWEPT_KEYS: set[str] = set()
+
+
 def _task(cfg) -> None:
     """The Hydra task: one pipeline run (one per job under -m)."""
     from hydra.core.hydra_config import HydraConfig
@@ -45,8 +48,9 @@ def _task(cfg) -> None:
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        # One run directory per sweep job, named by its overrides: runs/<name>/<aligner=dpo>/…
-        label = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+        # One run directory per sweep job, named by the swept values: runs/<name>/aligner=dpo/…
+        swept = [o.lstrip("+") for o in hydra_cfg.overrides.task if o.lstrip("+").partition("=")[0] in _SWEPT_KEYS]
+        label = ",".join(swept) or f"job{hydra_cfg.job.num}"
         with open_dict(cfg):
             cfg.run.name = f"{cfg.run.name}/{label.replace('/', '_')}"
     try:
@@ -62,11 +66,12 @@ def _task(cfg) -> None:
 def _run(args: list[str]) -> None:
     import hydra
 
-    from .config import _register_resolvers, searchpath_override
+    from .config import _register_resolvers, parameter_overrides, searchpath_override
 
     _register_resolvers()
+    _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in args if "," in a.partition("=")[2])
     main = hydra.main(config_path="pkg://lmforge.conf", config_name="config", version_base="1.3")(_task)
-    sys.argv = ["lmforge run", *searchpath_override(), *args]
+    sys.argv = ["lmforge run", *searchpath_override(), *parameter_overrides(args)]
     main()
 
 

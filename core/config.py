@@ -53,6 +53,27 @@ def searchpath_override() -> list[str]:
     return [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
 
 
+STRICT_TOP_LEVEL = ("run", "hydra", "pipeline", "data", "hardware")
+
+
+def parameter_overrides(overrides) -> list[str]:
+    """Let ``aligner.beta=0.2`` set any parameter of the selected plugin, even one its YAML leaves at default.
+
+    Hydra refuses to set a key the YAML does not list unless it is written ``++key=value``. Stage and model
+    options are validated by lmforge against the plugin's typed parameters instead (with a close-match hint
+    on typos), so their overrides are passed to Hydra as ``++``. Keys under run/pipeline/data/hardware stay
+    strict.
+    """
+    rewritten = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if (sep and "." in key and not key.startswith(("+", "~", "-")) and "/" not in key
+                and key.split(".")[0] not in STRICT_TOP_LEVEL):
+            item = "++" + item
+        rewritten.append(item)
+    return rewritten
+
+
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config"):
     """Compose lmforge's config (as ``lmforge run`` would) from Python: ``compose(["aligner=orpo"])``."""
     from hydra import compose as hydra_compose
@@ -63,7 +84,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
     _register_resolvers()
     try:
         with initialize_config_module(config_module="lmforge.conf", version_base="1.3"):
-            return hydra_compose(config_name, overrides=searchpath_override() + list(overrides))
+            return hydra_compose(config_name, overrides=searchpath_override() + parameter_overrides(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(one_line(str(exc))) from None
 

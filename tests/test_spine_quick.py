@@ -31,7 +31,7 @@ def test_unknown_plugin_lists_available_and_close_match():
 
 
 def test_misspelt_key_is_an_error_naming_key_and_allowed():
-    cfg = lmforge.compose(["+aligner.bta=0.2"])
+    cfg = lmforge.compose(["aligner.bta=0.2"])
     with pytest.raises(lmforge.ConfigError) as info:
         lmforge.stage("aligner", cfg)
     message = str(info.value)

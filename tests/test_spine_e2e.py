@@ -1,0 +1,172 @@
+"""The spine end to end: the default pipeline on the bundled data, swaps, skips, resume, errors, plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import lmforge
+
+FAST = ["tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
+        "pretrainer.eval_steps=10", "finetuner.max_steps=4", "aligner.max_steps=2",
+        "sampler.max_new_tokens=8", "run.quiet=true"]
+STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "aligner", "sampler"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd, env_extra=None, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lmforge.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    result = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST]))
+    return root, result
+
+
+def test_default_pipeline_runs_all_six_stages(default_run):
+    root, result = default_run
+    assert result.ran == STAGES
+    for name in STAGES:
+        manifest = lmforge.read_manifest(result.artifacts[name])
+        assert manifest["stage"] == name and manifest["seconds"] > 0
+        assert manifest["versions"]["transformers"] and manifest["config"]["run"]["name"] == "e2e"
+        assert all(v["hash"] for v in manifest["inputs"].values())
+        assert not (root / "e2e" / f"{name}.partial").exists()
+    assert lmforge.read_manifest(result.artifacts["pretrainer"])["metrics"]["eval_loss"] > 0
+    assert lmforge.read_manifest(result.artifacts["finetuner"])["inputs"]["model"]["hash"].startswith("artifact:")
+    lines = (result.artifacts["sampler"] / "completions.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and all("completion" in json.loads(line) for line in lines)
+
+
+def test_final_model_opens_with_vanilla_transformers(default_run):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, result = default_run
+    model_dir = str(result.artifacts["aligner"])
+    assert (result.artifacts["aligner"] / "model.safetensors").is_file()
+    assert not list(result.artifacts["aligner"].glob("*.bin"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "<|system|>\nBe brief.<|end|>" in text and text.endswith("<|assistant|>\n")
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)
+    torch.manual_seed(0)
+    output = model.generate(**encoded, max_new_tokens=10, do_sample=True, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > encoded["input_ids"].shape[1]
+    assert isinstance(tokenizer.decode(output[0][encoded["input_ids"].shape[1]:]), str)
+
+
+def test_rerun_skips_complete_stages_and_override_swaps_aligner(default_run):
+    root, first = default_run
+    second = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
+    assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner"]
+    assert second.ran == ["aligner", "sampler"]
+    manifest = lmforge.read_manifest(second.artifacts["aligner"])
+    assert manifest["plugin"] == "orpo" and manifest["implementation"].endswith(":ORPOAligner")
+    third = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
+    assert third.ran == [] and len(third.skipped) == 6
+
+
+def test_one_stage_alone_takes_an_earlier_artifact_by_path(default_run, tmp_path):
+    root, result = default_run
+    cfg = lmforge.compose([f"run.root={tmp_path}", "run.name=alone", "pipeline=sample_only", "run.quiet=true",
+                           f"pipeline.stages.sampler.model={result.artifacts['finetuner']}",
+                           "sampler.max_new_tokens=4", "sampler.do_sample=false"])
+    alone = lmforge.run(cfg)
+    assert alone.ran == ["sampler"]
+    assert (alone.artifacts["sampler"] / "completions.jsonl").is_file()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["aligner.plugin=dop"], "unknown aligner 'dop' (did you mean 'dpo'?); available:"),
+    (["pretrainer.max_step=3"], "pretrainer.max_step: unknown key for pretrainer 'hf_trainer' (did you mean"),
+    (["pipeline=sft_only", "pipeline.stages.finetuner.model=/nonexistent/model"],
+     "finetuner: input 'model' not found: /nonexistent/model"),
+])
+def test_config_errors_are_one_line_and_leave_nothing(tmp_path, args, expected):
+    proc = cli("run", f"run.root={tmp_path}", *args, cwd=tmp_path)
+    assert proc.returncode != 0
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("lmforge: error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("manifest.json"))
+
+
+def test_malformed_data_line_names_file_and_line(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad_sft.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    bad.write_text(good + "\n" + good + "\n{not json\n")
+    proc = cli("run", f"run.root={tmp_path}", "pipeline=sft_only", f"data.sft={bad}",
+               f"pipeline.stages.finetuner.model={tiny_model_dir}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert f"lmforge: error: {bad}:3: invalid JSON line" in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob("*.partial"))
+
+
+def test_kill_during_pretraining_then_rerun_resumes(tmp_path):
+    args = ["run", f"run.root={tmp_path}", "run.name=killed", "pipeline=pretrain_only", "tokenizer.vocab_size=512",
+            "pretrainer.max_steps=120", "pretrainer.save_steps=20", "pretrainer.logging_steps=5", "run.quiet=true"]
+    checkpoint = tmp_path / "killed" / ".work" / "pretrainer" / "checkpoint-20" / "trainer_state.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert checkpoint.exists(), "no checkpoint appeared before the run ended"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = tmp_path / "killed"
+    assert lmforge.is_complete(run_dir / "tokenizer") and not (run_dir / "pretrainer").exists()
+
+    rerun = cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "skipped as complete: cleaner, tokenizer" in rerun.stdout
+    steps = [json.loads(line)["step"] for line in (run_dir / "pretrainer" / "metrics.jsonl").read_text().splitlines()]
+    assert min(s for s in steps if s is not None) > 20, "the re-run started from scratch instead of resuming"
+    assert lmforge.read_manifest(run_dir / "pretrainer")["metrics"]["epoch"] > 0
+    assert not (run_dir / ".work" / "pretrainer").exists()
+
+
+def test_third_party_plugin_package_selected_by_override(tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                              "--target", str(target), str(REPO / "examples" / "lmforge-shouting")],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": str(target)}
+    listing = cli("plugins", cwd=tmp_path, env_extra=env)
+    assert "shout" in listing.stdout and "lmforge-shouting 0.1.0" in listing.stdout
+    proc = cli("run", f"run.root={tmp_path}", "run.name=shout", "pipeline=clean_only", "cleaner=shouting",
+               cwd=tmp_path, env_extra=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(tmp_path / "shout" / "cleaner" / "data-00000.parquet").column("text").to_pylist()
+    assert texts and all(t == t.upper() for t in texts)
+    assert any(c.isalpha() for c in texts[0])
+
+
+def test_hydra_cfg_job_and_multirun(tiny_model_dir, tmp_path):
+    shown = cli("run", "--cfg", "job", "aligner=orpo", cwd=tmp_path)
+    assert shown.returncode == 0 and "plugin: orpo" in shown.stdout
+    sweep = cli("run", "-m", "aligner=dpo,orpo", f"run.root={tmp_path}", "run.name=sweep", "pipeline=align_only",
+                f"pipeline.stages.aligner.model={tiny_model_dir}", "aligner.max_steps=1", "sampler.max_new_tokens=2",
+                "run.quiet=true", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    plugins = {lmforge.read_manifest(d)["plugin"] for d in (tmp_path / "sweep").glob("*/aligner")}
+    assert plugins == {"dpo", "orpo"}
