@@ -6,4 +6,6 @@ from lmforge import hookimpl
 @hookimpl
 def lmforge_register(registry):
     registry.add("tokenizer", "bpe", "lmforge.plugins.tokenizers.bpe:ByteLevelBPE")
+    registry.add("tokenizer", "unigram", "lmforge.plugins.tokenizers.unigram:UnigramTokenizer")
+    registry.add("tokenizer", "wordpiece", "lmforge.plugins.tokenizers.wordpiece:WordPieceTokenizer")
     registry.add("tokenizer", "char", "lmforge.plugins.tokenizers.char:CharTokenizer")

@@ -2,27 +2,26 @@
 
 Why byte-level BPE: every string round-trips (no unknown characters), and it is what today's base models
 use. Training streams batches of text through HF ``tokenizers``; the output is a plain tokenizer
-directory that ``AutoTokenizer.from_pretrained`` loads with no lmforge import.
-
-The chat template marks each assistant reply with ``{% generation %}`` so TRL can compute assistant-only
-loss, and puts the end-of-turn token inside that span so the model learns to stop.
+directory that ``AutoTokenizer.from_pretrained`` loads with no lmforge import. Special tokens, the chat
+template (``{% generation %}`` markers with the end-of-turn token inside, so TRL can compute assistant-only
+loss and the model learns to stop), held-out evaluation and the report are shared with the other subword
+plugins in ``subword.py``.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from lmforge import Tokenizer
-
-from ..common import iter_texts
+from .subword import SubwordConfig, SubwordTokenizer
 
 # GPT-4 (cl100k) pre-tokenization pattern: contractions, letters, 1-3 digit numbers, punctuation, spaces.
 GPT4_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-2 pattern, for comparison with older models.
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
 
+# The template without content escaping, for tokenizers that lack the unescaping normalizer (see subword.py).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -37,69 +36,43 @@ CHAT_TEMPLATE = (
 
 
 @dataclass
-class BPEConfig:
-    vocab_size: int = 2048
-    min_frequency: int = 2
-    max_length: int = 1024  # model_max_length saved with the tokenizer
-    bos_token: str = "<|bos|>"
-    eos_token: str = "<|eos|>"
-    pad_token: str = "<|pad|>"
-    unk_token: str = "<|unk|>"
-    chat_tokens: list[str] = field(default_factory=lambda: ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])
-    extra_special_tokens: list[str] = field(default_factory=list)
-    text_field: str = "text"
+class BPEConfig(SubwordConfig):
+    pattern: str = "gpt4"  # pre-tokenization regex: gpt4, gpt2, or a regex of your own
 
 
-class ByteLevelBPE(Tokenizer):
+class ByteLevelBPE(SubwordTokenizer):
     """Trains byte-level BPE on the text input and saves a chat-ready tokenizer directory."""
 
     config_class = BPEConfig
+    algorithm = "bpe"
 
-    def run(self, inputs, output_dir, context):
+    def build(self, specials, context):
+        from tokenizers import Regex
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, processors, trainers
-        from transformers import PreTrainedTokenizerFast
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
-        cfg = self.config
-        specials = [cfg.pad_token, cfg.bos_token, cfg.eos_token, cfg.unk_token, *cfg.chat_tokens,
-                    *cfg.extra_special_tokens]
+        from lmforge.errors import ConfigError
+
+        pattern = PATTERNS.get(self.config.pattern, self.config.pattern)
+        try:
+            split = pre_tokenizers.Split(pattern=Regex(pattern), behavior="isolated")
+        except Exception as exc:  # tokenizers raises a plain Exception for a bad regex
+            raise ConfigError(f"tokenizer.pattern: not gpt4, gpt2 or a valid regex ({exc})") from None
         tokenizer = HFTokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(pattern=_regex(GPT4_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+        trainer = trainers.BpeTrainer(vocab_size=self.config.vocab_size, min_frequency=self.config.min_frequency,
                                       special_tokens=specials, show_progress=not context.quiet,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        seen_bytes = 0
+        return tokenizer, trainer
 
-        def batches():
-            nonlocal seen_bytes
-            for batch in iter_texts(inputs["text"], cfg.text_field):
-                seen_bytes += sum(len(t.encode("utf-8")) for t in batch)
-                yield batch
+    def finish(self, tokenizer):
+        from tokenizers import processors
 
-        started = time.time()
-        tokenizer.train_from_iterator(batches(), trainer=trainer)
-        seconds = time.time() - started
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-        hf = PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer, bos_token=cfg.bos_token, eos_token=cfg.eos_token,
-            pad_token=cfg.pad_token, unk_token=cfg.unk_token,
-            additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
-            model_max_length=cfg.max_length,
-        )
-        hf.chat_template = CHAT_TEMPLATE
-        hf.save_pretrained(str(output_dir))
-        stats = {"vocab_size": len(hf), "train_bytes": seen_bytes, "train_seconds": round(seconds, 3),
-                 "train_mb_per_s": round(seen_bytes / 1e6 / max(seconds, 1e-9), 3)}
-        (Path(output_dir) / "tokenizer_report.json").write_text(json.dumps(stats, indent=2))
-        context.log_metrics(stats)
-        return output_dir
+        return tokenizer
 
+    def token_bytes(self, token: str) -> int:
+        return len(token)  # byte-level: one character of the token per byte
 
-def _regex(pattern: str):
-    from tokenizers import Regex
-
-    return Regex(pattern)
