@@ -1,4 +1,4 @@
-"""Sampler plugins: generate text from a model."""
+"""Sampler plugins: generate text from a model (batch sampling, vLLM), and the ``serve`` / ``chat`` commands."""
 
 from lmforge import hookimpl
 
@@ -6,3 +6,24 @@ from lmforge import hookimpl
 @hookimpl
 def lmforge_register(registry):
     registry.add("sampler", "hf_generate", "lmforge.plugins.samplers.hf_generate:HFGenerateSampler")
+    registry.add("sampler", "vllm", "lmforge.plugins.samplers.vllm_engine:VLLMSampler")
+
+
+def _serve(argv):
+    from .server import serve_main
+
+    return serve_main(argv)
+
+
+def _chat(argv):
+    from .chat import chat_main
+
+    return chat_main(argv)
+
+
+@hookimpl
+def lmforge_cli_commands():
+    return {
+        "serve": ("serve a model dir over an OpenAI-compatible HTTP API (127.0.0.1 by default)", _serve),
+        "chat": ("chat with a model dir in the terminal, tokens streamed as generated", _chat),
+    }

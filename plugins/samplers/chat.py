@@ -1,0 +1,242 @@
+"""``lmforge chat <model_dir>``: talk to a model in the terminal, tokens printed as they are generated.
+
+A conversation is a list of messages rendered with the model's chat template; every turn the whole list
+(system prompt first) is the prompt, so earlier turns are the model's memory. Context files
+(``--context notes.md``) are put into the system message as working memory. When the conversation no
+longer fits the model's context window, the oldest turns are dropped (the system message stays).
+
+Streaming uses transformers' ``TextIteratorStreamer`` (``generate`` runs in a thread and the streamer
+hands out decoded text as tokens arrive), so the tokens shown are exactly what ``generate`` produced; the
+same sampling settings as the batch sampler apply (temperature, top-k/p, min-p, repetition penalty,
+end-of-turn token, stop strings).
+
+Commands inside the chat: ``/retry`` (new answer to the last message), ``/clear`` (forget the
+conversation), ``/system TEXT``, ``/context FILE``, ``/help``, ``/quit`` (or Ctrl-D). Ctrl-C stops an answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+from lmforge.errors import MissingArtifact
+
+from .hf_generate import (check_generation_settings, cut_at_stop, encode_prompt, generate_kwargs,
+                          render_prompt)
+
+HELP = """commands: /retry  new answer to your last message     /clear  forget the conversation
+          /system TEXT  set the system prompt             /context FILE  add a file as working memory
+          /help  this text                                /quit  leave (or Ctrl-D); Ctrl-C stops an answer"""
+
+
+@dataclass
+class ChatSettings:
+    max_new_tokens: int = 256
+    do_sample: bool = True
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 0.95
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    n: int = 1
+    seed: int | None = None
+    stop_strings: list[str] = field(default_factory=list)
+    stop_tokens: list[str] = field(default_factory=lambda: ["<|end|>"])
+
+
+class ChatSession:
+    """A multi-turn conversation with one model: ``send`` / ``retry`` stream the answer, ``clear`` forgets."""
+
+    def __init__(self, model_dir, system_prompt: str | None = None, context_files=(), device: str = "auto",
+                 **settings):
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise MissingArtifact(f"chat: model dir not found (no config.json): {model_dir}")
+        self.settings = replace(ChatSettings(), **settings)
+        check_generation_settings(self.settings, where="chat")
+        self.system_prompt = system_prompt
+        self.context: list[tuple[str, str]] = []
+        for path in context_files:
+            self.add_context(path)
+        self.messages: list[dict[str, str]] = []
+        self._load(model_dir, device)
+
+    def _load(self, model_dir: Path, device: str) -> None:
+        import torch
+
+        from ..common import load_causal_lm, load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_causal_lm(model_dir).eval()
+        if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+            self.model = self.model.to("cuda")
+        self.context_window = getattr(self.model.config, "max_position_embeddings", None) or 2048
+
+    def add_context(self, path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingArtifact(f"chat: context file not found: {path}")
+        self.context.append((path.name, path.read_text(encoding="utf-8", errors="replace").strip()))
+
+    def system_message(self) -> str | None:
+        parts = [self.system_prompt] if self.system_prompt else []
+        if self.context:
+            parts.append("Use the following context when it helps.")
+            parts += [f"### {name}\n{text}" for name, text in self.context]
+        return "\n\n".join(parts) or None
+
+    def conversation(self) -> list[dict[str, str]]:
+        system = self.system_message()
+        return ([{"role": "system", "content": system}] if system else []) + self.messages
+
+    def rendered_prompt(self) -> str:
+        return render_prompt(self.tokenizer, self.conversation())
+
+    def _fit_context_window(self) -> list[int]:
+        budget = self.context_window - self.settings.max_new_tokens
+        ids = encode_prompt(self.tokenizer, self.conversation())
+        while len(ids) > budget and len(self.messages) > 1:
+            self.messages = self.messages[2:] if len(self.messages) > 2 else self.messages[-1:]
+            ids = encode_prompt(self.tokenizer, self.conversation())
+        return ids
+
+    def send(self, text: str) -> Iterator[str]:
+        """Add a user message and stream the answer; the answer joins the conversation when complete."""
+        self.messages.append({"role": "user", "content": text})
+        return self._answer()
+
+    def retry(self) -> Iterator[str]:
+        """Drop the last answer and stream a new one to the same user message."""
+        if self.messages and self.messages[-1]["role"] == "assistant":
+            self.messages.pop()
+        if not self.messages:
+            return iter(())
+        return self._answer()
+
+    def clear(self) -> None:
+        self.messages = []
+
+    def _answer(self) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+
+        settings = self.settings
+        if settings.seed is not None:
+            set_seed(settings.seed)
+        ids = self._fit_context_window()
+        interrupted = threading.Event()
+
+        class StopWhenInterrupted(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), interrupted.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs = generate_kwargs(settings, self.tokenizer)
+        input_ids = torch.tensor([ids], device=self.model.device)
+        failure: list[BaseException] = []
+
+        def generate():
+            try:
+                with torch.no_grad():
+                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                        streamer=streamer, stopping_criteria=StoppingCriteriaList(
+                                            [StopWhenInterrupted()]), **kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        shown = ""
+        try:
+            for piece in streamer:
+                text, stopped = cut_at_stop(shown + piece, settings.stop_strings)
+                if len(text) > len(shown):
+                    yield text[len(shown):]
+                shown = text
+                if stopped:
+                    interrupted.set()
+                    break
+        finally:
+            interrupted.set()
+            worker.join()
+            if shown or not failure:
+                self.messages.append({"role": "assistant", "content": shown})
+        if failure:
+            raise failure[0]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge chat", description="Chat with a model dir in the terminal.")
+    parser.add_argument("model_dir")
+    parser.add_argument("--system", default=None, help="system prompt (the model's identity)")
+    parser.add_argument("--context", action="append", default=[], metavar="FILE",
+                        help="a file put into the prompt as working memory (repeatable)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--min-p", type=float, default=None)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding (deterministic)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser
+
+
+def chat_main(argv: list[str], input_fn=input, output=None) -> int:
+    """The ``lmforge chat`` command; ``input_fn``/``output`` are replaceable to drive it from code."""
+    output = output or sys.stdout
+    args = _parser().parse_args(argv)
+    session = ChatSession(args.model_dir, system_prompt=args.system, context_files=args.context,
+                          device=args.device, max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repetition_penalty=args.repetition_penalty, seed=args.seed, stop_strings=args.stop)
+    write = output.write
+    write(f"chatting with {args.model_dir}  (/help for commands)\n")
+
+    def stream(pieces):
+        write("assistant> ")
+        try:
+            for piece in pieces:
+                write(piece)
+                output.flush()
+        except KeyboardInterrupt:
+            write(" [stopped]")
+        write("\n")
+
+    while True:
+        try:
+            line = input_fn("you> ")
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return 0
+        command, _, argument = line.strip().partition(" ")
+        if command in ("/quit", "/exit"):
+            return 0
+        elif command == "/help":
+            write(HELP + "\n")
+        elif command == "/clear":
+            session.clear()
+            write("(cleared)\n")
+        elif command == "/retry":
+            stream(session.retry())
+        elif command == "/system":
+            session.system_prompt = argument or None
+            write("(system prompt set)\n" if argument else "(system prompt removed)\n")
+        elif command == "/context":
+            try:
+                session.add_context(argument)
+                write(f"(added {argument} to the context)\n")
+            except MissingArtifact as exc:
+                write(f"({exc})\n")
+        elif command.startswith("/"):
+            write(f"(unknown command {command}; /help lists them)\n")
+        elif line.strip():
+            stream(session.send(line))
