@@ -1,0 +1,607 @@
+"""``lmforge serve <model_dir>``: an OpenAI-compatible HTTP API for a model dir.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (both with
+``"stream": true`` as server-sent events, ``data: {...}`` … ``data: [DONE]``), ``GET /health``. Any OpenAI
+client works against ``http://127.0.0.1:8000/v1``.
+
+Why FastAPI + uvicorn: request bodies are validated by pydantic models that mirror OpenAI's schema, so a
+bad field becomes a 400 naming that field rather than a crash; streaming responses, async handlers and
+clean shutdown come with it. Both are well kept and small; the stdlib ``http.server`` would mean
+hand-writing threading, chunked SSE, JSON validation and error mapping.
+
+Why a generation worker of our own: ``generate`` runs one batch at a time and is not thread-safe, so every
+request goes onto a queue that one worker thread drains. Requests waiting together with the same sampling
+settings are decoded as one left-padded batch (greedy answers do not depend on the batch they ride in), a
+per-row tracker ends each row at its own length / stop string / end-of-turn token and streams its text as
+its tokens arrive, so concurrent requests never see each other's output. A seeded sampling request runs in
+a batch of its own, so the same seed gives the same answer. A request whose client disconnects is dropped.
+
+Safety: binds 127.0.0.1 unless ``--host`` says otherwise; with ``--api-key`` every request must carry
+``Authorization: Bearer <key>``. Errors are JSON in OpenAI's shape ``{"error": {"message", "type", "param",
+"code"}}``: 400 malformed JSON / bad parameters / prompt too long, 401 bad key, 404 unknown model or route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmforge.errors import MissingArtifact
+
+# --------------------------------------------------------------------------------------- request schema
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored, as OpenAI clients send optional extras (user, metadata, store …).
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    n: int = Field(default=1, ge=1, le=16)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    # extensions, as other open servers name them
+    top_k: int = Field(default=0, ge=0)
+    min_p: float = Field(default=0.0, ge=0, le=1)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_Request):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def _unsupported(request: _Request) -> None:
+    """Reject what this server cannot honour instead of silently ignoring it."""
+    checks = [("presence_penalty", request.presence_penalty == 0), ("frequency_penalty", request.frequency_penalty == 0),
+              ("logit_bias", not request.logit_bias), ("logprobs", request.logprobs in (None, False))]
+    if isinstance(request, CompletionRequest):
+        checks += [("echo", not request.echo), ("suffix", request.suffix is None),
+                   ("best_of", request.best_of in (None, request.n))]
+    if isinstance(request, ChatRequest):
+        checks += [("tools", not request.tools),
+                   ("response_format", request.response_format in (None, {"type": "text"}))]
+    for name, ok in checks:
+        if not ok:
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    stops = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise APIError(400, "'stop' takes up to 4 non-empty strings", param="stop")
+
+
+# --------------------------------------------------------------------------------------- generation worker
+
+
+@dataclass
+class Job:
+    """One HTTP request's generation: ``n`` rows of the same prompt; events go to ``emit`` (thread-safe)."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: tuple  # (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)
+    stop: tuple[str, ...]
+    n: int
+    stream: bool
+    seed: int | None
+    emit: Callable[[tuple], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def batch_key(self) -> tuple:
+        # Rows share a generate call only when the logits processors are the same; a seeded job runs alone.
+        return (self.sampling, id(self) if self.seed is not None else None)
+
+
+class RowTracker:
+    """A ``StoppingCriteria`` that follows every row of a batch: its own limit, stop strings, EOS ids.
+
+    Called by ``generate`` after each new token; streams text deltas for streaming rows, holding back what
+    could be the start of a stop string (or half a UTF-8 character) so that no stop text ever leaks.
+    """
+
+    def __init__(self, rows: list[tuple[Job, int]], tokenizer, eos_ids: set[int]):
+        self.rows, self.tokenizer, self.eos_ids = rows, tokenizer, eos_ids
+        self.tokens: list[list[int]] = [[] for _ in rows]
+        self.shown = ["" for _ in rows]
+        self.done = [False for _ in rows]
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            if self.done[row]:
+                continue
+            job, _ = self.rows[row]
+            if job.cancelled.is_set():
+                self.done[row] = True
+                continue
+            if token in self.eos_ids:
+                self.finish(row, "stop")
+                continue
+            self.tokens[row].append(token)
+            if job.stop or job.stream:
+                text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+                cut = [text.find(s) for s in job.stop if s in text]
+                if cut:
+                    self.finish(row, "stop", text[:min(cut)])
+                    continue
+                if job.stream:
+                    self.show(row, text[:self.safe_length(text, job.stop)])
+            if len(self.tokens[row]) >= job.max_new_tokens:
+                self.finish(row, "length")
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    @staticmethod
+    def safe_length(text: str, stops) -> int:
+        safe = len(text.rstrip("\ufffd"))
+        for stop in stops:
+            for size in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:size]):
+                    safe = min(safe, len(text) - size)
+                    break
+        return safe
+
+    def show(self, row: int, text: str) -> None:
+        job, choice = self.rows[row]
+        if len(text) > len(self.shown[row]) and text.startswith(self.shown[row]):
+            job.emit(("delta", choice, text[len(self.shown[row]):]))
+            self.shown[row] = text
+
+    def finish(self, row: int, reason: str, text: str | None = None) -> None:
+        job, choice = self.rows[row]
+        if text is None:
+            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        self.done[row] = True
+        if job.stream:
+            self.show(row, text)
+        job.emit(("done", choice, text, reason, len(self.tokens[row])))
+
+    def finish_all(self) -> None:
+        for row in range(len(self.rows)):
+            if not self.done[row] and not self.rows[row][0].cancelled.is_set():
+                self.finish(row, "length")
+
+
+class GenerationWorker:
+    """One thread that owns the model: takes jobs off a queue and decodes compatible ones as one batch."""
+
+    def __init__(self, model, tokenizer, eos_ids: list[int], max_batch_size: int = 16,
+                 batch_wait_s: float = 0.005):
+        self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
+        self.jobs: queue.Queue = queue.Queue()
+        self.waiting: list[Job] = []
+        self.batch_sizes: list[int] = []  # rows of every generate call, for tests and benchmarks
+        self.thread = threading.Thread(target=self._loop, name="lmforge-generate", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=30)
+
+    def _take(self, block: bool) -> bool:
+        try:
+            job = self.jobs.get(block=block, timeout=None if block else 0)
+        except queue.Empty:
+            return True
+        if job is None:
+            return False
+        self.waiting.append(job)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            if not self._take(block=not self.waiting):
+                return
+            time.sleep(self.batch_wait_s)  # let requests that arrive together share a batch
+            while not self.jobs.empty():
+                if not self._take(block=False):
+                    return
+            self.waiting = [job for job in self.waiting if not job.cancelled.is_set()]
+            if not self.waiting:
+                continue
+            key, batch, rows = self.waiting[0].batch_key(), [], 0
+            for job in self.waiting:
+                if job.batch_key() == key and (not batch or rows + job.n <= self.max_batch_size):
+                    batch.append(job)
+                    rows += job.n
+            self.waiting = [job for job in self.waiting if job not in batch]
+            self._generate(batch)
+
+    def _generate(self, batch: list[Job]) -> None:
+        import torch
+        from transformers import StoppingCriteriaList, set_seed
+
+        from .hf_generate import left_padded
+
+        rows = [(job, choice) for job in batch for choice in range(job.n)]
+        tracker = RowTracker(rows, self.tokenizer, set(self.eos_ids))
+        do_sample, temperature, top_k, top_p, min_p, repetition_penalty = batch[0].sampling
+        kwargs = dict(do_sample=do_sample, repetition_penalty=repetition_penalty, temperature=None, top_k=None,
+                      top_p=None, min_p=None)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p or None)
+        try:
+            if batch[0].seed is not None:
+                set_seed(batch[0].seed)
+            input_ids, attention_mask = left_padded([job.prompt_ids for job, _ in rows], self.pad_id,
+                                                    self.model.device)
+            with torch.no_grad():
+                self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                    max_new_tokens=max(job.max_new_tokens for job in batch),
+                                    eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+                                    stopping_criteria=StoppingCriteriaList([tracker]), **kwargs)
+            self.batch_sizes.append(len(rows))
+            tracker.finish_all()
+        except Exception as exc:  # one failed batch answers its own requests with 500; the worker lives on
+            for job in batch:
+                job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+
+
+# --------------------------------------------------------------------------------------- the app
+
+
+class ModelServer:
+    """The model, its tokenizer and the generation worker behind the HTTP app."""
+
+    def __init__(self, model_dir, model_name: str | None = None, device: str = "auto", max_batch_size: int = 16,
+                 batch_wait_s: float = 0.005, stop_tokens=("<|end|>",)):
+        import torch
+
+        from ..common import load_causal_lm, load_tokenizer
+        from .hf_generate import eos_token_ids
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise MissingArtifact(f"serve: model dir not found (no config.json): {model_dir}")
+        self.model_name = model_name or model_dir.name
+        self.created = int(time.time())
+        self.tokenizer = load_tokenizer(model_dir)
+        model = load_causal_lm(model_dir).eval()
+        if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+            model = model.to("cuda")
+        self.context_window = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.worker = GenerationWorker(model, self.tokenizer, eos_token_ids(self.tokenizer, stop_tokens),
+                                       max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def create_app(server: ModelServer, api_key: str | None = None):
+    """The FastAPI app serving ``server``'s model."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from .hf_generate import encode_prompt, with_system_prompt
+
+    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def error_response(status, message, param=None, code=None, kind="invalid_request_error"):
+        return JSONResponse(status_code=status, content={
+            "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+    @app.exception_handler(APIError)
+    async def api_error(request, exc: APIError):
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_response(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
+                                  code="invalid_json")
+        location = [str(part) for part in first.get("loc", ()) if part != "body"]
+        param = ".".join(location) or None
+        return error_response(400, f"{param or 'body'}: {first['msg']}", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        return error_response(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request, exc):
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error")
+
+    @app.middleware("http")
+    async def check_api_key(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return error_response(401, "missing or wrong API key (Authorization: Bearer <key>)",
+                                      code="invalid_api_key", kind="authentication_error")
+        return await call_next(request)
+
+    def model_card():
+        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "lmforge"}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name}")
+    async def one_model(name: str):
+        if name != server.model_name:
+            raise APIError(404, f"model '{name}' does not exist; this server serves '{server.model_name}'",
+                           param="model", code="model_not_found")
+        return model_card()
+
+    def make_job(request: _Request, prompt_ids: list[int], max_tokens: int | None, emit) -> Job:
+        _unsupported(request)
+        if request.model not in (None, server.model_name):
+            raise APIError(404, f"model '{request.model}' does not exist; this server serves "
+                                f"'{server.model_name}'", param="model", code="model_not_found")
+        if not prompt_ids:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        room = server.context_window - len(prompt_ids)
+        if max_tokens is None:
+            max_tokens = room
+        if room < 1 or max_tokens > room:
+            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens and asks for {max_tokens} more; the "
+                                f"model's context window is {server.context_window} tokens",
+                           param="max_tokens", code="context_length_exceeded")
+        do_sample = request.temperature > 0
+        sampling = (do_sample, request.temperature, request.top_k, request.top_p, request.min_p,
+                    request.repetition_penalty) if do_sample else (False, 0, 0, 1, 0, request.repetition_penalty)
+        stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        return Job(prompt_ids=prompt_ids, max_new_tokens=max_tokens, sampling=sampling, stop=tuple(stops),
+                   n=request.n, stream=request.stream, seed=request.seed if do_sample else None, emit=emit)
+
+    def channel():
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        return events, (lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+
+    async def collect(jobs: list[Job], events: asyncio.Queue):
+        """Wait for every choice of every job; returns {(job index, choice): (text, reason, tokens)}."""
+        results, expected = {}, sum(job.n for job in jobs)
+        try:
+            while len(results) < expected:
+                event = await events.get()
+                if event[0] == "error":
+                    raise APIError(500, event[1], kind="server_error")
+                if event[0] == "done":
+                    results[event[1]] = event[2:]
+        finally:
+            for job in jobs:
+                job.cancelled.set()  # the client went away (or an error): drop rows still waiting or running
+        return results
+
+    def usage(prompt_tokens: int, completion_tokens: int):
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+    def sse(payload) -> str:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    async def stream_events(jobs: list[Job], events, make_chunk, prompt_tokens, include_usage, first_chunks=()):
+        """SSE body: deltas as they come, a final chunk per choice, optional usage, then [DONE]."""
+        try:
+            for chunk in first_chunks:
+                yield sse(chunk)
+            finished, expected, generated = 0, sum(job.n for job in jobs), 0
+            while finished < expected:
+                event = await events.get()
+                if event[0] == "error":
+                    yield sse({"error": {"message": event[1], "type": "server_error", "param": None,
+                                         "code": None}})
+                    return
+                if event[0] == "delta":
+                    yield sse(make_chunk(event[1], text=event[2]))
+                elif event[0] == "done":
+                    finished += 1
+                    generated += event[4]
+                    yield sse(make_chunk(event[1], finish_reason=event[3]))
+            if include_usage:
+                yield sse(make_chunk(None, usage=usage(prompt_tokens, generated)))
+            yield "data: [DONE]\n\n"
+        finally:
+            for job in jobs:
+                job.cancelled.set()  # a client that went away stops its rows; a finished job is unaffected
+
+    async def submit(jobs: list[Job]):
+        for job in jobs:
+            server.worker.submit(job)
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        if not prompts:
+            raise APIError(400, "prompt: at least one prompt is needed", param="prompt")
+        events, emit = channel()
+        jobs = []
+        for number, prompt in enumerate(prompts):
+            ids = server.tokenizer(prompt)["input_ids"]
+            jobs.append(make_job(request, ids, request.max_tokens,
+                                 lambda event, base=number * request.n: emit(_shift(event, base))))
+        prompt_tokens = sum(len(job.prompt_ids) * job.n for job in jobs)
+        response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        await submit(jobs)
+        if request.stream:
+            def chunk(index, text="", finish_reason=None, usage=None):
+                body = {"id": response_id, "object": "text_completion", "created": created,
+                        "model": server.model_name, "choices": [] if index is None else [
+                            {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+                if usage:
+                    body["usage"] = usage
+                return body
+
+            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            return StreamingResponse(stream_events(jobs, events, chunk, prompt_tokens, include_usage),
+                                     media_type="text/event-stream")
+        results = await collect(jobs, events)
+        choices = [{"index": index, "text": results[index][0], "logprobs": None, "finish_reason": results[index][1]}
+                   for index in sorted(results)]
+        return {"id": response_id, "object": "text_completion", "created": created, "model": server.model_name,
+                "choices": choices, "usage": usage(prompt_tokens, sum(r[2] for r in results.values()))}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatRequest):
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in request.messages]
+        ids = encode_prompt(server.tokenizer, with_system_prompt(messages, None))
+        events, emit = channel()
+        job = make_job(request, ids, request.max_completion_tokens or request.max_tokens, emit)
+        response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        await submit([job])
+        if request.stream:
+            def chunk(index, text=None, finish_reason=None, usage=None, role=None):
+                delta = {}
+                if role:
+                    delta["role"] = role
+                if text is not None:
+                    delta["content"] = text
+                body = {"id": response_id, "object": "chat.completion.chunk", "created": created,
+                        "model": server.model_name, "choices": [] if index is None else [
+                            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                if usage:
+                    body["usage"] = usage
+                return body
+
+            first = [chunk(index, text="", role="assistant") for index in range(job.n)]
+            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            return StreamingResponse(stream_events([job], events, chunk, len(ids) * job.n, include_usage, first),
+                                     media_type="text/event-stream")
+        results = await collect([job], events)
+        choices = [{"index": index, "message": {"role": "assistant", "content": results[index][0]},
+                    "logprobs": None, "finish_reason": results[index][1]} for index in sorted(results)]
+        return {"id": response_id, "object": "chat.completion", "created": created, "model": server.model_name,
+                "choices": choices, "usage": usage(len(ids) * job.n, sum(r[2] for r in results.values()))}
+
+    return app
+
+
+def _shift(event: tuple, base: int) -> tuple:
+    """Number choices across the prompts of one /v1/completions request (prompt k's choices follow k-1's)."""
+    if event[0] in ("delta", "done"):
+        return (event[0], event[1] + base, *event[2:])
+    return event
+
+
+@dataclass
+class RunningServer:
+    url: str  # the OpenAI base URL, http://127.0.0.1:PORT/v1
+    model_server: ModelServer
+
+
+@contextlib.contextmanager
+def running_server(model_dir, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
+                   log_level: str = "warning", **server_options):
+    """Serve ``model_dir`` from a background thread of this process (port 0: any free port).
+
+    For tests and notebooks: ``with running_server(dir) as s: OpenAI(base_url=s.url, api_key="-")``.
+    """
+    import uvicorn
+
+    server = ModelServer(model_dir, **server_options)
+    uvicorn_server = uvicorn.Server(uvicorn.Config(create_app(server, api_key), host=host, port=port,
+                                                   log_level=log_level, lifespan="off"))
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    while not uvicorn_server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server could not start on {host}:{port}")
+        time.sleep(0.02)
+    bound_port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(f"http://{host}:{bound_port}/v1", server)
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=30)
+        server.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge serve", description="Serve a model dir over an "
+                                     "OpenAI-compatible HTTP API.")
+    parser.add_argument("model_dir")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    parser.add_argument("--model-name", default=None, help="the model id clients use (default: the dir's name)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="most rows decoded together")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0,
+                        help="how long the worker waits for more requests before starting a batch")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def serve_main(argv: list[str]) -> int:
+    """The ``lmforge serve`` command."""
+    import uvicorn
+
+    args = _parser().parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"lmforge serve: warning: binding {args.host} without --api-key; anyone who can reach this "
+              "address can use the model", file=sys.stderr)
+    server = ModelServer(args.model_dir, model_name=args.model_name, device=args.device,
+                         max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
+    print(f"lmforge serve: '{server.model_name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(server, args.api_key), host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        server.close()
+    return 0
