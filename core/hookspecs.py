@@ -79,6 +79,14 @@ def lmforge_artifact_written(stage_name, path, manifest, context):
 
 
 @hookspec
+def lmforge_pipeline_start(run_dir, config, context):
+    """Called once before the first stage of a pipeline (after the whole config was validated).
+
+    Raise an ``LmforgeError`` here to refuse a run early, e.g. an unknown tracker name.
+    """
+
+
+@hookspec
 def lmforge_pipeline_end(run_dir, manifests, context):
     """Called once after every stage of a pipeline ran or was skipped (reports hook in here)."""
 

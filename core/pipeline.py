@@ -175,6 +175,7 @@ def run(cfg) -> RunResult:
     artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
     pm = plugin_manager()
+    pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=context_for(cfg, "pipeline", run_dir))
     node_of = {name: dict(cfg[name]) for name in planned}
     for name, (stage_obj, wiring) in planned.items():
         inputs = {key: (result.artifacts[value[len(STAGE_REF):]]

@@ -15,7 +15,8 @@ import pytest
 import lmforge
 
 FAST = ["tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
-        "pretrainer.eval_steps=10", "finetuner.max_steps=4", "aligner.max_steps=2",
+        "pretrainer.eval_steps=10", "pretrainer.logging_steps=5", "finetuner.max_steps=4", "aligner.max_steps=2",
+        "aligner.logging_steps=1",
         "sampler.max_new_tokens=8", "run.quiet=true"]
 STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "aligner", "sampler"]
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +31,45 @@ def cli(*args, cwd, env_extra=None, timeout=300):
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    result = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST]))
+    result = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", "run.trackers=[tensorboard]", *FAST]))
     return root, result
+
+
+def test_report_renders_with_real_plots_matching_manifests(default_run):
+    from PIL import Image
+
+    root, result = default_run
+    report = (result.run_dir / "report.md").read_text()
+    assert (result.run_dir / "report.html").read_text().startswith("<!doctype html>")
+    for name in STAGES:
+        seconds = lmforge.read_manifest(result.artifacts[name])["seconds"]
+        assert f"| {name} | " in report and f"| {seconds:.1f} |" in report
+    cleaner = json.loads((result.artifacts["cleaner"] / "report.json").read_text())
+    assert f"Kept {cleaner['docs_out']} of {cleaner['docs_in']} documents" in report
+    plots = sorted((result.run_dir / "report_plots").glob("*.png"))
+    assert any(p.name == "pretrainer_loss.png" for p in plots) and any(p.name.startswith("aligner_") for p in plots)
+    for plot in plots:
+        assert f"report_plots/{plot.name}" in report
+        assert plot.stat().st_size > 5000
+        assert Image.open(plot).size == (600, 350)
+
+
+def test_tensorboard_events_hold_the_training_loss(default_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, result = default_run
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("pretrainer/loss")
+    logged = [json.loads(x) for x in (result.artifacts["pretrainer"] / "metrics.jsonl").read_text().splitlines()]
+    expected = [(r["step"], r["loss"]) for r in logged if "loss" in r]
+    assert [(e.step, round(e.value, 4)) for e in loss] == [(s, round(v, 4)) for s, v in expected]
+
+
+def test_unknown_tracker_fails_before_any_stage(tmp_path):
+    with pytest.raises(lmforge.PluginNotFound, match="unknown tracker 'tensorbord'.*tensorboard"):
+        lmforge.run(lmforge.compose([f"run.root={tmp_path}", "run.trackers=[tensorbord]"]))
+    assert not list(tmp_path.rglob("manifest.json"))
 
 
 def test_default_pipeline_runs_all_six_stages(default_run):
@@ -75,6 +113,7 @@ def test_rerun_skips_complete_stages_and_override_swaps_aligner(default_run):
     second = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
     assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner"]
     assert second.ran == ["aligner", "sampler"]
+    assert "skipped" not in json.dumps(second.manifests["aligner"]["metrics"])
     manifest = lmforge.read_manifest(second.artifacts["aligner"])
     assert manifest["plugin"] == "orpo" and manifest["implementation"].endswith(":ORPOAligner")
     third = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
