@@ -2,6 +2,8 @@
 
 Why offer ORPO beside DPO: it folds SFT and preference learning into one loss and needs no reference
 model, so it costs half of DPO's memory. Same preference data as DPO, so ``aligner=orpo`` is a one-word swap.
+Prompts are cut to ``max_prompt_length`` first: TRL's ORPO keeps whole prompts and truncates only the
+answers, so a prompt that fills ``max_length`` leaves an empty answer and a NaN loss.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import os
 from dataclasses import dataclass
 
 from lmforge import Aligner
+from lmforge.errors import ConfigError
 
 from ..common import latest_checkpoint, load_causal_lm, load_tokenizer, metrics_callback, save_model_dir
 from ..common import seed_everything, trainer_arguments
 from ..formats import load_preferences
+from .grpo import fit_prompt
 
 
 @dataclass
@@ -24,6 +28,7 @@ class ORPOParams:
     learning_rate: float = 5e-5
     beta: float = 0.1  # weight of the odds-ratio term (lambda in the paper)
     max_length: int = 256
+    max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see grpo.fit_prompt)
     format: str = "auto"
     save_steps: int = 50
     logging_steps: int = 5
@@ -41,8 +46,14 @@ class ORPOAligner(Aligner):
 
         cfg = self.config
         seed_everything(context.seed)
-        dataset = Dataset.from_list(load_preferences(inputs["data"], cfg.format))
+        if cfg.max_prompt_length >= cfg.max_length:
+            raise ConfigError(f"aligner.max_prompt_length: {cfg.max_prompt_length} leaves no room for the answer "
+                              f"within max_length {cfg.max_length}")
         tokenizer = load_tokenizer(inputs["model"])
+        pairs = load_preferences(inputs["data"], cfg.format)
+        for pair in pairs:
+            pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
+        dataset = Dataset.from_list(pairs)
         policy = load_causal_lm(inputs["model"], context)
         args = ORPOConfig(
             **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
