@@ -1,11 +1,25 @@
-"""Cleaner plugins: the cleaner stage and the cleaning steps it composes."""
+"""Cleaner plugins: the cleaner stages (basic, standard) and the cleaning steps they compose."""
 
 from lmforge import hookimpl
+
+STEPS = {
+    "normalize": "basic:Normalize",
+    "exact_dedup": "basic:ExactDedup",
+    "quality": "basic:Quality",
+    "gopher_quality": "heuristics:GopherQuality",
+    "gopher_repetition": "heuristics:GopherRepetition",
+    "c4_quality": "heuristics:C4Quality",
+    "fineweb_quality": "heuristics:FineWebQuality",
+    "minhash_dedup": "dedup:MinHashDedup",
+    "language": "content:LanguageFilter",
+    "pii": "content:PIIRedact",
+    "harmful": "content:HarmfulContent",
+}
 
 
 @hookimpl
 def lmforge_register(registry):
     registry.add("cleaner", "basic", "lmforge.plugins.cleaners.basic:BasicCleaner")
-    registry.add("cleaning_step", "normalize", "lmforge.plugins.cleaners.basic:Normalize")
-    registry.add("cleaning_step", "exact_dedup", "lmforge.plugins.cleaners.basic:ExactDedup")
-    registry.add("cleaning_step", "quality", "lmforge.plugins.cleaners.basic:Quality")
+    registry.add("cleaner", "standard", "lmforge.plugins.cleaners.standard:StandardCleaner")
+    for name, target in STEPS.items():
+        registry.add("cleaning_step", name, f"lmforge.plugins.cleaners.{target}")

@@ -50,20 +50,32 @@ class Normalize(CleaningStep):
 
 
 class ExactDedup(CleaningStep):
-    """Drops a document whose whitespace- and case-normalised text was seen before (first copy kept)."""
+    """Drops a document whose whitespace- and case-normalised text was seen before (first copy kept).
+
+    Deduplicating steps split their work in two so the parallel cleaner can compute the costly part in
+    worker processes and keep the decision (which needs every earlier document) in document order:
+    ``signature(text)`` anywhere, ``seen_before(signature)`` in order.
+    """
 
     name = "exact_dedup"
+    deduplicates = True
+    drop_reason = "duplicate"
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)
         self.seen: set[bytes] = set()
 
+    def signature(self, text: str) -> bytes:
+        return hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).digest()
+
+    def seen_before(self, signature: bytes) -> bool:
+        if signature in self.seen:
+            return True
+        self.seen.add(signature)
+        return False
+
     def process(self, text):
-        key = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).digest()
-        if key in self.seen:
-            return Drop("duplicate")
-        self.seen.add(key)
-        return text
+        return Drop(self.drop_reason) if self.seen_before(self.signature(text)) else text
 
 
 @dataclass
@@ -149,7 +161,7 @@ class BasicCleaner(Cleaner):
                         if len(examples[reason]) < self.config.examples_per_reason:
                             examples[reason].append(text[:500])
                         break
-                    text = result
+                    text = result[0] if isinstance(result, tuple) else result
                 else:
                     kept.append(text)
         total_in = docs_in[names[0]] if names else len(kept)

@@ -1,0 +1,121 @@
+"""MinHash near-duplicate removal with LSH banding, at datatrove's defaults (FineWeb's recipe).
+
+Word 5-grams of the simplified text (lower case, punctuation -> space, numbers -> 0, diacritics dropped),
+each hashed with xxhash64, then 112 universal hashes ``(a*x + b) mod (2**61 - 1)`` seeded exactly like
+datatrove (``numpy.random.RandomState(1)``), split into 14 bands of 8. Two documents are candidates when
+any band matches; P(candidate) = 1 - (1 - s**8)**14 (0.92 at Jaccard 0.8, 0.02 at 0.5).
+
+Why not datasketch: its LSH keeps an index of every key and its MinHash hashes shingles with sha1 in a
+Python loop; here one vectorised numpy expression per document gives datatrove-identical signatures, and
+the streaming decision needs only the set of band hashes already seen.
+
+Keeping one document per cluster, streaming: every document that reaches the step adds its band hashes
+to the index, and a document any of whose bands is already there is dropped. Indexing the dropped ones
+too makes the rule transitive (A~B, B~C drops B and C even when A and C are not similar), which is
+exactly datatrove's union-find clustering keeping the earliest document of each cluster. Memory: 14
+128-bit hashes per document (~1 KB in Python sets), so a few million documents per process; beyond
+that run the steps on a distributed engine (see ``engines.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from lmforge import CleaningStep, Drop
+
+from .punctuation import PUNCTUATION
+
+MERSENNE_PRIME = (1 << 61) - 1
+_PUNCTUATION_TO_SPACE = str.maketrans(PUNCTUATION, " " * len(PUNCTUATION))
+_NUMBER = re.compile(r"\d+([.,،٫⎖⎗⎘]\d+)?")
+_SPACES = re.compile(r"\s+")
+
+
+def simplify_text(text: str) -> str:
+    """datatrove's TextNormConfig defaults: lower, numbers -> 0, punctuation -> space, no diacritics."""
+    text = _NUMBER.sub("0", text.lower()).translate(_PUNCTUATION_TO_SPACE)
+    text = _SPACES.sub(" ", text.strip())
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return text.strip()
+
+
+@dataclass
+class MinHashConfig:
+    n_grams: int = 5
+    num_buckets: int = 14
+    hashes_per_bucket: int = 8
+    seed: int = 1
+    # 0: any shared band drops the document (datatrove). > 0: a candidate must also agree on at least this
+    # share of all hashes (the estimated Jaccard), which removes LSH's chance merges below the threshold
+    # at ~1 KB more memory per document.
+    verify_threshold: float = 0.0
+
+
+class MinHashDedup(CleaningStep):
+    """Near-duplicate removal: MinHash signatures + LSH bands, the first document of each cluster kept."""
+
+    name = "minhash_dedup"
+    config_class = MinHashConfig
+    deduplicates = True
+    drop_reason = "near_duplicate"
+
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        import numpy as np
+
+        cfg = self.config
+        generator = np.random.RandomState(cfg.seed)
+        size = (1, cfg.num_buckets * cfg.hashes_per_bucket)
+        self._a = generator.randint(1, MERSENNE_PRIME, dtype=np.uint64, size=size)
+        self._b = generator.randint(0, MERSENNE_PRIME, dtype=np.uint64, size=size)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every document seen so far."""
+        self.seen: set[int] = set()
+        self.first_with_band: dict[int, int] = {}  # band hash -> index into self.minima (verification only)
+        self.minima: list = []
+
+    def signature(self, text: str) -> tuple[int, ...] | None:
+        """One 128-bit hash per band, or None for a text shorter than one n-gram (never deduplicated)."""
+        import numpy as np
+        import xxhash
+
+        words = simplify_text(text).split()
+        n = self.config.n_grams
+        if len(words) < n:
+            return None
+        hash64 = xxhash.xxh64_intdigest
+        shingles = np.fromiter((hash64(" ".join(words[i:i + n]).encode()) for i in range(len(words) - n + 1)),
+                               dtype=np.uint64, count=len(words) - n + 1).reshape(-1, 1)
+        with np.errstate(over="ignore"):  # uint64 wrap-around is part of datatrove's hash
+            minima = ((shingles * self._a + self._b) % np.uint64(MERSENNE_PRIME)).min(axis=0)
+        bands = minima.reshape(self.config.num_buckets, self.config.hashes_per_bucket)
+        hash128 = xxhash.xxh3_128_intdigest
+        band_hashes = tuple(hash128(band.tobytes(), seed=index) for index, band in enumerate(bands))
+        return (band_hashes, minima) if self.config.verify_threshold > 0 else band_hashes
+
+    def seen_before(self, signature) -> bool:
+        if signature is None:
+            return False
+        if self.config.verify_threshold > 0:
+            return self._seen_verified(*signature)
+        duplicate = not self.seen.isdisjoint(signature)
+        self.seen.update(signature)
+        return duplicate
+
+    def _seen_verified(self, band_hashes, minima) -> bool:
+        candidates = {self.first_with_band[h] for h in band_hashes if h in self.first_with_band}
+        duplicate = any(float((self.minima[c] == minima).mean()) >= self.config.verify_threshold
+                        for c in sorted(candidates))
+        index = len(self.minima)
+        self.minima.append(minima)
+        for band_hash in band_hashes:
+            self.first_with_band.setdefault(band_hash, index)
+        return duplicate
+
+    def process(self, text):
+        return Drop(self.drop_reason) if self.seen_before(self.signature(text)) else text
