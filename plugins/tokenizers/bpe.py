@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.errors import ConfigError
+
 from .subword import SubwordConfig, SubwordTokenizer
 
 # GPT-4 (cl100k) pre-tokenization pattern: contractions, letters, 1-3 digit numbers, punctuation, spaces.
@@ -47,16 +49,13 @@ class ByteLevelBPE(SubwordTokenizer):
     algorithm = "bpe"
 
     def build(self, specials, context):
-        from tokenizers import Regex
+        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
-        from lmforge.errors import ConfigError
 
         pattern = PATTERNS.get(self.config.pattern, self.config.pattern)
         try:
             split = pre_tokenizers.Split(pattern=Regex(pattern), behavior="isolated")
-        except Exception as exc:  # tokenizers raises a plain Exception for a bad regex
+        except Exception as exc:  # noqa: BLE001 -- tokenizers raises a bare Exception for a bad regex
             raise ConfigError(f"tokenizer.pattern: not gpt4, gpt2 or a valid regex ({exc})") from None
         tokenizer = HFTokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
@@ -76,16 +77,17 @@ class SubwordTokenizer(Tokenizer):
         return len(token.encode("utf-8"))
 
     def run(self, inputs, output_dir, context):
-        from tokenizers import normalizers
+        from tokenizers import Regex, normalizers
         from transformers import PreTrainedTokenizerFast
 
         cfg = self.config
         specials = special_tokens(cfg)
         tokenizer, trainer = self.build(specials, context)
-        if cfg.escape_special_tokens:
-            unescape = [normalizers.Replace(first + ESCAPE, first) for first in escape_chars(specials)]
-            existing = [tokenizer.normalizer] if tokenizer.normalizer is not None else []
-            tokenizer.normalizer = normalizers.Sequence(unescape + existing)
+        # drop U+FDD0 after a first character: that character keeps its own offsets, so masks stay exact
+        firsts = "".join(f"\\x{{{ord(c):X}}}" for c in escape_chars(specials))
+        unescape = normalizers.Replace(Regex(f"(?<=[{firsts}])\\x{{{ord(ESCAPE):X}}}"), "")
+        existing = [tokenizer.normalizer] if tokenizer.normalizer is not None else []
+        tokenizer.normalizer = normalizers.Sequence([unescape, *existing])
         stream = TextStream(inputs["text"], cfg.text_field, cfg.heldout_fraction, cfg.heldout_max_bytes)
         started = time.perf_counter()
         tokenizer.train_from_iterator(stream, trainer=trainer)
@@ -129,7 +131,7 @@ class SubwordTokenizer(Tokenizer):
         unk_id = tokenizer.token_to_id(self.config.unk_token)
         report = {
             "algorithm": self.algorithm,
-            "vocab_size": tokenizer.get_vocab_size(),
+            "vocab_size": tokenizer.get_vocab_size(with_added_tokens=False),
             "train_documents": stream.train_documents,
             "train_bytes": stream.train_bytes,
             "train_seconds": round(seconds, 3),
@@ -170,9 +172,9 @@ def special_tokens(cfg: SubwordConfig) -> list[str]:
             raise ConfigError("tokenizer: a special token is empty")
         if ESCAPE in token:
             raise ConfigError(f"tokenizer: special token {token!r} contains U+FDD0, which the chat template reserves")
-        if cfg.escape_special_tokens and len(token) < 2:
-            raise ConfigError(f"tokenizer: special token {token!r} is one character; escape_special_tokens needs "
-                              f"at least two (or set escape_special_tokens: false)")
+        if len(token) < 2:
+            raise ConfigError(f"tokenizer: special token {token!r} is one character; at least two are needed so "
+                              f"that its look-alikes in text can be escaped")
     duplicate = next((t for i, t in enumerate(specials) if t in specials[:i]), None)
     if duplicate:
         raise ConfigError(f"tokenizer: special token {duplicate!r} is listed twice")

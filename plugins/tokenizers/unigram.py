@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .subword import SubwordConfig, SubwordTokenizer
+from lmforge.errors import ConfigError
+
+from .subword import SubwordConfig, SubwordTokenizer, escape_chars
 
 SPACE = "\u2581"  # ▁, SentencePiece's visible space
 
@@ -32,10 +34,8 @@ class UnigramTokenizer(SubwordTokenizer):
     algorithm = "unigram"
 
     def build(self, specials, context):
+        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
-        from lmforge.errors import ConfigError
 
         cfg = self.config
         vocab_size = cfg.vocab_size - (256 if cfg.byte_fallback else 0)
@@ -43,31 +43,39 @@ class UnigramTokenizer(SubwordTokenizer):
             raise ConfigError(f"tokenizer.vocab_size: {cfg.vocab_size} is too small for {len(specials)} special "
                               f"tokens{' and 256 byte-fallback pieces' if cfg.byte_fallback else ''}")
         tokenizer = HFTokenizer(models.Unigram())
-        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first", split=True)
-        tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="first", split=True)
+        # The trainer puts the special tokens into the piece vocabulary, where the search for the likeliest
+        # segmentation would pick them for plain text like "<|end|>" (no score is low enough: the penalty for an
+        # unknown character follows the lowest score). Isolating their first characters ("<") as pieces of their
+        # own makes every special token, two characters or more, unreachable from text.
+        firsts = "".join(f"\\x{{{ord(c):X}}}" for c in escape_chars(specials))
+        # No space is prepended to the text (SentencePiece does; it loses a leading space on decode).
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never", split=True),
+            pre_tokenizers.Split(Regex(f"[{firsts}]"), behavior="isolated"),
+        ])
+        tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="never", split=True)
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=cfg.unk_token,
                                           show_progress=not context.quiet, max_piece_length=cfg.max_piece_length,
                                           shrinking_factor=cfg.shrinking_factor)
         return tokenizer, trainer
 
     def finish(self, tokenizer):
-        """Add the 256 byte pieces (scored below every learned piece, so text never prefers them)."""
+        """Add the 256 byte pieces for byte fallback, scored below every learned piece so text never prefers them."""
         import json
 
         from tokenizers import decoders, models
 
-        if not self.config.byte_fallback:
-            return tokenizer
+        cfg = self.config
         model = json.loads(tokenizer.to_str())["model"]
+        floor = min(score for _, score in model["vocab"]) - 10.0
         vocab = [(piece, score) for piece, score in model["vocab"]]
-        floor = min(score for _, score in vocab) - 10.0
-        known = {piece for piece, _ in vocab}
-        vocab += [(f"<0x{byte:02X}>", floor) for byte in range(256) if f"<0x{byte:02X}>" not in known]
-        tokenizer.model = models.Unigram(vocab, unk_id=model["unk_id"], byte_fallback=True)
-        tokenizer.decoder = decoders.Sequence([
-            decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
-            decoders.Strip(content=" ", left=1, right=0),
-        ])
+        if cfg.byte_fallback:
+            known = {piece for piece, _ in vocab}
+            vocab += [(f"<0x{byte:02X}>", floor) for byte in range(256) if f"<0x{byte:02X}>" not in known]
+        tokenizer.model = models.Unigram(vocab, unk_id=model["unk_id"], byte_fallback=cfg.byte_fallback)
+        if cfg.byte_fallback:
+            tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
+                                                   decoders.Fuse()])
         return tokenizer
 
     def token_bytes(self, token: str) -> int:
