@@ -39,6 +39,7 @@ CHAT_TEMPLATE = (
 
 @dataclass
 class BPEConfig(SubwordConfig):
+    min_frequency: int = 2  # a pair seen fewer times is never merged
     pattern: str = "gpt4"  # pre-tokenization regex: gpt4, gpt2, or a regex of your own
 
 

@@ -39,7 +39,6 @@ FALLBACK_SAMPLE_BYTES = 256_000  # training text kept to measure on when the inp
 @dataclass
 class SubwordConfig:
     vocab_size: int = 2048
-    min_frequency: int = 2
     max_length: int = 1024  # model_max_length saved with the tokenizer
     bos_token: str = "<|bos|>"
     eos_token: str = "<|eos|>"

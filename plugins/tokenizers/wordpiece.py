@@ -16,6 +16,7 @@ from .subword import SubwordConfig, SubwordTokenizer
 
 @dataclass
 class WordPieceConfig(SubwordConfig):
+    min_frequency: int = 2
     continuing_subword_prefix: str = "##"
     lowercase: bool = False
     max_input_chars_per_word: int = 100  # longer words become <|unk|>
