@@ -1,74 +1,320 @@
-"""Supervised fine-tuning with TRL's ``SFTTrainer`` and loss on the assistant's turns only.
+"""Supervised fine-tuning (SFT) with TRL's ``SFTTrainer``: loss on the reply only, full or LoRA/QLoRA.
 
-Why TRL: its SFT trainer reads conversations, renders them with the tokenizer's chat template and uses the
-template's ``{% generation %}`` markers to mask everything but the assistant's replies (plus the
-end-of-turn token, so the model learns to stop). lmforge feeds it conversations from any supported data
-format (see ``lmforge.plugins.formats``), adds the configured system prompt / identity, and resumes from
-the last checkpoint after a kill.
+Why TRL: its SFT trainer renders conversations with the tokenizer's chat template and uses the template's
+``{% generation %}`` markers to keep the loss on the assistant's replies (plus the end-of-turn token, so
+the model learns to stop); for prompt/completion data it keeps the loss on the completion. It also packs
+sequences (best-fit decreasing, with per-sequence positions so packed examples never attend to each
+other) and runs the eval split. lmforge adds on top:
+
+* data in any supported format (``lmforge.plugins.formats``: messages, ShareGPT, alpaca,
+  prompt/completion, one-string dialogues), auto-detected, with a system prompt / identity and
+  ``{{name}}``-style placeholders filled from config;
+* a stated truncation policy (``truncation``): ``keep_start`` keeps the first ``max_length`` tokens (an
+  example whose kept part holds no reply token is dropped, since it teaches nothing); ``drop`` skips every
+  example longer than ``max_length`` so no reply is ever cut mid-way. Both are counted in the metrics;
+* LoRA through peft with target modules from config, merged into the base weights on save so the output
+  is a plain model dir (the merge is checked on a probe batch: ``lora_merge_max_abs_diff``); QLoRA
+  (4-bit base) only with a CUDA GPU and bitsandbytes, otherwise a one-line error saying so;
+* resume from the last checkpoint in ``context.checkpoint_dir()`` after a kill, ending where an
+  uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
 from lmforge import Finetuner
+from lmforge.errors import ConfigError, DataError
 
-from ..common import latest_checkpoint, load_causal_lm, load_tokenizer, metrics_callback, save_model_dir
-from ..common import seed_everything, trainer_arguments
-from ..formats import load_conversations
+from ..common import (
+    latest_checkpoint,
+    load_causal_lm,
+    load_tokenizer,
+    metrics_callback,
+    save_model_dir,
+    seed_everything,
+    trainer_arguments,
+)
+from ..formats import load_conversations, load_prompt_completions, read_format
+
+METHODS = ("full", "lora", "qlora")
+TRUNCATION = ("keep_start", "drop")
+LOSS_ON = ("assistant", "all")
+PROMPT_COMPLETION = ("chat", "text")
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
 class SFTParams:
+    # data
+    format: str = "auto"  # a data_format name (messages, sharegpt, alpaca, prompt_completion, dialogue) or auto
+    columns: dict[str, str] = field(default_factory=dict)  # rename record keys first: {question: prompt}
+    system_prompt: str | None = None  # added to conversations that have no system turn
+    placeholders: dict[str, str] = field(default_factory=dict)  # fills {{name}} / {{author}} in the data
+    skip_negative: bool = True  # drop records labelled "label": false (KTO-style bad examples)
+    max_examples: int = 0  # train on the first N examples only (0: all), for quick runs
+    prompt_completion: str = "chat"  # chat: render with the chat template | text: raw prompt + completion + eos
+    text_separator: str = " "  # text mode: starts each completion (kept on the completion side so the
+    #                            tokenized prompt stays a prefix of prompt + completion)
+    # loss and sequence length
+    loss_on: str = "assistant"  # assistant: replies (or completions) only | all: every token
+    max_length: int = 256
+    truncation: str = "keep_start"  # keep_start: keep the first max_length tokens | drop: skip longer examples
+    packing: bool = False  # best-fit-decreasing packing into max_length rows, no cross-attention
+    # optimisation
     max_steps: int = 30
     batch_size: int = 4
     grad_accum: int = 1
     learning_rate: float = 5e-4
+    weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_scheduler: str = "cosine"
-    max_length: int = 256  # longer conversations are truncated from the end (their first turns are kept)
-    packing: bool = False
-    format: str = "auto"  # data_format name, or auto-detect
-    system_prompt: str | None = None  # added to conversations that have no system turn
-    placeholders: dict[str, str] = field(default_factory=dict)  # fills {{name}} / {{author}} in the data
-    eval_fraction: float = 0.0
+    # evaluation and checkpoints
+    eval_fraction: float = 0.0  # share of the data held out for eval loss (or give an eval_data input)
+    eval_steps: int = 0  # 0: evaluate at each save
     save_steps: int = 50
     logging_steps: int = 10
+    # method
+    method: str = "full"  # full | lora | qlora
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    save_adapter: bool = False  # also keep the unmerged adapter in <output>/adapter
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        from lmforge.errors import close_match
+
+        raise ConfigError(f"finetuner.{name}: '{value}' is not one of {', '.join(allowed)}"
+                          f"{close_match(value, allowed)}")
+
+
+def check_params(cfg: SFTParams) -> None:
+    _choice("method", cfg.method, METHODS)
+    _choice("truncation", cfg.truncation, TRUNCATION)
+    _choice("loss_on", cfg.loss_on, LOSS_ON)
+    _choice("prompt_completion", cfg.prompt_completion, PROMPT_COMPLETION)
+    if cfg.max_length < 8:
+        raise ConfigError(f"finetuner.max_length: {cfg.max_length} is too small; expected at least 8 tokens")
+    if not 0.0 <= cfg.eval_fraction < 1.0:
+        raise ConfigError(f"finetuner.eval_fraction: {cfg.eval_fraction} must be in [0, 1)")
+    if cfg.method != "full" and not cfg.lora_target_modules:
+        raise ConfigError("finetuner.lora_target_modules: empty; name modules (e.g. q_proj, v_proj) or all-linear")
+
+
+def check_qlora_available() -> None:
+    """QLoRA needs bitsandbytes' 4-bit kernels, which need a CUDA GPU: say which is missing."""
+    import importlib.util
+
+    import torch
+
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package (pip install bitsandbytes)")
+    if missing:
+        raise ConfigError(f"finetuner.method: 'qlora' needs {' and '.join(missing)}; use method=lora (same "
+                          "adapters on a full-precision base) or method=full here")
+
+
+def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:
+    """Training rows for TRL (``messages`` or ``prompt``/``completion``) and the data format's name."""
+    adapter, _ = read_format(path, cfg.format, cfg.columns or None)
+    common = {"fmt": adapter.name, "system_prompt": cfg.system_prompt, "placeholders": cfg.placeholders,
+              "columns": cfg.columns or None, "skip_negative": cfg.skip_negative}
+    if adapter.name == "prompt_completion":
+        text = cfg.prompt_completion == "text"
+        pairs = load_prompt_completions(path, text=text, **common)
+        if text:
+            pairs = [{"prompt": p["prompt"], "completion": cfg.text_separator + p["completion"]} for p in pairs]
+        return pairs, adapter.name
+    return [{"messages": c} for c in load_conversations(path, **common)], adapter.name
+
+
+def _token_length(example: dict, tokenizer) -> int:
+    if "messages" in example:
+        return len(tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False))
+    if isinstance(example["prompt"], str):
+        return len(tokenizer(example["prompt"] + example["completion"], add_special_tokens=False)["input_ids"]) + 1
+    return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
+                                             return_dict=False))
+
+
+def drop_too_long(examples: list[dict], tokenizer, max_length: int, source: str) -> tuple[list[dict], int]:
+    kept = [e for e in examples if _token_length(e, tokenizer) <= max_length]
+    if not kept:
+        raise DataError(f"{source}: every example is longer than finetuner.max_length={max_length} tokens; "
+                        "raise max_length or use truncation=keep_start")
+    return kept, len(examples) - len(kept)
+
+
+def check_chat_template(tokenizer, model_dir, cfg: SFTParams, conversational: bool) -> None:
+    if not conversational:
+        return
+    template = tokenizer.chat_template
+    if not template:
+        raise ConfigError(f"finetuner: the tokenizer in {model_dir} has no chat template, which conversations "
+                          "need (lmforge's bpe tokenizer ships one); or use prompt_completion=text data")
+    if cfg.loss_on == "assistant" and not GENERATION_MARKER.search(template):
+        from trl.chat_template_utils import get_training_chat_template
+
+        try:
+            get_training_chat_template(tokenizer)
+        except ValueError:  # TRL knows no training variant of this template
+            raise ConfigError(f"finetuner.loss_on: the chat template in {model_dir} has no {{% generation %}} "
+                              "markers, which assistant-only loss needs; add them or set loss_on=all") from None
+
+
+def build_peft_config(cfg: SFTParams):
+    from peft import LoraConfig
+
+    targets = cfg.lora_target_modules
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      task_type="CAUSAL_LM",
+                      target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets))
+
+
+def load_model(model_dir, cfg: SFTParams, context):
+    if cfg.method != "qlora":
+        return load_causal_lm(model_dir, context)
+    check_qlora_available()
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant, dtype=compute,
+                                                 use_safetensors=True, trust_remote_code=False)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def build_trainer(cfg: SFTParams, inputs: dict, context):
+    """The configured ``SFTTrainer`` with its datasets prepared, plus a dict of data statistics."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    check_params(cfg)
+    seed_everything(context.seed)
+    if context.quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+    tokenizer = load_tokenizer(inputs["model"])
+    examples, data_format = load_examples(inputs["data"], cfg)
+    stats = {"examples": len(examples), "dropped_too_long": 0}
+    if cfg.max_examples > 0:
+        examples = examples[: cfg.max_examples]
+    conversational = not (examples and isinstance(examples[0].get("prompt"), str))
+    check_chat_template(tokenizer, inputs["model"], cfg, conversational)
+    evaluation = None
+    if inputs.get("eval_data"):
+        eval_examples, _ = load_examples(inputs["eval_data"], cfg)
+        evaluation = eval_examples
+    if cfg.truncation == "drop":
+        examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length, str(inputs["data"]))
+        if evaluation is not None:
+            evaluation, _ = drop_too_long(evaluation, tokenizer, cfg.max_length, str(inputs["eval_data"]))
+    dataset = Dataset.from_list(examples)
+    if evaluation is not None:
+        evaluation = Dataset.from_list(evaluation)
+    elif cfg.eval_fraction > 0:
+        if len(dataset) < 2:
+            raise DataError(f"{inputs['data']}: {len(dataset)} example(s); too few to hold out an eval split")
+        split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=context.seed)
+        dataset, evaluation = split["train"], split["test"]
+
+    model = load_model(inputs["model"], cfg, context)
+    peft_config = build_peft_config(cfg) if cfg.method in ("lora", "qlora") else None
+    eval_steps = cfg.eval_steps or max(cfg.save_steps, 1)
+    args = SFTConfig(
+        **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                            learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
+                            logging_steps=cfg.logging_steps),
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+        max_length=cfg.max_length, truncation_mode="keep_start", packing=cfg.packing, packing_strategy="bfd",
+        assistant_only_loss=cfg.loss_on == "assistant" and conversational,
+        completion_only_loss=cfg.loss_on == "assistant" and "prompt" in dataset.column_names,
+        activation_checkpointing=False, per_device_eval_batch_size=cfg.batch_size,
+        eval_strategy="steps" if evaluation is not None else "no", eval_steps=eval_steps,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=evaluation,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[metrics_callback(context)])
+    stats.update(format=data_format, train_examples=len(dataset),
+                 eval_examples=len(evaluation) if evaluation is not None else 0,
+                 train_rows=len(trainer.train_dataset),
+                 dropped_no_loss=0 if cfg.packing else len(dataset) - len(trainer.train_dataset))
+    return trainer, tokenizer, stats
+
+
+def _probe_logits(model, tokenizer, trainer):
+    """Logits of the first few prepared training rows (one padded batch), for the merge check."""
+    import torch
+
+    rows = trainer.train_dataset.select(range(min(4, len(trainer.train_dataset))))["input_ids"]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    return logits.masked_fill(~mask.bool().to(device)[..., None], 0.0)
+
+
+def merge_adapter(trainer, tokenizer, cfg: SFTParams, model_dir, output_dir: Path, context):
+    """Fold the LoRA weights into the base model; QLoRA reloads the base in full precision to do so."""
+    peft_model = trainer.model
+    peft_model.eval()
+    before = _probe_logits(peft_model, tokenizer, trainer)
+    if cfg.save_adapter:
+        peft_model.save_pretrained(str(output_dir / "adapter"), safe_serialization=True)
+    if cfg.method == "qlora":
+        import tempfile
+
+        from peft import PeftModel
+
+        with tempfile.TemporaryDirectory() as scratch:
+            peft_model.save_pretrained(scratch, safe_serialization=True)
+            base = load_causal_lm(model_dir, context)
+            merged = PeftModel.from_pretrained(base, scratch).merge_and_unload()
+    else:
+        merged = peft_model.merge_and_unload()
+    after = _probe_logits(merged, tokenizer, trainer)
+    return merged, float((before - after.to(before.device)).abs().max())
 
 
 class SFTFinetuner(Finetuner):
-    """Full fine-tuning with assistant-only loss (TRL SFTTrainer)."""
+    """SFT with reply-only loss (TRL SFTTrainer): full fine-tuning, LoRA or QLoRA; resumes after a kill."""
 
     config_class = SFTParams
+    optional_inputs: ClassVar[dict[str, str]] = {"eval_data": "held-out SFT data for eval loss (any supported format)"}
 
     def run(self, inputs, output_dir, context):
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-
         cfg = self.config
-        seed_everything(context.seed)
-        conversations = load_conversations(inputs["data"], cfg.format, cfg.system_prompt, cfg.placeholders)
-        dataset = Dataset.from_dict({"messages": conversations})
-        evaluation = None
-        if cfg.eval_fraction > 0:
-            split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=context.seed)
-            dataset, evaluation = split["train"], split["test"]
-        tokenizer = load_tokenizer(inputs["model"])
-        model = load_causal_lm(inputs["model"], context)
-        args = SFTConfig(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
-            lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, packing=cfg.packing,
-            assistant_only_loss=True, activation_checkpointing=False,
-            eval_strategy="steps" if evaluation is not None else "no",
-            eval_steps=max(cfg.save_steps, 1),
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=evaluation,
-                             processing_class=tokenizer, callbacks=[metrics_callback(context)])
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        if evaluation is not None:
-            context.log_metrics(trainer.evaluate(), step=trainer.state.global_step)
-        save_model_dir(trainer.model, tokenizer, output_dir)
+        trainer, tokenizer, stats = build_trainer(cfg, inputs, context)
+        context.log_metrics({k: v for k, v in stats.items() if k != "format"}, step=0)
+        resume = latest_checkpoint(trainer.args.output_dir)
+        if trainer.eval_dataset is not None and resume is None:
+            context.log_metrics({"eval_loss_start": trainer.evaluate()["eval_loss"]}, step=0)
+        trainer.train(resume_from_checkpoint=resume)
+        summary = {"train_loss": trainer.state.log_history[-1].get("train_loss")} if trainer.state.log_history else {}
+        if trainer.eval_dataset is not None:
+            summary["eval_loss_end"] = trainer.evaluate()["eval_loss"]
+        model = trainer.model
+        if cfg.method in ("lora", "qlora"):
+            model, summary["lora_merge_max_abs_diff"] = merge_adapter(trainer, tokenizer, cfg, inputs["model"],
+                                                                      Path(output_dir), context)
+        context.log_metrics({k: v for k, v in summary.items() if v is not None}, step=trainer.state.global_step)
+        save_model_dir(model, tokenizer, output_dir)
         return output_dir

@@ -3,12 +3,20 @@
 Users bring alpaca (instruction/input/output), ShareGPT (conversations of from/value), OpenAI
 ``messages``, ``prompt``/``completion`` and whole dialogues in one string ("\\n\\nHuman: … \\n\\nAssistant: …",
 as in HH-RLHF). Each is a ``data_format`` plugin; stages call :func:`load_conversations`,
-:func:`load_preferences` or :func:`load_prompts`, which auto-detect the format (or take it by name) and
-name the file and record index of anything malformed.
+:func:`load_preferences`, :func:`load_prompts` or :func:`load_prompt_completions`, which auto-detect the
+format (or take it by name) and name the file and record index of anything malformed.
+
+Auto-detection looks at every record of the file's first :data:`DETECT_SAMPLE` records and keeps the formats
+that fit all of them: exactly one left is the format; none (records of different shapes) or several (a
+record that fits two shapes) is a one-line error that names the file and record and asks for ``format=``.
+Files whose keys differ from a format's (``question``/``answer``, say) are read with a ``columns`` map that
+renames keys before detection: ``{"question": "prompt", "answer": "completion"}``.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,8 @@ from ..common import read_records
 
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "model": "assistant", "bot": "assistant", "chatbot": "assistant", "system": "system"}
+DETECT_SAMPLE = 200  # records looked at by auto-detection
+PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 Messages = list[dict[str, str]]
 
@@ -28,16 +38,17 @@ def _msg(role: str, content: Any, where: str) -> dict[str, str]:
         raise DataError(f"{where}: message content must be a string, got {type(content).__name__}")
     mapped = ROLE_ALIASES.get(str(role).lower())
     if mapped is None:
-        raise DataError(f"{where}: unknown role '{role}'{close_match(role, ROLE_ALIASES)}")
+        raise DataError(f"{where}: unknown role '{role}'{close_match(role, ROLE_ALIASES)}; "
+                        f"expected one of {', '.join(sorted(ROLE_ALIASES))}")
     return {"role": mapped, "content": content}
 
 
 def _as_messages(value: Any, where: str) -> Messages:
-    """A string (one user/assistant turn decided by the caller) or a list of role/content or from/value dicts."""
+    """A list of role/content or from/value dicts (a single dict counts as a list of one)."""
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: expected a non-empty list of messages")
+        raise DataError(f"{where}: expected a non-empty list of messages, got {type(value).__name__}")
     out = []
     for turn in value:
         if not isinstance(turn, dict):
@@ -47,8 +58,22 @@ def _as_messages(value: Any, where: str) -> Messages:
         elif "from" in turn:
             out.append(_msg(turn["from"], turn.get("value"), where))
         else:
-            raise DataError(f"{where}: a message needs 'role'/'content' or 'from'/'value'")
+            raise DataError(f"{where}: a message needs 'role'/'content' or 'from'/'value', got keys "
+                            f"{', '.join(sorted(turn)) or '(none)'}")
     return out
+
+
+def _answer(value: Any, where: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
+    return _as_messages(value, where)
+
+
+def _with_answer(conversation: Messages, record: dict, where: str) -> Messages:
+    """A prompt-only conversation from a preference record gets its ``chosen`` answer (SFT on the good reply)."""
+    if conversation[-1]["role"] != "assistant" and "chosen" in record:
+        return conversation + _answer(record["chosen"], where)
+    return conversation
 
 
 class DataFormat:
@@ -74,6 +99,13 @@ class DataFormat:
             raise DataError(f"{where}: no prompt turns")
         return conversation
 
+    def prompt_completion(self, record: dict, where: str) -> dict[str, Messages]:
+        """The conversation split before its last assistant turn: ``{"prompt", "completion"}``."""
+        conversation = self.conversation(record, where)
+        if conversation[-1]["role"] != "assistant" or len(conversation) < 2:
+            raise DataError(f"{where}: needs prompt turns followed by a final assistant turn")
+        return {"prompt": conversation[:-1], "completion": conversation[-1:]}
+
 
 class MessagesFormat(DataFormat):
     """OpenAI style: ``{"messages": [{"role", "content"}, …]}`` (optionally ``chosen``/``rejected``)."""
@@ -81,7 +113,7 @@ class MessagesFormat(DataFormat):
     name, keys = "messages", ("messages",)
 
     def conversation(self, record, where):
-        return _as_messages(record["messages"], where)
+        return _with_answer(_as_messages(record["messages"], where), record, where)
 
     def preference(self, record, where):
         if "chosen" not in record or "rejected" not in record:
@@ -95,16 +127,19 @@ class ShareGPTFormat(DataFormat):
 
     name, keys = "sharegpt", ("conversations",)
 
-    def conversation(self, record, where):
+    def _turns(self, record, where):
         messages = _as_messages(record["conversations"], where)
         if record.get("system"):
-            messages = [{"role": "system", "content": record["system"]}] + messages
+            messages = [_msg("system", record["system"], where)] + messages
         return messages
+
+    def conversation(self, record, where):
+        return _with_answer(self._turns(record, where), record, where)
 
     def preference(self, record, where):
         if "chosen" not in record or "rejected" not in record:
             return super().preference(record, where)
-        return {"prompt": self.conversation(record, where),
+        return {"prompt": self._turns(record, where),
                 "chosen": _answer(record["chosen"], where), "rejected": _answer(record["rejected"], where)}
 
 
@@ -114,20 +149,27 @@ class AlpacaFormat(DataFormat):
     name, keys = "alpaca", ("instruction", "output")
 
     def conversation(self, record, where):
-        messages = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+        messages = [_msg("system", record["system"], where)] if record.get("system") else []
         for pair in record.get("history") or []:
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise DataError(f"{where}: history entries must be [user, assistant] pairs")
             messages += [_msg("user", pair[0], where), _msg("assistant", pair[1], where)]
         instruction = record["instruction"]
+        if not isinstance(instruction, str):
+            raise DataError(f"{where}: 'instruction' must be a string, got {type(instruction).__name__}")
         if record.get("input"):
+            if not isinstance(record["input"], str):
+                raise DataError(f"{where}: 'input' must be a string, got {type(record['input']).__name__}")
             instruction = f"{instruction}\n\n{record['input']}"
         messages += [_msg("user", instruction, where), _msg("assistant", record["output"], where)]
         return messages
 
 
 class PromptCompletionFormat(DataFormat):
-    """``{"prompt", "completion"}`` or, for preferences, ``{"prompt", "chosen", "rejected"}``."""
+    """``{"prompt", "completion"}`` or, for preferences, ``{"prompt", "chosen", "rejected"}``.
+
+    ``prompt`` is a string (one user turn) or a list of messages; ``completion`` a string or messages.
+    """
 
     name, keys = "prompt_completion", ("prompt",)
 
@@ -139,12 +181,13 @@ class PromptCompletionFormat(DataFormat):
         return [_msg("user", value, where)] if isinstance(value, str) else _as_messages(value, where)
 
     def conversation(self, record, where):
-        if "completion" not in record:
-            return super().conversation(record, where)
-        return self._prompt(record, where) + _answer(record["completion"], where)
+        answer = "completion" if "completion" in record else "chosen" if "chosen" in record else None
+        if answer is None:
+            raise DataError(f"{where}: a prompt_completion record needs 'completion' (or 'chosen') for SFT")
+        return self._prompt(record, where) + _answer(record[answer], where)
 
     def preference(self, record, where):
-        if "chosen" not in record:
+        if "chosen" not in record or "rejected" not in record:
             return super().preference(record, where)
         return {"prompt": self._prompt(record, where),
                 "chosen": _answer(record["chosen"], where), "rejected": _answer(record["rejected"], where)}
@@ -152,12 +195,21 @@ class PromptCompletionFormat(DataFormat):
     def prompt(self, record, where):
         return self._prompt(record, where)
 
+    def text_pair(self, record, where) -> dict[str, str]:
+        """Raw ``{"prompt": str, "completion": str}`` for continuation-style training without a chat template."""
+        pair = {key: record.get(key) for key in ("prompt", "completion")}
+        for key, value in pair.items():
+            if not isinstance(value, str):
+                raise DataError(f"{where}: '{key}' must be a string for text prompt/completion, got "
+                                f"{type(value).__name__}")
+        return pair
+
 
 class DialogueFormat(DataFormat):
     """Whole dialogues in one string, HH-RLHF style: ``"\\n\\nHuman: …\\n\\nAssistant: …"``.
 
     For preferences, ``chosen`` and ``rejected`` share the dialogue up to the last assistant turn: that is
-    the prompt; the two final answers are the pair.
+    the prompt; the two final answers are the pair. For SFT the ``chosen`` dialogue is the conversation.
     """
 
     name = "dialogue"
@@ -170,8 +222,6 @@ class DialogueFormat(DataFormat):
 
     @staticmethod
     def parse(text: str, where: str) -> Messages:
-        import re
-
         parts = re.split(r"\n\n(Human|Assistant|System): ?", "\n\n" + text.lstrip("\n"))
         messages = [_msg(parts[i], parts[i + 1].strip(), where) for i in range(1, len(parts) - 1, 2)]
         if not messages:
@@ -179,22 +229,21 @@ class DialogueFormat(DataFormat):
         return messages
 
     def conversation(self, record, where):
-        key = next(k for k in ("text", "dialogue", "chosen") if isinstance(record.get(k), str))
+        key = next((k for k in ("text", "dialogue", "chosen") if isinstance(record.get(k), str)), None)
+        if key is None:
+            raise DataError(f"{where}: a dialogue record needs a string 'text', 'dialogue' or 'chosen'")
         return self.parse(record[key], where)
 
     def preference(self, record, where):
+        for key in ("chosen", "rejected"):
+            if not isinstance(record.get(key), str):
+                raise DataError(f"{where}: '{key}' must be a dialogue string")
         chosen, rejected = self.parse(record["chosen"], where), self.parse(record["rejected"], where)
         if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
             raise DataError(f"{where}: chosen and rejected must each end with an assistant turn")
         if chosen[:-1] != rejected[:-1]:
             raise DataError(f"{where}: chosen and rejected dialogues differ before their final answer")
         return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
-
-
-def _answer(value: Any, where: str) -> Messages:
-    if isinstance(value, str):
-        return [{"role": "assistant", "content": value}]
-    return _as_messages(value, where)
 
 
 BUILTIN_FORMATS = (MessagesFormat, ShareGPTFormat, AlpacaFormat, PromptCompletionFormat, DialogueFormat)
@@ -207,56 +256,176 @@ def lmforge_register(registry):
 
 
 def detect_format(record: dict, where: str, wanted: str = "auto") -> DataFormat:
+    """The format of one record (or the one named by ``wanted``); ambiguous / unknown records are errors."""
+    return _detect([(where, record)], where, wanted)
+
+
+def _detect(samples: list[tuple[str, dict]], source: str, wanted: str = "auto") -> DataFormat:
     reg = registry()
     if wanted != "auto":
         return reg.get("data_format", wanted)()
     formats = [reg.get("data_format", name)() for name in reg.names("data_format")]
-    matches = [f for f in formats if f.detect(record)]
-    if len(matches) == 1:
-        return matches[0]
-    keys = ", ".join(sorted(record)) or "(none)"
-    if not matches:
-        raise DataError(f"{where}: unrecognised record (keys: {keys}); known formats: "
-                        f"{', '.join(f.name for f in formats)}; set the format explicitly")
-    raise DataError(f"{where}: ambiguous record (keys: {keys}) matches formats "
-                    f"{', '.join(f.name for f in matches)}; set the format explicitly")
+    candidates = list(formats)
+    for where, record in samples:
+        matches = [f for f in formats if f.detect(record)]
+        keys = ", ".join(sorted(record)) or "(none)"
+        if not matches:
+            raise DataError(f"{where}: unrecognised record (keys: {keys}); known formats: "
+                            f"{', '.join(f.name for f in formats)}; set the stage's format= (or columns= to "
+                            "rename keys)")
+        remaining = [f for f in candidates if f.name in {m.name for m in matches}]
+        if not remaining:
+            first = ", ".join(c.name for c in candidates)
+            raise DataError(f"{where}: mixed formats: this record (keys: {keys}) is "
+                            f"{' or '.join(m.name for m in matches)}, earlier records are {first}; "
+                            "one file must hold one format")
+        candidates = remaining
+    if len(candidates) > 1:
+        where, record = samples[0]
+        keys = ", ".join(sorted(record)) or "(none)"
+        raise DataError(f"{where}: ambiguous records (keys: {keys}) fit formats "
+                        f"{', '.join(f.name for f in candidates)}; set the stage's format= to one of them")
+    return candidates[0]
 
 
-def _load(path, fmt: str, method: str, **kwargs) -> list:
+def _rename(records: list[dict], columns: dict[str, str] | None, path: Path) -> list[dict]:
+    if not columns:
+        return records
+    renamed = []
+    for index, record in enumerate(records):
+        missing = [source for source in columns if source not in record]
+        if missing:
+            raise DataError(f"{path}: record {index} has no '{missing[0]}' (named in columns); keys: "
+                            f"{', '.join(sorted(record))}")
+        record = {key: value for key, value in record.items() if key not in columns.values() or key in columns}
+        renamed.append({columns.get(key, key): value for key, value in record.items()})
+    return renamed
+
+
+def read_format(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> tuple[DataFormat, list[dict]]:
+    """The records of a data file (keys renamed by ``columns``) and the format adapter that reads them."""
+    path = Path(path)
+    records = _rename(read_records(path), columns, path)
+    samples = [(f"{path}: record {i}", r) for i, r in enumerate(records[:DETECT_SAMPLE])]
+    return _detect(samples, str(path), fmt), records
+
+
+def _load(path, fmt: str, method: str, columns: dict[str, str] | None = None,
+          keep=None) -> list:
     path = Path(path)
     if path.suffix in (".txt", ".text") and method == "prompt":
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not lines:
             raise DataError(f"{path}: no prompts")
         return [[{"role": "user", "content": line}] for line in lines]
-    records = read_records(path)
-    adapter = detect_format(records[0], f"{path}: record 0", fmt)
+    adapter, records = read_format(path, fmt, columns)
     out = []
     for index, record in enumerate(records):
+        if keep is not None and not keep(record):
+            continue
         out.append(getattr(adapter, method)(record, f"{path}: record {index}"))
+    if not out:
+        raise DataError(f"{path}: no usable records")
     return out
 
 
+def _check_conversation(conversation: Messages, where: str) -> None:
+    for position, message in enumerate(conversation):
+        if message["role"] == "system" and position != 0:
+            raise DataError(f"{where}: a system message is only allowed first (found at message {position})")
+    if not any(m["role"] == "assistant" for m in conversation):
+        raise DataError(f"{where}: no assistant turn, so nothing to learn from")
+
+
+def personalise(conversations: list[Messages], system_prompt: str | None = None,
+                placeholders: dict[str, str] | None = None, source: str = "") -> list[Messages]:
+    """Add ``system_prompt`` where a conversation has no system turn; fill ``{{key}}`` from ``placeholders``.
+
+    Works on any list of message lists (and on the ``prompt``/``completion`` lists of a pair). Placeholders
+    left unfilled (``{{name}}`` with no ``name`` configured) are reported once as a warning.
+    """
+    placeholders = {k: str(v) for k, v in (placeholders or {}).items()}
+    out = []
+    unfilled: dict[str, int] = {}
+    for conversation in conversations:
+        conversation = [dict(m) for m in conversation]
+        if system_prompt and conversation and conversation[0]["role"] != "system":
+            conversation = [{"role": "system", "content": system_prompt}] + conversation
+        for message in conversation:
+            message["content"] = PLACEHOLDER.sub(lambda m: placeholders.get(m.group(1), m.group(0)),
+                                                 message["content"])
+            for name in PLACEHOLDER.findall(message["content"]):
+                unfilled[name] = unfilled.get(name, 0) + 1
+        out.append(conversation)
+    if unfilled:
+        names = ", ".join(f"{{{{{k}}}}} ({n}x)" for k, n in sorted(unfilled.items()))
+        warnings.warn(f"{source or 'data'}: unfilled placeholders {names}; set placeholders.<name> to fill them",
+                      stacklevel=2)
+    return out
+
+
+def _is_negative(record: dict) -> bool:
+    return record.get("label") is False
+
+
 def load_conversations(path, fmt: str = "auto", system_prompt: str | None = None,
-                       placeholders: dict[str, str] | None = None) -> list[Messages]:
-    """SFT conversations; ``system_prompt`` is added where a conversation has none; ``{{key}}`` filled in."""
-    conversations = _load(path, fmt, "conversation")
-    if system_prompt:
-        conversations = [c if c[0]["role"] == "system" else [{"role": "system", "content": system_prompt}] + c
-                         for c in conversations]
-    if placeholders:
-        for conversation in conversations:
-            for message in conversation:
-                for key, value in placeholders.items():
-                    message["content"] = message["content"].replace("{{" + key + "}}", str(value))
-    return conversations
+                       placeholders: dict[str, str] | None = None, columns: dict[str, str] | None = None,
+                       skip_negative: bool = False) -> list[Messages]:
+    """SFT conversations; ``system_prompt`` is added where a conversation has none; ``{{key}}`` filled in.
+
+    Each conversation must hold an assistant turn (a system turn only first); preference records contribute
+    their prompt plus the ``chosen`` answer. ``skip_negative`` drops records labelled ``"label": false``
+    (KTO-style examples of what not to say).
+    """
+    adapter, records = read_format(path, fmt, columns)
+    conversations = []
+    for index, record in enumerate(records):
+        if skip_negative and _is_negative(record):
+            continue
+        where = f"{path}: record {index}"
+        conversation = adapter.conversation(record, where)
+        _check_conversation(conversation, where)
+        conversations.append(conversation)
+    if not conversations:
+        raise DataError(f"{path}: no usable conversations")
+    return personalise(conversations, system_prompt, placeholders, str(path))
 
 
-def load_preferences(path, fmt: str = "auto") -> list[dict[str, Messages]]:
+def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None = None,
+                            placeholders: dict[str, str] | None = None, columns: dict[str, str] | None = None,
+                            skip_negative: bool = False, text: bool = False) -> list[dict[str, Any]]:
+    """``{"prompt": messages, "completion": messages}`` pairs (the last assistant turn is the completion).
+
+    With ``text=True`` the ``prompt_completion`` format's raw strings are kept (no chat roles, no system
+    prompt) for continuation-style training.
+    """
+    adapter, records = read_format(path, fmt, columns)
+    if text and not isinstance(adapter, PromptCompletionFormat):
+        raise DataError(f"{path}: text prompt/completion needs the prompt_completion format, the file is "
+                        f"{adapter.name}")
+    pairs = []
+    for index, record in enumerate(records):
+        if skip_negative and _is_negative(record):
+            continue
+        where = f"{path}: record {index}"
+        pairs.append(adapter.text_pair(record, where) if text else adapter.prompt_completion(record, where))
+    if not pairs:
+        raise DataError(f"{path}: no usable records")
+    if text:
+        filled = personalise([[{"role": "user", "content": p["prompt"]}, {"role": "assistant",
+                                                                          "content": p["completion"]}]
+                              for p in pairs], None, placeholders, str(path))
+        return [{"prompt": c[0]["content"], "completion": c[1]["content"]} for c in filled]
+    prompts = personalise([p["prompt"] for p in pairs], system_prompt, placeholders, str(path))
+    completions = personalise([p["completion"] for p in pairs], None, placeholders, str(path))
+    return [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)]
+
+
+def load_preferences(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> list[dict[str, Messages]]:
     """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists."""
-    return _load(path, fmt, "preference")
+    return _load(path, fmt, "preference", columns)
 
 
-def load_prompts(path, fmt: str = "auto") -> list[Messages]:
+def load_prompts(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> list[Messages]:
     """Prompts as message lists (the conversation up to its last user turn); .txt: one prompt a line."""
-    return _load(path, fmt, "prompt")
+    return _load(path, fmt, "prompt", columns)
