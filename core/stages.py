@@ -34,7 +34,7 @@ class Hardware:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     attn_implementation: str = "sdpa"
-    compile: bool = False
+    compile: bool = False  # torch.compile where shapes are static (pretraining); variable-length stages stay eager
     threads: int | None = None  # torch CPU threads; None leaves torch's default
 
     def use_cuda(self) -> bool:
@@ -64,14 +64,18 @@ class Hardware:
 
             torch.set_num_threads(self.threads)
 
-    def trainer_kwargs(self) -> dict[str, Any]:
-        """Arguments shared by transformers ``TrainingArguments`` and every TRL config."""
+    def trainer_kwargs(self, static_shapes: bool = False) -> dict[str, Any]:
+        """Arguments shared by transformers ``TrainingArguments`` and every TRL config.
+
+        ``torch_compile`` is only turned on for ``static_shapes`` stages (packed pretraining blocks): on
+        variable-length SFT/preference batches it recompiles for every new shape and runs slower than eager.
+        """
         precision = self.dtype_name()
         return {
             "use_cpu": not self.use_cuda(),
             "bf16": precision == "bf16",
             "fp16": precision == "fp16",
-            "torch_compile": self.compile,
+            "torch_compile": self.compile and static_shapes,
         }
 
 

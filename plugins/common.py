@@ -107,7 +107,7 @@ def latest_checkpoint(directory: str | Path) -> str | None:
 
 
 def trainer_arguments(context, *, max_steps: int, batch_size: int, learning_rate: float, save_steps: int,
-                      logging_steps: int, **extra) -> dict[str, Any]:
+                      logging_steps: int, static_shapes: bool = False, **extra) -> dict[str, Any]:
     """Arguments common to ``TrainingArguments`` and TRL configs: checkpoints in the stage's work dir."""
     return {
         "output_dir": str(context.checkpoint_dir()),
@@ -122,7 +122,7 @@ def trainer_arguments(context, *, max_steps: int, batch_size: int, learning_rate
         "seed": context.seed,
         "data_seed": context.seed,
         "disable_tqdm": context.quiet,
-        **context.hardware.trainer_kwargs(),
+        **context.hardware.trainer_kwargs(static_shapes=static_shapes),
         **extra,
     }
 
