@@ -10,9 +10,8 @@ from __future__ import annotations
 import io
 import json
 
-import pytest
-
 import lmforge
+import pytest
 
 PROMPTS = [{"messages": [{"role": "user", "content": text}]} for text in (
     "Write a short poem about the sea.", "What is two plus two?", "Name three colours.",
@@ -52,7 +51,7 @@ def sample_rows(model_dir, prompts, out, context, **params):
     return [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
 
 
-GREEDY = dict(do_sample=False, system_prompt="You are Forge.")
+GREEDY = {"do_sample": False, "system_prompt": "You are Forge."}
 
 
 def test_greedy_is_deterministic_and_independent_of_batching(varied_model_dir, prompts_file, tmp_path,
@@ -73,7 +72,7 @@ def test_greedy_is_deterministic_and_independent_of_batching(varied_model_dir, p
 
 
 def test_same_seed_same_samples_other_seed_differs(varied_model_dir, prompts_file, tmp_path, tiny_context):
-    params = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, n=3, batch_size=3)
+    params = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "n": 3, "batch_size": 3}
     first = sample_rows(varied_model_dir, prompts_file, tmp_path / "a", tiny_context, seed=7, **params)
     second = sample_rows(varied_model_dir, prompts_file, tmp_path / "b", tiny_context, seed=7, **params)
     other = sample_rows(varied_model_dir, prompts_file, tmp_path / "c", tiny_context, seed=8, **params)
@@ -146,7 +145,7 @@ def test_best_of_n_keeps_the_highest_reward(varied_model_dir, prompts_file, rewa
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    params = dict(do_sample=True, temperature=1.0, seed=3, batch_size=6, reward_model=reward_model_dir)
+    params = {"do_sample": True, "temperature": 1.0, "seed": 3, "batch_size": 6, "reward_model": reward_model_dir}
     everything = sample_rows(varied_model_dir, prompts_file, tmp_path / "all", tiny_context, n=4, **params)
     best = sample_rows(varied_model_dir, prompts_file, tmp_path / "best", tiny_context, n=1, best_of=4, **params)
     assert len(everything) == 4 * len(PROMPTS) and len(best) == len(PROMPTS)

@@ -12,9 +12,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 import lmforge
+import pytest
 
 API_KEY = "test-key"
 QUESTIONS = [f"Question {i}: " + " ".join(["what", "is", "the", "sea", "made", "of"][: i % 6 + 1]) for i in range(20)]

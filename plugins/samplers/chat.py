@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 from lmforge.errors import MissingArtifact
 
-from .hf_generate import (check_generation_settings, cut_at_stop, encode_prompt, generate_kwargs,
-                          render_prompt)
+from .hf_generate import check_generation_settings, cut_at_stop, encode_prompt, generate_kwargs, render_prompt
 
 HELP = """commands: /retry  new answer to your last message     /clear  forget the conversation
           /system TEXT  set the system prompt             /context FILE  add a file as working memory
@@ -146,7 +145,7 @@ class ChatSession:
                     self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                         streamer=streamer, stopping_criteria=StoppingCriteriaList(
                                             [StopWhenInterrupted()]), **kwargs)
-            except BaseException as exc:  # surfaced in the caller's thread below
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 failure.append(exc)
                 streamer.end()
 

@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import Sampler
 from lmforge.errors import ConfigError
@@ -56,8 +56,8 @@ def check_generation_settings(cfg, where: str = "sampler") -> None:
     """Reject settings ``generate`` would misread or silently ignore; one line naming the key."""
     checks = [
         ("max_new_tokens", cfg.max_new_tokens >= 1, "at least 1"),
-        ("temperature", not cfg.do_sample or cfg.temperature > 0, "> 0 when do_sample is true "
-                                                                   "(use do_sample: false for greedy)"),
+        ("temperature", not cfg.do_sample or cfg.temperature > 0, ("> 0 when do_sample is true "
+                                                                   "(use do_sample: false for greedy)")),
         ("top_k", cfg.top_k >= 0, ">= 0 (0 turns it off)"),
         ("top_p", 0 < cfg.top_p <= 1, "in (0, 1]"),
         ("min_p", cfg.min_p is None or 0 <= cfg.min_p <= 1, "in [0, 1]"),
@@ -89,11 +89,11 @@ def eos_token_ids(tokenizer, stop_tokens) -> list[int]:
 
 def generate_kwargs(cfg, tokenizer) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` from generation settings (sampling knobs only when sampling)."""
-    kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                  eos_token_id=eos_token_ids(tokenizer, cfg.stop_tokens),
-                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+    kwargs = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
+                  "eos_token_id": eos_token_ids(tokenizer, cfg.stop_tokens),
+                  "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                   else tokenizer.eos_token_id,
-                  repetition_penalty=cfg.repetition_penalty)
+                  "repetition_penalty": cfg.repetition_penalty}
     if cfg.do_sample:
         kwargs.update(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p)
     else:  # the model's generation_config may carry sampling defaults; greedy must not warn about them
@@ -235,8 +235,7 @@ def rerank_best_of(rows: list[dict], reward_model_dir, keep: int, batch_size: in
 def write_completions(rows: list[dict], output_dir) -> Path:
     path = Path(output_dir) / "completions.jsonl"
     with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return path
 
 
@@ -244,7 +243,7 @@ class HFGenerateSampler(Sampler):
     """Samples completions per prompt in left-padded batches and writes completions.jsonl."""
 
     config_class = GenerateParams
-    optional_inputs = {"reward_model": "a reward model dir (sequence classification, 1 label) for best-of-N"}
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model dir (sequence classification, 1 label) for best-of-N"}
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)

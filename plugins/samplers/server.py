@@ -33,13 +33,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 from lmforge.errors import MissingArtifact
+from pydantic import BaseModel, ConfigDict, Field
 
 # --------------------------------------------------------------------------------------- request schema
 
@@ -273,8 +273,8 @@ class GenerationWorker:
         rows = [(job, choice) for job in batch for choice in range(job.n)]
         tracker = RowTracker(rows, self.tokenizer, set(self.eos_ids))
         do_sample, temperature, top_k, top_p, min_p, repetition_penalty = batch[0].sampling
-        kwargs = dict(do_sample=do_sample, repetition_penalty=repetition_penalty, temperature=None, top_k=None,
-                      top_p=None, min_p=None)
+        kwargs = {"do_sample": do_sample, "repetition_penalty": repetition_penalty, "temperature": None, "top_k": None,
+                      "top_p": None, "min_p": None}
         if do_sample:
             kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p or None)
         try:
@@ -289,7 +289,7 @@ class GenerationWorker:
                                     stopping_criteria=StoppingCriteriaList([tracker]), **kwargs)
             self.batch_sizes.append(len(rows))
             tracker.finish_all()
-        except Exception as exc:  # one failed batch answers its own requests with 500; the worker lives on
+        except Exception as exc:  # noqa: BLE001 - one failed batch answers its own requests with 500; the worker lives on
             for job in batch:
                 job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
 
