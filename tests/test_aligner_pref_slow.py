@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import lmforge
+import pytest
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +62,20 @@ def test_grpo_resumes_after_sigkill(tiny_model_dir, tmp_path):
     right = load_file(str(straight.artifacts["aligner"] / "model.safetensors"))
     for key in left:
         assert torch.allclose(left[key], right[key], atol=1e-5), key
+
+
+def test_grpo_with_a_reward_model_dir_in_the_pipeline(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(tiny_model_dir), num_labels=1)
+    torch.manual_seed(0)
+    rm_dir = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(str(rm_dir))
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(rm_dir))
+    result = lmforge.run(lmforge.compose(_overrides(
+        tmp_path, tiny_model_dir, "grpo", f"+pipeline.stages.aligner.reward_model={rm_dir}",
+        "aligner.rewards=[format]", "aligner.reward_model_weight=0.5", "aligner.max_completion_length=8",
+        "aligner.max_prompt_length=64", "aligner.logging_steps=1")))
+    metrics = result.manifests["aligner"]["metrics"]
+    assert "rewards/reward_model/mean" in metrics and "rewards/format/mean" in metrics

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
-from ..common import latest_checkpoint, load_causal_lm, load_tokenizer, metrics_callback, save_model_dir
-from ..common import seed_everything, trainer_arguments
+from ..common import (
+    latest_checkpoint,
+    load_causal_lm,
+    load_tokenizer,
+    metrics_callback,
+    save_model_dir,
+    seed_everything,
+    trainer_arguments,
+)
 from ..formats import load_preferences
 
 

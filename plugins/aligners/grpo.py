@@ -27,8 +27,16 @@ from typing import Any
 from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
-from ..common import latest_checkpoint, load_causal_lm, load_tokenizer, metrics_callback, read_records
-from ..common import save_model_dir, seed_everything, trainer_arguments
+from ..common import (
+    latest_checkpoint,
+    load_causal_lm,
+    load_tokenizer,
+    metrics_callback,
+    read_records,
+    save_model_dir,
+    seed_everything,
+    trainer_arguments,
+)
 from .rewards import for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")

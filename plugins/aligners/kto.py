@@ -19,8 +19,16 @@ from typing import Any
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import latest_checkpoint, load_causal_lm, load_tokenizer, metrics_callback, read_records
-from ..common import save_model_dir, seed_everything, trainer_arguments
+from ..common import (
+    latest_checkpoint,
+    load_causal_lm,
+    load_tokenizer,
+    metrics_callback,
+    read_records,
+    save_model_dir,
+    seed_everything,
+    trainer_arguments,
+)
 
 LABEL_KEYS = ("label", "kto_tag")
 
@@ -78,9 +86,8 @@ class KTOAligner(Aligner):
 
     def run(self, inputs, output_dir, context):
         from datasets import Dataset
-        from trl import KTOConfig, KTOTrainer
-
         from lmforge.errors import ConfigError
+        from trl import KTOConfig, KTOTrainer
 
         cfg = self.config
         if cfg.batch_size < 2:
