@@ -1,0 +1,537 @@
+"""PPO RLHF: optimise a policy against a reward, on a KL leash to the model it started from.
+
+Why lmforge has its own: TRL removed its PPO trainer (1.13), and RLHF with PPO is the classic alignment
+recipe the project's sources describe. This file follows "The N Implementation Details of RLHF with PPO"
+(Huang et al., 2024), in one loop a reader can follow top to bottom. Each iteration:
+
+1. **Rollout.** Sample a response per prompt from the policy (full distribution, ``temperature`` scaled,
+   no top-k/top-p, so the log-probabilities used below are those of the sampling distribution). A
+   response ends at its first stop token (end of turn / end of text) or at ``max_response_length``.
+2. **Score.** The task reward comes from a reward model dir (input ``reward_model``, e.g. the output of
+   ``aligner=reward_model``) and/or named ``reward_function`` plugins, weighted and summed. Responses that
+   never emitted a stop token lose ``missing_eos_penalty``.
+3. **Per-token reward.** ``-kl_coef * (logp_policy - logp_reference)`` at every response token, plus the
+   score on the last one. The reference is a frozen copy of the input model. ``kl_coef`` is fixed or
+   adapted towards ``target_kl`` (Ziegler et al., 2019).
+4. **Advantages.** Generalised advantage estimation (``gamma``, ``lam``) against the value model's per-token
+   estimates; returns = advantages + values; advantages whitened over the batch's response tokens.
+5. **Optimise.** ``ppo_epochs`` passes over shuffled minibatches: clipped policy-ratio loss, clipped value
+   loss (``vf_coef``), gradient clipping, Adam (eps 1e-5). Dropout stays off throughout, so the ratio
+   compares like with like.
+
+The value model is either a separate network (a sequence-classification model read per token,
+initialised from the reward model as Huang et al. do, or from the policy when the reward is a function) or
+a scalar head on the policy's own last hidden state (``value_model: shared``). Logged per iteration:
+reward, score, KL, entropy, clip fractions, value loss, approximate KL, response length, EOS fraction.
+
+Resume: every ``save_steps`` iterations the policy and value weights (safetensors), the optimizer state,
+the step and the current ``kl_coef`` go into the stage's checkpoint dir. Randomness (prompt order,
+sampling) is derived from (seed, step, process), so a resumed run replays the exact draws the
+uninterrupted run would have made and ends with the same weights. Works in one CPU process and under
+``accelerate launch`` (each process rolls out its own share of the prompts; gradients are averaged).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge import Aligner
+from lmforge.errors import ConfigError, DataError
+
+from ..common import load_causal_lm, load_tokenizer, read_records, save_model_dir
+from ..formats import load_prompts
+
+STATE_FILE = "ppo_state.json"
+
+
+@dataclass
+class PPOParams:
+    max_steps: int = 20  # PPO iterations, each one rollout batch and its optimisation
+    rollout_batch_size: int = 8  # prompts per iteration (per process)
+    num_mini_batches: int = 2  # optimiser steps per PPO epoch
+    micro_batch_size: int | None = None  # forward/backward chunk within a minibatch (None: the whole minibatch)
+    ppo_epochs: int = 4
+    learning_rate: float = 1e-5
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 1.0
+    max_prompt_length: int = 256  # longer prompts are left out
+    max_response_length: int = 48  # new tokens per response
+    temperature: float = 0.7
+    stop_tokens: list[str] = field(default_factory=lambda: ["<|end|>"])  # besides the tokenizer's EOS
+    missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response with no stop token
+    kl_coef: float = 0.05
+    adaptive_kl: bool = False
+    target_kl: float = 6.0  # per-sequence KL the adaptive controller aims at
+    kl_horizon: int = 10000
+    kl_estimator: str = "k1"  # k1: logp - logp_ref; k3: (r - 1) - log r, r = p_ref / p (non-negative)
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_rewards: bool = False
+    value_model: str = "separate"  # separate | shared (scalar head on the policy's last hidden state)
+    rewards: dict[str, float] = field(default_factory=dict)  # reward_function plugin -> weight
+    reward_params: dict[str, Any] = field(default_factory=dict)  # reward function -> {parameter: value}
+    reward_model_weight: float = 1.0  # weight of the optional `reward_model` input
+    reward_batch_size: int = 16
+    system_prompt: str | None = None
+    prompt_field: str | None = None  # read prompts from this field of each record (GSM8K: question)
+    format: str = "auto"
+    save_steps: int = 10
+    logging_steps: int = 1
+
+
+def _policy_and_value(policy, value_model=None, hidden_size: int | None = None):
+    """One module holding policy and value, so one optimizer and one DDP wrapper cover both."""
+    import torch
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+            self.value_model = value_model
+            self.value_head = None
+            if value_model is None:
+                self.value_head = torch.nn.Linear(hidden_size, 1).to(policy.dtype)
+                _zero_(self.value_head)
+
+        def forward(self, input_ids, attention_mask, position_ids):
+            shared = self.value_head is not None
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, output_hidden_states=shared)
+            if shared:
+                values = self.value_head(out.hidden_states[-1]).squeeze(-1)
+            else:
+                backbone = getattr(self.value_model, self.value_model.base_model_prefix)
+                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False).last_hidden_state
+                values = self.value_model.score(hidden).squeeze(-1)
+            return out.logits, values
+
+    return Module()
+
+
+def _zero_(head) -> None:
+    """A new value head starts at 0, so early advantages are the rewards, not the noise of a random head."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.zero_()
+
+
+def _token_logprobs(logits, tokens, temperature: float):
+    """log p(token) under ``softmax(logits / temperature)``, without materialising the full log-softmax."""
+    logits = logits.float() / temperature
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _masked_mean(values, mask, dim=None):
+    mask = mask.to(values.dtype)
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def _masked_whiten(values, mask, shift_mean: bool = True):
+    mean = _masked_mean(values, mask)
+    var = _masked_mean((values - mean) ** 2, mask)
+    whitened = (values - mean) * (var + 1e-8).rsqrt()
+    return whitened if shift_mean else whitened + mean
+
+
+class PPOAligner(Aligner):
+    """RLHF with PPO against a reward model and/or reward functions, with a frozen reference model."""
+
+    config_class = PPOParams
+
+    # ---- setup -----------------------------------------------------------------------------------------
+
+    def _check_config(self, inputs):
+        cfg = self.config
+        if "reward_model" not in inputs and not cfg.rewards:
+            raise ConfigError("aligner.rewards: ppo needs a reward: give the 'reward_model' input (a reward model "
+                              "dir) or name reward functions, e.g. aligner.rewards='{length: 1.0}'")
+        if cfg.value_model not in ("separate", "shared"):
+            raise ConfigError(f"aligner.value_model: '{cfg.value_model}'; expected 'separate' or 'shared'")
+        if cfg.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"aligner.kl_estimator: '{cfg.kl_estimator}'; expected 'k1' or 'k3'")
+        if cfg.rollout_batch_size % cfg.num_mini_batches:
+            raise ConfigError(f"aligner.num_mini_batches: {cfg.num_mini_batches} does not divide "
+                              f"aligner.rollout_batch_size={cfg.rollout_batch_size}")
+        for name in ("max_steps", "rollout_batch_size", "num_mini_batches", "ppo_epochs", "max_response_length"):
+            if getattr(cfg, name) < 1:
+                raise ConfigError(f"aligner.{name}: must be at least 1, got {getattr(cfg, name)}")
+        if cfg.temperature <= 0:
+            raise ConfigError("aligner.temperature: must be > 0 (PPO samples from the full distribution)")
+
+    def _load_prompts(self, path, tokenizer):
+        """Prompts as message lists, their token ids, and the other columns of their records for reward fns."""
+        cfg = self.config
+        if cfg.prompt_field:
+            records = read_records(path)
+            for index, record in enumerate(records):
+                if not isinstance(record.get(cfg.prompt_field), str):
+                    raise DataError(f"{path}: record {index} has no string field '{cfg.prompt_field}' "
+                                    "(aligner.prompt_field)")
+            prompts = [[{"role": "user", "content": r[cfg.prompt_field]}] for r in records]
+        else:
+            prompts = load_prompts(path, cfg.format)
+        if cfg.system_prompt:
+            prompts = [p if p[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}] + p
+                       for p in prompts]
+        columns: dict[str, list] = {}
+        suffixes = Path(path).suffixes
+        if ".json" in suffixes or ".jsonl" in suffixes:
+            records = read_records(path)
+            names = {k for r in records for k in r} - {"prompt", "prompts", "completion", "completions",
+                                                       "prompt_messages"}
+            columns = {k: [r.get(k) for r in records] for k in sorted(names)}
+        rows = []
+        for index, prompt in enumerate(prompts):
+            ids = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False))
+            if len(ids) <= cfg.max_prompt_length:
+                rows.append((index, prompt, ids))
+        if not rows:
+            raise DataError(f"{path}: no prompt fits aligner.max_prompt_length={cfg.max_prompt_length} tokens")
+        return rows, columns
+
+    def _reward_functions(self):
+        """``(name, callable, weight)`` of the configured reward_function plugins (shared with GRPO/RLOO)."""
+        if not self.config.rewards:
+            return []
+        from .rewards import reward_components
+
+        return reward_components(dict(self.config.rewards), dict(self.config.reward_params))
+
+    # ---- the run ---------------------------------------------------------------------------------------
+
+    def run(self, inputs, output_dir, context):
+        import copy
+
+        import torch
+        from accelerate import Accelerator
+
+        from .reward_model import RewardScorer, load_reward_model
+
+        cfg = self.config
+        self._check_config(inputs)
+        reward_functions = self._reward_functions()
+        accelerator = Accelerator(cpu=not context.hardware.use_cuda())
+        device, rank = accelerator.device, accelerator.process_index
+        tokenizer = load_tokenizer(inputs["model"])
+        rows, columns = self._load_prompts(inputs["data"], tokenizer)
+        stop_ids = sorted({tokenizer.eos_token_id} | {tokenizer.convert_tokens_to_ids(t) for t in cfg.stop_tokens
+                                                      if t in tokenizer.get_vocab()})
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+        checkpoint_root = context.checkpoint_dir() / "ppo"
+        resume = self._latest_checkpoint(checkpoint_root)
+        state = json.loads((resume / STATE_FILE).read_text()) if resume else {"step": 0, "kl_coef": cfg.kl_coef}
+
+        torch.manual_seed(context.seed)
+        reference = load_causal_lm(inputs["model"], context).eval().requires_grad_(False)
+        policy = load_causal_lm(resume / "policy", context) if resume else copy.deepcopy(reference)
+        policy.requires_grad_(True)
+        scorer = None
+        if "reward_model" in inputs:
+            scorer = RewardScorer.from_dir(inputs["reward_model"], context, batch_size=cfg.reward_batch_size)
+            scorer.model.requires_grad_(False).to(device)
+        value_model = None
+        if cfg.value_model == "separate":
+            value_source = inputs["model"]
+            if scorer is not None and scorer.tokenizer.get_vocab() == tokenizer.get_vocab():
+                value_source = inputs["reward_model"]
+            value_model, _ = load_reward_model(resume / "value" if resume else value_source, context)
+            if not resume and value_source == inputs["model"]:
+                _zero_(value_model.score)
+        hidden_size = policy.config.get_text_config().hidden_size
+        model = _policy_and_value(policy, value_model, hidden_size)
+        if resume and cfg.value_model == "shared":
+            from safetensors.torch import load_file
+
+            model.value_head.load_state_dict(load_file(str(resume / "value_head.safetensors")))
+        model.eval()  # no dropout anywhere: the PPO ratio must compare the same function
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                      eps=cfg.adam_eps, weight_decay=0.0)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        if resume:
+            optimizer.load_state_dict(torch.load(resume / "optimizer.pt", map_location="cpu", weights_only=True))
+        reference.to(device)
+
+        kl_coef = float(state["kl_coef"])
+        world = accelerator.num_processes
+        progress = None
+        if accelerator.is_main_process and not context.quiet:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=cfg.max_steps, initial=state["step"], desc="ppo", unit="it")
+        for step in range(state["step"] + 1, cfg.max_steps + 1):
+            torch.manual_seed(context.seed * 1_000_003 + step * 101 + rank)
+            batch = self._batch_rows(rows, step, world, rank, context.seed)
+            rollout = self._rollout(accelerator, model, reference, tokenizer, batch, stop_ids, pad_id, kl_coef,
+                                    scorer, reward_functions, columns)
+            stats = self._optimise(accelerator, model, optimizer, rollout, step)
+            stats.update(rollout["stats"])
+            stats = {k: accelerator.reduce(torch.tensor(v, device=device), "mean").item() for k, v in stats.items()}
+            if cfg.adaptive_kl:
+                error = max(-0.2, min(0.2, stats["kl"] / cfg.target_kl - 1))
+                kl_coef *= 1 + error * cfg.rollout_batch_size * world / cfg.kl_horizon
+            stats["kl_coef"] = kl_coef
+            if accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == cfg.max_steps):
+                context.log_metrics(stats, step=step)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < cfg.max_steps:
+                self._save_checkpoint(accelerator, model, optimizer, tokenizer, checkpoint_root, step, kl_coef)
+        if progress is not None:
+            progress.close()
+        if accelerator.is_main_process:
+            final = accelerator.unwrap_model(model).policy
+            save_model_dir(final, tokenizer, Path(output_dir))
+        accelerator.wait_for_everyone()
+        return output_dir
+
+    def _batch_rows(self, rows, step, world, rank, seed):
+        """This process's prompts for ``step``: epochs walk a fresh seeded permutation of all prompts."""
+        import torch
+
+        per_step = self.config.rollout_batch_size * world
+        start = (step - 1) * per_step
+        picked = []
+        for position in range(start, start + per_step):
+            epoch, offset = divmod(position, len(rows))
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+            picked.append(rows[int(order[offset])])
+        return picked[rank::world]
+
+    # ---- rollout: generate, score, per-token rewards, GAE ----------------------------------------------
+
+    def _forward_chunks(self, module, ids, mask, positions, width):
+        """Policy logits for response positions and values, in micro-batch chunks, without gradients."""
+        import torch
+
+        size = self.config.micro_batch_size or ids.shape[0]
+        logits, values = [], []
+        with torch.no_grad():
+            for start in range(0, ids.shape[0], size):
+                chunk = slice(start, start + size)
+                out_logits, out_values = module(ids[chunk], mask[chunk], positions[chunk])
+                logits.append(out_logits[:, width - 1:-1])
+                values.append(out_values[:, width - 1:-1].float())
+        return torch.cat(logits), torch.cat(values)
+
+    def _rollout(self, accelerator, model, reference, tokenizer, batch, stop_ids, pad_id, kl_coef, scorer,
+                 reward_functions, columns):
+        import torch
+
+        cfg = self.config
+        device = accelerator.device
+        width = max(len(ids) for _, _, ids in batch)
+        query = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        query_mask = torch.zeros_like(query)
+        for row, (_, _, ids) in enumerate(batch):
+            query[row, width - len(ids):] = torch.tensor(ids)
+            query_mask[row, width - len(ids):] = 1
+        query, query_mask = query.to(device), query_mask.to(device)
+        unwrapped = accelerator.unwrap_model(model)
+        with torch.no_grad():
+            generated = unwrapped.policy.generate(
+                input_ids=query, attention_mask=query_mask, max_new_tokens=cfg.max_response_length,
+                do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, eos_token_id=stop_ids,
+                pad_token_id=pad_id)
+        responses = generated[:, width:]
+        is_stop = torch.isin(responses, torch.tensor(stop_ids, device=device))
+        has_stop = is_stop.any(1)
+        last = torch.where(has_stop, is_stop.int().argmax(1), responses.shape[1] - 1)
+        positions_r = torch.arange(responses.shape[1], device=device)
+        response_mask = positions_r.unsqueeze(0) <= last.unsqueeze(1)
+        responses = responses.masked_fill(~response_mask, pad_id)
+        ids = torch.cat([query, responses], 1)
+        mask = torch.cat([query_mask, response_mask.long()], 1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+
+        logits, values = self._forward_chunks(unwrapped, ids, mask, positions, width)
+        logprobs = _token_logprobs(logits, responses, cfg.temperature)
+        del logits
+        with torch.no_grad():
+            ref_logits = reference(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=False).logits[:, width - 1:-1]
+            ref_logprobs = _token_logprobs(ref_logits, responses, cfg.temperature)
+        del ref_logits
+
+        texts = tokenizer.batch_decode(responses.masked_fill(~response_mask, pad_id), skip_special_tokens=True)
+        score = self._score([p for _, p, _ in batch], texts, [i for i, _, _ in batch], scorer, reward_functions,
+                            columns).to(device)
+        reward = score.clone()
+        if cfg.missing_eos_penalty is not None:
+            reward = reward - cfg.missing_eos_penalty * (~has_stop).float()
+
+        fmask = response_mask.float()
+        log_ratio = (logprobs - ref_logprobs) * fmask
+        kl = log_ratio if cfg.kl_estimator == "k1" else ((-log_ratio).exp() - 1 + log_ratio) * fmask
+        rewards = -kl_coef * kl
+        rewards[torch.arange(len(batch), device=device), last] += reward
+        if cfg.whiten_rewards:
+            rewards = _masked_whiten(rewards, response_mask, shift_mean=False) * fmask
+        values = values * fmask
+
+        advantages = torch.zeros_like(rewards)
+        running = torch.zeros(len(batch), device=device)
+        for t in reversed(range(rewards.shape[1])):
+            next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+            delta = rewards[:, t] + cfg.gamma * next_value - values[:, t]
+            running = delta + cfg.gamma * cfg.lam * running
+            advantages[:, t] = running
+        returns = advantages + values
+        advantages = _masked_whiten(advantages, response_mask) * fmask
+
+        stats = {
+            "reward": reward.mean().item(),
+            "score": score.mean().item(),
+            "kl": log_ratio.sum(1).mean().item(),
+            "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
+            "rlhf_reward": (reward - kl_coef * kl.sum(1)).mean().item(),
+            "response_length": response_mask.sum(1).float().mean().item(),
+            "eos_fraction": has_stop.float().mean().item(),
+        }
+        return {"ids": ids, "mask": mask, "positions": positions, "responses": responses,
+                "response_mask": response_mask, "width": width, "logprobs": logprobs, "values": values,
+                "returns": returns, "advantages": advantages, "stats": stats}
+
+    def _score(self, prompts, texts, indices, scorer, reward_functions, columns):
+        import torch
+
+        cfg = self.config
+        total = torch.zeros(len(texts))
+        if scorer is not None:
+            total += cfg.reward_model_weight * torch.tensor(scorer.score(prompts, texts))
+        if reward_functions:
+            prompt_texts = [next((m["content"] for m in reversed(p) if m["role"] == "user"), p[-1]["content"])
+                            for p in prompts]
+            extra = {k: [v[i] for i in indices] for k, v in columns.items()}
+            extra["prompt_messages"] = prompts
+            for name, function, weight in reward_functions:
+                values = function(completions=list(texts), prompts=prompt_texts, **extra)
+                if len(values) != len(texts):
+                    raise DataError(f"reward_function '{name}': returned {len(values)} rewards for "
+                                    f"{len(texts)} completions")
+                total += weight * torch.tensor([0.0 if v is None else float(v) for v in values])
+        return total
+
+    # ---- optimisation: PPO epochs over minibatches -------------------------------------------------------
+
+    def _optimise(self, accelerator, model, optimizer, rollout, step):
+        import torch
+
+        cfg = self.config
+        n = rollout["ids"].shape[0]
+        mini = n // cfg.num_mini_batches
+        micro = min(cfg.micro_batch_size or mini, mini)
+        width = rollout["width"]
+        sums: dict[str, float] = {}
+        count = 0
+        generator = torch.Generator().manual_seed(step)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, generator=generator)
+            for mini_start in range(0, n, mini):
+                mini_indices = order[mini_start:mini_start + mini]
+                optimizer.zero_grad(set_to_none=True)
+                for micro_start in range(0, len(mini_indices), micro):
+                    idx = mini_indices[micro_start:micro_start + micro].to(accelerator.device)
+                    last_micro = micro_start + micro >= len(mini_indices)
+                    sync = accelerator.no_sync(model) if not last_micro else nullcontext()
+                    with sync:
+                        stats = self._loss(model, rollout, idx, width)
+                        accelerator.backward(stats.pop("loss") * len(idx) / len(mini_indices))
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {k: v / count for k, v in sums.items()}
+
+    def _loss(self, model, rollout, idx, width):
+        import torch
+
+        cfg = self.config
+        mask = rollout["response_mask"][idx]
+        logits, values = model(rollout["ids"][idx], rollout["mask"][idx], rollout["positions"][idx])
+        logits = logits[:, width - 1:-1]
+        new_logprobs = _token_logprobs(logits, rollout["responses"][idx], cfg.temperature)
+        new_values = values[:, width - 1:-1].float()
+
+        old_values, returns = rollout["values"][idx], rollout["returns"][idx]
+        clipped_values = old_values + (new_values - old_values).clamp(-cfg.cliprange_value, cfg.cliprange_value)
+        value_losses = torch.max((new_values - returns) ** 2, (clipped_values - returns) ** 2)
+        value_loss = 0.5 * _masked_mean(value_losses, mask)
+
+        log_ratio = new_logprobs - rollout["logprobs"][idx]
+        ratio = log_ratio.exp()
+        advantages = rollout["advantages"][idx]
+        policy_losses = torch.max(-advantages * ratio,
+                                  -advantages * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange))
+        policy_loss = _masked_mean(policy_losses, mask)
+        loss = policy_loss + cfg.vf_coef * value_loss
+        with torch.no_grad():
+            scaled = logits.float() / cfg.temperature
+            entropy = scaled.logsumexp(-1) - (scaled.softmax(-1) * scaled).sum(-1)
+            stats = {
+                "policy_loss": policy_loss.item(),
+                "value_loss": value_loss.item(),
+                "clipfrac": _masked_mean(((ratio - 1).abs() > cfg.cliprange).float(), mask).item(),
+                "value_clipfrac": _masked_mean(((new_values - old_values).abs() > cfg.cliprange_value).float(),
+                                               mask).item(),
+                "approxkl": _masked_mean(0.5 * log_ratio ** 2, mask).item(),
+                "entropy": _masked_mean(entropy, mask).item(),
+                "ratio": _masked_mean(ratio, mask).item(),
+            }
+        stats["loss"] = loss
+        return stats
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _latest_checkpoint(root: Path) -> Path | None:
+        done = [p for p in root.glob("step-*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
+        return max(done, key=lambda p: int(p.name[5:])) if done else None
+
+    def _save_checkpoint(self, accelerator, model, optimizer, tokenizer, root: Path, step: int,
+                         kl_coef: float) -> None:
+        """Write ``step-N`` atomically (temp dir + rename), then drop older checkpoints."""
+        import torch
+
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            partial = root / f"step-{step}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            unwrapped.policy.save_pretrained(str(partial / "policy"), safe_serialization=True)
+            if unwrapped.value_head is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in unwrapped.value_head.state_dict().items()},
+                          str(partial / "value_head.safetensors"))
+            else:
+                unwrapped.value_model.save_pretrained(str(partial / "value"), safe_serialization=True)
+                tokenizer.save_pretrained(str(partial / "value"))
+            torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+            (partial / STATE_FILE).write_text(json.dumps({"step": step, "kl_coef": kl_coef}))
+            final = root / f"step-{step}"
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            for old in root.glob("step-*"):
+                if old != final and not old.name.endswith(".partial"):
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
