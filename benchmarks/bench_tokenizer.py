@@ -45,9 +45,8 @@ def split(docs: list[str]) -> tuple[list[str], list[str]]:
 
 def direct_bpe(train_file: Path, out: Path, vocab_size: int) -> float:
     """The same byte-level BPE, built and trained with ``tokenizers`` alone: read, train, save."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
     from lmforge.plugins.tokenizers.bpe import GPT4_PATTERN
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     started = time.perf_counter()
     specials = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -151,7 +150,7 @@ def main() -> None:
         stage_times.append(seconds)
         stage_train_times.append(report["train_seconds"])
     direct, stage, stage_train = min(direct_times), min(stage_times), min(stage_train_times)
-    print("\n## Training throughput, byte-level BPE (best of %d)" % args.repeats)
+    print(f"\n## Training throughput, byte-level BPE (best of {args.repeats})")
     print("| run | seconds | MB/s |\n|---|---|---|")
     print(f"| tokenizers directly (read + train + save) | {direct:.2f} | {train_mb / direct:.2f} |")
     print(f"| lmforge bpe, training only (stream + train) | {stage_train:.2f} | {train_mb / stage_train:.2f} |")

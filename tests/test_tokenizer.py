@@ -255,6 +255,22 @@ def test_held_out_text_is_not_trained_on(tmp_path, tiny_context):
     assert all(len(t) <= 64 for batch in long for t in batch)
 
 
+def test_text_is_streamed_in_pieces_that_add_up_to_the_input(shared_data, tmp_path):
+    from lmforge.plugins.tokenizers.subword import TextStream, stream_texts
+
+    shakespeare = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    batches = list(stream_texts(shared_data / "tinyshakespeare.txt"))
+    pieces = [piece for batch in batches for piece in batch]
+    assert len(pieces) > 10 and "".join(pieces) == shakespeare  # cut at line ends, nothing lost
+    stream = TextStream(shared_data / "tinyshakespeare.txt", "text", 0.1, 10**9)
+    trained = [piece for batch in stream for piece in batch]
+    assert stream.heldout and sorted(trained + stream.heldout) == sorted(pieces)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 3}\n')
+    with pytest.raises(DataError, match="bad.jsonl:2: .*string field 'text'"):
+        list(stream_texts(bad))
+
+
 @pytest.mark.slow
 def test_tokenizer_dir_loads_without_lmforge(tiny_tokenizer_dir):
     code = ("import sys; from transformers import AutoTokenizer; "

@@ -19,6 +19,7 @@ The one cost: in plain text, U+FDD0 right after the first character of a special
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
 
-from ..common import iter_texts
+from ..common import TEXT_SUFFIXES, iter_texts
 
 ESCAPE = "\ufdd0"  # a Unicode noncharacter: never assigned, meant for internal use
 CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends into pieces about this long
@@ -230,6 +231,7 @@ class TextStream:
 
     def __init__(self, path, text_field: str, heldout_fraction: float, heldout_max_bytes: int,
                  chunk_chars: int = CHUNK_CHARS):
+        """``chunk_chars``: documents longer than this are cut at line ends (held out or trained piece by piece)."""
         self.path, self.text_field = path, text_field
         self.heldout_fraction, self.heldout_max_bytes, self.chunk_chars = heldout_fraction, heldout_max_bytes, chunk_chars
         self.heldout: list[str] = []
@@ -238,7 +240,7 @@ class TextStream:
 
     def __iter__(self) -> Iterator[list[str]]:
         index = 0
-        for batch in iter_texts(self.path, self.text_field):
+        for batch in stream_texts(self.path, self.text_field):
             train = []
             for text in batch:
                 if not isinstance(text, str):
@@ -264,6 +266,54 @@ class TextStream:
             return False
         # spread evenly: document i is held out when (i + 1) * fraction passes an integer
         return int((index + 1) * self.heldout_fraction) > int(index * self.heldout_fraction)
+
+
+def stream_texts(path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
+    """Batches of texts read lazily: .jsonl(.gz) line by line, .txt/.md in pieces of about CHUNK_CHARS
+    characters cut at line ends; other inputs (parquet, dataset dirs, .json) through ``iter_texts``, which
+    already reads parquet and saved datasets batch by batch."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    if path.is_dir() or not name.endswith((".jsonl", *TEXT_SUFFIXES)):
+        yield from iter_texts(path, text_field, batch_size)
+        return
+    opener = gzip.open if path.name.endswith(".gz") else open
+    batch: list[str] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            if name.endswith(".jsonl"):
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{number}: invalid JSON line ({exc.msg})") from None
+                    text = record.get(text_field) if isinstance(record, dict) else None
+                    if not isinstance(text, str):
+                        raise DataError(f"{path}:{number}: expected a JSON object with a string field '{text_field}'")
+                    batch.append(text)
+                    if len(batch) == batch_size:
+                        yield batch
+                        batch = []
+            else:
+                piece: list[str] = []
+                size = 0
+                for line in handle:
+                    if piece and size + len(line) > CHUNK_CHARS:
+                        batch.append("".join(piece))
+                        piece, size = [], 0
+                        if len(batch) == batch_size:
+                            yield batch
+                            batch = []
+                    piece.append(line)
+                    size += len(line)
+                if piece:
+                    batch.append("".join(piece))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
+    if batch:
+        yield batch
 
 
 def _chunks(text: str, size: int) -> Iterator[str]:
