@@ -5,7 +5,7 @@
 Input: real text from ../shared/data (C4 documents, Wikipedia articles, Tiny Shakespeare in 20-speech
 documents), repeated ``--copies`` times with light edits so deduplication has near-duplicates to find.
 datatrove runs in its own virtual environment (created on first use at ~/.cache/lmforge/datatrove-venv
-with ``pip install 'datatrove[processing]' spacy``), driven through a subprocess, so lmforge's own
+with ``pip install "datatrove[processing,io]" spacy``), driven through a subprocess, so lmforge's own
 environment never gets datatrove's pins.
 
 It prints, per rule: documents/s and MB/s for both (one process each, same documents), the throughput
@@ -84,7 +84,7 @@ def datatrove_python(given: str | None) -> str:
     if not python.exists():
         print(f"creating {VENV} with datatrove[processing] + spacy (one time)…", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "datatrove[processing]", "spacy"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "datatrove[processing,io]", "spacy"], check=True)
     return str(python)
 
 
@@ -144,9 +144,10 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--datatrove-python")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N documents (quick check)")
     args = parser.parse_args()
     python = datatrove_python(args.datatrove_python)
-    texts = build_corpus(args.copies)
+    texts = build_corpus(args.copies)[:args.limit or None]
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     work = Path(tempfile.mkdtemp(prefix="bench_cleaner_"))
     corpus = work / "corpus.jsonl"
@@ -159,8 +160,12 @@ def main() -> None:
     print(f"corpus: {len(texts)} documents, {megabytes:.2f} MB; machine: {os.cpu_count()} cores (shared, noisy)")
 
     ours = lmforge_side(texts)
-    subprocess.run([python, "-c", DATATROVE_SIDE, str(corpus), str(work), str(args.workers)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = work / "datatrove.log"
+    with open(log, "w") as handle:
+        done = subprocess.run([python, "-c", DATATROVE_SIDE, str(corpus), str(work), str(args.workers)],
+                              stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit("datatrove side failed:\n" + "\n".join(log.read_text().splitlines()[-15:]))
     theirs = json.loads((work / "datatrove.json").read_text())
 
     print(f"\n{'rule':20s} {'lmforge MB/s':>12s} {'datatrove MB/s':>15s} {'ratio':>7s} {'agreement':>10s}")

@@ -13,6 +13,7 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.cleaners.content import HarmfulContent, LanguageFilter, PIIRedact
 from lmforge.plugins.cleaners.dedup import MinHashDedup
 from lmforge.plugins.cleaners.heuristics import (
+    BoilerplateLines,
     C4Quality,
     FineWebQuality,
     GopherQuality,
@@ -148,6 +149,13 @@ def test_c4_document_rules():
     assert reason(step.process("\n".join([SENTENCE] * 5 + ["Lorem ipsum dolor sit amet."]))) == "lorem_ipsum"
     assert reason(step.process("\n".join([SENTENCE] * 5 + ["function f() { return 1; }."]))) == "curly_bracket"
     assert C4Quality(filter_no_terminal_punct=False).process("\n".join(["No end mark here at all"] * 5))
+
+
+def test_boilerplate_menu_lines():
+    step = BoilerplateLines()
+    assert step.process(f"Home | About\n{SENTENCE}") == f"Home | About\n{SENTENCE}"  # one separator: kept
+    assert step.process(f"Home | About | Contact\n{SENTENCE}") == SENTENCE
+    assert step.process(f"Prices | taxes | fees are listed below.\n{SENTENCE}").startswith("Prices")  # a sentence
 
 
 # ---- FineWeb --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ STEPS = {
     "gopher_repetition": "heuristics:GopherRepetition",
     "c4_quality": "heuristics:C4Quality",
     "fineweb_quality": "heuristics:FineWebQuality",
+    "boilerplate": "heuristics:BoilerplateLines",
     "minhash_dedup": "dedup:MinHashDedup",
     "language": "content:LanguageFilter",
     "pii": "content:PIIRedact",

@@ -81,7 +81,9 @@ EMAIL = re.compile(
 )
 IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)")
 # +1 (555) 123-4567, 555-123-4567, +44 20 7946 0958, (020) 7946 0958: 9-15 digits in separated groups
-PHONE = re.compile(r"(?<![\w.+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])")
+PHONE = re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}")
+# a cheap first pass (one character class) finds digit runs worth checking against PHONE
+PHONE_CANDIDATE = re.compile(r"(?<![\w.+-])[+(]?\d[\d ().-]{7,}\d(?![\w-])")
 
 
 @dataclass
@@ -109,8 +111,11 @@ class PIIRedact(CleaningStep):
         return self.config.ip_placeholder if address.is_global or not self.config.only_public_ips else match.group(0)
 
     def _phone(self, match: re.Match) -> str:
-        digits = sum(c.isdigit() for c in match.group(0))
-        return self.config.phone_placeholder if 9 <= digits <= 15 else match.group(0)
+        candidate = match.group(0)
+        digits = sum(c.isdigit() for c in candidate)
+        if 9 <= digits <= 15 and PHONE.fullmatch(candidate):
+            return self.config.phone_placeholder
+        return candidate
 
     def process(self, text):
         cfg = self.config
@@ -119,7 +124,7 @@ class PIIRedact(CleaningStep):
         if cfg.ips:
             text = IPV4.sub(self._ip, text)
         if cfg.phones:
-            text = PHONE.sub(self._phone, text)
+            text = PHONE_CANDIDATE.sub(self._phone, text)
         return text
 
 

@@ -302,3 +302,37 @@ class FineWebQuality(CleaningStep):
         if not words or text.count("\n") / len(words) > cfg.new_line_ratio:
             return Drop("list_ratio")
         return text
+
+
+@dataclass
+class BoilerplateConfig:
+    separators: str = "|»›·•>/"  # characters that join navigation items
+    min_separators: int = 2  # a line with at least this many separator tokens …
+    max_words_between: int = 4  # … whose items average at most this many words, and no end mark, is a menu
+
+
+class BoilerplateLines(CleaningStep):
+    """Removes navigation/menu lines ("Home | About | Contact", "Shop » Shoes » Boots").
+
+    FineWeb's recipe turns C4's terminal-punctuation rule off (it cost too much good text), which lets
+    such lines through inside otherwise good pages; this rule removes only lines made of short items
+    joined by separators and not ending like a sentence."""
+
+    name = "boilerplate"
+    config_class = BoilerplateConfig
+
+    def process(self, text):
+        cfg = self.config
+        kept = []
+        for line in text.split("\n"):
+            tokens = line.split()
+            separators = sum(1 for t in tokens if len(t) == 1 and t in cfg.separators)
+            items = len(tokens) - separators
+            if (separators >= cfg.min_separators and items <= cfg.max_words_between * (separators + 1)
+                    and not line.rstrip().endswith(END_PUNCTUATION)):
+                continue
+            kept.append(line)
+        if len(kept) == text.count("\n") + 1:
+            return text
+        result = "\n".join(kept).strip()
+        return result if result else Drop("only_boilerplate")

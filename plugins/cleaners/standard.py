@@ -1,6 +1,6 @@
 """The standard cleaner: the full curation recipe, streamed, parallel over cores, deterministic.
 
-Default steps, in FineWeb's order: normalise -> language (fastText lid.176, en >= 0.65) -> Gopher
+Default steps, in FineWeb's order: normalise -> menu lines out -> language (fastText lid.176, en >= 0.65) -> Gopher
 repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as FineWeb) -> FineWeb
 rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after dedup, as FineWeb).
 Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults.
@@ -37,6 +37,7 @@ from .readers import BadRecord, iter_records
 
 STANDARD_STEPS = [
     "normalize",
+    "boilerplate",
     "language",
     "gopher_repetition",
     "gopher_quality",
