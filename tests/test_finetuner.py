@@ -122,6 +122,16 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
                       _context(tiny_context, tmp_path))
 
 
+def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, shared_data):
+    held_out = _jsonl(tmp_path / "held_out.jsonl", [{"messages": CONVERSATION}] * 3)
+    stage = SFTFinetuner(max_steps=2, max_length=64, save_steps=0, placeholders=PLACEHOLDERS, max_examples=16)
+    _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json",
+                                            "eval_data": held_out}, tmp_path / "out", _context(tiny_context, tmp_path))
+    metrics = manifest["metrics"]
+    assert metrics["eval_examples"] == 3 and metrics["train_examples"] == 16
+    assert metrics["eval_loss_end"] < metrics["eval_loss_start"]
+
+
 def test_packing_keeps_examples_apart(tiny_model_dir, tiny_context, tmp_path, shared_data):
     import torch
 
@@ -348,6 +358,7 @@ def test_identity_after_sft_the_model_names_itself(tiny_model_dir, tiny_context,
     lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json"}, out,
                       _context(tiny_context, tmp_path))
     after, answers = _name_rate(out)
+    print(f"share of answers naming {PLACEHOLDERS['name']}: before {before:.2f}, after {after:.2f}")
     assert before == 0.0
     assert after >= 0.5, answers
 

@@ -74,7 +74,7 @@ class SFTParams:
     lr_scheduler: str = "cosine"
     # evaluation and checkpoints
     eval_fraction: float = 0.0  # share of the data held out for eval loss (or give an eval_data input)
-    eval_steps: int = 0  # 0: evaluate at each save
+    eval_steps: int = 0  # 0: evaluate at each save (or only at start and end when save_steps is 0)
     save_steps: int = 50
     logging_steps: int = 10
     # method
@@ -233,7 +233,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
 
     model = load_model(inputs["model"], cfg, context)
     peft_config = build_peft_config(cfg) if cfg.method in ("lora", "qlora") else None
-    eval_steps = cfg.eval_steps or max(cfg.save_steps, 1)
+    eval_steps = cfg.eval_steps or (cfg.save_steps if cfg.save_steps > 0 else cfg.max_steps)
     args = SFTConfig(
         **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
                             learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
