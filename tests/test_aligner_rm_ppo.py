@@ -14,15 +14,18 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 import lmforge
+import pytest
 from lmforge.plugins.aligners.ppo import PPOAligner
 from lmforge.plugins.aligners.reward_model import RewardModelTrainer
 
 
 def _context(tiny_context, work_dir: Path | None = None):
     return replace(tiny_context, metrics={}, work_dir=work_dir, _metrics_file=None)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def punctuation_count(completions, prompts, **columns):
@@ -54,7 +57,7 @@ def shouting_preferences(tmp_path_factory, shared_data) -> Path:
     """Pairs where the chosen answer is a normal sentence and the rejected one a different sentence in capitals."""
     text = (shared_data / "wiki_demo.txt").read_text(encoding="utf-8")
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 40 <= len(s.strip()) <= 160]
-    questions = [json.loads(line)["question"] for line in open(shared_data / "gsm8k_test.jsonl")]
+    questions = [r["question"] for r in _rows(shared_data / "gsm8k_test.jsonl")]
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("prefs") / "shouting.jsonl"
     with open(path, "w") as handle:
@@ -109,9 +112,9 @@ def test_reward_model_reads_hh_dialogues_and_sharegpt_pairs(data, tmp_path, tiny
 
 
 def _ppo(**overrides) -> PPOAligner:
-    params = dict(rollout_batch_size=4, num_mini_batches=2, ppo_epochs=2, learning_rate=5e-4,
-                  max_response_length=6, temperature=1.0, rewards={"test_punctuation": 1.0},
-                  missing_eos_penalty=None, prompt_field="question", value_model="shared", save_steps=0)
+    params = {"rollout_batch_size": 4, "num_mini_batches": 2, "ppo_epochs": 2, "learning_rate": 5e-4,
+                  "max_response_length": 6, "temperature": 1.0, "rewards": {"test_punctuation": 1.0},
+                  "missing_eos_penalty": None, "prompt_field": "question", "value_model": "shared", "save_steps": 0}
     params.update(overrides)
     return PPOAligner(**params)
 
@@ -122,10 +125,10 @@ def test_ppo_with_reward_model_logs_everything_and_starts_at_zero_kl(tmp_path, t
 
     stage = _ppo(max_steps=2, rewards={}, value_model="separate", missing_eos_penalty=1.0, adaptive_kl=True,
                  target_kl=0.5)
-    out, manifest = lmforge.run_stage(
+    out, _manifest = lmforge.run_stage(
         stage, {"model": tiny_model_dir, "data": gsm8k, "reward_model": reward_model_dir[0]}, tmp_path / "ppo",
         _context(tiny_context))
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    rows = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "score", "kl", "entropy", "clipfrac", "value_loss", "policy_loss", "approxkl",
                 "value_clipfrac", "kl_coef", "response_length", "eos_fraction"):
@@ -161,7 +164,7 @@ def test_ppo_resumes_after_a_kill_and_ends_with_the_same_weights(tmp_path, tiny_
     assert not (tmp_path / "resumed").exists() and not (tmp_path / "resumed.partial").exists()
     assert sorted(p.name for p in (work / "ppo").iterdir()) == ["step-2"]
     resumed, _ = lmforge.run_stage(stage, inputs, tmp_path / "resumed", _context(tiny_context, work))
-    steps = [json.loads(line)["step"] for line in open(resumed / "metrics.jsonl")]
+    steps = [r["step"] for r in _rows(resumed / "metrics.jsonl")]
     assert steps == [3, 4]  # only the iterations after the checkpoint ran again
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -217,12 +220,21 @@ def pretrained_policy(tmp_path_factory, tiny_tokenizer_dir, tiny_context):
 
 @pytest.mark.slow
 def test_ppo_raises_a_known_reward_with_bounded_kl(tmp_path, pretrained_policy, tiny_context, gsm8k):
-    stage = _ppo(max_steps=12, rollout_batch_size=16, ppo_epochs=4, max_response_length=12, kl_coef=0.05)
-    out, _ = lmforge.run_stage(stage, {"model": pretrained_policy, "data": gsm8k}, tmp_path / "ppo",
-                               _context(tiny_context))
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    first = sum(r["reward"] for r in rows[:3]) / 3
-    last = sum(r["reward"] for r in rows[-3:]) / 3
-    print({"first3_reward": first, "last3_reward": last, "kl": [round(r["kl"], 2) for r in rows]})
-    assert last > first + 1.0, (first, last)  # at least one more '.'/',' per 12-token answer
-    assert all(r["kl"] < 20 for r in rows)  # nats per response, leashed by the KL penalty
+    """Same budget twice: a loose leash (kl_coef 0.05) and a tight one (0.5). Both raise the reward; the
+    tight one keeps the policy measurably closer to the reference."""
+    results = {}
+    for kl_coef in (0.05, 0.5):
+        stage = _ppo(max_steps=12, rollout_batch_size=16, ppo_epochs=4, max_response_length=12, kl_coef=kl_coef)
+        out, _ = lmforge.run_stage(stage, {"model": pretrained_policy, "data": gsm8k}, tmp_path / f"ppo{kl_coef}",
+                                   _context(tiny_context))
+        rows = _rows(out / "metrics.jsonl")
+        results[kl_coef] = {"first3_reward": sum(r["reward"] for r in rows[:3]) / 3,
+                            "last3_reward": sum(r["reward"] for r in rows[-3:]) / 3,
+                            "last3_kl": sum(r["kl"] for r in rows[-3:]) / 3,
+                            "kl": [round(r["kl"], 2) for r in rows]}
+    print(results)
+    loose, tight = results[0.05], results[0.5]
+    assert loose["last3_reward"] > loose["first3_reward"] + 1.0, loose  # >= one more '.'/',' per answer
+    assert tight["last3_reward"] > tight["first3_reward"] + 0.3, tight
+    assert max(loose["kl"]) < 20  # nats per 12-token response
+    assert tight["last3_kl"] < loose["last3_kl"] / 2, results

@@ -22,8 +22,14 @@ from pathlib import Path
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import latest_checkpoint, load_tokenizer, metrics_callback, save_model_dir, seed_everything
-from ..common import trainer_arguments
+from ..common import (
+    latest_checkpoint,
+    load_tokenizer,
+    metrics_callback,
+    save_model_dir,
+    seed_everything,
+    trainer_arguments,
+)
 from ..formats import load_preferences
 
 
@@ -88,7 +94,7 @@ class RewardScorer:
         self.max_length, self.batch_size = max_length, batch_size
 
     @classmethod
-    def from_dir(cls, path, context=None, **kwargs) -> "RewardScorer":
+    def from_dir(cls, path, context=None, **kwargs) -> RewardScorer:
         model, tokenizer = load_reward_model(path, context, trained_head=True)
         return cls(model, tokenizer, **kwargs)
 
