@@ -1,139 +1,159 @@
-"""Pretraining with the Hugging Face ``Trainer``: a causal LM from a config, trained on packed blocks.
+"""Pretraining with the Hugging Face ``Trainer``: a causal LM from a config, trained on token windows.
 
 Why the HF Trainer: checkpointing, exact resume (optimizer, scheduler, RNG, data position), mixed
-precision and ``accelerate launch`` come with it. lmforge adds the model-from-config step, document
-packing with an end-of-text token between documents, validation loss / perplexity / bits per byte, and a
-stop with a clear message when the loss is not finite.
+precision and ``accelerate launch`` come with it. lmforge adds the model-from-config step (or the depth
+dial), the cached token stream with eos between documents, sliding windows with a stride, nanoGPT's
+contiguous train/validation split, validation loss / perplexity / bits per byte, tokens/s and MFU in the
+logs, and a stop with a clear message when the loss is not finite.
 
-The architecture comes from the ``model`` config group (``model_type`` plus that type's config fields), so
-``model=tiny`` on a laptop and a 124M preset on a GPU run the same code.
+The data, split and schedule options are the same as the lean loop's (``pretrainer=lean``, see
+``shared.py``), so the two are interchangeable; this one is the default because it carries the most
+features (every ``TrainingArguments`` integration), the lean one is faster on small models.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 from lmforge import LmforgeError, Pretrainer
-from lmforge.errors import ConfigError, close_match
 
-from ..common import (iter_texts, latest_checkpoint, load_tokenizer, metrics_callback, save_model_dir,
-                      seed_everything, trainer_arguments)
+from ..common import latest_checkpoint, load_tokenizer, metrics_callback, save_model_dir, trainer_arguments
+from .shared import (
+    PretrainConfig,
+    Windows,
+    build_model,
+    build_model_config,
+    flops_per_token,
+    peak_flops,
+    split_tokens,
+    tokenized_corpus,
+)
 
-
-@dataclass
-class PretrainConfig:
-    max_steps: int = 200
-    batch_size: int = 8
-    grad_accum: int = 1
-    block_size: int = 128
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"  # any transformers scheduler name (cosine, linear, warmup_stable_decay …)
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    adam_beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_fraction: float = 0.05  # share of packed blocks held out for validation
-    eval_steps: int = 100
-    save_steps: int = 50
-    logging_steps: int = 10
-    text_field: str = "text"
+__all__ = ["HFTrainerPretrainer", "PretrainConfig", "build_model_config"]
 
 
-def build_model_config(model_cfg: dict, tokenizer):
-    """``{"model_type": "llama", "hidden_size": 64, …}`` -> a transformers config; unknown fields are errors."""
-    from transformers import AutoConfig
-
-    model_cfg = dict(model_cfg)
-    model_type = model_cfg.pop("model_type", "llama")
-    try:
-        defaults = AutoConfig.for_model(model_type)
-    except ValueError:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-        raise ConfigError(f"model.model_type: unknown '{model_type}'{close_match(model_type, CONFIG_MAPPING.keys())}")
-    known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
-    for key in model_cfg:
-        if key not in known:
-            raise ConfigError(f"model.{key}: not a field of {model_type} configs{close_match(key, known)}")
-    return AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+def scheduler_arguments(cfg: PretrainConfig) -> dict:
+    """lmforge's schedule names -> ``TrainingArguments`` (cosine to min_lr, warmup-stable-decay, …)."""
+    if cfg.lr_scheduler == "cosine":
+        return {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr": cfg.min_lr}}
+    if cfg.lr_scheduler == "wsd":
+        decay = cfg.decay_steps if cfg.decay_steps is not None else max(1, int(0.2 * cfg.max_steps))
+        return {"lr_scheduler_type": "warmup_stable_decay",
+                "lr_scheduler_kwargs": {"num_decay_steps": decay, "decay_type": "linear",
+                                        "min_lr_ratio": cfg.min_lr / cfg.learning_rate}}
+    if cfg.lr_scheduler == "linear":
+        return {"lr_scheduler_type": "linear"}
+    return {"lr_scheduler_type": "constant_with_warmup"}
 
 
-def pack_documents(texts_path, tokenizer, block_size: int, text_field: str):
-    """Tokenize every document, join them with eos between documents, cut into ``block_size`` blocks."""
-    eos = tokenizer.eos_token_id
-    blocks, buffer = [], []
-    n_bytes = n_tokens = 0
-    for batch in iter_texts(texts_path, text_field):
-        encoded = tokenizer(batch, add_special_tokens=False)["input_ids"]
-        for text, ids in zip(batch, encoded):
-            n_bytes += len(text.encode("utf-8"))
-            n_tokens += len(ids) + 1
-            buffer.extend(ids)
-            buffer.append(eos)
-            while len(buffer) >= block_size:
-                blocks.append(buffer[:block_size])
-                buffer = buffer[block_size:]
-    return blocks, n_bytes / max(n_tokens, 1)
+class WindowDataset:
+    """A map-style dataset over token windows: ``input_ids`` and next-token ``labels`` (already shifted)."""
+
+    def __init__(self, windows: Windows, limit: int | None = None):
+        self.windows = windows
+        self.length = len(windows) if limit is None else min(limit, len(windows))
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        row = self.windows.batch([index])[0]
+        return {"input_ids": row[:-1], "labels": row[1:]}
+
+
+def collate_windows(rows):
+    """Stack rows; ``shift_labels`` tells transformers' loss that labels are already next-token targets."""
+    import torch
+
+    input_ids = torch.stack([r["input_ids"] for r in rows])
+    labels = torch.stack([r["labels"] for r in rows])
+    return {"input_ids": input_ids, "labels": labels, "shift_labels": labels}
 
 
 class HFTrainerPretrainer(Pretrainer):
-    """Builds the model from ``model`` config, packs the text, trains with the HF Trainer, resumes."""
+    """Builds the model from ``model`` config, windows the cached tokens, trains with the HF Trainer, resumes."""
 
     config_class = PretrainConfig
 
     def run(self, inputs, output_dir, context):
-        from datasets import Dataset
-        from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
-        from transformers import default_data_collator
+        from transformers import Trainer, TrainerCallback, TrainingArguments
+
+        from ..common import seed_everything
 
         cfg = self.config
+        cfg.check()
         seed_everything(context.seed)
         tokenizer = load_tokenizer(inputs["tokenizer"])
-        model_config = build_model_config(context.model or {}, tokenizer)
-        model = AutoModelForCausalLM.from_config(model_config, attn_implementation=context.hardware.attn_implementation)
-        blocks, bytes_per_token = pack_documents(inputs["text"], tokenizer, cfg.block_size, cfg.text_field)
-        n_eval = max(1, int(len(blocks) * cfg.eval_fraction)) if cfg.eval_fraction > 0 else 0
-        if len(blocks) - n_eval < 1:
-            raise LmforgeError(f"pretrainer: the text yields {len(blocks)} blocks of {cfg.block_size} tokens; "
-                               "need more text or a smaller pretrainer.block_size")
-        train = Dataset.from_dict({"input_ids": blocks[:len(blocks) - n_eval]})
-        train = train.map(lambda b: {"labels": b["input_ids"]}, batched=True)
-        evaluation = Dataset.from_dict({"input_ids": blocks[len(blocks) - n_eval:]}) if n_eval else None
-        if evaluation is not None:
-            evaluation = evaluation.map(lambda b: {"labels": b["input_ids"]}, batched=True)
+        model = build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
+        tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
+                                        cfg.cache_dir, quiet=context.quiet)
+        train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+        train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
+        if len(train) < 1:
+            raise LmforgeError(f"pretrainer: the training split has {len(train_tokens)} tokens, fewer than "
+                               f"block_size + 1 = {cfg.block_size + 1}; need more text or a smaller block_size")
+        eval_size = cfg.eval_batch_size or cfg.batch_size
+        val_windows = Windows(val_tokens, cfg.block_size, cfg.block_size)
+        evaluation = WindowDataset(val_windows, cfg.eval_batches * eval_size if cfg.eval_batches else None) \
+            if len(val_windows) else None
+        bytes_per_token = meta["bytes"] / max(meta["tokens"], 1)
+        flops_token = flops_per_token(model, cfg.block_size)
+        peak = peak_flops(cfg.peak_tflops, context.hardware.use_cuda())
 
-        class StopOnNonFinite(TrainerCallback):
+        class SpeedAndSafety(TrainerCallback):
+            """Adds tokens/s and MFU to each log line; stops on a non-finite loss naming the last checkpoint."""
+
+            def __init__(self):
+                self.last_time, self.last_step = None, 0
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                if self.last_time is None:
+                    self.last_time, self.last_step = time.perf_counter(), state.global_step
+
             def on_log(self, args, state, control, logs=None, **kwargs):
-                loss = (logs or {}).get("loss")
+                logs = logs if logs is not None else {}
+                loss = logs.get("loss")
                 if loss is not None and not math.isfinite(loss):
-                    raise LmforgeError(f"pretrainer: loss is {loss} at step {state.global_step}; last good "
-                                       f"checkpoint: {latest_checkpoint(args.output_dir) or 'none'}")
+                    raise LmforgeError(f"pretrainer: loss is {loss} at step {state.global_step}; stopped. Last good "
+                                       f"checkpoint: {latest_checkpoint(args.output_dir) or 'none'} (lower "
+                                       "pretrainer.learning_rate or raise warmup_steps)")
+                if loss is not None and self.last_time is not None and state.global_step > self.last_step:
+                    elapsed = time.perf_counter() - self.last_time
+                    tokens = ((state.global_step - self.last_step) * cfg.batch_size * cfg.grad_accum
+                              * args.world_size * cfg.block_size)
+                    logs["tokens_per_s"] = tokens / max(elapsed, 1e-9)
+                    if peak:
+                        logs["mfu"] = flops_token * logs["tokens_per_s"] / args.world_size / peak
+                    self.last_time, self.last_step = time.perf_counter(), state.global_step
 
+        common = trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                                   learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
+                                   logging_steps=cfg.logging_steps)
+        common["torch_compile"] = context.hardware.compile if cfg.compile is None else cfg.compile
         args = TrainingArguments(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2,
-            max_grad_norm=cfg.grad_clip, per_device_eval_batch_size=cfg.batch_size,
-            eval_strategy="steps" if evaluation is not None else "no", eval_steps=cfg.eval_steps,
-            include_num_input_tokens_seen=True,
+            **common, **scheduler_arguments(cfg),
+            gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+            adam_epsilon=cfg.adam_eps, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 0.0,
+            per_device_eval_batch_size=eval_size, eval_strategy="steps" if evaluation is not None else "no",
+            eval_steps=max(cfg.eval_steps, 1), remove_unused_columns=False,
         )
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                          data_collator=default_data_collator, processing_class=tokenizer,
-                          callbacks=[metrics_callback(context), StopOnNonFinite()])
+                          data_collator=collate_windows, processing_class=tokenizer,
+                          callbacks=[SpeedAndSafety(), metrics_callback(context)])
         trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        summary = {"train_blocks": len(train), "eval_blocks": n_eval, "bytes_per_token": bytes_per_token}
+        summary = {"train_windows": len(train), "val_windows": len(evaluation or []),
+                   "train_tokens": len(train_tokens), "val_tokens": len(val_tokens),
+                   "bytes_per_token": bytes_per_token, "steps": trainer.state.global_step}
         if evaluation is not None:
-            eval_loss = trainer.evaluate()["eval_loss"]
-            summary.update(eval_loss=eval_loss, perplexity=math.exp(min(eval_loss, 50)),
-                           bits_per_byte=eval_loss / math.log(2) / bytes_per_token)
+            val_loss = trainer.evaluate()["eval_loss"]
+            summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
+                           bits_per_byte=val_loss / math.log(2) / bytes_per_token)
         context.log_metrics(summary, step=trainer.state.global_step)
-        save_model_dir(trainer.model, tokenizer, output_dir)
-        (Path(output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        if trainer.is_world_process_zero():
+            save_model_dir(trainer.model, tokenizer, output_dir)
+            (Path(output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
         return output_dir

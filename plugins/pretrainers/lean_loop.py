@@ -1,0 +1,244 @@
+"""Pretraining with a lean ``accelerate`` loop: the nanoGPT training loop, on any transformers causal LM.
+
+Why a second pretrainer beside the HF Trainer one: at small and medium sizes the Trainer's per-step
+machinery (callbacks, dataloader workers, logging syncs) costs several percent of the step time, and
+reproducing a reference run (nanoGPT's Tiny Shakespeare) wants its exact loop: per-step learning rate
+from nanoGPT's warmup + cosine formula, AdamW with decay on matrices only, gradient clipping, gradient
+accumulation with DDP's sync skipped on inner micro-steps, random windows of the token stream. The loop
+is ``accelerate`` (DDP / FSDP / DeepSpeed come from ``accelerate launch``), bf16 autocast and SDPA on GPU
+with optional ``torch.compile``, fp32 on CPU.
+
+Checkpoints (``accelerator.save_state``: model as safetensors, optimizer, RNG states) are written every
+``save_steps`` to ``checkpoint-N.partial`` and renamed when whole, so a kill never leaves a checkpoint
+that looks complete. Sample order is a pure function of (seed, step), so after a SIGKILL the re-run
+loads the newest checkpoint and ends bit-for-bit where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from lmforge import LmforgeError, Pretrainer
+
+from ..common import load_tokenizer
+from .shared import (
+    PretrainConfig,
+    SampleOrder,
+    Windows,
+    build_model,
+    build_model_config,
+    decay_groups,
+    flops_per_token,
+    lr_at,
+    peak_flops,
+    sample_position,
+    split_tokens,
+    tokenized_corpus,
+)
+
+STATE_FILE = "lmforge_state.json"
+
+
+def latest_loop_checkpoint(directory: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` written by this loop (``lmforge_state.json`` present)."""
+    found = [p for p in Path(directory).glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / STATE_FILE).is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+class LeanPretrainer(Pretrainer):
+    """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
+
+    config_class = PretrainConfig
+
+    def run(self, inputs, output_dir, context):
+        import torch
+        import torch.nn.functional as F
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        cfg.check()
+        hardware = context.hardware
+        precision = hardware.dtype_name()
+        accelerator = Accelerator(cpu=not hardware.use_cuda(),
+                                  mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision, "no"))
+        main = accelerator.is_main_process
+        world, rank = accelerator.num_processes, accelerator.process_index
+        accelerator.wait_for_everyone()  # under launch.py the main process prepared the work dir first
+        checkpoints = Path(context.checkpoint_dir())
+
+        tokenizer = load_tokenizer(inputs["tokenizer"])
+        if main:  # the main process tokenises (or finds the cache) first; the others then read the cache
+            tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field, cfg.cache_dir,
+                             quiet=context.quiet)
+        accelerator.wait_for_everyone()
+        tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
+                                        cfg.cache_dir)
+        train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+        train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
+        val = Windows(val_tokens, cfg.block_size, cfg.block_size)
+        if len(train) == 0:
+            raise LmforgeError(f"pretrainer: the training split has {len(train_tokens)} tokens, fewer than "
+                               f"block_size + 1 = {cfg.block_size + 1}; need more text or a smaller block_size")
+        order = SampleOrder(len(train), context.seed)
+
+        set_seed(context.seed)
+        model_config = build_model_config(context.model or {}, tokenizer)
+        model = build_model(model_config, hardware)
+        fused = hardware.use_cuda()
+        optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        compile_model = hardware.compile if cfg.compile is None else cfg.compile
+        forward = torch.compile(model) if compile_model else model
+        flops_token = flops_per_token(accelerator.unwrap_model(model), cfg.block_size)
+        peak = peak_flops(cfg.peak_tflops, hardware.use_cuda())
+        vocab = model_config.vocab_size
+
+        start_step = 0
+        resume_from = latest_loop_checkpoint(checkpoints)
+        if resume_from is not None:
+            accelerator.load_state(str(resume_from))
+            start_step = json.loads((resume_from / STATE_FILE).read_text())["step"]
+
+        def loss_of(batch):
+            batch = batch.to(accelerator.device, non_blocking=True)
+            with accelerator.autocast():
+                logits = forward(input_ids=batch[:, :-1]).logits
+            return F.cross_entropy(logits.float().reshape(-1, vocab), batch[:, 1:].reshape(-1))
+
+        @torch.no_grad()
+        def evaluate() -> float | None:
+            if len(val) == 0:
+                return None
+            model.eval()
+            size = cfg.eval_batch_size or cfg.batch_size
+            starts = list(range(0, len(val), size))[:cfg.eval_batches] if cfg.eval_batches else \
+                list(range(0, len(val), size))
+            total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+            for start in starts[rank::world]:
+                batch = val.batch(range(start, min(start + size, len(val))))
+                total[0] += loss_of(batch).double() * batch.shape[0]
+                total[1] += batch.shape[0]
+            total = accelerator.reduce(total, reduction="sum")
+            model.train()
+            return float(total[0] / total[1])
+
+        bytes_per_token = meta["bytes"] / max(meta["tokens"], 1)
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * world * cfg.block_size
+        model.train()
+        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretraining", unit="step",
+                   disable=context.quiet or not main)
+        window_started, window_steps = time.perf_counter(), 0
+        val_loss = None
+        loss = torch.zeros((), device=accelerator.device)
+        for step in range(start_step, cfg.max_steps):
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = torch.zeros((), device=accelerator.device)
+            for micro in range(cfg.grad_accum):
+                first = sample_position(step, micro, rank, grad_accum=cfg.grad_accum, world=world,
+                                        batch_size=cfg.batch_size)
+                batch = train.batch(order.windows(first, cfg.batch_size))
+                sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 else nullcontext()
+                with sync:
+                    micro_loss = loss_of(batch) / cfg.grad_accum
+                    accelerator.backward(micro_loss)
+                loss += micro_loss.detach()
+            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip > 0 else None)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            window_steps += 1
+            bar.update(1)
+
+            if done % cfg.logging_steps == 0 or done == cfg.max_steps:
+                loss_value = float(accelerator.reduce(loss, reduction="mean"))
+                self._stop_if_not_finite(loss_value, done, checkpoints)
+                elapsed = time.perf_counter() - window_started
+                tokens_per_s = tokens_per_step * window_steps / max(elapsed, 1e-9)
+                metrics = {"loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
+                           "ms_per_step": 1000 * elapsed / window_steps}
+                if grad_norm is not None:
+                    metrics["grad_norm"] = float(grad_norm)
+                if peak:
+                    metrics["mfu"] = flops_token * tokens_per_s / world / peak
+                if main:
+                    context.log_metrics(metrics, step=done)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+                window_started, window_steps = time.perf_counter(), 0
+            if cfg.eval_steps > 0 and (done % cfg.eval_steps == 0 or done == cfg.max_steps):
+                val_loss = evaluate()
+                if val_loss is not None and main:
+                    context.log_metrics({"val_loss": val_loss}, step=done)
+                    if not context.quiet:
+                        tqdm.write(f"step {done}: val loss {val_loss:.4f}")
+                window_started, window_steps = time.perf_counter(), 0
+            if cfg.save_steps > 0 and done % cfg.save_steps == 0 and done < cfg.max_steps:
+                self._stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
+                self._save(accelerator, checkpoints, done)
+                window_started, window_steps = time.perf_counter(), 0
+        bar.close()
+
+        final_loss = float(accelerator.reduce(loss, reduction="mean"))
+        self._stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
+        if val_loss is None or cfg.eval_steps <= 0 or cfg.max_steps % max(cfg.eval_steps, 1):
+            val_loss = evaluate()
+        summary = {"train_windows": len(train), "val_windows": len(val), "train_tokens": len(train_tokens),
+                   "val_tokens": len(val_tokens), "bytes_per_token": bytes_per_token, "final_train_loss": final_loss,
+                   "steps": cfg.max_steps, "resumed_from_step": start_step, "world_size": world}
+        if val_loss is not None:
+            summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
+                           bits_per_byte=val_loss / math.log(2) / bytes_per_token)
+        accelerator.wait_for_everyone()
+        unwrapped = accelerator.unwrap_model(model)
+        state_dict = accelerator.get_state_dict(model)
+        if main:
+            context.log_metrics(summary, step=cfg.max_steps)
+            unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(str(output_dir))
+            (Path(output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return output_dir
+
+    @staticmethod
+    def _stop_if_not_finite(loss: float, step: int, checkpoints: Path) -> None:
+        if not math.isfinite(loss):
+            last = latest_loop_checkpoint(checkpoints)
+            raise LmforgeError(f"pretrainer: loss is {loss} at step {step}; stopped. Last good checkpoint: "
+                               f"{last or 'none'} (lower pretrainer.learning_rate or raise warmup_steps)")
+
+    @staticmethod
+    def _save(accelerator, checkpoints: Path, step: int, keep: int = 2) -> None:
+        """Write ``checkpoint-<step>`` atomically (``.partial`` then rename) and keep the newest ``keep``."""
+        target = checkpoints / f"checkpoint-{step}"
+        partial = checkpoints / f"checkpoint-{step}.partial"
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps({"step": step}))
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+            found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                           key=lambda p: int(p.name.split("-")[-1]))
+            for old in found[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+
+# Re-exported for callers that build the same model outside a run.
+__all__ = ["LeanPretrainer", "build_model_config", "latest_loop_checkpoint"]

@@ -1,0 +1,335 @@
+"""What lmforge's pretrainers share: the model from config, the token cache, windows, schedules, FLOPs.
+
+Both the HF-Trainer plugin and the lean accelerate loop train on the same data in the same order, so
+their results compare one to one:
+
+- **Model from config**: ``model_type`` plus that type's config fields (unknown field = error), or the
+  ``depth`` dial, which derives width, heads and MLP size from the number of layers (as nanochat does:
+  width = depth x aspect_ratio, heads of ``head_dim``).
+- **Token cache**: the corpus is tokenised once into a flat array (documents joined with eos between
+  them) stored as ``.npy`` under a key made of the tokenizer's files and the data's hash; later runs
+  memory-map it.
+- **Split**: the first ``1 - val_fraction`` of the token stream trains, the rest validates — a contiguous
+  split, as nanoGPT does (for Tiny Shakespeare with the char tokenizer it is exactly its 90/10 split).
+- **Windows**: training windows of ``block_size + 1`` tokens start every ``stride`` tokens (stride 1 is
+  nanoGPT's random offsets, stride = block_size is plain packing); validation windows never overlap.
+  Sample order is a seeded permutation per epoch, a pure function of (seed, step), so a resumed run
+  sees exactly the batches an uninterrupted one would.
+- **Schedules**: linear warmup then cosine to ``min_lr`` (nanoGPT's formula), warmup-stable-decay,
+  linear, constant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import ConfigError, DataError, close_match
+
+CACHE_FORMAT = 1
+SCHEDULERS = ("cosine", "wsd", "linear", "constant")
+DEPTH_KEYS = ("depth", "aspect_ratio", "head_dim")
+# bf16 dense peak FLOP/s of common accelerators, for MFU (override with pretrainer.peak_tflops).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+               "4090": 165.0, "3090": 71.0, "V100": 125.0}
+
+
+@dataclass
+class PretrainConfig:
+    max_steps: int = 200
+    batch_size: int = 8  # sequences per device per micro-step
+    grad_accum: int = 1
+    block_size: int = 128  # tokens of context per sequence
+    stride: int | None = None  # training window start every `stride` tokens; None = block_size (packing)
+    val_fraction: float = 0.05  # tail share of the token stream held out for validation
+    learning_rate: float = 1e-3
+    min_lr: float = 0.0  # where cosine / wsd / linear decay ends
+    lr_scheduler: str = "cosine"  # cosine | wsd | linear | constant
+    warmup_steps: int = 20
+    decay_steps: int | None = None  # wsd: length of the final decay (None = 20% of max_steps)
+    weight_decay: float = 0.1  # on matrices only, not norms / biases
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 = no clipping
+    eval_steps: int = 100
+    eval_batches: int | None = None  # None = the whole validation split
+    eval_batch_size: int | None = None  # None = batch_size
+    save_steps: int = 50
+    logging_steps: int = 10
+    text_field: str = "text"
+    cache_dir: str | None = None  # token cache; None = $LMFORGE_CACHE_DIR or ~/.cache/lmforge/tokens
+    peak_tflops: float | None = None  # for MFU; None = known GPUs only
+    compile: bool | None = None  # torch.compile the model; None = hardware.compile
+
+    def check(self) -> None:
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ConfigError(f"pretrainer.lr_scheduler: unknown '{self.lr_scheduler}'"
+                              f"{close_match(self.lr_scheduler, SCHEDULERS)}; one of {', '.join(SCHEDULERS)}")
+        for key in ("max_steps", "batch_size", "grad_accum", "block_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"pretrainer.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"pretrainer.stride: must be >= 1 or null, got {self.stride}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"pretrainer.val_fraction: must be in [0, 1), got {self.val_fraction}")
+
+
+# ---------------------------------------------------------------- model
+
+def build_model_config(model_cfg: dict, tokenizer):
+    """``{"model_type": "llama", "hidden_size": 64, …}`` -> a transformers config; unknown fields are errors.
+
+    ``depth`` (with optional ``aspect_ratio``, default 64, and ``head_dim``, default 128) derives
+    ``num_hidden_layers``, ``hidden_size``, heads and MLP width, so one number scales the model.
+    """
+    from transformers import AutoConfig
+
+    model_cfg = dict(model_cfg)
+    model_type = model_cfg.pop("model_type", "llama")
+    try:
+        defaults = AutoConfig.for_model(model_type)
+    except ValueError:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        raise ConfigError(f"model.model_type: unknown '{model_type}'{close_match(model_type, CONFIG_MAPPING.keys())}")
+    if "depth" in model_cfg:
+        model_cfg = {**derive_from_depth(model_type, defaults, model_cfg.pop("depth"),
+                                         model_cfg.pop("aspect_ratio", 64), model_cfg.pop("head_dim", 128)),
+                     **model_cfg}
+    known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
+    for key in model_cfg:
+        if key not in known:
+            hint = " (aspect_ratio / head_dim go with depth)" if key in DEPTH_KEYS else ""
+            raise ConfigError(f"model.{key}: not a field of {model_type} configs{close_match(key, known)}{hint}")
+    return AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+
+
+def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, head_dim: int) -> dict:
+    """nanochat's dial: width = depth x aspect_ratio rounded up to whole heads; MLP 4x (8/3 x for gated)."""
+    if depth < 1 or aspect_ratio < 1 or head_dim < 1:
+        raise ConfigError(f"model.depth / aspect_ratio / head_dim: must be >= 1, got {depth}/{aspect_ratio}/{head_dim}")
+    heads = max(1, math.ceil(depth * aspect_ratio / head_dim))
+    width = heads * head_dim
+    names = getattr(defaults, "attribute_map", {})
+    fields = set(defaults.to_dict())
+    out = {}
+    for canonical, value in (("num_hidden_layers", depth), ("hidden_size", width),
+                             ("num_attention_heads", heads)):
+        name = next((alias for alias, target in names.items() if target == canonical and alias in fields),
+                    canonical)
+        out[name if name in fields else canonical] = value
+    if "num_key_value_heads" in fields:
+        out["num_key_value_heads"] = heads
+    if "head_dim" in fields:
+        out["head_dim"] = head_dim
+    if "intermediate_size" in fields:  # gated (SwiGLU) MLPs: 8/3 x width keeps the 4x MLP's parameters
+        out["intermediate_size"] = 64 * math.ceil(8 * width / 3 / 64)
+    elif "n_inner" in fields:
+        out["n_inner"] = 4 * width
+    return out
+
+
+def build_model(model_config, hardware):
+    """A randomly initialised causal LM in fp32 (mixed precision autocasts), SDPA attention by default."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(model_config, attn_implementation=hardware.attn_implementation)
+
+
+def decay_groups(model, weight_decay: float):
+    """AdamW parameter groups: decay on matrices (dim >= 2), none on norms and biases (nanoGPT's rule)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x parameters + attention (12 x layers x width x seq_len), as PaLM/nanoGPT."""
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    layers = getattr(config, "num_hidden_layers", 0) or 0
+    width = getattr(config, "hidden_size", 0) or 0
+    return 6.0 * n_params + 12.0 * layers * width * seq_len
+
+
+def peak_flops(config_value: float | None, use_cuda: bool) -> float | None:
+    """Peak FLOP/s of one device for MFU: the configured value, else a known GPU's bf16 peak, else None."""
+    if config_value:
+        return config_value * 1e12
+    if not use_cuda:
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, tflops in PEAK_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+# ---------------------------------------------------------------- data
+
+def cache_root(cache_dir: str | None) -> Path:
+    if cache_dir:
+        return Path(cache_dir)
+    env = os.environ.get("LMFORGE_CACHE_DIR")
+    return Path(env) / "tokens" if env else Path.home() / ".cache" / "lmforge" / "tokens"
+
+
+def tokenizer_hash(tokenizer_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        file = Path(tokenizer_dir) / name
+        if file.is_file():
+            digest.update(name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field: str, cache_dir: str | None,
+                     quiet: bool = True):
+    """The corpus as one token array (eos between documents), from the cache or tokenised now.
+
+    Returns ``(tokens, meta)``: a read-only memory-mapped numpy array and ``{"tokens", "bytes",
+    "documents"}``. The cache key covers the tokenizer's files, the data's content hash and the text field.
+    """
+    import numpy as np
+    from lmforge import artifacts
+
+    from ..common import iter_texts
+
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), artifacts.hash_path(text_path),
+                                     text_field]).encode()).hexdigest()[:24]
+    entry = cache_root(cache_dir) / key
+    if (entry / "meta.json").is_file() and (entry / "tokens.npy").is_file():
+        return np.load(entry / "tokens.npy", mmap_mode="r"), json.loads((entry / "meta.json").read_text())
+    from tqdm.auto import tqdm
+
+    eos = tokenizer.eos_token_id
+    dtype = np.uint16 if len(tokenizer) < 2 ** 16 else np.uint32
+    pieces, n_bytes, n_docs = [], 0, 0
+    for batch in tqdm(iter_texts(text_path, text_field), desc="tokenising", unit="batch", disable=quiet):
+        encoded = encode_documents(tokenizer, batch)
+        for text, ids in zip(batch, encoded):
+            if n_docs:
+                pieces.append(np.array([eos], dtype=dtype))
+            pieces.append(np.asarray(ids, dtype=dtype))
+            n_bytes += len(text.encode("utf-8"))
+            n_docs += 1
+    if not n_docs:
+        raise DataError(f"{text_path}: no documents in field '{text_field}'")
+    tokens = np.concatenate(pieces)
+    meta = {"tokens": int(tokens.size), "bytes": n_bytes, "documents": n_docs, "key": key}
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    partial = entry.with_name(f"{key}.partial-{os.getpid()}")
+    partial.mkdir(parents=True, exist_ok=True)
+    np.save(partial / "tokens.npy", tokens)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    try:
+        partial.rename(entry)
+    except OSError:  # another process cached it first
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+    return np.load(entry / "tokens.npy", mmap_mode="r"), meta
+
+
+def encode_documents(tokenizer, texts: list[str], chunk_chars: int = 1 << 16) -> list[list[int]]:
+    """Token ids per text; a very long text (a whole book) is encoded in line-aligned chunks, in one batch."""
+    pieces, owner = [], []
+    for index, text in enumerate(texts):
+        start = 0
+        while start < len(text):
+            end = len(text) if len(text) - start <= chunk_chars else text.rfind("\n", start, start + chunk_chars) + 1
+            if end <= start:
+                end = start + chunk_chars
+            pieces.append(text[start:end])
+            owner.append(index)
+            start = end
+    encoded = tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else []
+    out = [[] for _ in texts]
+    for index, ids in zip(owner, encoded):
+        out[index].extend(ids)
+    return out
+
+
+def split_tokens(tokens, val_fraction: float):
+    """nanoGPT's contiguous split: the first int(n * (1 - val_fraction)) tokens train, the rest validate."""
+    cut = int(len(tokens) * (1.0 - val_fraction)) if val_fraction > 0 else len(tokens)
+    return tokens[:cut], tokens[cut:]
+
+
+class Windows:
+    """Windows of ``block_size + 1`` tokens starting every ``stride`` tokens of a token array."""
+
+    def __init__(self, tokens, block_size: int, stride: int):
+        self.tokens, self.block_size, self.stride = tokens, block_size, stride
+        span = block_size + 1
+        self.count = (len(tokens) - span) // stride + 1 if len(tokens) >= span else 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self, indices):
+        """(len(indices), block_size + 1) int64 tensor."""
+        import numpy as np
+        import torch
+
+        starts = np.asarray(indices, dtype=np.int64) * self.stride
+        rows = starts[:, None] + np.arange(self.block_size + 1)[None, :]
+        return torch.from_numpy(np.asarray(self.tokens[rows], dtype=np.int64))
+
+
+class SampleOrder:
+    """Which window each training sample reads: a seeded permutation per epoch, a pure function of position."""
+
+    def __init__(self, n_windows: int, seed: int):
+        self.n, self.seed = n_windows, seed
+        self._epoch, self._perm = -1, None
+
+    def windows(self, first: int, count: int):
+        import torch
+
+        out = []
+        for position in range(first, first + count):
+            epoch, offset = divmod(position, self.n)
+            if epoch != self._epoch:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._perm, self._epoch = torch.randperm(self.n, generator=generator).tolist(), epoch
+            out.append(self._perm[offset])
+        return out
+
+
+def sample_position(step: int, micro: int, rank: int, *, grad_accum: int, world: int, batch_size: int) -> int:
+    """First global sample index of (step, micro-step, rank); one process with world x batch reads the same."""
+    return ((step * grad_accum + micro) * world + rank) * batch_size
+
+
+# ---------------------------------------------------------------- schedule
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based)."""
+    peak, floor, total = cfg.learning_rate, cfg.min_lr, cfg.max_steps
+    if step < cfg.warmup_steps:
+        return peak * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.lr_scheduler == "constant":
+        return peak
+    if cfg.lr_scheduler == "cosine":
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+    if cfg.lr_scheduler == "linear":
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return peak + (floor - peak) * progress
+    decay = cfg.decay_steps if cfg.decay_steps is not None else max(1, int(0.2 * total))
+    decay_start = max(cfg.warmup_steps, total - decay)
+    if step < decay_start:
+        return peak
+    progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
+    return peak + (floor - peak) * progress

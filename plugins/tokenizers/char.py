@@ -1,0 +1,84 @@
+"""Character-level tokenizer: one token per character seen in the training text, plus chat special tokens.
+
+Why a character tokenizer: small corpora (Tiny Shakespeare, nanoGPT's reference) and teaching runs want a
+vocabulary of a few dozen symbols, where every token is readable and bits per byte equals loss / ln 2 for
+ASCII text. It is an HF ``tokenizers`` WordLevel model over single characters, so the output directory
+loads with plain ``AutoTokenizer.from_pretrained`` and no lmforge import.
+
+Special tokens and the chat template follow the byte-level BPE plugin (``<|bos|>``, ``<|eos|>``, ``<|pad|>``,
+``<|unk|>``, ``<|system|>`` / ``<|user|>`` / ``<|assistant|>`` / ``<|end|>``); a character not seen in
+training becomes ``<|unk|>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmforge import Tokenizer
+from lmforge.errors import DataError
+
+from ..common import iter_texts
+from .bpe import CHAT_TEMPLATE
+
+
+@dataclass
+class CharConfig:
+    min_frequency: int = 1  # characters seen fewer times become <|unk|>
+    max_length: int = 1024  # model_max_length saved with the tokenizer
+    bos_token: str = "<|bos|>"
+    eos_token: str = "<|eos|>"
+    pad_token: str = "<|pad|>"
+    unk_token: str = "<|unk|>"
+    chat_tokens: list[str] = field(default_factory=lambda: ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])
+    extra_special_tokens: list[str] = field(default_factory=list)
+    text_field: str = "text"
+
+
+class CharTokenizer(Tokenizer):
+    """Counts the characters of the text input and saves a chat-ready character-level tokenizer directory."""
+
+    config_class = CharConfig
+
+    def run(self, inputs, output_dir, context):
+        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        cfg = self.config
+        specials = [cfg.pad_token, cfg.bos_token, cfg.eos_token, cfg.unk_token, *cfg.chat_tokens,
+                    *cfg.extra_special_tokens]
+        started = time.time()
+        counts: Counter[str] = Counter()
+        seen_bytes = 0
+        for batch in iter_texts(inputs["text"], cfg.text_field):
+            for text in batch:
+                counts.update(text)
+                seen_bytes += len(text.encode("utf-8"))
+        chars = sorted(c for c, n in counts.items() if n >= cfg.min_frequency)
+        if not chars:
+            raise DataError(f"{inputs['text']}: no characters seen at least {cfg.min_frequency} times "
+                            "(tokenizer.min_frequency)")
+        vocab = {token: index for index, token in enumerate(specials)}
+        for char in chars:
+            vocab.setdefault(char, len(vocab))
+        tokenizer = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=cfg.unk_token))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+        hf = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, bos_token=cfg.bos_token, eos_token=cfg.eos_token,
+            pad_token=cfg.pad_token, unk_token=cfg.unk_token,
+            additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
+            model_max_length=cfg.max_length,
+        )
+        hf.chat_template = CHAT_TEMPLATE
+        hf.save_pretrained(str(output_dir))
+        seconds = time.time() - started
+        stats = {"vocab_size": len(hf), "characters": len(chars), "train_bytes": seen_bytes,
+                 "train_seconds": round(seconds, 3)}
+        (Path(output_dir) / "tokenizer_report.json").write_text(json.dumps(stats, indent=2))
+        context.log_metrics(stats)
+        return output_dir
