@@ -12,8 +12,11 @@ tokens matched on raw text -- no longer recognises; the tokenizer's normalizer t
 again, so the content is tokenized exactly as the plain text would be and decodes to what the user typed.
 The guard lives in the saved ``chat_template.jinja`` + ``tokenizer.json``, so vanilla ``AutoTokenizer``
 users, TRL's SFT/DPO trainers and lmforge's own stages all get it with no lmforge import, and assistant masks
-(``{% generation %}``) keep working. Plain text encoded without the template (``tokenizer(text)``) is the
+(``{% generation %}``) keep working. The saved ``split_special_tokens`` stays False: TRL and
+``apply_chat_template`` tokenize the rendered string with the tokenizer's default, and True would split the
+template's own special tokens too. Plain text encoded without the template (``tokenizer(text)``) is the
 caller's choice: pass ``split_special_tokens=True`` to keep look-alikes as text there too.
+The normalizer is installed whatever ``escape_special_tokens`` says (that key only changes the template).
 The one cost: in plain text, U+FDD0 right after the first character of a special token is dropped on encode.
 """
 
@@ -52,7 +55,7 @@ class SubwordConfig:
     system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
     heldout_fraction: float = 0.05  # of documents kept out of training to measure bytes/token on ...
-    heldout_max_bytes: int = 1_000_000  # ... until this many bytes are held out
+    heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
 
 
 class SubwordTokenizer(Tokenizer):
@@ -114,7 +117,7 @@ class SubwordTokenizer(Tokenizer):
         """Bytes/token on held-out text, vocabulary stats, round-trip results, training throughput."""
         texts, measured_on = stream.heldout, "held-out documents"
         if not texts:
-            texts, measured_on = stream.sample, "training documents (input too small to hold any out)"
+            texts, measured_on = stream.sample, "training documents (none held out)"
         tokenizer.encode_special_tokens = True  # measure plain text: look-alikes of specials stay text
         encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
         special_ids = {tokenizer.token_to_id(t) for t in specials}
