@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import gzip
 import json
-
-import pyarrow.parquet as pq
-import pytest
+from itertools import pairwise
 
 import lmforge
+import pyarrow.parquet as pq
+import pytest
 from lmforge.errors import DataError
 from lmforge.plugins.cleaners.basic import BasicCleaner
 from lmforge.plugins.cleaners.standard import StandardCleaner
@@ -115,7 +115,7 @@ def test_report_counts_add_up_and_workers_do_not_change_the_output(tmp_path, tin
     assert len(list((tmp_path / "w2").glob("data-*.parquet"))) > 1
     per_step = report["per_step"]
     assert per_step[0]["docs_in"] == report["docs_in"] and per_step[-1]["docs_out"] == report["docs_out"]
-    for before, after in zip(per_step, per_step[1:]):
+    for before, after in pairwise(per_step):
         assert after["docs_in"] == before["docs_out"] and after["chars_in"] == before["chars_out"]
     assert sum(report["removed"].values()) == report["docs_in"] - report["docs_out"]
     assert all(0 < len(v) <= 3 for v in report["examples"].values())

@@ -29,7 +29,7 @@ from typing import Any
 def LmforgeSteps(step_specs: list[Any]):
     """A datatrove PipelineStep running lmforge cleaning steps (names or {name: …, params…})."""
     from datatrove.pipeline.base import PipelineStep
-    from datatrove.utils.stats import StatHints
+    from datatrove.utils.typeshelper import StatHints
     from lmforge import Drop
 
     from .basic import build_steps
