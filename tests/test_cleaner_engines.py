@@ -11,10 +11,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import lmforge
 import pyarrow.parquet as pq
 import pytest
-
-import lmforge
 from lmforge.plugins.cleaners.standard import StandardCleaner
 
 VENV_PYTHON = Path.home() / ".cache" / "lmforge" / "datatrove-venv" / "bin" / "python"
@@ -51,12 +50,11 @@ def test_lmforge_steps_inside_datatrove_local_executor(tmp_path, tiny_context):
     source.mkdir()
     for shard in range(2):
         with open(source / f"part-{shard}.jsonl", "w") as handle:
-            for index, record in enumerate(records[shard::2]):
-                handle.write(json.dumps({"text": record["text"], "id": f"{shard}-{index}"}) + "\n")
+            handle.writelines(json.dumps({"text": record["text"], "id": f"{shard}-{index}"}) + "\n" for index, record in enumerate(records[shard::2]))
     subprocess.run([str(VENV_PYTHON), "-c", DRIVER, str(source), str(tmp_path / "dt_out"), str(tmp_path / "logs"),
                     json.dumps(STEPS)], check=True, capture_output=True)
     through_datatrove = sorted(json.loads(line)["text"] for file in sorted((tmp_path / "dt_out").glob("*.jsonl"))
-                               for line in open(file))
+                               for line in file.read_text().splitlines())
     out = tmp_path / "ours"
     out.mkdir()
     StandardCleaner(steps=STEPS, workers=1).run({"text": str(source)}, out, tiny_context)
