@@ -1,0 +1,214 @@
+"""Evaluations run on a stage's artifact before it is sealed: perplexity, GSM8K, reward accuracy, win rate.
+
+Why a wrapper around the stage run rather than a stage of its own: the numbers belong to the artifact they
+measure. The wrapper runs after the stage has written its artifact into the ``.partial`` directory and
+before lmforge renames it into place, so ``eval.json`` sits inside the artifact, the metrics land in its
+manifest (and in the report and trackers, through the metrics hook), and a failed evaluation leaves no
+artifact looking complete. Choose evaluators per stage name::
+
+    evaluation:
+      pretrainer: [{name: perplexity, text: held_out.jsonl}]
+      aligner: [{name: win_rate, reward_model: runs/rm/reward_model}, {name: gsm8k, limit: 50}]
+
+Each evaluator is a plugin of kind ``evaluator``: a class with a ``config_class`` and
+``evaluate(artifact, inputs, context) -> dict`` of numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge import hookimpl, registry
+from lmforge.config import build_params, sample_data_path
+from lmforge.errors import ConfigError
+
+from .common import iter_texts, load_causal_lm, load_tokenizer, read_records
+
+
+class Evaluator:
+    config_class: type | None = None
+    name = ""
+
+    def __init__(self, config=None, **params):
+        if config is None or isinstance(config, dict):
+            config = build_params(self.config_class, {**(config or {}), **params}, where=f"evaluation.{self.name}")
+        self.config = config
+
+    def evaluate(self, artifact: Path, inputs: dict[str, Path], context) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@dataclass
+class PerplexityConfig:
+    text: str = "???"  # held-out text: any file or dataset the cleaner reads (not the training text!)
+    text_field: str = "text"
+    max_documents: int = 64
+    block_size: int = 256
+
+
+class Perplexity(Evaluator):
+    """Token-level loss, perplexity and bits per byte of a model on held-out text (tokenizer-independent)."""
+
+    name = "perplexity"
+    config_class = PerplexityConfig
+
+    def evaluate(self, artifact, inputs, context):
+        import torch
+
+        cfg = self.config
+        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context).eval()
+        texts = [t for batch in iter_texts(cfg.text, cfg.text_field) for t in batch][: cfg.max_documents]
+        total_nll = total_tokens = total_bytes = 0.0
+        with torch.no_grad():
+            for text in texts:
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                total_bytes += len(text.encode("utf-8"))
+                for start in range(0, len(ids) - 1, cfg.block_size):
+                    chunk = torch.tensor([ids[start:start + cfg.block_size + 1]], device=model.device)
+                    if chunk.shape[1] < 2:
+                        continue
+                    loss = model(input_ids=chunk, labels=chunk).loss.item()
+                    total_nll += loss * (chunk.shape[1] - 1)
+                    total_tokens += chunk.shape[1] - 1
+        loss = total_nll / max(total_tokens, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50)),
+                "bits_per_byte": total_nll / math.log(2) / max(total_bytes, 1), "tokens": total_tokens}
+
+
+@dataclass
+class GSM8KConfig:
+    data: str = "???"  # GSM8K jsonl: {"question", "answer" ending in "#### <n>"}
+    limit: int = 50
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    system_prompt: str | None = None
+
+
+class GSM8K(Evaluator):
+    """Exact match of the final number (``#### n``, else the last number) on GSM8K-style questions."""
+
+    name = "gsm8k"
+    config_class = GSM8KConfig
+
+    def evaluate(self, artifact, inputs, context):
+        from .aligners.rewards import final_answer
+        from .samplers.hf_generate import GenerateParams, sample
+
+        records = read_records(self.config.data)[: self.config.limit]
+        for index, record in enumerate(records):
+            if "question" not in record or "answer" not in record:
+                raise ConfigError(f"evaluation.gsm8k.data: {self.config.data}: record {index} needs question/answer")
+        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context).eval()
+        params = GenerateParams(do_sample=False, max_new_tokens=self.config.max_new_tokens,
+                                batch_size=self.config.batch_size, system_prompt=self.config.system_prompt)
+        rows = sample(model, tokenizer, [[{"role": "user", "content": r["question"]}] for r in records], params)
+        correct = [final_answer(row["completion"]) == final_answer(r["answer"]) for row, r in zip(rows, records)]
+        return {"exact_match": sum(correct) / max(len(correct), 1), "questions": len(correct)}
+
+
+@dataclass
+class RewardAccuracyConfig:
+    data: str = "???"  # held-out preference pairs (any format load_preferences reads)
+    limit: int = 200
+
+
+class RewardAccuracy(Evaluator):
+    """Share of held-out pairs where a reward-model artifact scores chosen above rejected."""
+
+    name = "reward_accuracy"
+    config_class = RewardAccuracyConfig
+
+    def evaluate(self, artifact, inputs, context):
+        from .formats import load_preferences
+        from .samplers.hf_generate import score_with_reward_model
+
+        pairs = load_preferences(self.config.data)[: self.config.limit]
+        chosen = score_with_reward_model(artifact, [p["prompt"] + p["chosen"] for p in pairs])
+        rejected = score_with_reward_model(artifact, [p["prompt"] + p["rejected"] for p in pairs])
+        wins = [c > r for c, r in zip(chosen, rejected)]
+        return {"accuracy": sum(wins) / len(wins), "pairs": len(wins),
+                "margin": sum(c - r for c, r in zip(chosen, rejected)) / len(wins)}
+
+
+@dataclass
+class WinRateConfig:
+    reward_model: str = "???"  # the judge: a reward-model dir
+    baseline: str = "model"  # a model dir, or the name of this stage's input holding the baseline
+    prompts: str | None = None  # default: the bundled prompts
+    limit: int = 32
+    max_new_tokens: int = 64
+    batch_size: int = 8
+
+
+class WinRate(Evaluator):
+    """How often the artifact's answer out-scores the baseline's under a reward model (ties count half)."""
+
+    name = "win_rate"
+    config_class = WinRateConfig
+
+    def evaluate(self, artifact, inputs, context):
+        from .formats import load_prompts
+        from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
+
+        cfg = self.config
+        baseline = inputs.get(cfg.baseline, cfg.baseline)
+        if not Path(baseline).is_dir():
+            raise ConfigError(f"evaluation.win_rate.baseline: '{cfg.baseline}' is neither an input of this stage "
+                              f"({', '.join(inputs) or 'none'}) nor a model directory")
+        prompts = load_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
+        params = GenerateParams(do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        scores = []
+        for model_dir in (artifact, baseline):
+            rows = sample(load_causal_lm(model_dir, context).eval(), load_tokenizer(model_dir), prompts, params)
+            scores.append(score_with_reward_model(
+                cfg.reward_model, [r["prompt"] + [{"role": "assistant", "content": r["completion"]}] for r in rows]))
+        outcome = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*scores)]
+        return {"win_rate": sum(outcome) / len(outcome), "prompts": len(outcome),
+                "reward": sum(scores[0]) / len(outcome), "baseline_reward": sum(scores[1]) / len(outcome)}
+
+
+BUILTIN = (Perplexity, GSM8K, RewardAccuracy, WinRate)
+
+
+@hookimpl
+def lmforge_register(registry):
+    for cls in BUILTIN:
+        registry.add("evaluator", cls.name, cls)
+
+
+def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
+    specs = (config.get("evaluation") or {}).get(stage_name) or []
+    evaluators = []
+    for index, spec in enumerate(specs):
+        if isinstance(spec, str):
+            name, params = spec, {}
+        elif isinstance(spec, dict) and "name" in spec:
+            name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+        else:
+            raise ConfigError(f"evaluation.{stage_name}[{index}]: expected an evaluator name or {{name: …, params…}}")
+        evaluators.append(registry().get("evaluator", name)(params))
+    return evaluators
+
+
+@hookimpl
+def lmforge_pipeline_start(run_dir, config, context):
+    for stage_name in (config.get("evaluation") or {}):
+        evaluators_for(stage_name, config)  # unknown evaluators / parameters fail before any stage runs
+
+
+@hookimpl(wrapper=True)
+def lmforge_run_stage(stage, inputs, output_dir, context):
+    artifact = yield
+    evaluators = evaluators_for(context.stage_name, context.config)
+    if evaluators:
+        results = {}
+        for evaluator in evaluators:
+            metrics = evaluator.evaluate(Path(output_dir), inputs, context)
+            results[evaluator.name] = metrics
+            context.log_metrics({f"eval/{evaluator.name}/{k}": v for k, v in metrics.items()})
+        (Path(output_dir) / "eval.json").write_text(json.dumps(results, indent=2))
+    return artifact
