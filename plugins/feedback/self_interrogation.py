@@ -1,0 +1,220 @@
+"""Self-interrogation: find where a model's knowledge ends and write SFT data that says so.
+
+Why: a model fine-tuned only on confident answers learns to answer confidently, also where it is wrong.
+This stage asks the model each question of a Q/A file several times (the ``hf_generate`` sampler stage,
+so sampling settings mean what they mean everywhere else), grades every sample against the reference,
+and sorts the questions into
+
+- **known**: at least ``known_threshold`` of the samples are correct -> the SFT target is the model's own
+  most frequent correct answer (it keeps what it knows, in its own words);
+- **unknown**: the samples agree (the most common answer, or "no answer", takes at least
+  ``consistency_threshold`` of them) but that answer is wrong -> the target is ``unknown_reply``;
+- **inconsistent**: everything else (the samples scatter; the model is right only sometimes) -> the target
+  is ``inconsistent_reply``, which names the model's best guess and how often it reached it, so the stated
+  doubt matches the measured one.
+
+Answers are compared as numbers (``answer_type: number``: GSM8K's ``#### n``, else the last number in the
+text) or as normalised text (``answer_type: text``: case, spacing and final punctuation ignored).
+
+Output (a sampler artifact, so ``completions.jsonl`` holds every graded sample): ``sft.jsonl`` (``messages``
+records, what the finetuner reads; each with its ``boundary`` label), ``knowledge_report.json`` / ``.md``
+(counts and per-question accuracy and consistency) and the sampler's own artifact under ``samples/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from lmforge import Hardware, RunContext, Sampler
+from lmforge.errors import ConfigError, DataError
+
+from ..common import read_records
+
+ANSWER_TYPES = ("number", "text")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+FINAL_MARK = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
+
+
+@dataclass
+class ProbeParams:
+    samples: int = 8  # answers drawn per question
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    batch_size: int = 8
+    seed: int | None = None  # None: the run's seed
+    system_prompt: str | None = None  # also put into the SFT examples, so they match what was probed
+    question_key: str = "question"
+    answer_key: str = "answer"
+    answer_type: str = "number"  # number: GSM8K '#### n' or the last number | text: normalised exact match
+    max_questions: int | None = None
+    known_threshold: float = 0.75  # share of correct samples for "known"
+    consistency_threshold: float = 0.75  # share of samples giving one answer for "consistent"
+    unknown_reply: str = ("I'm not sure about this one. I don't think I know the answer, and I'd rather say so "
+                          "than guess.")
+    inconsistent_reply: str = ("I'm not sure. When I work this out I don't always get the same result: my most "
+                               "common answer is {guess}, but I reached it in only {agree} of {samples} tries, "
+                               "so please double-check it.")
+
+
+def normalise_number(text: str) -> str | None:
+    text = text.replace(",", "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def extract_answer(text: str, answer_type: str) -> str | None:
+    """The final answer in a text: a number (``#### n`` first, else the last number) or normalised text."""
+    if answer_type == "number":
+        marked = FINAL_MARK.findall(text)
+        if marked:
+            return normalise_number(marked[-1])
+        numbers = NUMBER.findall(text)
+        return normalise_number(numbers[-1]) if numbers else None
+    cleaned = " ".join(text.lower().split()).rstrip(".!? ")
+    return cleaned or None
+
+
+def classify(answers: list[str | None], reference: str, known_threshold: float,
+             consistency_threshold: float) -> dict:
+    """Accuracy, consistency, the majority answer and the boundary label of one question's samples."""
+    total = len(answers)
+    correct = sum(answer == reference for answer in answers)
+    guess, agree = Counter(answers).most_common(1)[0]
+    accuracy, consistency = correct / total, agree / total
+    if accuracy >= known_threshold:
+        label = "known"
+    elif consistency >= consistency_threshold and guess != reference:
+        label = "unknown"
+    else:
+        label = "inconsistent"
+    return {"label": label, "accuracy": accuracy, "consistency": consistency, "guess": guess, "agree": agree,
+            "correct": correct, "samples": total}
+
+
+class SelfInterrogation(Sampler):
+    """Probes a model on Q/A data; writes "answer where known, say 'not sure' where not" SFT data + a report."""
+
+    config_class = ProbeParams
+    inputs: ClassVar[dict[str, str]] = {"model": "a model directory",
+                                        "prompts": "questions with reference answers (.jsonl/.json, e.g. "
+                                                   "GSM8K {question, answer})"}
+
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        cfg = self.config
+        if cfg.answer_type not in ANSWER_TYPES:
+            raise ConfigError(f"sampler.answer_type: '{cfg.answer_type}' is not one of {', '.join(ANSWER_TYPES)}")
+        for key in ("known_threshold", "consistency_threshold"):
+            if not 0 < getattr(cfg, key) <= 1:
+                raise ConfigError(f"sampler.{key}: {getattr(cfg, key)} must be in (0, 1]")
+        if cfg.samples < 2:
+            raise ConfigError(f"sampler.samples: {cfg.samples}; consistency needs at least 2 samples per question")
+        try:
+            cfg.inconsistent_reply.format(guess="", agree=0, samples=0)
+        except (KeyError, IndexError) as exc:
+            raise ConfigError(f"sampler.inconsistent_reply: unknown placeholder {exc}; use {{guess}}, {{agree}}, "
+                              "{samples}") from None
+
+    def _questions(self, path: Path) -> list[dict]:
+        cfg = self.config
+        questions = []
+        for index, record in enumerate(read_records(path)[: cfg.max_questions]):
+            for key in (cfg.question_key, cfg.answer_key):
+                if not isinstance(record.get(key), str) and not (key == cfg.answer_key
+                                                                 and isinstance(record.get(key), (int, float))):
+                    raise DataError(f"{path}: record {index}: needs '{key}' (a string; set question_key / "
+                                    f"answer_key for other names), keys: {', '.join(sorted(record))}")
+            reference = extract_answer(str(record[cfg.answer_key]), cfg.answer_type)
+            if reference is None:
+                raise DataError(f"{path}: record {index}: no {cfg.answer_type} answer found in "
+                                f"'{cfg.answer_key}'")
+            questions.append({"question": record[cfg.question_key], "reference": reference})
+        return questions
+
+    def run(self, inputs, output_dir, context):
+        import lmforge
+        from lmforge.plugins.samplers.hf_generate import HFGenerateSampler
+
+        cfg = self.config
+        output_dir = Path(output_dir)
+        questions = self._questions(inputs["prompts"])
+        prompts_file = output_dir / "questions.jsonl"
+        prompts_file.write_text("".join(json.dumps({"prompt": q["question"]}, ensure_ascii=False) + "\n"
+                                        for q in questions), encoding="utf-8")
+        sampler = HFGenerateSampler(n=cfg.samples, do_sample=True, max_new_tokens=cfg.max_new_tokens,
+                                    temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                                    batch_size=cfg.batch_size, system_prompt=cfg.system_prompt,
+                                    seed=context.seed if cfg.seed is None else cfg.seed,
+                                    format="prompt_completion")
+        inner = RunContext(stage_name=f"{context.stage_name}.sampling", hardware=context.hardware or Hardware(),
+                           seed=context.seed, quiet=context.quiet, model=context.model)
+        samples_dir, _ = lmforge.run_stage(sampler, {"model": inputs["model"], "prompts": prompts_file},
+                                           output_dir / "samples", inner)
+        rows = [json.loads(line) for line in (samples_dir / "completions.jsonl").read_text("utf-8").splitlines()]
+        by_question: dict[int, list[dict]] = {}
+        for row in rows:
+            row["answer"] = extract_answer(row["completion"], cfg.answer_type)
+            row["correct"] = row["answer"] == questions[row["index"]]["reference"]
+            by_question.setdefault(row["index"], []).append(row)
+
+        examples, details = [], []
+        for index, question in enumerate(questions):
+            samples = by_question[index]
+            verdict = classify([s["answer"] for s in samples], question["reference"], cfg.known_threshold,
+                               cfg.consistency_threshold)
+            if verdict["label"] == "known":
+                correct = Counter(s["completion"] for s in samples if s["correct"])
+                reply = correct.most_common(1)[0][0]
+            elif verdict["label"] == "unknown":
+                reply = cfg.unknown_reply
+            else:
+                reply = cfg.inconsistent_reply.format(guess=verdict["guess"] if verdict["guess"] is not None
+                                                      else "no clear answer", agree=verdict["agree"],
+                                                      samples=verdict["samples"])
+            messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+                {"role": "user", "content": question["question"]}, {"role": "assistant", "content": reply}]
+            examples.append({"messages": messages, "boundary": verdict["label"],
+                             "accuracy": verdict["accuracy"], "consistency": verdict["consistency"]})
+            details.append({"index": index, "question": question["question"], "reference": question["reference"],
+                            **verdict, "answers": [s["answer"] for s in samples]})
+
+        with open(output_dir / "completions.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        with open(output_dir / "sft.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(example, ensure_ascii=False) + "\n" for example in examples)
+        counts = Counter(d["label"] for d in details)
+        summary = {label: counts.get(label, 0) for label in ("known", "unknown", "inconsistent")}
+        report = {"questions": len(questions), **summary, "samples_per_question": cfg.samples,
+                  "mean_accuracy": sum(d["accuracy"] for d in details) / len(details),
+                  "known_threshold": cfg.known_threshold, "consistency_threshold": cfg.consistency_threshold,
+                  "per_question": details}
+        (output_dir / "knowledge_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False),
+                                                          encoding="utf-8")
+        (output_dir / "knowledge_report.md").write_text(markdown_report(report), encoding="utf-8")
+        context.log_metrics({"questions": len(questions), **summary, "mean_accuracy": report["mean_accuracy"]})
+        return output_dir
+
+
+def markdown_report(report: dict) -> str:
+    lines = ["# Knowledge boundary", "",
+             (f"{report['questions']} questions, {report['samples_per_question']} samples each; mean accuracy "
+              f"{report['mean_accuracy']:.2f}."), "",
+             "| known | unknown | inconsistent |", "|---|---|---|",
+             f"| {report['known']} | {report['unknown']} | {report['inconsistent']} |", "",
+             "| # | boundary | accuracy | consistency | majority answer | reference | question |",
+             "|---|---|---|---|---|---|---|"]
+    for d in report["per_question"]:
+        question = d["question"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {d['index']} | {d['label']} | {d['accuracy']:.2f} | {d['consistency']:.2f} | "
+                     f"{d['guess']} | {d['reference']} | {question[:80]} |")
+    return "\n".join(lines) + "\n"
