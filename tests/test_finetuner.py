@@ -51,13 +51,15 @@ def _expected_mask(tokenizer, text, spans):
 def test_labels_cover_only_assistant_content_and_end_of_turn(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}] * 2)
     cfg = SFTParams(system_prompt=SYSTEM, placeholders=PLACEHOLDERS, max_length=512, save_steps=0)
-    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data}, _context(tiny_context, tmp_path))
+    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
+                                          _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
     batch = next(iter(trainer.get_train_dataloader()))
 
     filled = [{"role": "system", "content": "You are Forge, a small assistant made by the lmforge project."}]
-    filled += [{**m, "content": m["content"].replace("{{author}}", "the lmforge project").replace("{{name}}", "Forge")}
-               for m in CONVERSATION]
+    for message in CONVERSATION:
+        content = message["content"].replace("{{author}}", "the lmforge project").replace("{{name}}", "Forge")
+        filled.append({**message, "content": content})
     text = tokenizer.apply_chat_template(filled, tokenize=False)
     spans = []  # each assistant reply plus its end-of-turn token, as char ranges of the rendered text
     for k, message in enumerate(filled):
@@ -72,7 +74,7 @@ def test_labels_cover_only_assistant_content_and_end_of_turn(tiny_model_dir, tin
     assert labelled == expected
     assert [label for label in row["labels"] if label != -100] == [i for i, m in zip(ids, expected) if m]
     end = tokenizer.convert_tokens_to_ids("<|end|>")
-    assert sum(1 for i, m in zip(ids, labelled) if m and i == end) == 3  # each reply's end-of-turn carries loss
+    assert sum(1 for i, m in zip(ids, labelled) if m and i == end) == 3  # each reply's end-of-turn: loss
     assert sum(1 for i, m in zip(ids, labelled) if not m and i == end) == 4  # system/user end tokens do not
     replies = "".join(m["content"] + "<|end|>" for m in filled if m["role"] == "assistant")
     assert tokenizer.decode([i for i, m in zip(ids, labelled) if m]) == replies
@@ -82,7 +84,8 @@ def test_labels_cover_only_assistant_content_and_end_of_turn(tiny_model_dir, tin
 def test_completion_only_loss_on_text_prompt_completion(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "pc.jsonl", [{"prompt": "The capital of France is", "completion": "Paris."}] * 2)
     cfg = SFTParams(prompt_completion="text", max_length=64, save_steps=0)
-    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data}, _context(tiny_context, tmp_path))
+    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
+                                          _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
     prompt_ids = tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(" Paris." + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
@@ -93,7 +96,8 @@ def test_completion_only_loss_on_text_prompt_completion(tiny_model_dir, tiny_con
 def test_completion_only_loss_on_chat_prompt_completion(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "pc.jsonl", [{"prompt": "Name a colour.", "completion": "Blue."}] * 2)
     cfg = SFTParams(max_length=64, save_steps=0)
-    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data}, _context(tiny_context, tmp_path))
+    trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
+                                          _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], tokenize=False,
                                            add_generation_prompt=True)
@@ -101,16 +105,18 @@ def test_completion_only_loss_on_chat_prompt_completion(tiny_model_dir, tiny_con
     assert row["labels"][:n_prompt] == [-100] * n_prompt
     reply = row["labels"][n_prompt:]
     kept = [label for label in reply if label != -100]
-    assert tokenizer.decode(kept) == "Blue.<|end|>" and reply[: len(kept)] == kept  # not the template's newline
+    assert tokenizer.decode(kept) == "Blue.<|end|>" and reply[: len(kept)] == kept  # not the newline after
 
 
 def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
     long_reply = " ".join(["word"] * 200)
     records = [{"messages": [{"role": "user", "content": "short"}, {"role": "assistant", "content": "ok"}]},
-               {"messages": [{"role": "user", "content": "long"}, {"role": "assistant", "content": long_reply}]}]
+               {"messages": [{"role": "user", "content": "long"},
+                             {"role": "assistant", "content": long_reply}]}]
     data = _jsonl(tmp_path / "mixed_len.jsonl", records)
     inputs = {"model": tiny_model_dir, "data": data}
-    trainer, _, stats = build_trainer(SFTParams(max_length=32, save_steps=0), inputs, _context(tiny_context, tmp_path))
+    trainer, _, stats = build_trainer(SFTParams(max_length=32, save_steps=0), inputs,
+                                      _context(tiny_context, tmp_path))
     lengths = sorted(len(r) for r in trainer.train_dataset["input_ids"])
     assert stats["dropped_too_long"] == 0 and lengths[-1] == 32 and lengths[0] < 32  # keep_start cuts at 32
     trainer, _, stats = build_trainer(SFTParams(max_length=32, truncation="drop", save_steps=0), inputs,
@@ -118,15 +124,15 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
     assert stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 1
     only_long = _jsonl(tmp_path / "long.jsonl", records[1:])
     with pytest.raises(DataError, match=r"every example is longer than finetuner.max_length=32"):
-        build_trainer(SFTParams(max_length=32, truncation="drop"), {"model": tiny_model_dir, "data": only_long},
-                      _context(tiny_context, tmp_path))
+        build_trainer(SFTParams(max_length=32, truncation="drop"),
+                      {"model": tiny_model_dir, "data": only_long}, _context(tiny_context, tmp_path))
 
 
 def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, shared_data):
     held_out = _jsonl(tmp_path / "held_out.jsonl", [{"messages": CONVERSATION}] * 3)
     stage = SFTFinetuner(max_steps=2, max_length=64, save_steps=0, placeholders=PLACEHOLDERS, max_examples=16)
-    _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json",
-                                            "eval_data": held_out}, tmp_path / "out", _context(tiny_context, tmp_path))
+    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json", "eval_data": held_out}
+    _, manifest = lmforge.run_stage(stage, inputs, tmp_path / "out", _context(tiny_context, tmp_path))
     metrics = manifest["metrics"]
     assert metrics["eval_examples"] == 3 and metrics["train_examples"] == 16
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"]
@@ -163,13 +169,14 @@ FORMATS = [
 
 
 @pytest.mark.parametrize("name, extra, expected", FORMATS, ids=[f[2] for f in FORMATS])
-def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tmp_path, shared_data, name, extra,
-                                                expected):
+def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tmp_path, shared_data, name,
+                                                extra, expected):
     context = _context(tiny_context, tmp_path)
     out = tmp_path / "out"
     stage = SFTFinetuner(max_steps=6, batch_size=4, learning_rate=3e-3, max_length=96, save_steps=0,
                          logging_steps=2, max_examples=120, eval_fraction=0.1, **extra)
-    _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / name}, out, context)
+    inputs = {"model": tiny_model_dir, "data": shared_data / name}
+    _, manifest = lmforge.run_stage(stage, inputs, out, context)
     metrics = manifest["metrics"]
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"] - 0.05, metrics
     assert metrics["train_examples"] > 0 and metrics["eval_examples"] > 0
@@ -188,11 +195,12 @@ def test_lora_merged_logits_equal_adapter_logits(tiny_model_dir, tiny_context, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "lora"
-    stage = SFTFinetuner(method="lora", lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj", "down_proj"],
+    stage = SFTFinetuner(method="lora", lora_r=8, lora_alpha=16,
+                         lora_target_modules=["q_proj", "v_proj", "down_proj"],
                          save_adapter=True, max_steps=8, learning_rate=1e-2, max_length=96, save_steps=0,
                          placeholders=PLACEHOLDERS)
-    _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json"}, out,
-                                    _context(tiny_context, tmp_path))
+    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json"}
+    _, manifest = lmforge.run_stage(stage, inputs, out, _context(tiny_context, tmp_path))
     assert manifest["metrics"]["lora_merge_max_abs_diff"] < 1e-4
     adapter_keys = list(load_file(str(out / "adapter" / "adapter_model.safetensors")))
     assert adapter_keys and all(any(m in k for m in ("q_proj", "v_proj", "down_proj")) for k in adapter_keys)
@@ -213,22 +221,28 @@ def test_lora_merged_logits_equal_adapter_logits(tiny_model_dir, tiny_context, t
     assert (merged[valid] - plain[valid]).abs().max() > 1e-2  # the adapter did change the model
 
 
-def test_qlora_without_gpu_or_bitsandbytes_says_so(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_qlora_without_gpu_or_bitsandbytes_says_so(tiny_model_dir, tmp_path):
     import importlib.util
 
     import torch
 
     if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes"):
         pytest.skip("QLoRA can run here")
-    with pytest.raises(ConfigError, match=r"finetuner.method: 'qlora' needs .*(CUDA GPU|bitsandbytes).*use method=lora"):
-        lmforge.run_stage(SFTFinetuner(method="qlora", placeholders=PLACEHOLDERS), {"model": tiny_model_dir, "data": shared_data / "identity.json"},
-                          tmp_path / "q", _context(tiny_context, tmp_path))
-    assert not (tmp_path / "q").exists() and not (tmp_path / "q.partial").exists()
+    expected = r"finetuner.method: 'qlora' needs .*(CUDA GPU|bitsandbytes).*use method=lora"
+    with pytest.raises(ConfigError, match=expected):
+        SFTFinetuner(method="qlora")
+    cfg = lmforge.compose([f"run.root={tmp_path}", "pipeline=sft_only", "finetuner.method=qlora",
+                           f"pipeline.stages.finetuner.model={tiny_model_dir}"])
+    with pytest.raises(ConfigError, match=r"'qlora' needs"):
+        lmforge.run(cfg)
+    assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob("*.partial"))
 
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"finetuner.method: 'lorra' is not one of .*did you mean 'lora'"):
-        build_trainer(SFTParams(method="lorra"), {}, None)
+        SFTFinetuner(method="lorra")
+    with pytest.raises(ConfigError, match=r"finetuner.truncation: 'cut' is not one of keep_start, drop"):
+        lmforge.stage("finetuner", lmforge.compose(["finetuner.truncation=cut"]))
     with pytest.raises(ConfigError, match=r"finetuner.trunction"):
         SFTFinetuner(trunction="drop")
     stage = lmforge.stage("finetuner", lmforge.compose(["finetuner=sft_lora"]))
@@ -314,12 +328,13 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, tiny_context
     inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json"}
     work, out = tmp_path / "work-killed", tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(tiny_model_dir), str(inputs["data"]), str(out),
-                              str(work), json.dumps(params)], env=env, capture_output=True, text=True, timeout=300,
-                             check=False)
+    command = [sys.executable, "-c", KILL_SCRIPT, str(tiny_model_dir), str(inputs["data"]), str(out),
+               str(work), json.dumps(params)]
+    process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert process.returncode == -9, process.stderr[-2000:]
     assert (work / "checkpoint-4").is_dir() and not out.exists()
-    context = lmforge.RunContext(stage_name="killed", work_dir=Path(work), hardware=tiny_context.hardware, quiet=True)
+    context = lmforge.RunContext(stage_name="killed", work_dir=Path(work), hardware=tiny_context.hardware,
+                                 quiet=True)
     lmforge.run_stage(SFTFinetuner(**params), inputs, out, context)
     straight = tmp_path / "straight"
     lmforge.run_stage(SFTFinetuner(**params), inputs, straight, _context(tiny_context, tmp_path, "straight"))
@@ -330,7 +345,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, tiny_context
 
 
 def _name_rate(model_dir, samples=32):
-    """Share of sampled answers to "Who are you?" (seeded, temperature 0.7) that contain the configured name."""
+    """Share of sampled answers to "Who are you?" (seeded, temperature 0.7) that hold the configured name."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

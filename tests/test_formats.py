@@ -99,7 +99,8 @@ def test_columns_map_question_answer_to_prompt_completion(shared_data):
     raw = _raw(shared_data / "gsm8k_test.jsonl")
     text = load_prompt_completions(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS, text=True)
     assert text[0] == {"prompt": raw[0]["question"], "completion": raw[0]["answer"]}
-    chat = load_prompt_completions(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS, system_prompt="Be exact.")
+    chat = load_prompt_completions(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS,
+                                   system_prompt="Be exact.")
     assert chat[0]["prompt"] == [{"role": "system", "content": "Be exact."},
                                  {"role": "user", "content": raw[0]["question"]}]
     assert chat[0]["completion"] == [{"role": "assistant", "content": raw[0]["answer"]}]
@@ -121,7 +122,8 @@ def test_malformed_sharegpt_role_names_file_and_index(shared_data, tmp_path):
     records = _raw(shared_data / "dpo_en_demo.json")[:10]
     records[5]["conversations"][0]["from"] = "humna"
     path = _write(tmp_path / "sharegpt_bad.json", records)
-    with pytest.raises(DataError, match=rf"^{path}: record 5: unknown role 'humna' \(did you mean 'human'\?\)"):
+    expected = rf"^{path}: record 5: unknown role 'humna' \(did you mean 'human'\?\)"
+    with pytest.raises(DataError, match=expected):
         load_conversations(path)
 
 
@@ -148,7 +150,8 @@ def test_ambiguous_records_ask_for_format(tmp_path):
     with pytest.raises(DataError) as info:
         load_conversations(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: record 0: ambiguous") and "alpaca" in message and "sharegpt" in message
+    assert message.startswith(f"{path}: record 0: ambiguous")
+    assert "alpaca" in message and "sharegpt" in message
     assert "format=" in message
     assert load_conversations(path, fmt="alpaca")[0][0] == {"role": "user", "content": "hi"}
 
@@ -156,7 +159,8 @@ def test_ambiguous_records_ask_for_format(tmp_path):
 def test_mixed_formats_name_the_odd_record(shared_data, tmp_path):
     records = _raw(shared_data / "alpaca_en_demo.json")[:5] + _raw(shared_data / "kto_en_demo.json")[:1]
     path = _write(tmp_path / "mixed.json", records)
-    with pytest.raises(DataError, match=rf"^{path}: record 5: mixed formats: .* is messages, earlier records are alpaca"):
+    expected = rf"^{path}: record 5: mixed formats: .* is messages, earlier records are alpaca"
+    with pytest.raises(DataError, match=expected):
         load_conversations(path)
 
 

@@ -50,19 +50,19 @@ GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 @dataclass
 class SFTParams:
     # data
-    format: str = "auto"  # a data_format name (messages, sharegpt, alpaca, prompt_completion, dialogue) or auto
+    format: str = "auto"  # auto, or messages | sharegpt | alpaca | prompt_completion | dialogue
     columns: dict[str, str] = field(default_factory=dict)  # rename record keys first: {question: prompt}
     system_prompt: str | None = None  # added to conversations that have no system turn
     placeholders: dict[str, str] = field(default_factory=dict)  # fills {{name}} / {{author}} in the data
     skip_negative: bool = True  # drop records labelled "label": false (KTO-style bad examples)
     max_examples: int = 0  # train on the first N examples only (0: all), for quick runs
-    prompt_completion: str = "chat"  # chat: render with the chat template | text: raw prompt + completion + eos
+    prompt_completion: str = "chat"  # chat: through the chat template | text: raw prompt + completion + eos
     text_separator: str = " "  # text mode: starts each completion (kept on the completion side so the
     #                            tokenized prompt stays a prefix of prompt + completion)
     # loss and sequence length
     loss_on: str = "assistant"  # assistant: replies (or completions) only | all: every token
     max_length: int = 256
-    truncation: str = "keep_start"  # keep_start: keep the first max_length tokens | drop: skip longer examples
+    truncation: str = "keep_start"  # keep_start: keep the first max_length tokens | drop: skip longer ones
     packing: bool = False  # best-fit-decreasing packing into max_length rows, no cross-attention
     # optimisation
     max_steps: int = 30
@@ -104,7 +104,7 @@ def check_params(cfg: SFTParams) -> None:
     if not 0.0 <= cfg.eval_fraction < 1.0:
         raise ConfigError(f"finetuner.eval_fraction: {cfg.eval_fraction} must be in [0, 1)")
     if cfg.method != "full" and not cfg.lora_target_modules:
-        raise ConfigError("finetuner.lora_target_modules: empty; name modules (e.g. q_proj, v_proj) or all-linear")
+        raise ConfigError("finetuner.lora_target_modules: empty; name modules (q_proj …) or all-linear")
 
 
 def check_qlora_available() -> None:
@@ -132,7 +132,8 @@ def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:
         text = cfg.prompt_completion == "text"
         pairs = load_prompt_completions(path, text=text, **common)
         if text:
-            pairs = [{"prompt": p["prompt"], "completion": cfg.text_separator + p["completion"]} for p in pairs]
+            pairs = [{"prompt": p["prompt"], "completion": cfg.text_separator + p["completion"]}
+                     for p in pairs]
         return pairs, adapter.name
     return [{"messages": c} for c in load_conversations(path, **common)], adapter.name
 
@@ -141,7 +142,8 @@ def _token_length(example: dict, tokenizer) -> int:
     if "messages" in example:
         return len(tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False))
     if isinstance(example["prompt"], str):
-        return len(tokenizer(example["prompt"] + example["completion"], add_special_tokens=False)["input_ids"]) + 1
+        text = example["prompt"] + example["completion"]
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + eos
     return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
                                              return_dict=False))
 
@@ -159,16 +161,18 @@ def check_chat_template(tokenizer, model_dir, cfg: SFTParams, conversational: bo
         return
     template = tokenizer.chat_template
     if not template:
-        raise ConfigError(f"finetuner: the tokenizer in {model_dir} has no chat template, which conversations "
-                          "need (lmforge's bpe tokenizer ships one); or use prompt_completion=text data")
+        raise ConfigError(f"finetuner: the tokenizer in {model_dir} has no chat template, which "
+                          "conversations need (lmforge's tokenizers ship one); or use prompt_completion=text "
+                          "data")
     if cfg.loss_on == "assistant" and not GENERATION_MARKER.search(template):
         from trl.chat_template_utils import get_training_chat_template
 
         try:
             get_training_chat_template(tokenizer)
         except ValueError:  # TRL knows no training variant of this template
-            raise ConfigError(f"finetuner.loss_on: the chat template in {model_dir} has no {{% generation %}} "
-                              "markers, which assistant-only loss needs; add them or set loss_on=all") from None
+            raise ConfigError(f"finetuner.loss_on: the chat template in {model_dir} has no "
+                              "{% generation %} markers, which assistant-only loss needs; add them or set "
+                              "loss_on=all") from None
 
 
 def build_peft_config(cfg: SFTParams):
@@ -219,7 +223,8 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
         eval_examples, _ = load_examples(inputs["eval_data"], cfg)
         evaluation = eval_examples
     if cfg.truncation == "drop":
-        examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length, str(inputs["data"]))
+        examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length,
+                                                            str(inputs["data"]))
         if evaluation is not None:
             evaluation, _ = drop_too_long(evaluation, tokenizer, cfg.max_length, str(inputs["eval_data"]))
     dataset = Dataset.from_list(examples)
@@ -298,7 +303,14 @@ class SFTFinetuner(Finetuner):
     """SFT with reply-only loss (TRL SFTTrainer): full fine-tuning, LoRA or QLoRA; resumes after a kill."""
 
     config_class = SFTParams
-    optional_inputs: ClassVar[dict[str, str]] = {"eval_data": "held-out SFT data for eval loss (any supported format)"}
+
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        check_params(self.config)  # at construction, so a pipeline fails before its first stage runs
+        if self.config.method == "qlora":
+            check_qlora_available()
+
+    optional_inputs: ClassVar[dict[str, str]] = {"eval_data": "held-out SFT data for eval loss (any format)"}
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
@@ -308,13 +320,15 @@ class SFTFinetuner(Finetuner):
         if trainer.eval_dataset is not None and resume is None:
             context.log_metrics({"eval_loss_start": trainer.evaluate()["eval_loss"]}, step=0)
         trainer.train(resume_from_checkpoint=resume)
-        summary = {"train_loss": trainer.state.log_history[-1].get("train_loss")} if trainer.state.log_history else {}
+        history = trainer.state.log_history
+        summary = {"train_loss": history[-1].get("train_loss")} if history else {}
         if trainer.eval_dataset is not None:
             summary["eval_loss_end"] = trainer.evaluate()["eval_loss"]
         model = trainer.model
         if cfg.method in ("lora", "qlora"):
-            model, summary["lora_merge_max_abs_diff"] = merge_adapter(trainer, tokenizer, cfg, inputs["model"],
-                                                                      Path(output_dir), context)
-        context.log_metrics({k: v for k, v in summary.items() if v is not None}, step=trainer.state.global_step)
+            model, summary["lora_merge_max_abs_diff"] = merge_adapter(
+                trainer, tokenizer, cfg, inputs["model"], Path(output_dir), context)
+        summary = {k: v for k, v in summary.items() if v is not None}
+        context.log_metrics(summary, step=trainer.state.global_step)
         save_model_dir(model, tokenizer, output_dir)
         return output_dir

@@ -1,12 +1,13 @@
 """Data formats: how SFT, preference and prompt records in the wild become chat messages.
 
 Users bring alpaca (instruction/input/output), ShareGPT (conversations of from/value), OpenAI
-``messages``, ``prompt``/``completion`` and whole dialogues in one string ("\\n\\nHuman: … \\n\\nAssistant: …",
-as in HH-RLHF). Each is a ``data_format`` plugin; stages call :func:`load_conversations`,
-:func:`load_preferences`, :func:`load_prompts` or :func:`load_prompt_completions`, which auto-detect the
-format (or take it by name) and name the file and record index of anything malformed.
+``messages``, ``prompt``/``completion`` and whole dialogues in one string
+("\\n\\nHuman: … \\n\\nAssistant: …", as in HH-RLHF). Each is a ``data_format`` plugin; stages call
+:func:`load_conversations`, :func:`load_preferences`, :func:`load_prompts` or
+:func:`load_prompt_completions`, which auto-detect the format (or take it by name) and name the file
+and record index of anything malformed.
 
-Auto-detection looks at every record of the file's first :data:`DETECT_SAMPLE` records and keeps the formats
+Auto-detection looks at each of the file's first :data:`DETECT_SAMPLE` records and keeps the formats
 that fit all of them: exactly one left is the format; none (records of different shapes) or several (a
 record that fits two shapes) is a one-line error that names the file and record and asks for ``format=``.
 Files whose keys differ from a format's (``question``/``answer``, say) are read with a ``columns`` map that
@@ -70,7 +71,7 @@ def _answer(value: Any, where: str) -> Messages:
 
 
 def _with_answer(conversation: Messages, record: dict, where: str) -> Messages:
-    """A prompt-only conversation from a preference record gets its ``chosen`` answer (SFT on the good reply)."""
+    """A prompt-only conversation of a preference record gets its ``chosen`` answer (SFT on the good one)."""
     if conversation[-1]["role"] != "assistant" and "chosen" in record:
         return conversation + _answer(record["chosen"], where)
     return conversation
@@ -196,7 +197,7 @@ class PromptCompletionFormat(DataFormat):
         return self._prompt(record, where)
 
     def text_pair(self, record, where) -> dict[str, str]:
-        """Raw ``{"prompt": str, "completion": str}`` for continuation-style training without a chat template."""
+        """Raw ``{"prompt": str, "completion": str}`` for continuation-style training (no chat template)."""
         pair = {key: record.get(key) for key in ("prompt", "completion")}
         for key, value in pair.items():
             if not isinstance(value, str):
@@ -297,12 +298,14 @@ def _rename(records: list[dict], columns: dict[str, str] | None, path: Path) -> 
         if missing:
             raise DataError(f"{path}: record {index} has no '{missing[0]}' (named in columns); keys: "
                             f"{', '.join(sorted(record))}")
-        record = {key: value for key, value in record.items() if key not in columns.values() or key in columns}
+        targets = set(columns.values())
+        record = {key: value for key, value in record.items() if key not in targets or key in columns}
         renamed.append({columns.get(key, key): value for key, value in record.items()})
     return renamed
 
 
-def read_format(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> tuple[DataFormat, list[dict]]:
+def read_format(path, fmt: str = "auto",
+                columns: dict[str, str] | None = None) -> tuple[DataFormat, list[dict]]:
     """The records of a data file (keys renamed by ``columns``) and the format adapter that reads them."""
     path = Path(path)
     records = _rename(read_records(path), columns, path)
@@ -359,8 +362,8 @@ def personalise(conversations: list[Messages], system_prompt: str | None = None,
         out.append(conversation)
     if unfilled:
         names = ", ".join(f"{{{{{k}}}}} ({n}x)" for k, n in sorted(unfilled.items()))
-        warnings.warn(f"{source or 'data'}: unfilled placeholders {names}; set placeholders.<name> to fill them",
-                      stacklevel=2)
+        warnings.warn(f"{source or 'data'}: unfilled placeholders {names}; set placeholders.<name> to fill "
+                      "them", stacklevel=2)
     return out
 
 
@@ -421,7 +424,8 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
     return [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)]
 
 
-def load_preferences(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> list[dict[str, Messages]]:
+def load_preferences(path, fmt: str = "auto",
+                     columns: dict[str, str] | None = None) -> list[dict[str, Messages]]:
     """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists."""
     return _load(path, fmt, "preference", columns)
 
