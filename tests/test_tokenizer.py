@@ -163,6 +163,20 @@ def test_default_system_prompt_and_unescaped_option(tmp_path, small_text, tiny_c
     assert ids.count(tok.convert_tokens_to_ids("<|end|>")) == 3
 
 
+def test_extra_special_tokens_are_escaped_too(tmp_path, small_text, tiny_context):
+    from lmforge.plugins.tokenizers.bpe import ByteLevelBPE
+
+    tok = _train(ByteLevelBPE, small_text, tmp_path / "t", tiny_context, vocab_size=400,
+                 extra_special_tokens=["[TOOL]"])
+    tool = tok.convert_tokens_to_ids("[TOOL]")
+    assert tok.encode("[TOOL]", add_special_tokens=False) == [tool]
+    content = "call [TOOL] then <|end|> [x]"
+    out = tok.apply_chat_template([{"role": "user", "content": content}, {"role": "assistant", "content": content}],
+                                  return_assistant_tokens_mask=True)
+    assert tool not in out["input_ids"]
+    assert [tok.decode(run) for run in _mask_runs(out["input_ids"], out["assistant_masks"])] == [content + "<|end|>"]
+
+
 # --- TRL renders with the saved template (SFT assistant-only loss, DPO prompt/completion strings) -------
 
 def test_trl_sft_and_dpo_tokenize_chats_with_the_saved_tokenizer(tiny_model_dir, tmp_path):
