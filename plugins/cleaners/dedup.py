@@ -31,6 +31,12 @@ MERSENNE_PRIME = (1 << 61) - 1
 _PUNCTUATION_TO_SPACE = str.maketrans(PUNCTUATION, " " * len(PUNCTUATION))
 _NUMBER = re.compile(r"\d+([.,،٫⎖⎗⎘]\d+)?")
 _SPACES = re.compile(r"\s+")
+# spaCy (datatrove's English word splitter) also splits a number from a unit it knows ("0km"), "cannot",
+# apostrophe-less contractions ("dont" -> do|nt, "thats" -> that|s), and symbols missing from the punctuation table ("£", "®", "‘") from the word they touch
+_UNITS = "km|m|dm|cm|mm|ha|yd|in|ft|kg|g|mg|t|lb|oz|mph|kmh|mbar|mb|kb|gb|tb"
+_CONTRACTIONS = (r"(?:do|does|did|is|are|was|were|have|has|had|could|would|should|must|need|ca|wo|ai)(?=nt\b)"
+                 r"|(?:that|what|there|here|who|where)(?=s\b)|i(?=(?:d|m|ve)\b)|(?:you|they)(?=(?:re|ve|ll|d)\b)")
+_WORD = re.compile(rf"\d+(?=(?:{_UNITS})\b)|can(?=not\b)|{_CONTRACTIONS}|[^\W_]+|[^\w\s]")
 
 
 def simplify_text(text: str) -> str:
@@ -84,7 +90,7 @@ class MinHashDedup(CleaningStep):
         import numpy as np
         import xxhash
 
-        words = simplify_text(text).split()
+        words = _WORD.findall(simplify_text(text))
         n = self.config.n_grams
         if len(words) < n:
             return None
