@@ -55,6 +55,7 @@ class SFTParams:
     system_prompt: str | None = None  # added to conversations that have no system turn
     placeholders: dict[str, str] = field(default_factory=dict)  # fills {{name}} / {{author}} in the data
     skip_negative: bool = True  # drop records labelled "label": false (KTO-style bad examples)
+    skip_invalid: bool = False  # skip malformed records (one warning) instead of stopping with an error
     max_examples: int = 0  # train on the first N examples only (0: all), for quick runs
     prompt_completion: str = "chat"  # chat: through the chat template | text: raw prompt + completion + eos
     text_separator: str = " "  # text mode: starts each completion (kept on the completion side so the
@@ -127,7 +128,8 @@ def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:
     """Training rows for TRL (``messages`` or ``prompt``/``completion``) and the data format's name."""
     adapter, _ = read_format(path, cfg.format, cfg.columns or None)
     common = {"fmt": adapter.name, "system_prompt": cfg.system_prompt, "placeholders": cfg.placeholders,
-              "columns": cfg.columns or None, "skip_negative": cfg.skip_negative}
+              "columns": cfg.columns or None, "skip_negative": cfg.skip_negative,
+              "skip_invalid": cfg.skip_invalid}
     if adapter.name == "prompt_completion":
         text = cfg.prompt_completion == "text"
         pairs = load_prompt_completions(path, text=text, **common)

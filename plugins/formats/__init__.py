@@ -313,8 +313,31 @@ def read_format(path, fmt: str = "auto",
     return _detect(samples, str(path), fmt), records
 
 
+def _convert(path, adapter: DataFormat, records: list[dict], convert, skip_negative: bool = False,
+             skip_invalid: bool = False) -> list:
+    """``convert(record, where)`` over the records; with ``skip_invalid`` a bad record is skipped and counted
+    (one warning naming the first) instead of stopping the load."""
+    out, skipped = [], []
+    for index, record in enumerate(records):
+        if skip_negative and _is_negative(record):
+            continue
+        where = f"{path}: record {index}"
+        try:
+            out.append(convert(record, where))
+        except DataError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append(str(exc))
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} malformed record(s) of {len(records)}; "
+                      f"first: {skipped[0]}", stacklevel=3)
+    if not out:
+        raise DataError(f"{path}: no usable records ({adapter.name} format)")
+    return out
+
+
 def _load(path, fmt: str, method: str, columns: dict[str, str] | None = None,
-          keep=None) -> list:
+          skip_invalid: bool = False) -> list:
     path = Path(path)
     if path.suffix in (".txt", ".text") and method == "prompt":
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -322,14 +345,7 @@ def _load(path, fmt: str, method: str, columns: dict[str, str] | None = None,
             raise DataError(f"{path}: no prompts")
         return [[{"role": "user", "content": line}] for line in lines]
     adapter, records = read_format(path, fmt, columns)
-    out = []
-    for index, record in enumerate(records):
-        if keep is not None and not keep(record):
-            continue
-        out.append(getattr(adapter, method)(record, f"{path}: record {index}"))
-    if not out:
-        raise DataError(f"{path}: no usable records")
-    return out
+    return _convert(path, adapter, records, getattr(adapter, method), skip_invalid=skip_invalid)
 
 
 def _check_conversation(conversation: Messages, where: str) -> None:
@@ -373,30 +389,28 @@ def _is_negative(record: dict) -> bool:
 
 def load_conversations(path, fmt: str = "auto", system_prompt: str | None = None,
                        placeholders: dict[str, str] | None = None, columns: dict[str, str] | None = None,
-                       skip_negative: bool = False) -> list[Messages]:
+                       skip_negative: bool = False, skip_invalid: bool = False) -> list[Messages]:
     """SFT conversations; ``system_prompt`` is added where a conversation has none; ``{{key}}`` filled in.
 
     Each conversation must hold an assistant turn (a system turn only first); preference records contribute
     their prompt plus the ``chosen`` answer. ``skip_negative`` drops records labelled ``"label": false``
-    (KTO-style examples of what not to say).
+    (KTO-style examples of what not to say); ``skip_invalid`` skips malformed records with a warning.
     """
     adapter, records = read_format(path, fmt, columns)
-    conversations = []
-    for index, record in enumerate(records):
-        if skip_negative and _is_negative(record):
-            continue
-        where = f"{path}: record {index}"
+
+    def convert(record, where):
         conversation = adapter.conversation(record, where)
         _check_conversation(conversation, where)
-        conversations.append(conversation)
-    if not conversations:
-        raise DataError(f"{path}: no usable conversations")
+        return conversation
+
+    conversations = _convert(path, adapter, records, convert, skip_negative, skip_invalid)
     return personalise(conversations, system_prompt, placeholders, str(path))
 
 
 def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None = None,
                             placeholders: dict[str, str] | None = None, columns: dict[str, str] | None = None,
-                            skip_negative: bool = False, text: bool = False) -> list[dict[str, Any]]:
+                            skip_negative: bool = False, text: bool = False,
+                            skip_invalid: bool = False) -> list[dict[str, Any]]:
     """``{"prompt": messages, "completion": messages}`` pairs (the last assistant turn is the completion).
 
     With ``text=True`` the ``prompt_completion`` format's raw strings are kept (no chat roles, no system
@@ -406,14 +420,8 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
     if text and not isinstance(adapter, PromptCompletionFormat):
         raise DataError(f"{path}: text prompt/completion needs the prompt_completion format, the file is "
                         f"{adapter.name}")
-    pairs = []
-    for index, record in enumerate(records):
-        if skip_negative and _is_negative(record):
-            continue
-        where = f"{path}: record {index}"
-        pairs.append(adapter.text_pair(record, where) if text else adapter.prompt_completion(record, where))
-    if not pairs:
-        raise DataError(f"{path}: no usable records")
+    convert = adapter.text_pair if text else adapter.prompt_completion
+    pairs = _convert(path, adapter, records, convert, skip_negative, skip_invalid)
     if text:
         filled = personalise([[{"role": "user", "content": p["prompt"]}, {"role": "assistant",
                                                                           "content": p["completion"]}]
@@ -424,12 +432,16 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
     return [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)]
 
 
-def load_preferences(path, fmt: str = "auto",
-                     columns: dict[str, str] | None = None) -> list[dict[str, Messages]]:
-    """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists."""
-    return _load(path, fmt, "preference", columns)
+def load_preferences(path, fmt: str = "auto", columns: dict[str, str] | None = None,
+                     skip_invalid: bool = False) -> list[dict[str, Messages]]:
+    """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists.
+
+    ``skip_invalid`` skips malformed pairs with one warning (5 of HH-RLHF's 2,312 harmless-test pairs have
+    chosen and rejected dialogues that differ before the final answer)."""
+    return _load(path, fmt, "preference", columns, skip_invalid)
 
 
-def load_prompts(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> list[Messages]:
+def load_prompts(path, fmt: str = "auto", columns: dict[str, str] | None = None,
+                 skip_invalid: bool = False) -> list[Messages]:
     """Prompts as message lists (the conversation up to its last user turn); .txt: one prompt a line."""
-    return _load(path, fmt, "prompt", columns)
+    return _load(path, fmt, "prompt", columns, skip_invalid)
