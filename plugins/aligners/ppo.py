@@ -214,7 +214,7 @@ class PPOAligner(Aligner):
     # ---- the run ---------------------------------------------------------------------------------------
 
     def run(self, inputs, output_dir, context):
-        import copy
+        import dataclasses
 
         import torch
         from accelerate import Accelerator
@@ -224,7 +224,12 @@ class PPOAligner(Aligner):
         cfg = self.config
         self._check_config(inputs)
         reward_functions = self._reward_functions()
-        accelerator = Accelerator(cpu=not context.hardware.use_cuda())
+        # Trained weights stay fp32 (bf16 weights would round away small Adam updates); on GPU the forward
+        # passes run under bf16/fp16 autocast. The frozen reference and reward model load in that dtype.
+        precision = context.hardware.dtype_name()
+        accelerator = Accelerator(cpu=not context.hardware.use_cuda(),
+                                  mixed_precision=precision if precision in ("bf16", "fp16") else "no")
+        fp32 = dataclasses.replace(context, hardware=dataclasses.replace(context.hardware, precision="fp32"))
         device, rank = accelerator.device, accelerator.process_index
         tokenizer = load_tokenizer(inputs["model"])
         rows, columns = self._load_prompts(inputs["data"], tokenizer)
@@ -238,7 +243,7 @@ class PPOAligner(Aligner):
 
         torch.manual_seed(context.seed)
         reference = load_causal_lm(inputs["model"], context).eval().requires_grad_(False)
-        policy = load_causal_lm(resume / "policy", context) if resume else copy.deepcopy(reference)
+        policy = load_causal_lm(resume / "policy" if resume else inputs["model"], fp32)
         policy.requires_grad_(True)
         scorer = None
         if "reward_model" in inputs:
@@ -249,7 +254,7 @@ class PPOAligner(Aligner):
             value_source = inputs["model"]
             if scorer is not None and scorer.tokenizer.get_vocab() == tokenizer.get_vocab():
                 value_source = inputs["reward_model"]
-            value_model, _ = load_reward_model(resume / "value" if resume else value_source, context)
+            value_model, _ = load_reward_model(resume / "value" if resume else value_source, fp32)
             if not resume and value_source == inputs["model"]:
                 _zero_(value_model.score)
         hidden_size = policy.config.get_text_config().hidden_size
@@ -276,8 +281,9 @@ class PPOAligner(Aligner):
         for step in range(state["step"] + 1, cfg.max_steps + 1):
             torch.manual_seed(context.seed * 1_000_003 + step * 101 + rank)
             batch = self._batch_rows(rows, step, world, rank, context.seed)
-            rollout = self._rollout(accelerator, model, reference, tokenizer, batch, stop_ids, pad_id, kl_coef,
-                                    scorer, reward_functions, columns)
+            with accelerator.autocast():
+                rollout = self._rollout(accelerator, model, reference, tokenizer, batch, stop_ids, pad_id,
+                                        kl_coef, scorer, reward_functions, columns)
             stats = self._optimise(accelerator, model, optimizer, rollout, step)
             stats.update(rollout["stats"])
             stats = {k: accelerator.reduce(torch.tensor(v, device=device), "mean").item() for k, v in stats.items()}
