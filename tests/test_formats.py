@@ -115,7 +115,7 @@ def test_malformed_alpaca_record_names_file_and_index(shared_data, tmp_path):
     with pytest.raises(DataError) as info:
         load_conversations(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: record 17:") and "must be a string" in message and "\n" not in message
+    assert message == f"{path}: record 17: 'output' must be a string, got int"
 
 
 def test_malformed_sharegpt_role_names_file_and_index(shared_data, tmp_path):

@@ -34,9 +34,10 @@ PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 Messages = list[dict[str, str]]
 
 
-def _msg(role: str, content: Any, where: str) -> dict[str, str]:
+def _msg(role: str, content: Any, where: str, field: str = "") -> dict[str, str]:
     if not isinstance(content, str):
-        raise DataError(f"{where}: message content must be a string, got {type(content).__name__}")
+        what = f"'{field}'" if field else "message content"
+        raise DataError(f"{where}: {what} must be a string, got {type(content).__name__}")
     mapped = ROLE_ALIASES.get(str(role).lower())
     if mapped is None:
         raise DataError(f"{where}: unknown role '{role}'{close_match(role, ROLE_ALIASES)}; "
@@ -162,7 +163,7 @@ class AlpacaFormat(DataFormat):
             if not isinstance(record["input"], str):
                 raise DataError(f"{where}: 'input' must be a string, got {type(record['input']).__name__}")
             instruction = f"{instruction}\n\n{record['input']}"
-        messages += [_msg("user", instruction, where), _msg("assistant", record["output"], where)]
+        messages += [_msg("user", instruction, where), _msg("assistant", record["output"], where, "output")]
         return messages
 
 
