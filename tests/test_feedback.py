@@ -185,6 +185,18 @@ def test_terminal_mode_ranks_resumes_and_parses_ties(session):
     assert latest[2]["ranking"] == [[1, 2], [0]]
 
 
+def test_rank_command_resumes_a_session_in_the_terminal(session, monkeypatch, capsys):
+    import io
+
+    from lmforge.cli import main
+
+    session.record("zed", 0, [[0], [1], [2]])
+    monkeypatch.setattr("sys.stdin", io.StringIO("3 2 1\n"))  # prompt 0 is done: this ranks prompt 1
+    main(["rank", "--session", str(session.directory), "--annotator", "zed", "--terminal"])
+    assert "1/3 judged by zed" in capsys.readouterr().out
+    assert session.judgements()["zed"][1]["ranking"] == [[2], [1], [0]]
+
+
 def test_rank_export_command(session, capsys):
     from lmforge.cli import main
 

@@ -256,7 +256,8 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
                          "prompt_id": pid, "chosen_id": better, "rejected_id": worse,
                          "votes": count, "votes_against": against, "annotators": voters[(better, worse)]})
     if not rows:
-        raise DataError(f"{session.directory}: no preference pairs to export yet (rank some prompts first)")
+        raise DataError(f"{session.directory}: no preference pairs to export ({sum(map(len, rankings.values()))} "
+                        f"rankings; {identical} pairs of identical texts and {conflicts} split pairs dropped)")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
