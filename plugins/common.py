@@ -146,13 +146,18 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 
-def load_causal_lm(path: str | Path, context=None):
-    """A causal LM from a model dir, safetensors only, no remote code, in the hardware's dtype."""
+def load_causal_lm(path: str | Path, context=None, inference: bool = False):
+    """A causal LM from a model dir, safetensors only, no remote code.
+
+    Weights to be trained stay fp32 (the trainer's bf16/fp16 flag runs the maths in reduced precision
+    under autocast; small updates would round away in bf16 weights). ``inference=True`` loads in the
+    hardware's reduced precision to halve memory.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.float32
-    if context is not None:
+    if context is not None and inference:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(context.hardware.dtype_name(), torch.float32)
     return AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False,

@@ -60,7 +60,7 @@ class Perplexity(Evaluator):
         import torch
 
         cfg = self.config
-        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context).eval()
+        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
         texts = [t for batch in iter_texts(cfg.text, cfg.text_field) for t in batch][: cfg.max_documents]
         total_nll = total_tokens = total_bytes = 0.0
         with torch.no_grad():
@@ -102,7 +102,7 @@ class GSM8K(Evaluator):
         for index, record in enumerate(records):
             if "question" not in record or "answer" not in record:
                 raise ConfigError(f"evaluation.gsm8k.data: {self.config.data}: record {index} needs question/answer")
-        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context).eval()
+        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
         params = GenerateParams(do_sample=False, max_new_tokens=self.config.max_new_tokens,
                                 batch_size=self.config.batch_size, system_prompt=self.config.system_prompt)
         rows = sample(model, tokenizer, [[{"role": "user", "content": r["question"]}] for r in records], params)
@@ -163,7 +163,7 @@ class WinRate(Evaluator):
         params = GenerateParams(do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
         scores = []
         for model_dir in (artifact, baseline):
-            rows = sample(load_causal_lm(model_dir, context).eval(), load_tokenizer(model_dir), prompts, params)
+            rows = sample(load_causal_lm(model_dir, context, inference=True).eval(), load_tokenizer(model_dir), prompts, params)
             scores.append(score_with_reward_model(
                 cfg.reward_model, [r["prompt"] + [{"role": "assistant", "content": r["completion"]}] for r in rows]))
         outcome = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*scores)]
