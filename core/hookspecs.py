@@ -39,7 +39,11 @@ def lmforge_config_searchpath():
 
 @hookspec
 def lmforge_stage_start(stage_name, stage, inputs, context):
-    """Called before a stage runs (not called when a complete stage is skipped)."""
+    """Called before a stage runs (not called when a complete stage is skipped).
+
+    Under ``accelerate launch`` every process runs every stage; the artifact/stage-end/pipeline hooks fire
+    on the main process only, the others on all — check ``context.is_main_process`` before writing files.
+    """
 
 
 @hookspec

@@ -14,6 +14,7 @@ a kind, e.g. a second aligner stage) plus its parameters.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
                                              "params": params, "inputs": input_hashes, "seed": context.seed})
+    if not context.is_main_process:
+        return _run_stage_on_other_rank(stage_obj, checked, output_dir, context, fingerprint)
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -126,6 +129,33 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     pm.hook.lmforge_stage_end(stage_name=context.stage_name, stage=stage_obj, artifact=output_dir,
                               manifest=manifest, context=context)
     return output_dir, manifest
+
+
+def _run_stage_on_other_rank(stage_obj, inputs, output_dir: Path, context: RunContext, fingerprint: str,
+                             wait_seconds: float | None = None) -> tuple[Path, dict]:
+    """A non-main process of a distributed run: train alongside rank 0, write nothing shared.
+
+    Every process must run the stage (the training is collective), but only rank 0 writes the artifact,
+    its manifest and renames it into place. The others write into a private scratch directory, drop it,
+    and wait until rank 0's artifact with the same fingerprint is complete, so the next stage finds it.
+    """
+    scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=inputs, output_dir=scratch, context=context)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    wait_seconds = wait_seconds if wait_seconds is not None else float(os.environ.get("LMFORGE_RANK_WAIT", 1800))
+    deadline = time.time() + wait_seconds
+    while time.time() < deadline:
+        if artifacts.is_complete(output_dir):
+            manifest = artifacts.read_manifest(output_dir)
+            if manifest.get("fingerprint") == fingerprint:
+                return output_dir, manifest
+        time.sleep(0.5)
+    raise MissingArtifact(f"{context.stage_name}: rank {context.rank} waited {wait_seconds:.0f}s for rank 0 to "
+                          f"write {output_dir}")
 
 
 def _params_dict(stage_obj: Stage) -> dict[str, Any]:
@@ -172,10 +202,12 @@ def run(cfg) -> RunResult:
         planned[name] = (stage_obj, wiring)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json_atomic(run_dir / "config.json", cfg)
+    main = context_for(cfg, "pipeline", run_dir)
+    if main.is_main_process:
+        artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
     pm = plugin_manager()
-    pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=context_for(cfg, "pipeline", run_dir))
+    pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
     node_of = {name: dict(cfg[name]) for name in planned}
     for name, (stage_obj, wiring) in planned.items():
         inputs = {key: (result.artifacts[value[len(STAGE_REF):]]
@@ -202,6 +234,5 @@ def run(cfg) -> RunResult:
                                    extra_manifest={"plugin": node["plugin"], "origin": entry.origin})
         result.artifacts[name], result.manifests[name] = path, manifest
         result.ran.append(name)
-    pm.hook.lmforge_pipeline_end(run_dir=run_dir, manifests=result.manifests,
-                                 context=context_for(cfg, "pipeline", run_dir))
+    pm.hook.lmforge_pipeline_end(run_dir=run_dir, manifests=result.manifests, context=main)
     return result

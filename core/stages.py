@@ -92,7 +92,14 @@ class RunContext:
     config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config, for reference
     quiet: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)  # last value of each metric
+    rank: int = field(default_factory=lambda: int(os.environ.get("RANK", 0)))  # under `accelerate launch`
+    world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", 1)))
     _metrics_file: Path | None = None
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the one process (of ``accelerate launch``'s several) that writes artifacts and reports."""
+        return self.rank == 0
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Record metrics (kept in the manifest and metrics.jsonl) and pass them to lmforge_log_metrics."""

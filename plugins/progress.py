@@ -15,7 +15,7 @@ _started: dict[str, float] = {}
 
 
 def _say(context, message: str) -> None:
-    if not context.quiet:
+    if not context.quiet and context.is_main_process:
         print(f"lmforge: {message}", file=sys.stderr, flush=True)
 
 

@@ -136,7 +136,7 @@ def markdown_to_html(markdown: str, title: str) -> str:
 
 @hookimpl
 def lmforge_pipeline_end(run_dir, manifests, context):
-    if not (context.config.get("run") or {}).get("report", True) or not manifests:
+    if not context.is_main_process or not (context.config.get("run") or {}).get("report", True) or not manifests:
         return
     path = build_report(run_dir, manifests)
     if not context.quiet:

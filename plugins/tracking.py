@@ -88,7 +88,7 @@ _open: dict[str, list] = {}  # run dir -> live trackers
 
 
 def _trackers(context) -> list:
-    if context.run_dir is None:
+    if context.run_dir is None or not context.is_main_process:
         return []
     key = str(context.run_dir)
     if key not in _open:
