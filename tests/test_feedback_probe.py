@@ -112,3 +112,37 @@ def test_planted_boundary_is_found_and_probe_sft_pipeline_trains_on_it(planted, 
     finetuned = lmforge.artifacts.read_manifest(result.artifacts["finetuner"])
     assert finetuned["inputs"]["data"]["path"] == str((probe / "sft.jsonl").resolve())
     assert (result.artifacts["finetuner"] / "model.safetensors").is_file()
+
+
+def test_every_gsm8k_reference_parses(shared_data):
+    from lmforge.plugins.common import read_records
+
+    records = read_records(shared_data / "gsm8k_test.jsonl")
+    references = [extract_answer(r["answer"], "number") for r in records]
+    assert len(records) == 1319 and None not in references
+    assert references[0] == "18"  # "... #### 18"
+
+
+@pytest.mark.slow
+def test_finetuning_on_probe_data_teaches_the_model_to_say_it_is_not_sure(planted, tmp_path, tiny_context):
+    """The loop closed: after SFT on the probe's data, the model still answers what it knew and says it is
+    not sure where it was wrong or inconsistent (greedy decoding)."""
+    from lmforge.plugins.finetuners.sft import SFTFinetuner
+    from lmforge.plugins.samplers.hf_generate import HFGenerateSampler
+
+    model, qa = planted
+    probe, _ = lmforge.run_stage(SelfInterrogation(samples=16, max_new_tokens=12, temperature=1.0, seed=0),
+                                 {"model": model, "prompts": qa}, tmp_path / "probe", tiny_context)
+    tuned, _ = lmforge.run_stage(
+        SFTFinetuner(max_steps=120, batch_size=6, learning_rate=2e-3, lr_scheduler="constant", save_steps=0),
+        {"model": model, "data": probe / "sft.jsonl"}, tmp_path / "tuned", tiny_context)
+    prompts = tmp_path / "questions.txt"
+    prompts.write_text("".join(q + "\n" for q, _, _ in PLANTED))
+    sampled, _ = lmforge.run_stage(HFGenerateSampler(do_sample=False, max_new_tokens=24, system_prompt=None),
+                                   {"model": tuned, "prompts": prompts}, tmp_path / "answers", tiny_context)
+    rows = [json.loads(line) for line in (sampled / "completions.jsonl").read_text().splitlines()]
+    for row, (_, reference, plan) in zip(rows, PLANTED):
+        if plan == "known":
+            assert extract_answer(row["completion"], "number") == str(reference), row
+        else:
+            assert row["completion"].startswith("I'm not sure"), row
