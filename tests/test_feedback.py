@@ -210,3 +210,40 @@ def test_rank_export_command(session, capsys):
     with pytest.raises(SystemExit):
         main(["rank-export", "--session", str(session.directory / "nope")])
     assert "not a ranking session" in capsys.readouterr().err
+
+
+def _serve_in_subprocess(directory):
+    import re
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from lmforge.cli import main; main(sys.argv[1:])", "rank", "--session",
+         str(directory), "--port", "0", "--no-browser", "--annotator", "ada"],
+        stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        if found:
+            return process, found.group(1)
+    process.kill()
+    raise AssertionError("lmforge rank did not print its address")
+
+
+def test_judgements_survive_killing_the_server(session):
+    import signal
+
+    process, base = _serve_in_subprocess(session.directory)
+    try:
+        status, _ = _request(base + "api/judge", {"annotator": "ada", "prompt_id": 0, "ranking": [[2], [1], [0]]})
+        assert status == 200
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process, base = _serve_in_subprocess(session.directory)  # reopened: resumes
+    try:
+        state = json.loads(_request(base + "api/state?annotator=ada")[1])
+        assert list(state["judgements"]) == ["0"] and state["judgements"]["0"]["ranking"] == [[2], [1], [0]]
+        assert state["default_annotator"] == "ada"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
