@@ -314,6 +314,9 @@ def open_or_create(args) -> RankSession:
         if args.model_dir and Path(args.model_dir).resolve() != Path(meta["model"]):
             raise ConfigError(f"--session {session_dir}: holds candidates of {meta['model']}, not "
                               f"{args.model_dir}; pick another --session directory")
+        if args.prompts and Path(args.prompts).resolve() != Path(meta["prompts"]):
+            raise ConfigError(f"--session {session_dir}: holds prompts from {meta['prompts']}, not "
+                              f"{args.prompts}; pick another --session directory")
         print(f"lmforge rank: resuming {session_dir} ({len(session.prompts)} prompts)", file=sys.stderr)
         return session
     if not args.model_dir or not args.prompts:
