@@ -19,9 +19,11 @@ that run the steps on a distributed engine (see ``engines.py``).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import accumulate
 
 from lmforge import CleaningStep, Drop
 
@@ -44,8 +46,14 @@ def simplify_text(text: str) -> str:
     text = _NUMBER.sub("0", text.lower()).translate(_PUNCTUATION_TO_SPACE)
     text = _SPACES.sub(" ", text.strip())
     if not text.isascii():
-        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+        text = unicodedata.normalize("NFD", text).translate(_combining_marks())
     return text.strip()
+
+
+@functools.cache
+def _combining_marks() -> dict[int, None]:
+    """str.translate table deleting every combining mark (category Mn): one C pass over the text."""
+    return dict.fromkeys(c for c in range(0x110000) if unicodedata.category(chr(c)) == "Mn")
 
 
 @dataclass
@@ -94,11 +102,25 @@ class MinHashDedup(CleaningStep):
         n = self.config.n_grams
         if len(words) < n:
             return None
+        # each shingle is the n words joined by spaces (as datatrove hashes it): slice it out of the
+        # encoded text instead of joining lists, then hash the bytes
+        encoded = " ".join(words).encode()
+        lengths = map(len, words) if len(encoded) == sum(map(len, words)) + len(words) - 1 else (
+            len(w.encode()) for w in words)
+        starts = np.fromiter(accumulate((length + 1 for length in lengths), initial=0), dtype=np.int64,
+                             count=len(words) + 1)
+        count = len(words) - n + 1
+        view = memoryview(encoded)
         hash64 = xxhash.xxh64_intdigest
-        shingles = np.fromiter((hash64(" ".join(words[i:i + n]).encode()) for i in range(len(words) - n + 1)),
-                               dtype=np.uint64, count=len(words) - n + 1).reshape(-1, 1)
+        shingles = np.fromiter((hash64(view[a:b]) for a, b in zip(starts[:count].tolist(),
+                                                                  (starts[n:] - 1).tolist())),
+                               dtype=np.uint64, count=count).reshape(-1, 1)
         with np.errstate(over="ignore"):  # uint64 wrap-around is part of datatrove's hash
-            minima = ((shingles * self._a + self._b) % np.uint64(MERSENNE_PRIME)).min(axis=0)
+            mixed = shingles * self._a + self._b
+        # x mod (2^61 - 1) without a 64-bit division: fold the top 3 bits onto the low 61, subtract once
+        folded = (mixed & np.uint64(MERSENNE_PRIME)) + (mixed >> np.uint64(61))
+        folded[folded >= np.uint64(MERSENNE_PRIME)] -= np.uint64(MERSENNE_PRIME)
+        minima = folded.min(axis=0)
         bands = minima.reshape(self.config.num_buckets, self.config.hashes_per_bucket)
         hash128 = xxhash.xxh3_128_intdigest
         band_hashes = tuple(hash128(band.tobytes(), seed=index) for index, band in enumerate(bands))

@@ -25,12 +25,16 @@ from .punctuation import PUNCTUATION_SET, TERMINAL_PUNCTUATION
 
 WORD_PATTERN = re.compile(
     r"https?://\S+|www\.\S+"  # URLs stay one token
-    r"|\w+(?=n['’]t\b)|n['’]t\b|['’](?:s|re|ve|ll|d|m)\b|can(?=not\b)"  # do|n't, it|'s, can|not
+    r"|\w+(?=n['’]t\b)|n['’]t\b|can(?=not\b)"  # do|n't, can|not
+    r"|(?:i|you|he|she|it|we|they|who|what|there|that)(?=['’](?:d|ll|re|ve|m)\b)"  # I|'d, they|'re
     r"|(?:[A-Za-z]\.){2,}"  # U.S., e.g.
-    r"|\d+(?:[.,:]\d+)+|\w+|\.\.\.+|[^\w\s]",
+    r"|\d+(?:[.,:]\d+)+"  # 1,000  3.5  10:30
+    r"|\w+(?:-(?=\d)\w+)*(?:['’](?!s\b)\w+)*"  # IL-3, call'd, o'er (but to|-|morrow, John|'s)
+    r"|['’](?:s|d|ll|re|ve|m)\b|\.\.\.+|(?<!\S)-{2,}(?!\S)|[^\w\s]",
     re.IGNORECASE,
 )
 SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s+\S)")
+_DELETE_PUNCTUATION = dict.fromkeys(map(ord, PUNCTUATION_SET))
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
@@ -89,7 +93,7 @@ class GopherQuality(CleaningStep):
         words = split_words(text)
         if not words:
             return Drop("gopher_short_doc")
-        content_words = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+        content_words = [w for w in words if w.translate(_DELETE_PUNCTUATION)]  # not only punctuation
         if cfg.min_doc_words and len(content_words) < cfg.min_doc_words:
             return Drop("gopher_short_doc")
         if cfg.max_doc_words and len(content_words) > cfg.max_doc_words:
@@ -111,7 +115,7 @@ class GopherQuality(CleaningStep):
         ellipsis_lines = sum(line.rstrip().endswith(("...", "…")) for line in lines)
         if cfg.max_ellipsis_lines_ratio and ellipsis_lines / len(lines) > cfg.max_ellipsis_lines_ratio:
             return Drop("gopher_too_many_end_ellipsis")
-        alpha_words = sum(1 for w in words if any(c.isalpha() for c in w))
+        alpha_words = sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w)))
         if cfg.max_non_alpha_words_ratio and alpha_words / n_words < cfg.max_non_alpha_words_ratio:
             return Drop("gopher_below_alpha_threshold")
         if cfg.min_stop_words and len(set(cfg.stop_words).intersection(words)) < cfg.min_stop_words:
