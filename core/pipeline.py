@@ -1,7 +1,7 @@
 """The pipeline runner: the configured stages in order, each skipped when already complete.
 
-``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path or
-``stage:<name>``, the artifact of an earlier stage of the same run::
+``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path,
+``stage:<name>`` (the artifact of an earlier stage of the same run) or ``stage:<name>/<file>`` (a file in it)::
 
     pipeline:
       stages:
@@ -175,6 +175,14 @@ def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
     stamp.write_text(fingerprint)
 
 
+def _resolve_input(value, done: dict[str, Path]):
+    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else a path."""
+    if not (isinstance(value, str) and value.startswith(STAGE_REF)):
+        return value
+    name, _, inside = value[len(STAGE_REF):].partition("/")
+    return done[name] / inside if inside else done[name]
+
+
 def run(cfg) -> RunResult:
     """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
     cfg = _plain(cfg)
@@ -191,7 +199,7 @@ def run(cfg) -> RunResult:
         wiring = dict(wiring or {})
         for key, value in wiring.items():
             if isinstance(value, str) and value.startswith(STAGE_REF):
-                ref = value[len(STAGE_REF):]
+                ref = value[len(STAGE_REF):].split("/", 1)[0]
                 if ref not in planned:
                     raise ConfigError(f"pipeline.stages.{name}.{key}: '{value}' is not an earlier stage of this "
                                       f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
@@ -210,9 +218,7 @@ def run(cfg) -> RunResult:
     pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
     node_of = {name: dict(cfg[name]) for name in planned}
     for name, (stage_obj, wiring) in planned.items():
-        inputs = {key: (result.artifacts[value[len(STAGE_REF):]]
-                        if isinstance(value, str) and value.startswith(STAGE_REF) else value)
-                  for key, value in wiring.items()}
+        inputs = {key: _resolve_input(value, result.artifacts) for key, value in wiring.items()}
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
