@@ -84,10 +84,23 @@ def test_char_tokenizer_loads_with_autotokenizer_and_round_trips(char_dir, corpu
     assert len(ids) == len(sample) and tok.decode(ids) == sample
     assert tok.convert_ids_to_tokens(tok("~", add_special_tokens=False)["input_ids"]) == ["<|unk|>"]
     assert tok.eos_token == "<|eos|>" and "<|assistant|>" in tok.all_special_tokens
-    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert chat == "<|bos|><|user|>\nhi<|end|>\n<|assistant|>\n"
     end = tok("<|end|>", add_special_tokens=False)["input_ids"]
     assert len(end) == 1  # special tokens stay whole, not split into characters
+
+
+def test_char_tokenizer_chats_like_the_bpe_tokenizer(char_dir, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    char, bpe = AutoTokenizer.from_pretrained(str(char_dir)), AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "say <|end|> now"},
+            {"role": "assistant", "content": "Hi."}]
+    rendered = char.apply_chat_template(chat, tokenize=False)
+    assert rendered == bpe.apply_chat_template(chat, tokenize=False)
+    out = char.apply_chat_template(chat, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert char.decode([i for i, m in zip(ids, mask) if m]) == "Hi.<|end|>"
+    end_id = char.convert_tokens_to_ids("<|end|>")
+    assert ids.count(end_id) == 3  # the user's typed "<|end|>" stays text, not an end-of-turn
 
 
 def test_token_cache_is_keyed_by_tokenizer_and_data(char_dir, corpus, tiny_tokenizer_dir, tmp_path):

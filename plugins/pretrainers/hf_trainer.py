@@ -138,7 +138,8 @@ class HFTrainerPretrainer(Pretrainer):
             gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
             adam_epsilon=cfg.adam_eps, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 0.0,
-            per_device_eval_batch_size=eval_size, eval_strategy="steps" if evaluation is not None else "no",
+            per_device_eval_batch_size=eval_size,
+            eval_strategy="steps" if evaluation is not None and cfg.eval_steps > 0 else "no",
             eval_steps=max(cfg.eval_steps, 1), remove_unused_columns=False,
         )
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,

@@ -24,6 +24,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from lmforge import LmforgeError, Pretrainer
+from lmforge.errors import ConfigError
 
 from ..common import load_tokenizer
 from .shared import (
@@ -69,6 +70,9 @@ class LeanPretrainer(Pretrainer):
         precision = hardware.dtype_name()
         accelerator = Accelerator(cpu=not hardware.use_cuda(),
                                   mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision, "no"))
+        if accelerator.state.deepspeed_plugin is not None:
+            raise ConfigError("pretrainer=lean drives DDP and FSDP; DeepSpeed owns its own step and accumulation, "
+                              "so launch DeepSpeed with pretrainer=hf_trainer")
         main = accelerator.is_main_process
         world, rank = accelerator.num_processes, accelerator.process_index
         accelerator.wait_for_everyone()  # under launch.py the main process prepared the work dir first

@@ -5,9 +5,10 @@ vocabulary of a few dozen symbols, where every token is readable and bits per by
 ASCII text. It is an HF ``tokenizers`` WordLevel model over single characters, so the output directory
 loads with plain ``AutoTokenizer.from_pretrained`` and no lmforge import.
 
-Special tokens and the chat template follow the byte-level BPE plugin (``<|bos|>``, ``<|eos|>``, ``<|pad|>``,
-``<|unk|>``, ``<|system|>`` / ``<|user|>`` / ``<|assistant|>`` / ``<|end|>``); a character not seen in
-training becomes ``<|unk|>``.
+Special tokens, the chat template and its escaping of special-token look-alikes in message content are
+those of the subword plugins (``subword.py``: ``<|bos|>``, ``<|eos|>``, ``<|pad|>``, ``<|unk|>``,
+``<|system|>`` / ``<|user|>`` / ``<|assistant|>`` / ``<|end|>``), so a char model fine-tunes and chats
+like a BPE one; a character not seen in training becomes ``<|unk|>``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge import Tokenizer
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 
 from ..common import iter_texts
-from .bpe import CHAT_TEMPLATE
+from .subword import ESCAPE, chat_template, escape_chars
 
 
 @dataclass
@@ -36,6 +37,8 @@ class CharConfig:
     chat_tokens: list[str] = field(default_factory=lambda: ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])
     extra_special_tokens: list[str] = field(default_factory=list)
     text_field: str = "text"
+    system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
+    escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
 
 class CharTokenizer(Tokenizer):
@@ -44,13 +47,19 @@ class CharTokenizer(Tokenizer):
     config_class = CharConfig
 
     def run(self, inputs, output_dir, context):
-        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
         from transformers import PreTrainedTokenizerFast
 
         cfg = self.config
+        if len(cfg.chat_tokens) != 4:
+            raise ConfigError(f"tokenizer.chat_tokens: expected 4 tokens (system, user, assistant, end-of-turn), "
+                              f"got {len(cfg.chat_tokens)}")
         specials = [cfg.pad_token, cfg.bos_token, cfg.eos_token, cfg.unk_token, *cfg.chat_tokens,
                     *cfg.extra_special_tokens]
+        short = next((t for t in specials if len(t) < 2 or ESCAPE in t), None)
+        if short is not None:
+            raise ConfigError(f"tokenizer: special token {short!r} must have 2+ characters and no U+FDD0")
         started = time.time()
         counts: Counter[str] = Counter()
         seen_bytes = 0
@@ -58,7 +67,7 @@ class CharTokenizer(Tokenizer):
             for text in batch:
                 counts.update(text)
                 seen_bytes += len(text.encode("utf-8"))
-        chars = sorted(c for c, n in counts.items() if n >= cfg.min_frequency)
+        chars = sorted(c for c, n in counts.items() if n >= cfg.min_frequency and c != ESCAPE)
         if not chars:
             raise DataError(f"{inputs['text']}: no characters seen at least {cfg.min_frequency} times "
                             "(tokenizer.min_frequency)")
@@ -66,6 +75,9 @@ class CharTokenizer(Tokenizer):
         for char in chars:
             vocab.setdefault(char, len(vocab))
         tokenizer = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=cfg.unk_token))
+        # the chat template's escape mark (U+FDD0 after a special token's first character) is dropped again here
+        firsts = "".join(f"\\x{{{ord(c):X}}}" for c in escape_chars(specials))
+        tokenizer.normalizer = normalizers.Replace(Regex(f"(?<=[{firsts}])\\x{{{ord(ESCAPE):X}}}"), "")
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tokenizer.decoder = decoders.Fuse()
         hf = PreTrainedTokenizerFast(
@@ -74,7 +86,8 @@ class CharTokenizer(Tokenizer):
             additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
             model_max_length=cfg.max_length,
         )
-        hf.chat_template = CHAT_TEMPLATE
+        hf.chat_template = chat_template(cfg.chat_tokens, escape_chars(specials) if cfg.escape_special_tokens else "",
+                                         cfg.system_prompt)
         hf.save_pretrained(str(output_dir))
         seconds = time.time() - started
         stats = {"vocab_size": len(hf), "characters": len(chars), "train_bytes": seen_bytes,

@@ -1,0 +1,175 @@
+"""Step time of lmforge's pretrainers against a plain PyTorch loop: same model, batch, optimizer, data.
+
+    python benchmarks/bench_pretrainer.py [--rounds 3] [--steps 20] [--threads 1] [--model nanogpt_char]
+
+Setup: Tiny Shakespeare with the character tokenizer, nanoGPT's CPU reference (batch 12, block 64,
+AdamW lr 1e-3 beta2 0.99, clip 1.0) on the ``model`` preset (default ``nanogpt_char``: a 0.8M Llama).
+Each round runs, one after another in this process: the plain loop, ``pretrainer=lean`` and
+``pretrainer=hf_trainer``, each for 2 x ``--steps`` steps; only the second half is timed (steady state,
+no evaluation, no checkpoints). The plain loop is what a user would write by hand: random windows as
+nanoGPT's ``get_batch``, forward, cross-entropy, backward, clip, AdamW step. Each run reports wall-clock
+and process CPU ms/step (torch on one thread by default): on a shared machine wall time swings with
+other people's jobs while CPU time counts only this process's work, so the CPU ratio is the robust one.
+Medians over rounds; the ratio is lmforge's ms/step over the plain loop's (goal <= 1.03). Compare only
+numbers printed side by side by one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lmforge import hookimpl  # lmforge itself imports no torch
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def load_model_preset(name: str) -> dict:
+    import lmforge.conf
+    import yaml
+
+    return yaml.safe_load((Path(lmforge.conf.__file__).parent / "model" / f"{name}.yaml").read_text())
+
+
+class StepClock:
+    """An lmforge hook that notes wall and CPU time when a stage logs step metrics (its timing windows)."""
+
+    def __init__(self):
+        self.marks: dict[int, tuple[float, float]] = {}
+
+    @staticmethod
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    @hookimpl
+    def lmforge_log_metrics(self, stage_name, step, metrics, context):
+        if step is not None and "loss" in metrics and step not in self.marks:
+            self.marks[step] = self.now()
+
+
+def plain_loop(tokens, model_cfg: dict, tokenizer, steps: int, batch: int, block: int, seed: int):
+    """(wall, CPU) ms/step of a hand-written nanoGPT-style loop over the same transformers model (2nd half)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from lmforge.plugins.pretrainers.shared import build_model_config
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = build_model_config(model_cfg, tokenizer)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
+    data = np.asarray(tokens)
+    model.train()
+    started = None
+    for step in range(2 * steps):
+        if step == steps:  # CPU tensors: every step has finished when Python gets here
+            started = StepClock.now()
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * min(1.0, (step + 1) / 101)
+        ix = torch.randint(len(data) - block - 1, (batch,)).numpy()
+        window = torch.from_numpy(np.stack([data[i:i + block + 1] for i in ix]).astype(np.int64))
+        logits = model(input_ids=window[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, config.vocab_size), window[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    float(loss.detach())
+    ended = StepClock.now()
+    return tuple(1000 * (e - s) / steps for e, s in zip(ended, started))
+
+
+def lmforge_stage(plugin: str, text: Path, tokenizer_dir: Path, model_cfg: dict, steps: int, batch: int,
+                  block: int, work: Path, cache: str):
+    """(wall, CPU) ms/step of an lmforge pretrainer stage between its step-``steps`` and final log lines."""
+    import lmforge
+
+    stage_cls = lmforge.registry().get("pretrainer", plugin)
+    stage = stage_cls(max_steps=2 * steps, batch_size=batch, block_size=block, stride=1, val_fraction=0.1,
+                      learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, adam_beta2=0.99, grad_clip=1.0,
+                      eval_steps=0, eval_batches=1, save_steps=0, logging_steps=steps, cache_dir=cache)
+    context = lmforge.RunContext(stage_name="pretrainer", quiet=True, model=dict(model_cfg), work_dir=work / "work",
+                                 hardware=lmforge.Hardware(device="cpu", precision="fp32"))
+    out = work / f"{plugin}-{time.time_ns()}"
+    clock = StepClock()
+    lmforge.register_plugin(clock)
+    try:
+        lmforge.run_stage(stage, {"text": text, "tokenizer": tokenizer_dir}, out, context)
+    finally:
+        lmforge.unregister_plugin(clock)
+    (wall_a, cpu_a), (wall_b, cpu_b) = clock.marks[steps], clock.marks[2 * steps]
+    return 1000 * (wall_b - wall_a) / steps, 1000 * (cpu_b - cpu_a) / steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run (after as many warm-up steps)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="nanogpt_char", help="a conf/model preset")
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--block", type=int, default=64)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--skip-hf", action="store_true", help="leave the HF Trainer plugin out")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import lmforge
+    from lmforge.plugins.pretrainers.shared import split_tokens, tokenized_corpus
+    from lmforge.plugins.tokenizers.char import CharTokenizer
+    from transformers import AutoTokenizer
+
+    if not args.data.is_file():
+        print(f"data not found: {args.data} (pass --data)", file=sys.stderr)
+        return 2
+    model_cfg = load_model_preset(args.model)
+    work = Path(tempfile.mkdtemp(prefix="bench-pretrainer-"))
+    cache = str(work / "cache")
+    tokenizer_dir = work / "tokenizer"
+    lmforge.run_stage(CharTokenizer(), {"text": args.data}, tokenizer_dir, lmforge.RunContext(quiet=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokens, _ = tokenized_corpus(args.data, tokenizer_dir, tokenizer, "text", cache)
+    train, _ = split_tokens(tokens, 0.1)
+
+    variants = ["plain", "lean"] + ([] if args.skip_hf else ["hf_trainer"])
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    for round_index in range(args.rounds):
+        for variant in variants:
+            if variant == "plain":
+                ms = plain_loop(train, model_cfg, tokenizer, args.steps, args.batch, args.block, seed=round_index)
+            else:
+                ms = lmforge_stage(variant, args.data, tokenizer_dir, model_cfg, args.steps, args.batch, args.block,
+                                   work, cache)
+            times[variant].append(ms)
+            print(f"round {round_index + 1}: {variant:<10} wall {ms[0]:7.1f}  cpu {ms[1]:7.1f} ms/step", flush=True)
+
+    tokens_per_step = args.batch * args.block
+    medians = {v: [statistics.median(t[i] for t in times[v]) for i in (0, 1)] for v in variants}
+    base_wall, base_cpu = medians["plain"]
+    print(f"\nmodel={args.model} batch={args.batch} block={args.block} threads={args.threads} "
+          f"rounds={args.rounds} timed steps/run={args.steps} (medians; machine may be shared)")
+    print(f"{'loop':<12}{'wall ms/step':>14}{'tokens/s':>10}{'ratio':>8}{'cpu ms/step':>14}{'tokens/cpu-s':>14}"
+          f"{'cpu ratio':>11}")
+    for variant in variants:
+        wall, cpu = medians[variant]
+        print(f"{variant:<12}{wall:>14.1f}{1000 * tokens_per_step / wall:>10,.0f}{wall / base_wall:>8.3f}"
+              f"{cpu:>14.1f}{1000 * tokens_per_step / cpu:>14,.0f}{cpu / base_cpu:>11.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
