@@ -28,6 +28,9 @@ WORD_PATTERN = re.compile(
     r"|\w+(?=n['’]t\b)|n['’]t\b|can(?=not\b)"  # do|n't, can|not
     r"|(?:i|you|he|she|it|we|they|who|what|there|that)(?=['’](?:d|ll|re|ve|m)\b)"  # I|'d, they|'re
     r"|(?:[A-Za-z]\.){2,}"  # U.S., e.g.
+    r"|\b(?:[A-Za-z]|mr|mrs|ms|dr|st|jr|sr|vs|inc|ltd|co|corp|mt|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct"
+    r"|nov|dec)\.(?=\s)"  # abbreviations spaCy keeps whole: A. Mr. Dr. Inc.
+    r"|\w+(?:\.(?=(?-i:[a-z]))\w+)+"  # example.com, index.html
     r"|\d+(?:[.,:]\d+)+"  # 1,000  3.5  10:30
     r"|\w+(?:-(?=\d)\w+)*(?:['’](?!s\b)\w+)*"  # IL-3, call'd, o'er (but to|-|morrow, John|'s)
     r"|['’](?:s|d|ll|re|ve|m)\b|\.\.\.+|(?<!\S)-{2,}(?!\S)|[^\w\s]",
