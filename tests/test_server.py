@@ -152,6 +152,32 @@ def test_twenty_concurrent_requests_get_their_own_answers(served, client):
     assert max(served.model_server.worker.batch_sizes) > 1  # they were decoded in shared batches
 
 
+def test_a_client_that_disconnects_stops_its_generation(served, client):
+    import time
+
+    worker = served.model_server.worker
+    messages = [{"role": "user", "content": "Go on and on"}]
+    before = len(worker.batch_tokens)
+    whole = client.chat.completions.create(model="forge-tiny", messages=messages, max_tokens=200, temperature=0)
+    assert whole.usage.completion_tokens == 200  # left alone, this answer runs to its limit
+    deadline = time.time() + 30
+    while len(worker.batch_tokens) == before and time.time() < deadline:  # its batch's stats land just after
+        time.sleep(0.05)
+    finished_batches, dropped = len(worker.batch_tokens), worker.dropped
+    body = json.dumps({"messages": messages, "max_tokens": 200, "temperature": 0, "stream": True}).encode()
+    request = urllib.request.Request(served.url + "/chat/completions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    response = urllib.request.urlopen(request, timeout=30)
+    assert response.readline().startswith(b"data: ")  # the stream has begun
+    response.close()
+    deadline = time.time() + 30
+    while len(worker.batch_tokens) == finished_batches and worker.dropped == dropped and time.time() < deadline:
+        time.sleep(0.05)
+    # dropped before it started, or stopped well before its 200 tokens
+    assert worker.dropped == dropped + 1 or worker.batch_tokens[finished_batches] < 200
+    assert ask(client, QUESTIONS[0])  # and the server carries on
+
+
 def post(url, body: bytes | str, key=API_KEY, method="POST"):
     request = urllib.request.Request(url, data=body.encode() if isinstance(body, str) else body, method=method,
                                      headers={"Content-Type": "application/json",
