@@ -145,10 +145,13 @@ class HFTrainerPretrainer(Pretrainer):
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                           data_collator=collate_windows, processing_class=tokenizer,
                           callbacks=[SpeedAndSafety(), metrics_callback(context)])
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
+        resume_from = latest_checkpoint(args.output_dir)
+        trainer.train(resume_from_checkpoint=resume_from)
         summary = {"train_windows": len(train), "val_windows": len(evaluation or []),
                    "train_tokens": len(train_tokens), "val_tokens": len(val_tokens),
-                   "bytes_per_token": bytes_per_token, "steps": trainer.state.global_step}
+                   "bytes_per_token": bytes_per_token, "steps": trainer.state.global_step,
+                   "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else 0,
+                   "world_size": args.world_size}
         if evaluation is not None:
             val_loss = trainer.evaluate()["eval_loss"]
             summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),

@@ -151,9 +151,15 @@ def decay_groups(model, weight_decay: float):
 
 
 def flops_per_token(model, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x parameters + attention (12 x layers x width x seq_len), as PaLM/nanoGPT."""
+    """Training FLOPs per token: 6 x parameters + attention (12 x layers x width x seq_len), as PaLM/nanoGPT.
+
+    An untied input embedding is a lookup, not a matmul, so its parameters are left out (the output head's count).
+    """
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is not None and head.weight is not embedding.weight:
+        n_params -= embedding.weight.numel()
     layers = getattr(config, "num_hidden_layers", 0) or 0
     width = getattr(config, "hidden_size", 0) or 0
     return 6.0 * n_params + 12.0 * layers * width * seq_len
