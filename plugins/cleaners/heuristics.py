@@ -31,9 +31,10 @@ WORD_PATTERN = re.compile(
     r"|\b(?:[A-Za-z]|mr|mrs|ms|dr|st|jr|sr|vs|inc|ltd|co|corp|mt|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct"
     r"|nov|dec)\.(?=\s)"  # abbreviations spaCy keeps whole: A. Mr. Dr. Inc.
     r"|\w+(?:\.(?=(?-i:[a-z]))\w+)+"  # example.com, index.html
-    r"|\d+(?:[.,:]\d+)+"  # 1,000  3.5  10:30
-    r"|\w+(?:-(?=\d)\w+)*(?:['’](?!s\b)\w+)*"  # IL-3, call'd, o'er (but to|-|morrow, John|'s)
-    r"|['’](?:s|d|ll|re|ve|m)\b|\.\.\.+|(?<!\S)-{2,}(?!\S)|[^\w\s]",
+    r"|\d+(?:[.,:/]\d+)+"  # 1,000  3.5  10:30  84/100
+    r"|\w+(?:(?<=[^\W\d_])-(?=\d)\w+)*(?:['’](?!s\b)\w+)*"  # IL-3 call'd o'er; not to|-|morrow 11|-|12
+    r"(?:[,;:!?.]?-{2,}(?!\S))?"  # a trailing dash stays attached, as spaCy does: "thus--", "you,--"
+    r"|['’](?:s|d|ll|re|ve|m)\b|\.\.\.+|-{2,}(?!\S)|[^\w\s]",
     re.IGNORECASE,
 )
 SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s+\S)")
