@@ -104,48 +104,26 @@ class RewardModelScorer:
     """A reward model dir (sequence classification, one label) as a reward function.
 
     The prompt (``prompt_messages`` when given, else the prompt text as one user turn) and the completion
-    are rendered with the reward model's own chat template, so a reward model and a policy may use
-    different tokenizers.
+    are scored by :class:`~lmforge.plugins.aligners.reward_model.RewardScorer`, rendered with the reward
+    model's own chat template, so a reward model and a policy may use different tokenizers.
     """
 
     __name__ = "reward_model"
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 512, device: str | None = None):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from .reward_model import RewardScorer
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise ConfigError(f"reward_model: {path} is not a model directory (no config.json)")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), num_labels=1, use_safetensors=True, trust_remote_code=False)
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def _text(self, prompt: str, completion: str, messages) -> str:
-        conversation = list(messages or [{"role": "user", "content": prompt}])
-        conversation.append({"role": "assistant", "content": completion})
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(conversation, tokenize=False)
-        return prompt + completion
+        self.scorer = RewardScorer.from_dir(path, max_length=max_length, batch_size=batch_size)
+        self.scorer.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def __call__(self, completions: list[str], prompts: list[str], prompt_messages=None, **columns) -> list[float]:
-        import torch
-
-        messages = prompt_messages or [None] * len(completions)
-        texts = [self._text(p, c, m) for p, c, m in zip(prompts, completions, messages)]
-        scores: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                       truncation=True, max_length=self.max_length, add_special_tokens=False)
-                logits = self.model(**batch.to(self.device)).logits[:, 0]
-                scores.extend(logits.float().cpu().tolist())
-        return scores
+        messages = prompt_messages or [[{"role": "user", "content": p}] for p in prompts]
+        return self.scorer.score([list(m) for m in messages], list(completions))
 
 
 def parse_rewards(spec, where: str = "aligner") -> dict[str, float]:

@@ -187,33 +187,13 @@ def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = Fa
 
 def score_with_reward_model(reward_model_dir, conversations: list[list[dict]], batch_size: int = 16,
                             device=None) -> list[float]:
-    """The scalar reward of each whole conversation (prompt + assistant answer) under a reward model dir."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
+    """The scalar reward of each whole conversation (prompt + final assistant answer) under a reward model dir."""
+    from ..aligners.reward_model import RewardScorer
 
-    tokenizer = load_tokenizer(reward_model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(reward_model_dir), use_safetensors=True, trust_remote_code=False).eval()
-    if model.config.num_labels != 1:
-        raise ConfigError(f"reward_model: {reward_model_dir} has {model.config.num_labels} outputs; a reward "
-                          "model is a sequence classifier with num_labels=1")
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-            else tokenizer.eos_token_id
+    scorer = RewardScorer.from_dir(reward_model_dir, batch_size=batch_size)
     if device is not None:
-        model = model.to(device)
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    texts = [tokenizer.apply_chat_template(c, tokenize=False) if templated
-             else "\n\n".join(m["content"] for m in c) for c in conversations]
-    scores: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt",
-                          add_special_tokens=not templated, truncation=True,
-                          max_length=getattr(model.config, "max_position_embeddings", None))
-        with torch.no_grad():
-            logits = model(**batch.to(model.device)).logits
-        scores.extend(logits[:, 0].float().tolist())
-    return scores
+        scorer.model.to(device)
+    return scorer.score([c[:-1] for c in conversations], [c[-1:] for c in conversations])
 
 
 def rerank_best_of(rows: list[dict], reward_model_dir, keep: int, batch_size: int, device=None) -> list[dict]:
