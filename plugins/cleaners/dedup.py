@@ -85,6 +85,7 @@ class MinHashDedup(CleaningStep):
         size = (1, cfg.num_buckets * cfg.hashes_per_bucket)
         self._a = generator.randint(1, MERSENNE_PRIME, dtype=np.uint64, size=size)
         self._b = generator.randint(0, MERSENNE_PRIME, dtype=np.uint64, size=size)
+        _combining_marks()  # built once here, so forked workers inherit it
         self.reset()
 
     def reset(self) -> None:
