@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmforge.errors import DataError
 
@@ -175,3 +176,13 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+def write_dataset_card(output_dir: str | Path, title: str, pattern: str = "*.parquet") -> None:
+    """A README.md whose metadata tells vanilla ``datasets.load_dataset(output_dir)`` which files are data.
+
+    Without it, the manifest and reports beside the parquet shards would be read as data files too.
+    """
+    card = ("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            f"    path: \"{pattern}\"\n---\n# {title}\n\nWritten by lmforge; see manifest.json for how.\n")
+    (Path(output_dir) / "README.md").write_text(card)

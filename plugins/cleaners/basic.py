@@ -24,7 +24,7 @@ from typing import Any
 from lmforge import Cleaner, CleaningStep, Drop, registry
 from lmforge.errors import ConfigError, DataError
 
-from ..common import iter_texts
+from ..common import iter_texts, write_dataset_card
 
 
 @dataclass
@@ -178,6 +178,7 @@ class BasicCleaner(Cleaner):
             "removed": dict(removed), "examples": dict(examples),
         }
         (data_dir / "report.json").write_text(json.dumps(report, indent=2))
+        write_dataset_card(output_dir, "Cleaned text")
         context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
                              "chars_out": report["chars_out"]})
         return output_dir

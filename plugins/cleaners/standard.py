@@ -32,6 +32,7 @@ from typing import Any
 from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
 
+from ..common import write_dataset_card
 from .basic import build_steps
 from .readers import BadRecord, iter_records
 
@@ -153,6 +154,7 @@ class StandardCleaner(Cleaner):
         elapsed = time.perf_counter() - started
         report = stats.report(elapsed, workers, writer.files)
         (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_dataset_card(output_dir, "Cleaned text")
         context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
                              "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
         return output_dir
