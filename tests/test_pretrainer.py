@@ -303,7 +303,6 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(plugin, corpu
     assert_same_weights(tmp_path / "killed", tmp_path / "straight", atol=1e-6)
 
 
-@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_global_batch(corpus, tmp_path):
     common = ["pipeline=shakespeare_char", "tokenizer=char", "pretrainer=lean", f"data.shakespeare={corpus}",
               f"run.root={tmp_path}", "run.quiet=true", "hardware=cpu", f"pretrainer.cache_dir={tmp_path / 'cache'}",
