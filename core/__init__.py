@@ -15,7 +15,7 @@ from .artifacts import is_complete, read_manifest
 from .config import STAGE_KINDS, build_params, compose, sample_data_path
 from .errors import ConfigError, DataError, LmforgeError, MissingArtifact, PluginNotFound
 from .hookspecs import hookimpl, hookspec
-from .pipeline import RunResult, run, run_stage, stage
+from .pipeline import RunResult, resolve_config, run, run_stage, stage
 from .registry import plugin_manager, register_plugin, registry, unregister_plugin
 from .stages import (
     Aligner,
@@ -34,9 +34,37 @@ from .stages import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Aligner", "Cleaner", "CleaningStep", "ConfigError", "DataError", "Drop", "Finetuner", "Hardware",
-    "LmforgeError", "MissingArtifact", "PluginNotFound", "Pretrainer", "RunContext", "RunResult", "STAGE_KINDS",
-    "Sampler", "Stage", "Tokenizer", "build_params", "compose", "hookimpl", "hookspec", "is_complete",
-    "plugin_manager", "read_manifest", "register_plugin", "registry", "run", "run_stage", "sample_data_path",
-    "stage", "unregister_plugin",
+    "STAGE_KINDS",
+    "Aligner",
+    "Cleaner",
+    "CleaningStep",
+    "ConfigError",
+    "DataError",
+    "Drop",
+    "Finetuner",
+    "Hardware",
+    "LmforgeError",
+    "MissingArtifact",
+    "PluginNotFound",
+    "Pretrainer",
+    "RunContext",
+    "RunResult",
+    "Sampler",
+    "Stage",
+    "Tokenizer",
+    "build_params",
+    "compose",
+    "hookimpl",
+    "hookspec",
+    "is_complete",
+    "plugin_manager",
+    "read_manifest",
+    "register_plugin",
+    "registry",
+    "resolve_config",
+    "run",
+    "run_stage",
+    "sample_data_path",
+    "stage",
+    "unregister_plugin",
 ]

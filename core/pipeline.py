@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts
-from .config import RESERVED_KEYS, build_params, to_container
+from .config import RESERVED_KEYS, build_params
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
 from .stages import Hardware, RunContext, Stage
@@ -39,14 +39,15 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def _plain(cfg) -> dict[str, Any]:
+def resolve_config(cfg) -> dict[str, Any]:
+    """A composed config as plain, fully resolved Python dicts; a missing mandatory value is a ConfigError."""
     from omegaconf import DictConfig
 
     if isinstance(cfg, DictConfig):
         from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
         from .config import one_line
-        from omegaconf.errors import OmegaConfBaseException
 
         try:
             return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -58,7 +59,7 @@ def _plain(cfg) -> dict[str, Any]:
 
 def stage(name: str, cfg) -> Stage:
     """The configured stage ``name`` of a composed config (``lmforge.stage("aligner", cfg)``)."""
-    cfg = _plain(cfg)
+    cfg = resolve_config(cfg)
     if name not in cfg or not isinstance(cfg[name], dict):
         raise ConfigError(f"{name}: no such stage in the config{close_match(name, cfg)}")
     node = dict(cfg[name])
@@ -146,7 +147,7 @@ def _run_stage_on_other_rank(stage_obj, inputs, output_dir: Path, context: RunCo
         plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=inputs, output_dir=scratch, context=context)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    wait_seconds = wait_seconds if wait_seconds is not None else float(os.environ.get("LMFORGE_RANK_WAIT", 1800))
+    wait_seconds = wait_seconds if wait_seconds is not None else float(os.environ.get("LMFORGE_RANK_WAIT", "1800"))
     deadline = time.time() + wait_seconds
     while time.time() < deadline:
         if artifacts.is_complete(output_dir):
@@ -185,7 +186,7 @@ def _resolve_input(value, done: dict[str, Path]):
 
 def run(cfg) -> RunResult:
     """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
-    cfg = _plain(cfg)
+    cfg = resolve_config(cfg)
     run_cfg = cfg.get("run") or {}
     run_dir = Path(run_cfg.get("root", "runs")) / str(run_cfg.get("name", "default"))
     force = run_cfg.get("force", False)

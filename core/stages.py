@@ -92,8 +92,8 @@ class RunContext:
     config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config, for reference
     quiet: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)  # last value of each metric
-    rank: int = field(default_factory=lambda: int(os.environ.get("RANK", 0)))  # under `accelerate launch`
-    world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", 1)))
+    rank: int = field(default_factory=lambda: int(os.environ.get("RANK", "0")))  # under `accelerate launch`
+    world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", "1")))
     _metrics_file: Path | None = None
 
     @property

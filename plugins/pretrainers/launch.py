@@ -21,10 +21,10 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     import lmforge
-    from lmforge.pipeline import STAGE_REF, _plain
+    from lmforge.pipeline import STAGE_REF, resolve_config
 
     argv = sys.argv[1:] if argv is None else argv
-    cfg = _plain(lmforge.compose(argv))
+    cfg = resolve_config(lmforge.compose(argv))
     stages = dict((cfg.get("pipeline") or {}).get("stages") or {})
     names = [n for n in stages if dict(cfg.get(n) or {}).get("kind", n) == "pretrainer"]
     if not names:

@@ -259,7 +259,8 @@ def encode_documents(tokenizer, texts: list[str], chunk_chars: int = 1 << 16) ->
             pieces.append(text[start:end])
             owner.append(index)
             start = end
-    encoded = tokenizer(pieces, add_special_tokens=False, verbose=False)["input_ids"] if pieces else []
+    encoded = tokenizer(pieces, add_special_tokens=False, verbose=False,
+                        split_special_tokens=True)["input_ids"] if pieces else []
     out = [[] for _ in texts]
     for index, ids in zip(owner, encoded):
         out[index].extend(ids)
