@@ -209,3 +209,18 @@ def test_hydra_cfg_job_and_multirun(tiny_model_dir, tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     plugins = {lmforge.read_manifest(d)["plugin"] for d in (tmp_path / "sweep").glob("*/aligner")}
     assert plugins == {"dpo", "orpo"}
+
+
+@pytest.mark.slow
+def test_whole_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
+    """Every rank runs every stage; rank 0 alone writes artifacts, so nothing races and one run dir results."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "-m", "lmforge.cli", "run", "hardware=cpu", "pipeline=pretrain_only", f"run.root={tmp_path}",
+         "tokenizer.vocab_size=512", "pretrainer.max_steps=10", "pretrainer.save_steps=5", "run.quiet=true"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = lmforge.read_manifest(tmp_path / "default" / "pretrainer")
+    assert manifest["metrics"]["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "default").iterdir() if p.name.endswith((".partial", ".scratch"))) == []
