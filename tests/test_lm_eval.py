@@ -53,6 +53,23 @@ metric_list:
   - metric: byte_perplexity
 """
 
+GENERATION_TASK = """task: own_words
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["Question:"]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
 
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -137,6 +154,24 @@ def test_local_tasks_run_offline_and_match_our_own_log_probs(local_tasks, tiny_m
         "tiny_quiz_favourite/acc": 1.0, "tiny_quiz_favourite/acc_norm": pytest.approx(expected["first_3/acc_norm"]),
         "tiny_quiz_favourite/acc_stderr": 0.0, "tiny_quiz_favourite/acc_norm_stderr": pytest.approx(
             (expected["first_3/acc_norm"] * (1 - expected["first_3/acc_norm"]) / 2) ** 0.5)}
+
+
+def test_generation_tasks_decode_greedily_from_the_artifact(tiny_model_dir, tiny_context, tmp_path):
+    """Targets are our own greedy continuations (one deliberately wrong): exact match is exactly 3 of 4."""
+    from lmforge.plugins.common import load_causal_lm, load_tokenizer
+    from lmforge.plugins.lm_eval_adapter import LMEvalHarness
+
+    model, tokenizer = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
+    rows = []
+    for question, _, _ in QUESTIONS[:4]:
+        ids = tokenizer(f"Question: {question}\nAnswer:", add_special_tokens=False, return_tensors="pt").input_ids
+        output = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        rows.append({"question": question, "answer": tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)})
+    rows[-1]["answer"] += " (not what the model says)"
+    data = write_jsonl(tmp_path / "own_words.jsonl", rows)
+    (tmp_path / "own_words.yaml").write_text(GENERATION_TASK.format(data=data))
+    metrics = LMEvalHarness(tasks=["own_words"], include_path=str(tmp_path)).evaluate(tiny_model_dir, {}, tiny_context)
+    assert metrics["own_words/exact_match"] == 0.75
 
 
 def test_hub_data_and_unknown_tasks_fail_with_one_line(local_tasks, tiny_model_dir, tiny_context, tmp_path):
