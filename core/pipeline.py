@@ -96,6 +96,7 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     context._metrics_file = partial / "metrics.jsonl"
+    context.metrics = {}
     if context.work_dir is not None:
         _prepare_work_dir(context.work_dir, fingerprint)
     pm = plugin_manager()
@@ -107,6 +108,8 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        context._metrics_file = None  # a context may be reused for another stage run
     manifest = {
         "stage": context.stage_name,
         "kind": stage_obj.kind,

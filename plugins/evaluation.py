@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import hookimpl, registry
-from lmforge.config import build_params, sample_data_path
+from lmforge.config import build_params, named_spec, sample_data_path
 from lmforge.errors import ConfigError
 
 from .common import iter_texts, load_causal_lm, load_tokenizer, read_records
@@ -185,12 +185,7 @@ def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
     specs = (config.get("evaluation") or {}).get(stage_name) or []
     evaluators = []
     for index, spec in enumerate(specs):
-        if isinstance(spec, str):
-            name, params = spec, {}
-        elif isinstance(spec, dict) and "name" in spec:
-            name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-        else:
-            raise ConfigError(f"evaluation.{stage_name}[{index}]: expected an evaluator name or {{name: …, params…}}")
+        name, params = named_spec(spec, f"evaluation.{stage_name}[{index}]")
         evaluators.append(registry().get("evaluator", name)(params))
     return evaluators
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Cleaner, CleaningStep, Drop, registry
-from lmforge.errors import ConfigError, DataError
+from lmforge.config import named_spec
+from lmforge.errors import DataError
 
 from ..common import iter_texts, write_dataset_card
 
@@ -120,12 +121,7 @@ def build_steps(specs: list[Any]) -> list[CleaningStep]:
     """``["normalize", {"name": "quality", "min_words": 20}]`` -> step instances, looked up by name."""
     steps = []
     for index, spec in enumerate(specs):
-        if isinstance(spec, str):
-            name, params = spec, {}
-        elif isinstance(spec, dict) and "name" in spec:
-            name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-        else:
-            raise ConfigError(f"cleaner.steps[{index}]: expected a step name or {{name: …, params…}}")
+        name, params = named_spec(spec, f"cleaner.steps[{index}]")
         cls = registry().get("cleaning_step", name)
         steps.append(cls(params) if params else cls())
     return steps

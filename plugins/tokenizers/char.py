@@ -16,29 +16,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
 
 from ..common import iter_texts
-from .subword import ESCAPE, chat_template, escape_chars
+from .subword import ESCAPE, ChatTokensConfig, chat_template, escape_chars
 
 
 @dataclass
-class CharConfig:
+class CharConfig(ChatTokensConfig):
     min_frequency: int = 1  # characters seen fewer times become <|unk|>
-    max_length: int = 1024  # model_max_length saved with the tokenizer
-    bos_token: str = "<|bos|>"
-    eos_token: str = "<|eos|>"
-    pad_token: str = "<|pad|>"
-    unk_token: str = "<|unk|>"
-    chat_tokens: list[str] = field(default_factory=lambda: ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])
-    extra_special_tokens: list[str] = field(default_factory=list)
-    text_field: str = "text"
-    system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
-    escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
 
 class CharTokenizer(Tokenizer):

@@ -41,8 +41,9 @@ FALLBACK_SAMPLE_BYTES = 256_000  # training text kept to measure on when the inp
 
 
 @dataclass
-class SubwordConfig:
-    vocab_size: int = 2048
+class ChatTokensConfig:
+    """Special tokens and chat-template settings every lmforge tokenizer shares (subword and char)."""
+
     max_length: int = 1024  # model_max_length saved with the tokenizer
     bos_token: str = "<|bos|>"
     eos_token: str = "<|eos|>"
@@ -54,6 +55,11 @@ class SubwordConfig:
     text_field: str = "text"
     system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
+
+
+@dataclass
+class SubwordConfig(ChatTokensConfig):
+    vocab_size: int = 2048
     heldout_fraction: float = 0.05  # of documents kept out of training to measure bytes/token on ...
     heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
 
