@@ -127,6 +127,15 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         raise ConfigError(f"{where}.{key}: invalid value{expected} ({one_line(getattr(exc, 'msg', exc))})") from None
 
 
+def named_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """A list entry naming a plugin: ``"name"`` or ``{name: …, param: value…}`` -> (name, params)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    raise ConfigError(f"{where}: expected a plugin name or {{name: …, param: value…}}, got {spec!r}")
+
+
 def to_container(node) -> Any:
     """A resolved plain-Python copy of an OmegaConf node (dicts/lists), or the value itself."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
