@@ -80,12 +80,14 @@ def context_for(cfg: dict[str, Any], stage_name: str, run_dir: Path | None) -> R
 
 
 def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: RunContext | None = None,
-              fingerprint: str | None = None, extra_manifest: dict | None = None) -> tuple[Path, dict]:
+              fingerprint: str | None = None, extra_manifest: dict | None = None,
+              input_hashes: dict[str, str] | None = None) -> tuple[Path, dict]:
     """Run one stage atomically: write into ``<output_dir>.partial``, add the manifest, rename into place."""
     output_dir = Path(output_dir)
     context = context or RunContext(stage_name=stage_obj.kind)
     checked = stage_obj.check_inputs(inputs)
-    input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
+    if input_hashes is None:
+        input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
     params = _params_dict(stage_obj)
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
@@ -226,9 +228,10 @@ def run(cfg) -> RunResult:
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
+        input_hashes = {k: artifacts.hash_path(p) for k, p in checked.items()}
         fingerprint = artifacts.fingerprint({
             "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-            "seed": run_cfg.get("seed", 0), "inputs": {k: artifacts.hash_path(p) for k, p in checked.items()},
+            "seed": run_cfg.get("seed", 0), "inputs": input_hashes,
         })
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)
@@ -241,7 +244,8 @@ def run(cfg) -> RunResult:
             pm.hook.lmforge_stage_skipped(stage_name=name, artifact=output_dir, manifest=manifest, context=context)
             continue
         path, manifest = run_stage(stage_obj, checked, output_dir, context, fingerprint=fingerprint,
-                                   extra_manifest={"plugin": node["plugin"], "origin": entry.origin})
+                                   extra_manifest={"plugin": node["plugin"], "origin": entry.origin},
+                                   input_hashes=input_hashes)
         result.artifacts[name], result.manifests[name] = path, manifest
         result.ran.append(name)
     pm.hook.lmforge_pipeline_end(run_dir=run_dir, manifests=result.manifests, context=main)
