@@ -78,8 +78,9 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         cleaning = artifact / "report.json"
         if cleaning.is_file():
             report = json.loads(cleaning.read_text())
-            lines += [f"Kept {report['docs_out']} of {report['docs_in']} documents "
-                      f"({report['chars_out']} of {report['chars_in']} characters).", ""]
+            kept = (f"Kept {report['docs_out']} of {report['docs_in']} documents "
+                    f"({report['chars_out']} of {report['chars_in']} characters).")
+            lines += [kept, ""]
             if report.get("removed"):
                 lines += ["| removed by | documents |", "|---|---|"]
                 lines += [f"| {reason} | {count} |" for reason, count in sorted(report["removed"].items())]

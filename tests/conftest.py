@@ -16,11 +16,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-
-import lmforge  # noqa: E402
+import lmforge
+import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
@@ -66,9 +65,8 @@ def tiny_tokenizer_dir(tmp_path_factory, tiny_context) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     """A randomly initialised tiny Llama (hidden 64, 2 layers) saved with the tokenizer: a plain model dir."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
     from lmforge.plugins.pretrainers.hf_trainer import build_model_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     set_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))

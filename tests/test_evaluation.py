@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 import lmforge
+import pytest
 
 
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory, tiny_tokenizer_dir, tiny_context):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-
     from lmforge.plugins.pretrainers.hf_trainer import build_model_config
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     set_seed(1)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
@@ -31,7 +29,8 @@ def test_perplexity_matches_loss_and_drops_after_training(tiny_model_dir, tiny_c
     from lmforge.plugins.pretrainers.hf_trainer import HFTrainerPretrainer
 
     held_out = tmp_path / "held_out.jsonl"
-    texts = [json.loads(x)["text"] for x in open(lmforge.sample_data_path("raw_text.jsonl"))]
+    lines = open(lmforge.sample_data_path("raw_text.jsonl")).read().splitlines()  # noqa: SIM115
+    texts = [json.loads(x)["text"] for x in lines]
     held_out.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[-8:]))
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:-8]))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import lmforge
+import pytest
 
 
 def test_import_is_torch_free():
