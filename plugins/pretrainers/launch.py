@@ -1,6 +1,6 @@
 """Run a pipeline's pretrainer under ``accelerate launch``: DDP, FSDP or DeepSpeed, one node or many.
 
-    accelerate launch --config_file conf/accelerate/ddp.yaml -m lmforge.plugins.pretrainers.launch \\
+    accelerate launch --config_file conf/accelerate/ddp.yml -m lmforge.plugins.pretrainers.launch \\
         pipeline=shakespeare_char tokenizer=char pretrainer=shakespeare_char model=nanogpt_char
 
 Why a launcher: the pipeline runner writes each artifact atomically, and under N processes only one may
