@@ -20,23 +20,6 @@ QUESTIONS = [f"Question {i}: " + " ".join(["what", "is", "the", "sea", "made", "
 
 
 @pytest.fixture(scope="module")
-def varied_model_dir(tmp_path_factory, tiny_tokenizer_dir):
-    """A random tiny Llama whose greedy answers differ from prompt to prompt (untied, wide init)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, set_seed
-
-    set_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, initializer_range=0.2, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("server") / "forge-tiny"
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
 def served(varied_model_dir):
     from lmforge.plugins.samplers.server import running_server
 

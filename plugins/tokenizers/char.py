@@ -23,7 +23,7 @@ from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
 
 from ..common import iter_texts
-from .subword import ESCAPE, ChatTokensConfig, chat_template, escape_chars
+from .subword import ESCAPE, ChatTokensConfig, escape_chars, save_chat_tokenizer
 
 
 @dataclass
@@ -39,7 +39,6 @@ class CharTokenizer(Tokenizer):
     def run(self, inputs, output_dir, context):
         from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
-        from transformers import PreTrainedTokenizerFast
 
         cfg = self.config
         if len(cfg.chat_tokens) != 4:
@@ -70,15 +69,7 @@ class CharTokenizer(Tokenizer):
         tokenizer.normalizer = normalizers.Replace(Regex(f"(?<=[{firsts}])\\x{{{ord(ESCAPE):X}}}"), "")
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tokenizer.decoder = decoders.Fuse()
-        hf = PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer, bos_token=cfg.bos_token, eos_token=cfg.eos_token,
-            pad_token=cfg.pad_token, unk_token=cfg.unk_token,
-            additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
-            model_max_length=cfg.max_length,
-        )
-        hf.chat_template = chat_template(cfg.chat_tokens, escape_chars(specials) if cfg.escape_special_tokens else "",
-                                         cfg.system_prompt)
-        hf.save_pretrained(str(output_dir))
+        hf = save_chat_tokenizer(tokenizer, cfg, specials, output_dir)
         seconds = time.time() - started
         stats = {"vocab_size": len(hf), "characters": len(chars), "train_bytes": seen_bytes,
                  "train_seconds": round(seconds, 3)}

@@ -40,6 +40,22 @@ CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends
 FALLBACK_SAMPLE_BYTES = 256_000  # training text kept to measure on when the input is too small to hold out
 
 
+def save_chat_tokenizer(tokenizer, cfg: ChatTokensConfig, specials: list[str], output_dir):
+    """Wrap a trained ``tokenizers.Tokenizer`` with its special tokens and chat template; save the HF dir."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=cfg.bos_token, eos_token=cfg.eos_token,
+        pad_token=cfg.pad_token, unk_token=cfg.unk_token,
+        additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
+        model_max_length=cfg.max_length,
+    )
+    hf.chat_template = chat_template(cfg.chat_tokens, escape_chars(specials) if cfg.escape_special_tokens else "",
+                                     cfg.system_prompt)
+    hf.save_pretrained(str(output_dir))
+    return hf
+
+
 @dataclass
 class ChatTokensConfig:
     """Special tokens and chat-template settings every lmforge tokenizer shares (subword and char)."""
@@ -87,7 +103,6 @@ class SubwordTokenizer(Tokenizer):
 
     def run(self, inputs, output_dir, context):
         from tokenizers import Regex, normalizers
-        from transformers import PreTrainedTokenizerFast
 
         cfg = self.config
         specials = special_tokens(cfg)
@@ -104,15 +119,7 @@ class SubwordTokenizer(Tokenizer):
         if stream.train_bytes == 0:
             raise DataError(f"{inputs['text']}: no text to train the tokenizer on (field '{cfg.text_field}')")
         tokenizer = self.finish(tokenizer)
-        hf = PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer, bos_token=cfg.bos_token, eos_token=cfg.eos_token,
-            pad_token=cfg.pad_token, unk_token=cfg.unk_token,
-            additional_special_tokens=[*cfg.chat_tokens, *cfg.extra_special_tokens],
-            model_max_length=cfg.max_length,
-        )
-        hf.chat_template = chat_template(cfg.chat_tokens, escape_chars(specials) if cfg.escape_special_tokens else "",
-                                         cfg.system_prompt)
-        hf.save_pretrained(str(output_dir))
+        save_chat_tokenizer(tokenizer, cfg, specials, output_dir)
         report = self.report(tokenizer, specials, stream, seconds)
         (Path(output_dir) / "tokenizer_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         (Path(output_dir) / "tokenizer_report.md").write_text(report_markdown(report))
