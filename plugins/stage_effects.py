@@ -18,7 +18,7 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluation.py) 
   held-out prompts, judged by a reward model that did not train the policy (e.g. the run's ``reward_model``
   stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties counting half.
 
-``stage_effects_markdown(run_dir, manifests)`` returns the report section.
+``markdown_section(run_dir, manifests)`` returns the report section (plugins/report.py calls it).
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from .evaluation import Evaluator
 ANSWERS_FILE = "answers.jsonl"
 WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 STOP = {"a", "an", "the", "is", "of", "called", "written", "after", "day", "month", "says", "plus", "i", "am"}
+QUESTION_WORDS = {"what", "what's", "which", "who", "how", "tell", "me", "give", "do", "does", "you", "your", "are",
+                  "word", "in", "words", "as", "write", "number", "make", "sound", "colour", "color", "opposite",
+                  "plural", "capital", "city", "baby", "young", "call", "comes", "much", "add", "and", "say"}
 
 
 def _run_config(context, group: str) -> dict:
@@ -102,7 +105,7 @@ class AnswersConfig:
     samples: int = 2  # sampled answers per prompt for ends_turn / english
     temperature: float = 0.8
     top_k: int = 50
-    batch_size: int = 16
+    batch_size: int = 64
     system_prompt: str | None = "auto"  # auto: the sampler's system_prompt, so every stage is asked alike
     placeholders: dict[str, str] | None = None  # fills {{name}} in references; null: finetuner.placeholders
     identity: str | None = None  # the name identity answers must hold; null: placeholders' name
@@ -142,7 +145,7 @@ class Answers(Evaluator):
     config_class = AnswersConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .common import load_causal_lm, load_tokenizer
+        from .models import load_causal_lm, load_tokenizer
         from .samplers.hf_generate import GenerateParams, sample
 
         cfg = self.config
@@ -197,9 +200,10 @@ class JudgedWinRateConfig:
     samples: int = 2  # sampled answers per prompt and model (paired by index)
     max_new_tokens: int = 40
     temperature: float = 0.8
-    batch_size: int = 16
+    batch_size: int = 64
     system_prompt: str | None = "auto"
     placeholders: dict[str, str] | None = None
+    vocabulary: str | None = None  # judge=reference: chat data whose words count as fluent; default bundled sft
 
 
 def repetition_fraction(text: str, n: int = 3) -> float:
@@ -209,9 +213,26 @@ def repetition_fraction(text: str, n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def reference_score(answer: str, reference: str | None, question: str, ended: bool) -> float:
-    """The rule judge: right answer word, ended turn, short and not repetitive."""
+def known_words(path, placeholders: dict[str, str] | None = None) -> set[str]:
+    """The lower-cased words of every message in a chat data file: what a fluent answer is made of."""
+    from .formats import load_conversations
+
+    return {w.lower() for conversation in load_conversations(str(path), placeholders=placeholders or None)
+            for m in conversation for w in WORD.findall(m["content"])}
+
+
+def reference_score(answer: str, reference: str | None, question: str, ended: bool,
+                    vocabulary: set[str] | None = None) -> float:
+    """The rule judge: the right answer word (2), ended its turn (1), about what was asked (0.5: the
+    question's content words are in the answer), fluent (1 x the share of its words in ``vocabulary``), minus
+    repetition and length beyond 120 characters."""
     score = (2.0 if reference and is_correct(answer, reference, question) else 0.0) + (1.0 if ended else 0.0)
+    words = [w.lower() for w in WORD.findall(answer)]
+    asked = [w.lower() for w in WORD.findall(question) if w.lower() not in STOP | QUESTION_WORDS]
+    if asked:
+        score += 0.5 * sum(w in words for w in asked) / len(asked)
+    if vocabulary is not None and words:
+        score += sum(w in vocabulary for w in words) / len(words)
     return score - repetition_fraction(answer) - 0.002 * max(len(answer) - 120, 0)
 
 
@@ -232,7 +253,7 @@ class JudgedWinRate(Evaluator):
     config_class = JudgedWinRateConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .common import load_causal_lm, load_tokenizer
+        from .models import load_causal_lm, load_tokenizer
         from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
 
         cfg = self.config
@@ -249,6 +270,8 @@ class JudgedWinRate(Evaluator):
                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                 system_prompt=system, stop_tokens=list(stop))
         scores = []
+        vocabulary = known_words(cfg.vocabulary or sample_data_path("sft.jsonl"), placeholders) \
+            if judge == "reference" else None
         for model_dir in (artifact, baseline):
             from .common import seed_everything
 
@@ -258,7 +281,8 @@ class JudgedWinRate(Evaluator):
             if judge == "reference":
                 scores.append([reference_score(
                     r["completion"], fill_placeholders(prompts[r["index"]]["reference"] or "", placeholders) or None,
-                    prompts[r["index"]]["messages"][-1]["content"], r["finish_reason"] == "stop") for r in rows])
+                    prompts[r["index"]]["messages"][-1]["content"], r["finish_reason"] == "stop", vocabulary)
+                    for r in rows])
             else:
                 from .samplers.hf_generate import with_system_prompt
 
@@ -276,7 +300,7 @@ STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
     ("eval/answers/identity", "identity answered (greedy)"),
     ("eval/answers/correct", "held-out answers correct (greedy)"),
     ("eval/answers/ends_turn", "sampled answers that end their turn"),
-    ("eval/answers/english", "sampled answers in English (language ID)"),
+    ("eval/answers/english", "answers in English (language ID)"),
     ("eval/answers/alpha_words", "words made of letters"),
     ("eval_loss", "validation loss"),
     ("bits_per_byte", "bits per byte"),
@@ -290,11 +314,14 @@ STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
 
 
 def _cell(text: str, width: int = 90) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """Model text as one literal table cell (no markup can come out of it), shortened to ``width``."""
+    from .report import escape_markdown
+
+    text = " ".join(str(text).split())
+    return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")
 
 
-def stage_effects_markdown(run_dir, manifests: dict[str, dict], max_prompts: int = 8) -> str:
+def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) -> str:
     """The report section: per stage the numbers that say it worked, then the held-out answers side by side."""
     run_dir = Path(run_dir)
     lines = []
