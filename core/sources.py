@@ -140,7 +140,7 @@ def describe_spec(spec: Any) -> str:
     return os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
 
 
-def resolve_data(spec: Any, where: str = "data") -> DataSource:
+def resolve_data(spec: Any, where: str = "") -> DataSource:
     """A data input as written (path, glob, dir, Hub id, dict with options, or a list of those), resolved.
 
     Raises a one-line :class:`DataError` / :class:`ConfigError` naming ``where`` for anything that cannot
@@ -151,8 +151,8 @@ def resolve_data(spec: Any, where: str = "data") -> DataSource:
     spec = _plain(spec)
     items = spec if isinstance(spec, list) else [spec]
     if not items:
-        raise ConfigError(f"{where}: an empty list of data sources")
-    parts = tuple(_resolve_part(item, f"{where}[{i}]" if isinstance(spec, list) else where)
+        raise ConfigError(f"{where or 'data'}: an empty list of data sources")
+    parts = tuple(_resolve_part(item, f"{where or 'data'}[{i}]" if isinstance(spec, list) else where)
                   for i, item in enumerate(items))
     return DataSource(parts=parts, spec=spec)
 
@@ -171,6 +171,16 @@ def _plain(spec: Any) -> Any:
 
 
 def _resolve_part(item: Any, where: str) -> DataPart:
+    """One source; ``where`` (the config key or stage input) prefixes its errors."""
+    try:
+        return _resolve_one(item, where or "data")
+    except (DataError, MissingArtifact) as exc:
+        if not where or str(exc).startswith(where):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _resolve_one(item: Any, where: str) -> DataPart:
     options: dict[str, Any] = {}
     if isinstance(item, dict):
         unknown = [k for k in item if k not in PART_KEYS]
@@ -254,8 +264,8 @@ def _hub_part(ref: str, where: str, options: dict, common: dict) -> DataPart:
     match = _SUBSET.match(ref)
     repo = match.group("repo") if match else ref
     if suffix_of(repo) in READABLE or repo.startswith((".", "/", "~")) or not hub.looks_like_repo_id(repo):
-        raise DataError(f"{ref}: not found (no such file, directory or glob match; not a Hub dataset id "
-                        "like org/name)")
+        raise MissingArtifact(f"{ref}: not found (no such file or directory, and not a Hub dataset id like "
+                              "org/name)")
     subset = match.group("subset") if match else None
     at_revision = match.group("revision") if match else None
     if subset and options.get("subset") and subset != options["subset"]:
@@ -307,6 +317,9 @@ def resolve_input(kind: str, value: Any, where: str):
             return local
         from . import hub
 
+        text = str(value)
+        if text.startswith((".", "/", "~")) or not hub.looks_like_repo_id(hub.split_revision(text)[0]):
+            raise MissingArtifact(f"{where} not found: {text}")
         try:
             return hub.resolve_model_ref(str(value))
         except MissingArtifact as exc:
