@@ -26,7 +26,7 @@ from .errors import ConfigError, DataError, MissingArtifact, close_match
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".arrow")
-WEB_SUFFIXES = (".html", ".htm", ".warc")
+WEB_SUFFIXES = (".html", ".htm", ".xhtml", ".warc")
 READABLE = TEXT_SUFFIXES + JSON_SUFFIXES + TABLE_SUFFIXES + WEB_SUFFIXES
 COLUMNAR = (".parquet", ".arrow")
 # Bookkeeping files beside the data in lmforge artifacts and saved datasets: never read as rows.

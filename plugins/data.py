@@ -17,8 +17,8 @@ Every row carries where it came from: ``file:line`` for JSON lines and text, ``f
 index within its own file) for the other kinds. A bad row is yielded as a :class:`BadRecord` by :func:`iter_rows` (the cleaner decides to skip or
 fail); :func:`read_rows`, :func:`read_records` and :func:`iter_texts` raise it as a one-line ``DataError``.
 
-HTML and WARC files are handed to the web extraction functions of ``lmforge.plugins.cleaners.web``
-(``iter_html_documents`` / ``iter_warc_documents``): see :func:`_web_rows`.
+HTML and WARC files (.html/.htm/.xhtml/.warc, gzipped or not) are handed to the cleaner's article
+extraction (``lmforge.plugins.cleaners.web``): one row per page, ``{text, url, title, …}``.
 """
 
 from __future__ import annotations
@@ -67,19 +67,20 @@ class BadRecord:
 # ------------------------------------------------------------------------------------------ public API
 
 def iter_rows(spec, text_field: str | None = None, txt_mode: str = "file", batch_size: int = 1000,
-              seed: int = 0) -> Iterator[Record | BadRecord]:
+              seed: int = 0, workers: int = 1) -> Iterator[Record | BadRecord]:
     """Every row of a data input, streamed, in a fixed order (sources in order, files sorted, rows in file
     order), with mixture weights and limits applied.
 
     ``text_field`` set: a row without a string in that field is a :class:`BadRecord`, and text files yield
     ``{text_field: text}``. ``txt_mode``: a text file is one row per ``file``, ``line``, ``paragraph``
     (blank-line separated), or ``chunk`` (pieces of about 64k characters cut at line ends, for very large text).
+    ``workers``: processes extracting the articles of HTML / WARC files.
     """
     if txt_mode not in TXT_MODES:
         raise DataError(f"txt_mode: '{txt_mode}' is not one of {', '.join(TXT_MODES)}")
     source = resolve_data(spec)
     for number, part in enumerate(source.parts):
-        rows = _part_rows(part, text_field or "text", txt_mode, batch_size)
+        rows = _part_rows(part, text_field or "text", txt_mode, batch_size, workers)
         if text_field:
             rows = (_checked(r, text_field) for r in rows)
         yield from _weighted(rows, part, seed + number)
@@ -167,15 +168,25 @@ def _checked(row, text_field: str):
 
 # ------------------------------------------------------------------------------------------- by kind
 
-def _part_rows(part: DataPart, text_field: str, txt_mode: str, batch_size: int) -> Iterator:
+def _part_rows(part: DataPart, text_field: str, txt_mode: str, batch_size: int, workers: int) -> Iterator:
     if part.kind == "saved":
         yield from _saved_dataset(part.files[0], part.split, batch_size)
         return
     if part.kind == "hub":
         yield from _hub_dataset(part, batch_size)
         return
-    for path in part.files:
-        yield from file_rows(path, text_field, txt_mode, batch_size)
+    files = list(part.files)
+    index = 0
+    while index < len(files):
+        if suffix_of(files[index]) in WEB_SUFFIXES:  # consecutive web files share one extraction pool
+            run = [files[index]]
+            while index + len(run) < len(files) and suffix_of(files[index + len(run)]) in WEB_SUFFIXES:
+                run.append(files[index + len(run)])
+            index += len(run)
+            yield from _web_rows(run, text_field, workers)
+            continue
+        yield from file_rows(files[index], text_field, txt_mode, batch_size)
+        index += 1
 
 
 def file_rows(path: Path, text_field: str = "text", txt_mode: str = "file",
@@ -189,7 +200,7 @@ def file_rows(path: Path, text_field: str = "text", txt_mode: str = "file",
     elif kind in JSON_SUFFIXES:
         yield from _jsonl(path)
     elif kind in WEB_SUFFIXES:
-        yield from _web_rows(path, text_field)
+        yield from _web_rows([path], text_field)
     else:
         yield from _table(path, kind, batch_size)
 
@@ -288,20 +299,16 @@ def _text_file(path: Path, text_field: str, mode: str):
             yield Record(f"{path}:{start}", {text_field: text if mode == "chunk" else text.strip()}, str(path))
 
 
-def _web_rows(path: Path, text_field: str):
-    """HTML / WARC documents through the cleaner's web extraction (``{"text", "url", …}`` per page)."""
-    try:
-        from .cleaners import web
-    except ImportError:
-        yield BadRecord(str(path), "reading .html/.warc needs lmforge.plugins.cleaners.web, which is not "
-                                   "installed in this version")
-        return
-    kind = suffix_of(path)
-    documents = web.iter_warc_documents(path) if kind == ".warc" else web.iter_html_documents(path)
-    for index, document in enumerate(documents):
-        if text_field != "text" and "text" in document:
-            document = {text_field: document["text"], **{k: v for k, v in document.items() if k != "text"}}
-        yield Record(f"{path}: record {index}", document, str(path))
+def _web_rows(paths: list[Path], text_field: str, workers: int = 1):
+    """HTML / WARC pages through the cleaner's web extraction: the article as text, with URL and metadata."""
+    from .cleaners.web import PROBLEM, iter_web_records
+
+    for where, document in iter_web_records(paths, workers):
+        if PROBLEM in document:
+            yield BadRecord(where, document[PROBLEM])
+            continue
+        text = document.pop("text")
+        yield Record(where, {text_field: text, **document}, where.rsplit(":", 1)[0])
 
 
 def _rows_of(table_batch: dict[str, list]) -> list[dict[str, Any]]:
