@@ -141,37 +141,6 @@ def metrics_callback(context):
     return LmforgeMetrics()
 
 
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-
-
-def load_causal_lm(path: str | Path, context=None, inference: bool = False):
-    """A causal LM from a model dir, safetensors only, no remote code.
-
-    Weights to be trained stay fp32 (the trainer's bf16/fp16 flag runs the maths in reduced precision
-    under autocast; small updates would round away in bf16 weights). ``inference=True`` loads in the
-    hardware's reduced precision to halve memory.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    dtype = torch.float32
-    if context is not None and inference:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(context.hardware.dtype_name(), torch.float32)
-    return AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False,
-        attn_implementation=context.hardware.attn_implementation if context else "sdpa",
-    )
-
-
-def save_model_dir(model, tokenizer, output_dir: str | Path) -> None:
-    """Write a plain HF model dir: model.safetensors, config.json, generation_config.json, tokenizer files."""
-    model.save_pretrained(str(output_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(output_dir))
-
-
 def seed_everything(seed: int) -> None:
     from transformers import set_seed
 

@@ -24,7 +24,8 @@ from lmforge.errors import DataError
 
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-READABLE = TEXT_SUFFIXES | JSONL_SUFFIXES | {".json", ".parquet"}
+WEB_SUFFIXES = {".html", ".htm", ".xhtml", ".warc"}  # read by web.py: the article out of each page
+READABLE = TEXT_SUFFIXES | JSONL_SUFFIXES | WEB_SUFFIXES | {".json", ".parquet"}
 
 
 @dataclass
@@ -55,7 +56,7 @@ def input_files(spec: str | Path) -> list[Path]:
             return [path]
         files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in READABLE)
         if not files:
-            raise DataError(f"{path}: no .txt/.jsonl/.json/.parquet files or saved dataset inside")
+            raise DataError(f"{path}: no .txt/.jsonl/.json/.parquet/.html/.warc files or saved dataset inside")
         return files
     if _suffix(path) not in READABLE:
         raise DataError(f"{path}: unsupported file type; expected one of {', '.join(sorted(READABLE))} (or .gz)")
@@ -71,11 +72,25 @@ def _open_binary(path: Path):
 
 
 def iter_records(spec, text_field: str = "text", txt_mode: str = "file",
-                 batch_size: int = 1000) -> Iterator[Record | BadRecord]:
-    """Every record of the input in a fixed order (files sorted, records in file order)."""
+                 batch_size: int = 1000, workers: int = 1) -> Iterator[Record | BadRecord]:
+    """Every record of the input in a fixed order (files sorted, records in file order).
+
+    HTML and WARC files become one record per page (the extracted article, URL and metadata), extracted
+    by ``workers`` processes; consecutive web files share one pool."""
     if txt_mode not in ("file", "line", "paragraph"):
         raise DataError(f"cleaner.txt_mode: '{txt_mode}' is not one of file, line, paragraph")
-    for path in input_files(spec):
+    files = input_files(spec)
+    index = 0
+    while index < len(files):
+        path = files[index]
+        index += 1
+        if not path.is_dir() and _suffix(path).lower() in WEB_SUFFIXES:
+            run = [path]
+            while index < len(files) and not files[index].is_dir() and _suffix(files[index]).lower() in WEB_SUFFIXES:
+                run.append(files[index])
+                index += 1
+            yield from _web(run, text_field, workers)
+            continue
         if path.is_dir():
             yield from _saved_dataset(path, text_field, batch_size)
             continue
@@ -88,6 +103,17 @@ def iter_records(spec, text_field: str = "text", txt_mode: str = "file",
             yield from _json(path, text_field)
         else:
             yield from _parquet(path, text_field, batch_size)
+
+
+def _web(paths: list[Path], text_field: str, workers: int):
+    from .web import PROBLEM, iter_web_records
+
+    for where, document in iter_web_records(paths, workers):
+        if PROBLEM in document:
+            yield BadRecord(where, document[PROBLEM])
+            continue
+        text = document.pop("text")
+        yield Record(where, {text_field: text, **document})
 
 
 def _checked(where: str, fields: Any, text_field: str) -> Record | BadRecord:

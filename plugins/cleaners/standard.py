@@ -165,7 +165,7 @@ class StandardCleaner(Cleaner):
 
         def record_batches():
             batch = []
-            for item in iter_records(source, cfg.text_field, cfg.txt_mode):
+            for item in iter_records(source, cfg.text_field, cfg.txt_mode, workers=workers):
                 if isinstance(item, BadRecord):
                     if cfg.on_bad_input == "fail":
                         raise DataError(f"{item.where}: {item.problem}")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from lmforge import LmforgeError, Pretrainer
 
-from ..common import latest_checkpoint, load_tokenizer, metrics_callback, save_model_dir, trainer_arguments
+from ..common import latest_checkpoint, metrics_callback, trainer_arguments
+from ..models import load_tokenizer, save_model_dir
 from .shared import (
     PretrainConfig,
     Windows,

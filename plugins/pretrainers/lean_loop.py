@@ -26,7 +26,7 @@ from pathlib import Path
 from lmforge import LmforgeError, Pretrainer
 from lmforge.errors import ConfigError
 
-from ..common import load_tokenizer
+from ..models import load_tokenizer
 from .shared import (
     PretrainConfig,
     SampleOrder,
