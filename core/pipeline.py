@@ -1,7 +1,9 @@
 """The pipeline runner: the configured stages in order, each skipped when already complete.
 
-``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path,
-``stage:<name>`` (the artifact of an earlier stage of the same run) or ``stage:<name>/<file>`` (a file in it)::
+``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is ``stage:<name>`` (the
+artifact of an earlier stage of the same run), ``stage:<name>/<file>`` (a file in it), or whatever the
+input's kind takes (:mod:`lmforge.sources`): a path; for data also a glob, a Hub dataset id or a list
+(mixture); for a model also a Hub id::
 
     pipeline:
       stages:
@@ -21,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
+from . import artifacts, sources
 from .config import RESERVED_KEYS, build_params
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
+from .rundir import RunSettings, prepare_run_dir, run_dir_of, run_lock, run_settings
 from .stages import Hardware, RunContext, Stage
 
 STAGE_REF = "stage:"
@@ -74,9 +77,9 @@ def stage(name: str, cfg) -> Stage:
 
 def context_for(cfg: dict[str, Any], stage_name: str, run_dir: Path | None) -> RunContext:
     hardware = build_params(Hardware, cfg.get("hardware") or {}, where="hardware")
-    run = cfg.get("run") or {}
-    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=int(run.get("seed", 0)),
-                      model=dict(cfg.get("model") or {}), config=cfg, quiet=bool(run.get("quiet", False)))
+    settings = run_settings(cfg.get("run"))
+    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=settings.seed,
+                      model=dict(cfg.get("model") or {}), config=cfg, quiet=settings.quiet)
 
 
 def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: RunContext | None = None,
@@ -87,7 +90,7 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     context = context or RunContext(stage_name=stage_obj.kind)
     checked = stage_obj.check_inputs(inputs)
     if input_hashes is None:
-        input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
+        input_hashes = {name: sources.input_hash(value) for name, value in checked.items()}
     params = _params_dict(stage_obj)
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
@@ -118,7 +121,7 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
         "implementation": f"{type(stage_obj).__module__}:{type(stage_obj).__qualname__}",
         **(extra_manifest or {}),
         "params": params,
-        "inputs": {name: {"path": str(Path(p).resolve()), "hash": input_hashes[name]} for name, p in checked.items()},
+        "inputs": {name: sources.input_record(value, input_hashes[name]) for name, value in checked.items()},
         "fingerprint": fingerprint,
         "started": started,
         "seconds": round(time.time() - started, 3),
@@ -182,41 +185,82 @@ def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
 
 
 def _resolve_input(value, done: dict[str, Path]):
-    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else a path."""
+    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else as given
+    (inside a mixture list or a source's ``path`` too)."""
+    if isinstance(value, list):
+        return [_resolve_input(item, done) for item in value]
+    if isinstance(value, dict) and "path" in value:
+        return {**value, "path": _resolve_input(value["path"], done)}
     if not (isinstance(value, str) and value.startswith(STAGE_REF)):
         return value
     name, _, inside = value[len(STAGE_REF):].partition("/")
     return done[name] / inside if inside else done[name]
 
 
+def _stage_refs(value) -> list[str]:
+    if isinstance(value, list):
+        return [ref for item in value for ref in _stage_refs(item)]
+    if isinstance(value, dict):
+        return _stage_refs(value.get("path"))
+    return [value] if isinstance(value, str) and value.startswith(STAGE_REF) else []
+
+
 def run(cfg) -> RunResult:
-    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
+    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``).
+
+    Everything is checked before anything runs (run.* types, every stage's parameters, the wiring, the
+    model config, the inputs on disk); then the run directory is locked for the whole run.
+    """
     cfg = resolve_config(cfg)
-    run_cfg = cfg.get("run") or {}
-    run_dir = Path(run_cfg.get("root", "runs")) / str(run_cfg.get("name", "default"))
-    force = run_cfg.get("force", False)
+    settings = run_settings(cfg.get("run"))
+    planned = plan(cfg)
+    main = context_for(cfg, "pipeline", None)
+    if not main.is_main_process:
+        return _run_planned(cfg, settings, planned, run_dir_of(settings), main)
+    run_dir = prepare_run_dir(settings)
+    with run_lock(run_dir):
+        return _run_planned(cfg, settings, planned, run_dir, main)
+
+
+def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
+    """Every configured stage constructed and validated, with its wiring; raises on the first problem."""
     stages_cfg = (cfg.get("pipeline") or {}).get("stages") or {}
     if not stages_cfg:
         raise ConfigError("pipeline.stages: empty; name at least one stage")
-    # Check the whole pipeline before running any of it, so a typo fails in a second, not after training.
-    planned = {}
+    planned: dict[str, tuple[Stage, dict[str, Any]]] = {}
     for name, wiring in stages_cfg.items():
         stage_obj = stage(name, cfg)
         wiring = dict(wiring or {})
         for key, value in wiring.items():
-            if isinstance(value, str) and value.startswith(STAGE_REF):
-                ref = value[len(STAGE_REF):].split("/", 1)[0]
+            references = _stage_refs(value)
+            for reference in references:
+                ref = reference[len(STAGE_REF):].split("/", 1)[0]
                 if ref not in planned:
-                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{value}' is not an earlier stage of this "
+                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{reference}' is not an earlier stage of this "
                                       f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
+            known = key in stage_obj.inputs or key in stage_obj.optional_inputs
+            if known and not references and value not in (None, "", []):  # a glob matching nothing fails now
+                sources.resolve_input(sources.input_kind(type(stage_obj), key), value,
+                                          f"{stage_obj.kind}: input '{key}'")
         for required in stage_obj.inputs:
             if wiring.get(required) in (None, ""):
                 raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "
                                       f"({stage_obj.inputs[required]}) is not set")
         planned[name] = (stage_obj, wiring)
+    check_plan(cfg, planned)
+    return planned
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = context_for(cfg, "pipeline", run_dir)
+
+def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, Any]]]) -> None:
+    """Checks that need the run's context, for every stage before any runs: :meth:`~Stage.preflight`
+    (e.g. the pretrainer's model preset against its model type)."""
+    for name, (stage_obj, _) in planned.items():
+        stage_obj.preflight(context_for(cfg, name, None))
+
+
+def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:
+    force = settings.force
+    main.run_dir = run_dir
     if main.is_main_process:
         artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
@@ -228,10 +272,10 @@ def run(cfg) -> RunResult:
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
-        input_hashes = {k: artifacts.hash_path(p) for k, p in checked.items()}
+        input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
         fingerprint = artifacts.fingerprint({
             "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-            "seed": run_cfg.get("seed", 0), "inputs": input_hashes,
+            "seed": settings.seed, "inputs": input_hashes,
         })
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)

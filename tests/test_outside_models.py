@@ -198,3 +198,69 @@ def test_no_identity_unless_the_config_asks():
 
     examples, _ = load_examples(lmforge.sample_data_path("sft.jsonl"), SFTParams())
     assert all(m["role"] != "system" for e in examples for m in e["messages"])
+
+
+# ---------------------------------------------------------------- continued pretraining
+
+CPT_MODEL = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
+             "tie_word_embeddings": True}
+CPT_LOOP = {"batch_size": 4, "block_size": 32, "val_fraction": 0.1, "learning_rate": 3e-3, "warmup_steps": 0,
+            "eval_steps": 0, "save_steps": 0, "logging_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def shakespeare_base(tmp_path_factory):
+    """A char-level model pretrained 40 steps on the head of Tiny Shakespeare, and that text."""
+    from pathlib import Path
+
+    import lmforge
+    from lmforge.plugins.pretrainers.lean_loop import LeanPretrainer
+    from lmforge.plugins.tokenizers.char import CharTokenizer
+
+    root = tmp_path_factory.mktemp("cpt")
+    corpus = root / "head.txt"
+    corpus.write_text(Path(lmforge.sample_data_path("tinyshakespeare.txt")).read_text()[:30_000])
+    lmforge.run_stage(CharTokenizer(), {"text": corpus}, root / "tok", lmforge.RunContext(quiet=True))
+    lmforge.run_stage(LeanPretrainer(**CPT_LOOP, max_steps=40, stride=1, cache_dir=str(root / "cache")),
+                      {"text": corpus, "tokenizer": root / "tok"}, root / "base", cpt_context(root, "base"))
+    return root / "base", corpus
+
+
+def cpt_context(root, name):
+    import lmforge
+
+    return lmforge.RunContext(stage_name="pretrainer", hardware=lmforge.Hardware(device="cpu", precision="fp32"),
+                              quiet=True, model=dict(CPT_MODEL), work_dir=root / f"work-{name}")
+
+
+def first_loss(model_dir) -> float:
+    logged = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    return next(m["loss"] for m in logged if "loss" in m)
+
+
+@pytest.mark.parametrize("plugin", ["lean", "hf_trainer"])
+def test_continued_pretraining_starts_lower_than_random_init(plugin, shakespeare_base, fake_hub, tmp_path):
+    import lmforge
+    from lmforge.errors import ConfigError
+    from lmforge.hub import resolve_model_ref
+    from lmforge.plugins.pretrainers.hf_trainer import HFTrainerPretrainer
+    from lmforge.plugins.pretrainers.lean_loop import LeanPretrainer
+
+    base, corpus = shakespeare_base
+    fake_hub.add_model("org/shakes-base", base)
+    cls = LeanPretrainer if plugin == "lean" else HFTrainerPretrainer
+    cache = str(tmp_path / "cache")
+    hub_model = resolve_model_ref("org/shakes-base")
+    lmforge.run_stage(cls(**CPT_LOOP, max_steps=2, cache_dir=cache), {"text": corpus, "tokenizer": hub_model},
+                      tmp_path / "random", cpt_context(tmp_path, "random"))
+    lmforge.run_stage(cls(**CPT_LOOP, max_steps=2, cache_dir=cache, init_from="org/shakes-base"),
+                      {"text": corpus, "tokenizer": hub_model}, tmp_path / "continued", cpt_context(tmp_path, "cont"))
+    random_start, continued_start = first_loss(tmp_path / "random"), first_loss(tmp_path / "continued")
+    print(f"{plugin}: first-step loss random init {random_start:.3f}, continued from org/shakes-base "
+          f"{continued_start:.3f}")
+    assert continued_start < random_start - 0.5
+    with pytest.raises(ConfigError, match="pretrainer.init_from: continued pretraining uses the model's own"):
+        lmforge.run_stage(cls(**CPT_LOOP, max_steps=1, cache_dir=cache, init_from="org/shakes-base"),
+                          {"text": corpus, "tokenizer": shakespeare_base[0].parent / "tok"}, tmp_path / "x",
+                          cpt_context(tmp_path, "x"))

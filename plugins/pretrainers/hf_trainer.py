@@ -26,6 +26,7 @@ from .shared import (
     PretrainConfig,
     Windows,
     build_model_config,
+    check_model_config,
     flops_per_token,
     initial_model,
     peak_flops,
@@ -80,6 +81,9 @@ class HFTrainerPretrainer(Pretrainer):
 
     config_class = PretrainConfig
 
+    def preflight(self, context):
+        check_model_config(context.model)
+
     def run(self, inputs, output_dir, context):
         from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -92,7 +96,7 @@ class HFTrainerPretrainer(Pretrainer):
         tokenizer = load_tokenizer(tokenizer_dir)
         model = initial_model(cfg, tokenizer, context)
         tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                        cfg.cache_dir, quiet=context.quiet)
+                                        cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
         if len(train) < 1:
