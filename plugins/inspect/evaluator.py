@@ -1,0 +1,28 @@
+"""The ``language_map`` evaluator: the pretrained model's language map beside its random initialisation.
+
+Why an evaluator: the map belongs to the artifact it describes (``pretrainer/language_map.png``), lands in the
+report with the stage, and its one number — how much the trained neighbour lists agree with a random model's —
+goes to the manifest. Enable it with ``'evaluation.pretrainer=[language_map]'``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ..evaluation import Evaluator
+from .language_map import LanguageMapConfig, language_map
+
+
+class LanguageMapEvaluator(Evaluator):
+    name = "language_map"
+    config_class = LanguageMapConfig
+
+    def evaluate(self, artifact, inputs, context):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(artifact), trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(str(artifact), use_safetensors=True, trust_remote_code=False)
+        cfg = LanguageMapConfig(**asdict(self.config))
+        summary = language_map(model, tokenizer, cfg, artifact, seed=context.seed)
+        return {"words": summary["words"],
+                "neighbour_overlap_with_random": summary.get("neighbour_overlap_with_random", 0.0)}
