@@ -28,7 +28,7 @@ class LanguageMapConfig:
     words: int = 150  # how many whole-word tokens to label on the map
     probes: list[str] = field(default_factory=lambda: list(DEFAULT_PROBES))
     neighbours: int = 5
-    text: str | None = None  # rank words by frequency in this text; None: by token id (BPE merges come in order)
+    text: str | None = None  # label the words most used in this text (the evaluator passes the training text)
 
 
 @dataclass
@@ -41,15 +41,16 @@ class WordEmbeddings:
 
 
 def whole_word_tokens(tokenizer, limit: int, ranked_text: str | None = None) -> list[tuple[str, int]]:
-    """(word, id) for tokens that decode to one alphabetic word (with or without its leading space).
+    """(word, id) for tokens that decode to one alphabetic word starting with a space (a whole word).
 
     Ranked by frequency in ``ranked_text`` when given, else by id (earlier BPE merges are more frequent pieces).
-    A word seen both with and without a leading space keeps the spaced form (the one used mid-sentence).
+    Tokenizers with no word-start marks at all fall back to every alphabetic token.
     """
     import re
 
     special = set(tokenizer.all_special_ids)
-    found: dict[str, int] = {}
+    spaced: dict[str, int] = {}  # " word": a word start, as it appears mid-sentence
+    bare: dict[str, int] = {}  # "word" with no space: a whole word only for tokenizers without space marks
     for token_id in range(len(tokenizer)):
         if token_id in special:
             continue
@@ -57,13 +58,14 @@ def whole_word_tokens(tokenizer, limit: int, ranked_text: str | None = None) -> 
         word = piece.strip()
         if len(word) < 2 or not word.isalpha() or not word.isascii():
             continue
-        if piece.startswith(" ") or word not in found:
-            found[word] = token_id
-    if ranked_text:
+        (spaced if piece.startswith(" ") else bare).setdefault(word, token_id)
+    # Byte-level BPE marks word starts with a space; its unspaced pieces are mostly suffixes ("ation", "ould").
+    found = spaced if len(spaced) >= 3 else {**bare, **spaced}
+    if ranked_text:  # only words the text uses as whole words, most frequent first
         counts: dict[str, int] = {}
         for word in re.findall(r"[A-Za-z]+", ranked_text):
             counts[word] = counts.get(word, 0) + 1
-        order = sorted(found, key=lambda w: (-counts.get(w, 0), found[w]))
+        order = sorted((w for w in found if counts.get(w)), key=lambda w: (-counts[w], found[w]))
     else:
         order = sorted(found, key=lambda w: found[w])
     return [(word, found[word]) for word in order[:limit]]
