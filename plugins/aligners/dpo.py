@@ -15,15 +15,8 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
-from ..common import (
-    latest_checkpoint,
-    load_causal_lm,
-    load_tokenizer,
-    metrics_callback,
-    save_model_dir,
-    seed_everything,
-    trainer_arguments,
-)
+from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_preferences
 
 

@@ -19,16 +19,8 @@ from typing import Any
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import (
-    latest_checkpoint,
-    load_causal_lm,
-    load_tokenizer,
-    metrics_callback,
-    read_records,
-    save_model_dir,
-    seed_everything,
-    trainer_arguments,
-)
+from ..common import latest_checkpoint, metrics_callback, read_records, seed_everything, trainer_arguments
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 
 LABEL_KEYS = ("label", "kto_tag")
 

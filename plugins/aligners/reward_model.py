@@ -22,14 +22,8 @@ from pathlib import Path
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import (
-    latest_checkpoint,
-    load_tokenizer,
-    metrics_callback,
-    save_model_dir,
-    seed_everything,
-    trainer_arguments,
-)
+from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
+from ..models import load_tokenizer, save_model_dir
 from ..formats import load_preferences
 
 

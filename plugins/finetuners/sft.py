@@ -29,15 +29,8 @@ from typing import ClassVar
 from lmforge import Finetuner
 from lmforge.errors import ConfigError, DataError
 
-from ..common import (
-    latest_checkpoint,
-    load_causal_lm,
-    load_tokenizer,
-    metrics_callback,
-    save_model_dir,
-    seed_everything,
-    trainer_arguments,
-)
+from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_conversations, load_prompt_completions, read_format
 
 METHODS = ("full", "lora", "qlora")

@@ -15,7 +15,7 @@ from .language_map import LanguageMapConfig, language_map
 
 def sample_text(source, max_chars: int = 2_000_000) -> str:
     """The first ``max_chars`` characters of a text input (enough to rank the common words)."""
-    from ..common import iter_texts
+    from ..data import iter_texts
 
     pieces, size = [], 0
     for batch in iter_texts(source):

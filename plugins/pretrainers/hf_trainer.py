@@ -20,7 +20,8 @@ from pathlib import Path
 
 from lmforge import LmforgeError, Pretrainer
 
-from ..common import latest_checkpoint, load_tokenizer, metrics_callback, save_model_dir, trainer_arguments
+from ..common import latest_checkpoint, metrics_callback, trainer_arguments
+from ..models import load_tokenizer, save_model_dir
 from .shared import (
     PretrainConfig,
     Windows,
@@ -89,7 +90,7 @@ class HFTrainerPretrainer(Pretrainer):
         tokenizer = load_tokenizer(inputs["tokenizer"])
         model = build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
         tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
-                                        cfg.cache_dir, quiet=context.quiet)
+                                        cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
         if len(train) < 1:

@@ -21,7 +21,7 @@ import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from lmforge.errors import ConfigError, DataError, LmforgeError
 
@@ -52,7 +52,7 @@ def split_passages(text: str, max_chars: int) -> list[str]:
 
 @dataclass
 class BM25Config:
-    collection: str = "???"  # a text/data file, a folder, a glob or a dataset dir (e.g. runs/<name>/cleaner)
+    collection: Any = "???"  # any data input: a file, folder, glob, dataset dir (runs/<name>/cleaner), Hub id, list
     text_field: str = "text"
     passage_chars: int = 400
     min_score: float = 0.0  # passages scoring at or below this are not returned
@@ -76,22 +76,15 @@ class BM25Retriever:
     def _build(self) -> None:
         import bm25s
 
-        from ..common import iter_texts
+        from ..data import BadRecord, iter_rows
 
-        source = self.config.collection
-        if source in ("", "???") or not Path(source).exists():
-            raise ConfigError(f"retriever.collection: {source!r} does not exist (a file, folder or dataset dir)")
-        files = sorted(p for p in Path(source).rglob("*") if p.is_file() and p.suffix in (".txt", ".md")) \
-            if Path(source).is_dir() and not any(Path(source).glob("*.parquet")) else [Path(source)]
-        for file in files:
-            document = 0
-            for batch in iter_texts(file, self.config.text_field):
-                for text in batch:
-                    for passage in split_passages(text, self.config.passage_chars):
-                        self._passages.append((passage, f"{file}:{document}"))
-                    document += 1
+        for row in iter_rows(self.config.collection, self.config.text_field):
+            if isinstance(row, BadRecord):
+                raise row.error()
+            for passage in split_passages(row.fields[self.config.text_field], self.config.passage_chars):
+                self._passages.append((passage, row.where))
         if not self._passages:
-            raise DataError(f"retriever.collection: {source} holds no text to index")
+            raise DataError(f"retriever.collection: {self.config.collection} holds no text to index")
         self._index = bm25s.BM25()
         self._index.index(bm25s.tokenize([p for p, _ in self._passages], show_progress=False), show_progress=False)
 
