@@ -33,7 +33,7 @@ def test_bm25_finds_the_passage_with_the_answer(collection):
 
     retriever = build_retriever({"name": "bm25", "collection": str(collection), "passage_chars": 120})
     top = retriever.search("What is the capital of Velmora?", k=2)
-    assert top and "Drestholm" in top[0].text and top[0].source.endswith("velmora.txt:0")
+    assert top and "Drestholm" in top[0].text and top[0].source.endswith("velmora.txt:1")  # file:line
     assert "Tolle" in retriever.search("where does the Quarn river start", k=1)[0].text
     assert retriever.search("the of and", k=3) == []  # only stop words: nothing to rank
 
@@ -89,7 +89,7 @@ def test_http_retriever_against_a_local_service(search_service):
 
 
 def test_retrieval_fires_above_the_threshold_only_and_passages_reach_the_prompt(varied_model_dir, collection):
-    from lmforge.plugins.common import load_causal_lm, load_tokenizer
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig, build_retriever, sample_when_unsure
     from lmforge.plugins.samplers.hf_generate import GenerateParams, sample
 
