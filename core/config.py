@@ -246,8 +246,11 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         if missing:
             raise ConfigError(f"{where}.{missing[0]}: required by {plugin or where} but not set")
         return OmegaConf.to_object(merged)
-    except ParamError as exc:
-        raise ConfigError(f"{where}.{exc}") from None
+    except ConfigError as exc:  # raised by the dataclass's __post_init__ as "key: …": name the section
+        message = str(exc)
+        if "." in message.partition(":")[0] or " " in message.partition(":")[0]:
+            raise  # already names its full key (or is not about one key)
+        raise ConfigError(f"{where}.{message}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
         expected = ""

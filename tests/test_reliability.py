@@ -16,10 +16,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmforge
 import pytest
-
 from lmforge.cli import main
 
 
@@ -245,3 +246,126 @@ def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
     assert code != 0
     one_error_line(err)
     assert not (root / "r" / ".lock.holder.json").exists()
+
+
+# ---------------------------------------------------------------- metrics across resume, report content
+
+
+@dataclass
+class _CleanerParams:
+    steps: list = field(default_factory=list)
+    text_field: str = "text"
+
+
+class _FlakyCleaner(lmforge.Cleaner):
+    """Logs steps 1..5 then dies (first attempt); resumes "from a checkpoint at step 3" and logs 4..8."""
+
+    config_class = _CleanerParams
+    attempts = 0
+
+    def run(self, inputs, output_dir, context):
+        type(self).attempts += 1
+        first = type(self).attempts == 1
+        for step in range(1, 6) if first else range(4, 9):
+            context.log_metrics({"loss": float(10 * type(self).attempts + step)}, step=step)
+        if first:
+            with open(context.work_dir / "metrics.jsonl", "a") as handle:
+                handle.write('{"step": 6, "loss"')  # a line torn by the kill
+            raise RuntimeError("killed")
+        (output_dir / "data.txt").write_text("ok")
+        return output_dir
+
+
+class _FlakyPlugin:
+    @lmforge.hookimpl
+    def lmforge_register(self, registry):
+        registry.add("cleaner", "flaky", _FlakyCleaner)
+
+
+def test_metrics_survive_resume_deduplicated_by_step(capsys, tmp_path):
+    plugin = _FlakyPlugin()
+    lmforge.register_plugin(plugin, name="test-reliability-flaky")
+    try:
+        args = ["run", f"run.root={tmp_path}", "run.name=m", "pipeline=clean_only", "cleaner.plugin=flaky",
+                "run.report=false"]
+        code, err = cli(capsys, *args)
+        assert code == 1 and "RuntimeError: killed" in one_error_line(err)
+        code, err = cli(capsys, *args)
+        assert code == 0, err
+    finally:
+        lmforge.unregister_plugin(plugin)
+    rows = [json.loads(line) for line in (tmp_path / "m" / "cleaner" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [r["loss"] for r in rows] == [11, 12, 13, 24, 25, 26, 27, 28]  # a re-logged step replaces the old one
+
+
+def test_report_escapes_model_text(tmp_path):
+    """A completion that is markdown (an image, a link, raw HTML, a line starting with '![') stays text."""
+    from lmforge.plugins.report import build_report
+
+    sampler = tmp_path / "sampler"
+    sampler.mkdir()
+    hostile = ["![x](http://evil.example/x.png)", "[click](javascript:alert(1))", "<script>alert(1)</script>",
+               "# heading\n| a | b |\n|---|---|", "![", "<img src=http://evil.example/y.png>"]
+    with open(sampler / "completions.jsonl", "w") as handle:
+        for text in hostile:
+            handle.write(json.dumps({"prompt": "![p](http://evil.example/p.png)", "completion": text}) + "\n")
+    (sampler / "manifest.json").write_text(json.dumps({"plugin": "hf_generate", "seconds": 1.0, "metrics": {}}))
+    build_report(tmp_path, {"sampler": json.loads((sampler / "manifest.json").read_text())})
+    html = (tmp_path / "report.html").read_text()
+    assert "evil.example" in html  # the text is there …
+    assert "<img" not in html.replace('<img src="report_plots/', "") and "<script" not in html
+    assert 'href="javascript' not in html and 'href="http://evil' not in html  # … as text, never markup
+
+
+# ---------------------------------------------------------------- data that cannot teach, reward names
+
+
+def test_identical_preference_pairs_are_refused_with_counts():
+    from lmforge.errors import DataError
+    from lmforge.plugins.data_checks import drop_identical_pairs
+
+    same = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"a{i} "} for i in range(10)]
+    with pytest.raises(DataError, match=r"prefs.jsonl: 10 of 10 preference pairs have identical"):
+        drop_identical_pairs(same, "prefs.jsonl")
+    mixed = same[:2] + [{"prompt": "q", "chosen": "good", "rejected": "bad"}] * 8
+    kept, identical = drop_identical_pairs(mixed, "prefs.jsonl")
+    assert identical == 2 and len(kept) == 8
+    conversations = [{"chosen": [{"role": "assistant", "content": "x"}],
+                      "rejected": [{"role": "assistant", "content": "x"}]}] * 3
+    with pytest.raises(DataError, match="3 of 3"):
+        drop_identical_pairs(conversations, "c.jsonl")
+
+
+def test_sft_set_with_no_reply_left_after_truncation_is_refused(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from lmforge.errors import DataError
+    from lmforge.plugins.data_checks import refuse_no_reply_left
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    long_prompt = "a long question about many things " * 40
+    rows = [{"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"}]}] * 3
+    with pytest.raises(DataError, match=r"sft.jsonl: all 3 examples have prompts of \d+ to \d+ tokens, >= "
+                                        r"finetuner.max_length=64"):
+        refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl")
+    rows.append({"prompt": "short", "completion": " answer"})
+    assert refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl") == 3
+
+
+@pytest.mark.parametrize(("rewards", "params", "words"), [
+    (["brevty"], {}, ["rewards: 'brevty' is not a reward function", "registered:"]),
+    (["length:abc"], {}, ["weight of 'length'", "expected a number"]),
+    (["length"], {"lenght": {}}, ["reward_params: 'lenght' is not one of the rewards"]),
+    (["length"], {"length": {"target": 3}}, ["length.target: unknown parameter", "did you mean 'target_chars'"]),
+    (["length"], {"length": {"target_chars": "abc"}}, ["length.target_chars: expected int", "'abc'"]),
+])
+def test_reward_spec_checked_when_params_are_built(rewards, params, words):
+    from lmforge.errors import ConfigError
+    from lmforge.plugins.aligners.rewards import check_reward_spec
+
+    with pytest.raises(ConfigError) as info:
+        check_reward_spec(rewards, params)
+    for word in words:
+        assert word in str(info.value)
+    check_reward_spec(["length:0.5", "format"], {"length": {"target_chars": 120}})
