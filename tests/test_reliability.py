@@ -16,12 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmforge
 import pytest
 from lmforge.cli import main
+from lmforge.plugins.cleaners.basic import BasicCleaner
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
@@ -189,17 +189,13 @@ def test_second_run_on_same_name_fails_naming_the_holder_and_a_killed_holder_fre
 
 SLOW_CLEANER = """
 import sys, time
-from dataclasses import dataclass, field
 import lmforge
 from lmforge.cli import main
 
-@dataclass
-class SlowParams:
-    steps: list = field(default_factory=list)
-    text_field: str = "text"
+from lmforge.plugins.cleaners.basic import BasicCleaner
 
 class Slow(lmforge.Cleaner):
-    config_class = SlowParams
+    config_class = BasicCleaner.config_class  # takes cleaner=basic's keys, so cleaner.plugin=slow swaps it in
 
     def run(self, inputs, output_dir, context):
         print("stage started", flush=True)
@@ -251,16 +247,10 @@ def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
 # ---------------------------------------------------------------- metrics across resume, report content
 
 
-@dataclass
-class _CleanerParams:
-    steps: list = field(default_factory=list)
-    text_field: str = "text"
-
-
 class _FlakyCleaner(lmforge.Cleaner):
     """Logs steps 1..5 then dies (first attempt); resumes "from a checkpoint at step 3" and logs 4..8."""
 
-    config_class = _CleanerParams
+    config_class = BasicCleaner.config_class  # cleaner=basic's keys, so cleaner.plugin=flaky swaps it in
     attempts = 0
 
     def run(self, inputs, output_dir, context):
