@@ -282,3 +282,20 @@ def test_cli_takes_lists_globs_and_fails_in_one_line(tmp_path):
     errors = [line for line in missing.stderr.splitlines() if line.startswith("lmforge: error:")]
     assert errors == ["lmforge: error: cleaner: input 'text': crawl/*.parquet: the pattern matches no files"]
     assert not (tmp_path / "runs" / "missing" / "cleaner").exists()
+
+
+def test_model_inputs_take_a_hub_id_and_the_manifest_records_its_commit(tiny_model_dir, fake_hub, kinds):
+    from lmforge.sources import input_hash, input_record
+
+    _, specs = kinds
+    commit = fake_hub.add_model("org/tiny", tiny_model_dir)
+    checked = lmforge.Finetuner().check_inputs({"model": "org/tiny", "data": specs["mixture"]})
+    model = checked["model"]
+    assert Path(model).is_dir() and (Path(model) / "config.json").is_file()
+    assert input_hash(model) == f"hub:org/tiny@{commit}"
+    assert input_record(model, input_hash(model))["commit"] == commit
+    assert type(checked["data"]).__name__ == "DataSource"
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model': .*org/absent.*not in the Hugging Face"):
+        lmforge.Finetuner().check_inputs({"model": "org/absent", "data": specs["jsonl"]})
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model' not found: /no/such/model$"):
+        lmforge.Finetuner().check_inputs({"model": "/no/such/model", "data": specs["jsonl"]})
