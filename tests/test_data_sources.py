@@ -7,10 +7,14 @@ the test builds itself, and a mixture (a list of sources with ``weight`` / ``lim
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 
 import lmforge
+import pytest
+from lmforge.errors import ConfigError, DataError, MissingArtifact
 
 
 def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatch):
@@ -23,12 +27,6 @@ def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------ every data kind, read by every consumer
-
-import gzip  # noqa: E402
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-from lmforge.errors import ConfigError, DataError, MissingArtifact  # noqa: E402
 
 TEXTS = [f"Document {i}: the quick brown fox jumps over the lazy dog, number {i}." for i in range(6)]
 ROWS = [{"text": t, "prompt": f"Question {i}?", "completion": f"Answer {i}.", "chosen": f"Good {i}.",
@@ -198,8 +196,7 @@ def test_bad_sources_fail_in_one_line(kinds, tmp_path):
 # ------------------------------------------------------------------ through `lmforge run`
 
 def _prose(i: int) -> str:
-    words = ("the river keeps its own counsel while the town sleeps and the lamps burn low along the quay "
-             "where boats knock softly against the stones of the old harbour wall").split()
+    words = ["the", "river", "keeps", "its", "own", "counsel", "while", "the", "town", "sleeps", "and", "the", "lamps", "burn", "low", "along", "the", "quay", "where", "boats", "knock", "softly", "against", "the", "stones", "of", "the", "old", "harbour", "wall"]
     return " ".join(words[(i + k) % len(words)] for k in range(70)) + f". Page {i}."
 
 
