@@ -95,7 +95,8 @@ def tokenize_main(argv: list[str]) -> int:
     text = " ".join(args.text)
     spans = token_spans(tokenizer, text)
     console = Console(highlight=False)
-    console.print(rich_view(spans))
+    # Colours in a terminal; piped into a file or a log, bars between the pieces say the same.
+    console.print(rich_view(spans) if console.is_terminal else plain_view(spans), soft_wrap=True)
     console.print(f"{len(spans)} tokens, {len(text)} characters, {len(WORD.findall(text))} words "
                   f"(fertility {len(spans) / max(len(WORD.findall(text)), 1):.2f} tokens/word)")
     if args.ids:
