@@ -16,12 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmforge
 import pytest
 from lmforge.cli import main
+from lmforge.plugins.cleaners.basic import BasicCleaner
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
@@ -189,17 +189,13 @@ def test_second_run_on_same_name_fails_naming_the_holder_and_a_killed_holder_fre
 
 SLOW_CLEANER = """
 import sys, time
-from dataclasses import dataclass, field
 import lmforge
 from lmforge.cli import main
 
-@dataclass
-class SlowParams:
-    steps: list = field(default_factory=list)
-    text_field: str = "text"
+from lmforge.plugins.cleaners.basic import BasicCleaner
 
 class Slow(lmforge.Cleaner):
-    config_class = SlowParams
+    config_class = BasicCleaner.config_class  # takes cleaner=basic's keys, so cleaner.plugin=slow swaps it in
 
     def run(self, inputs, output_dir, context):
         print("stage started", flush=True)
@@ -251,16 +247,10 @@ def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
 # ---------------------------------------------------------------- metrics across resume, report content
 
 
-@dataclass
-class _CleanerParams:
-    steps: list = field(default_factory=list)
-    text_field: str = "text"
-
-
 class _FlakyCleaner(lmforge.Cleaner):
     """Logs steps 1..5 then dies (first attempt); resumes "from a checkpoint at step 3" and logs 4..8."""
 
-    config_class = _CleanerParams
+    config_class = BasicCleaner.config_class  # cleaner=basic's keys, so cleaner.plugin=flaky swaps it in
     attempts = 0
 
     def run(self, inputs, output_dir, context):
@@ -369,3 +359,88 @@ def test_reward_spec_checked_when_params_are_built(rewards, params, words):
     for word in words:
         assert word in str(info.value)
     check_reward_spec(["length:0.5", "format"], {"length": {"target_chars": 120}})
+
+
+# ---------------------------------------------------------------- lmforge rank: the server survives anything
+
+
+def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, dict | None]:
+    """Send bytes as they are (headers http.client would refuse) and read the status and JSON answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        # no half-close: a server that waits for more body than was sent must time out here, not see EOF
+        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    payload = data.split(b"\r\n\r\n", 1)[1]
+    return status, (json.loads(payload) if payload.strip() else None)
+
+
+@pytest.fixture
+def rank_session(tmp_path):
+    from lmforge.plugins.feedback.rank import RankSession
+
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
+    return RankSession.create(tmp_path / "session", prompts, [["one", "two"]] * 3, {"k": 2})
+
+
+def test_rank_server_answers_every_malformed_request_and_keeps_serving(rank_session):
+    from lmforge.plugins.feedback.rank import start_server
+
+    server = start_server(rank_session, annotator="ada")
+    port = server.server_address[1]
+    post = "POST /api/judge HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+    good = json.dumps({"annotator": "ada", "prompt_id": 0, "ranking": [[1], [0]]}).encode()
+    try:
+        cases = [
+            (post + "Content-Length: abc\n", b"{}", 400),
+            (post + "Content-Length: -1\n", b"{}", 400),  # used to hang reading to EOF
+            (post + f"Content-Length: {10**12}\n", b"{}", 413),  # used to be a MemoryError
+            (post + "\n", b"", 411),
+            (post + "Content-Length: 5\n", b"[1,2]", 400),  # not an object
+            (post + "Content-Length: 4\n", b"\xff\xfe{}", 400),  # not UTF-8
+        ]
+        for body in ({"annotator": ["x"], "prompt_id": 0, "ranking": [[0], [1]]},
+                     {"annotator": "ada", "prompt_id": [0], "ranking": [[0], [1]]},
+                     {"annotator": "ada", "prompt_id": 0, "ranking": "0 1"},
+                     {"annotator": "ada", "prompt_id": 0, "ranking": [[0], [{"a": 1}]]}):
+            raw = json.dumps(body).encode()
+            cases.append((post + f"Content-Length: {len(raw)}\n", raw, 400))
+        surrogate = b'{"annotator": "\\ud800", "prompt_id": 0, "ranking": [[0], [1]]}'
+        cases.append((post + f"Content-Length: {len(surrogate)}\n", surrogate, 400))
+        evil = b'{"mode": "../../../evil"}'
+        cases.append((post.replace("/api/judge", "/api/export") + f"Content-Length: {len(evil)}\n", evil, 400))
+        for head, body, expected in cases:
+            status, answer = _raw_request(port, head, body)
+            assert status == expected, (head, body, status, answer)
+            assert answer and "error" in answer
+        assert not list(rank_session.directory.parent.rglob("*evil*"))
+        status, answer = _raw_request(port, post + f"Content-Length: {len(good)}\n", good)
+        assert status == 200 and answer["ok"]
+        status, _ = _raw_request(port, "GET /api/state?annotator=ada HTTP/1.1\nHost: 127.0.0.1\n")
+        assert status == 200
+        status, _ = _raw_request(port, "GET /api/state HTTP/1.1\nHost: evil.example\n")
+        assert status == 403
+    finally:
+        server.shutdown()
+
+
+def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judgements(rank_session):
+    from lmforge.plugins.feedback.rank import RankSession
+
+    rank_session.record("ada", 0, [[1], [0]])
+    rank_session.record("bob", 1, [[0], [1]])
+    with open(rank_session.judgements_path, "a", encoding="utf-8") as handle:
+        handle.write('{"annotator": "ada", "prompt_id": 2, "rank')  # killed mid-write: never acknowledged
+    reopened = RankSession(rank_session.directory)
+    assert reopened.repaired > 0
+    reopened.record("ada", 2, [[0, 1]])  # a later judgement is on a line of its own, not glued to the torn one
+    again = RankSession(rank_session.directory)
+    judged = again.judgements()
+    assert judged["ada"][0]["ranking"] == [[1], [0]] and judged["bob"][1]["ranking"] == [[0], [1]]
+    assert judged["ada"][2]["ranking"] == [[0, 1]]
+    assert all(json.loads(line) for line in again.judgements_path.read_text().splitlines())
+    assert "prompt_id\": 2" in (again.directory / "judgements.jsonl.torn").read_text()
