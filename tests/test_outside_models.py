@@ -325,6 +325,18 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
     assert reply[-1] == end and len(reply) < 24, tokenizer.decode(reply)
     assert tokenizer.decode(reply[:-1]).strip() == CHATS[2][1]
 
+    # GRPO / RLOO rollouts of a model SFT'd to end its turns terminate (TRL reads the generation config's EOS)
+    for aligner in ("grpo", "rloo"):
+        cli("run", *common, f"run.name={aligner}", "pipeline=align_only", f"aligner={aligner}",
+            f"pipeline.stages.aligner.model={sft}", f"data.preferences={prompts}", "aligner.max_steps=2",
+            "aligner.batch_size=4", "aligner.num_generations=4", "aligner.max_completion_length=32",
+            "aligner.save_steps=0", "aligner.logging_steps=1", cwd=tmp_path)
+        logged = [json.loads(line) for line in
+                  (tmp_path / "runs" / aligner / "aligner" / "metrics.jsonl").read_text().splitlines()]
+        clipped = [m["completions/clipped_ratio"] for m in logged if "completions/clipped_ratio" in m]
+        print(f"{aligner}: completions/clipped_ratio per step {clipped}")
+        assert clipped and max(clipped) <= 0.5, clipped
+
     cli("run", *common, "run.name=dpo", "pipeline=align_only", f"pipeline.stages.aligner.model={sft}",
         f"data.preferences={prefs}", "aligner.max_steps=4", "aligner.save_steps=0", "aligner.max_length=64",
         cwd=tmp_path)
