@@ -117,7 +117,10 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         missing = [k for k in fields if OmegaConf.is_missing(merged, k)]
         if missing:
             raise ConfigError(f"{where}.{missing[0]}: required by {plugin or where} but not set")
-        return OmegaConf.to_object(merged)
+        try:
+            return OmegaConf.to_object(merged)
+        except ConfigError as exc:  # raised by the params' own __post_init__ checks, which name the key only
+            raise ConfigError(f"{where}.{exc}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
         expected = ""

@@ -1,7 +1,5 @@
-"""Helpers shared by the built-in plugins that wrap Hugging Face trainers.
-
-Reading data files with clear errors, loading text datasets, the trainer arguments every stage shares,
-checkpoint discovery for resume, and a callback that forwards trainer logs to lmforge's metrics hook.
+"""Helpers shared by the built-in plugins: reading data files with clear errors, loading text datasets,
+opening and saving models. (Trainer plumbing lives in ``training.py``, checkpoints in ``checkpoints.py``.)
 Heavy imports stay inside functions so that listing plugins never imports torch.
 """
 
@@ -95,50 +93,6 @@ def iter_texts(path: str | Path, text_field: str = "text", batch_size: int = 100
     texts = [r[text_field] for r in records]
     for start in range(0, len(texts), batch_size):
         yield texts[start:start + batch_size]
-
-
-def latest_checkpoint(directory: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` directory under ``directory`` (for resume), or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    candidates = [p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-                  and (p / "trainer_state.json").is_file()]
-    return str(max(candidates, key=lambda p: int(p.name.split("-")[-1]))) if candidates else None
-
-
-def trainer_arguments(context, *, max_steps: int, batch_size: int, learning_rate: float, save_steps: int,
-                      logging_steps: int, static_shapes: bool = False, **extra) -> dict[str, Any]:
-    """Arguments common to ``TrainingArguments`` and TRL configs: checkpoints in the stage's work dir."""
-    return {
-        "output_dir": str(context.checkpoint_dir()),
-        "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "logging_steps": logging_steps,
-        "save_strategy": "steps" if save_steps > 0 else "no",
-        "save_steps": max(save_steps, 1),
-        "save_total_limit": 2,
-        "report_to": "none",
-        "seed": context.seed,
-        "data_seed": context.seed,
-        "disable_tqdm": context.quiet,
-        **context.hardware.trainer_kwargs(static_shapes=static_shapes),
-        **extra,
-    }
-
-
-def metrics_callback(context):
-    """A transformers ``TrainerCallback`` that sends every trainer log line to ``context.log_metrics``."""
-    from transformers import TrainerCallback
-
-    class LmforgeMetrics(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
-                numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-                context.log_metrics(numeric, step=state.global_step)
-
-    return LmforgeMetrics()
 
 
 def load_tokenizer(path: str | Path):
