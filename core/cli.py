@@ -1,6 +1,7 @@
 """The ``lmforge`` command.
 
-    lmforge run [hydra overrides…]   run the configured pipeline (every Hydra flag works: -m, --cfg job, --help)
+    lmforge run [-c my.yaml] [hydra overrides…]   run the configured pipeline (every Hydra flag works, in any
+                                                 order: -m, --cfg job, --help)
     lmforge plugins                  list every registered implementation: kind, name, origin package
 """
 
@@ -9,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 
+from .errors import ConfigError
+
 USAGE = """usage: lmforge <command> [args]
 
 commands:
   run [overrides…]   run the configured pipeline; Hydra overrides select plugins and parameters,
                      e.g.  lmforge run aligner=orpo run.name=exp1 pretrainer.max_steps=200
-                     (-m for a sweep, --cfg job to print the composed config, --help for config groups)
+                     (-c my.yaml for your own config file, -m for a sweep, --cfg job to print the
+                     composed config, --help for every config group and option)
   plugins            list registered implementations (kind, name, origin package)
 """
 
@@ -63,15 +67,63 @@ def _task(cfg) -> None:
           f"skipped as complete: {', '.join(result.skipped) or 'none'})")
 
 
+# Hydra's own flags: those that take a value, and ``--info``'s optional value.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+_CFG_CHOICES = {"job", "hydra", "all"}
+
+
+def split_run_args(args: list[str]) -> tuple[list[str], list[str], str | None]:
+    """``lmforge run``'s arguments -> (Hydra flags, overrides, the ``-c`` config file or None), in any order.
+
+    Hydra parses its flags before its positional overrides, so ``run aligner=orpo --cfg job`` and
+    ``run --cfg job aligner=orpo`` must both reach it as flags first. ``-c``/``--config`` followed by a file
+    (``my.yaml``) is lmforge's own config file; ``-c job|hydra|all`` stays Hydra's ``--cfg``.
+    """
+    flags, overrides, config_file = [], [], None
+    items = iter(args)
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not item.startswith("-"):
+            overrides.append(item)
+        elif name == "--config" and eq:
+            config_file = value
+        elif item in ("-c", "--config"):
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{item}: expected a config file (my.yaml)")
+            if item == "-c" and value in _CFG_CHOICES:  # Hydra's short form of --cfg
+                flags += [item, value]
+            else:
+                config_file = value
+        elif name in _VALUE_FLAGS and not eq:
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{name}: expects a value")
+            flags += [name, value]
+        elif name in ("--info", "-i") and not eq:
+            flags.append(item)
+            following = next(items, None)
+            if following is not None:
+                (flags if following in _INFO_CHOICES else overrides).append(following)
+        else:
+            flags.append(item)
+    return flags, overrides, config_file
+
+
 def _run(args: list[str]) -> None:
     import hydra
 
-    from .config import _register_resolvers, parameter_overrides, searchpath_override
+    from .config import _register_resolvers, load_config_file, parameter_overrides, register_plugin_searchpath
 
+    flags, overrides, config_file = split_run_args(args)
     _register_resolvers()
-    _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in args if "," in a.partition("=")[2])
-    main = hydra.main(config_path="pkg://lmforge.conf", config_name="config", version_base="1.3")(_task)
-    sys.argv = ["lmforge run", *searchpath_override(), *parameter_overrides(args)]
+    register_plugin_searchpath()
+    config_name = load_config_file(config_file) if config_file else "config"
+    _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in overrides if "," in a.partition("=")[2])
+    main = hydra.main(config_path="pkg://lmforge.conf", config_name=config_name, version_base="1.3")(_task)
+    sys.argv = ["lmforge run", *flags, *parameter_overrides(overrides)]
     main()
 
 

@@ -48,9 +48,80 @@ def search_path_entries() -> list[str]:
     return entries
 
 
-def searchpath_override() -> list[str]:
-    entries = search_path_entries()
-    return [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
+_SEARCHPATH_PLUGIN: list = []
+
+
+def register_plugin_searchpath() -> None:
+    """Put plugins' config directories on Hydra's search path wherever Hydra builds one.
+
+    A Hydra ``SearchPathPlugin`` (registered once, in-process) rather than a ``hydra.searchpath=…`` override:
+    Hydra's ``--help`` lists config groups from the search path it starts with, and an override placed in
+    front of the user's arguments breaks ``--cfg job`` / ``-m`` argument parsing.
+    """
+    if _SEARCHPATH_PLUGIN:
+        return
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class LmforgePluginConfigs(SearchPathPlugin):
+        def manipulate_search_path(self, search_path) -> None:
+            for entry in search_path_entries():
+                search_path.append("lmforge-plugin", entry)
+
+    Plugins.instance().register(LmforgePluginConfigs)
+    _SEARCHPATH_PLUGIN.append(LmforgePluginConfigs)
+
+
+USER_CONFIG = "_lmforge_config_file_"  # name under which ``-c my.yaml`` is registered as Hydra's primary config
+
+
+def load_config_file(path) -> str:
+    """Register a user's YAML file (``lmforge run -c my.yaml``) as the primary config; return its name.
+
+    The file holds what one would otherwise type as overrides, as YAML: any top-level key of the config
+    (``run``, ``pretrainer``, ``data`` …) merges over lmforge's defaults, and an optional ``defaults`` list picks
+    options (``- aligner: orpo``). A ``pipeline`` key REPLACES the default pipeline (its stages are the run's
+    stages) unless the file's ``defaults`` also selects a pipeline option, which it then edits. Options given
+    on the command line still win over the file.
+    """
+    import yaml
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"-c {path}: no such file (expected a YAML config file)")
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or one_line(exc)})") from None
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys (run:, pretrainer:, pipeline: …), "
+                          f"got {type(body).__name__}")
+    defaults = body.pop("defaults", None) or []
+    if not isinstance(defaults, list):
+        raise ConfigError(f"{path}: defaults: expected a list like [aligner: orpo], got {defaults!r}")
+    selected = ["config"]
+    for entry in defaults:
+        if isinstance(entry, str) and ":" in entry:
+            entry = dict([(part.strip() for part in entry.split(":", 1))])
+        if entry in ("config", "_self_"):
+            continue
+        if not (isinstance(entry, dict) and len(entry) == 1):
+            raise ConfigError(f"{path}: defaults: expected entries like 'aligner: orpo', got {entry!r}")
+        (group, option), = entry.items()
+        group = str(group).removeprefix("override ").strip()
+        selected.append({f"override {group}": option})
+    store = ConfigStore.instance()
+    if "pipeline" in body and not any("override pipeline" in e for e in selected[1:]):
+        store.store(group="pipeline", name=USER_CONFIG, node=OmegaConf.create(body.pop("pipeline")))
+        selected.append({"override pipeline": USER_CONFIG})
+    node = OmegaConf.create({"defaults": [*selected, "_self_"], **body})
+    store.store(name=USER_CONFIG, node=node)
+    return USER_CONFIG
 
 
 STRICT_TOP_LEVEL = ("run", "hydra", "pipeline", "data", "hardware")
@@ -74,17 +145,23 @@ def parameter_overrides(overrides) -> list[str]:
     return rewritten
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config"):
-    """Compose lmforge's config (as ``lmforge run`` would) from Python: ``compose(["aligner=orpo"])``."""
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config", config_file=None):
+    """Compose lmforge's config (as ``lmforge run`` would) from Python: ``compose(["aligner=orpo"])``.
+
+    ``config_file="my.yaml"`` composes a user's config file as ``lmforge run -c my.yaml`` does.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
+    register_plugin_searchpath()
+    if config_file is not None:
+        config_name = load_config_file(config_file)
     try:
         with initialize_config_module(config_module="lmforge.conf", version_base="1.3"):
-            return hydra_compose(config_name, overrides=searchpath_override() + parameter_overrides(overrides))
+            return hydra_compose(config_name, overrides=parameter_overrides(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(one_line(str(exc))) from None
 

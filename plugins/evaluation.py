@@ -26,7 +26,8 @@ from lmforge import hookimpl, registry
 from lmforge.config import build_params, named_spec, sample_data_path
 from lmforge.errors import ConfigError
 
-from .common import iter_texts, load_causal_lm, load_tokenizer, read_records
+from .common import iter_texts, read_records
+from .models import load_causal_lm, load_tokenizer
 
 
 class Evaluator:

@@ -30,7 +30,7 @@ from pathlib import Path
 from lmforge.config import one_line
 from lmforge.errors import ConfigError, close_match
 
-from .common import load_causal_lm, load_tokenizer
+from .models import load_causal_lm, load_tokenizer
 from .evaluation import Evaluator
 
 WHERE = "evaluation.lm_eval"

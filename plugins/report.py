@@ -1,22 +1,42 @@
-"""The run report: ``runs/<name>/report.md`` and ``report.html`` with PNG plots, written at pipeline end.
+"""The run report (``runs/<name>/report.md`` + ``report.html`` with PNG plots) and ``lmforge compare``.
 
 A plugin on the ``lmforge_pipeline_end`` hook, built only from what the stages left on disk (manifests,
-``metrics.jsonl``, the cleaner's ``report.json``, the tokenizer's report, ``completions.jsonl``), so it
-reports on skipped stages too and a third-party stage gets its curves for free by logging metrics.
+``metrics.jsonl``, the cleaner's ``report.json``, ``completions.jsonl``), so it reports on skipped stages too
+and a third-party stage gets its curves for free: every numeric metric a stage logs at two or more steps is
+plotted (training and validation loss share one plot) and every metric's last value is tabled.
 ``run.report=false`` turns it off.
+
+Why markdown-it-py: the page is a real CommonMark rendering (bold, tables, quotes) rather than a hand-made
+converter, with raw HTML off. Model text (prompts, completions) is backslash-escaped before it enters the
+markdown, so a completion reading ``![x](http://…)`` shows as those characters — never a remote image or a
+link — in report.md and report.html alike.
+
+``lmforge compare RUN_A RUN_B [...]`` overlays the runs' curves stage by stage and tables their final metrics
+and the config keys that differ.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
+import sys
 from pathlib import Path
 
 from lmforge import hookimpl
 
-CURVES = (("loss", "training loss"), ("eval_loss", "validation loss"), ("learning_rate", "learning rate"),
-          ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"),
-          ("reward", "reward"), ("kl", "KL to reference"), ("objective/kl", "KL to reference"))
+LOSS_KEYS = ("loss", "eval_loss", "val_loss")  # drawn together: training and validation loss on one plot
+TITLES = {"loss": "training loss", "eval_loss": "validation loss", "val_loss": "validation loss",
+          "learning_rate": "learning rate", "lr": "learning rate", "grad_norm": "gradient norm",
+          "rewards/accuracies": "reward accuracy", "rewards/margins": "reward margin", "reward": "reward",
+          "kl": "KL to reference", "objective/kl": "KL to reference", "tokens_per_s": "tokens per second",
+          "ms_per_step": "ms per step", "mfu": "model FLOPs utilisation"}
+NOT_CURVES = {"epoch", "step", "time", "total_flos", "train_runtime", "train_samples_per_second",
+              "train_steps_per_second", "num_tokens"}
+SAMPLES_PER_STAGE = 4
+
+
+# ---------------------------------------------------------------- reading a run
 
 
 def read_metrics(artifact: Path) -> list[dict]:
@@ -26,113 +46,274 @@ def read_metrics(artifact: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(stage: str, rows: list[dict], out_dir: Path) -> list[tuple[str, str]]:
-    """One PNG per metric that has at least two logged steps; returns (title, file name) pairs."""
+def curves(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Every numeric metric logged at two or more distinct steps -> its (step, value) points, by step."""
+    points: dict[str, dict[float, float]] = {}
+    for row in rows:
+        step = row.get("step")
+        if step is None:
+            continue
+        for key, value in row.items():
+            if key in NOT_CURVES or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            points.setdefault(key, {})[step] = value
+    return {key: sorted(by_step.items()) for key, by_step in points.items() if len(by_step) >= 2}
+
+
+def plot_groups(keys) -> list[tuple[str, list[str]]]:
+    """(title, metric keys) per plot: the loss keys share the first plot, each other metric gets its own."""
+    keys = list(keys)
+    losses = [k for k in LOSS_KEYS if k in keys]
+    groups = [("loss (training and validation)" if len(losses) > 1 else TITLES[losses[0]], losses)] if losses else []
+    groups += [(TITLES.get(k, k), [k]) for k in keys if k not in losses]
+    return groups
+
+
+def read_run(run_dir: Path) -> dict[str, dict]:
+    """A finished run's stage manifests, in pipeline order (stage dirs without a manifest are left out)."""
+    from lmforge import is_complete, read_manifest
+
+    run_dir = Path(run_dir)
+    order = []
+    config = run_dir / "config.json"
+    if config.is_file():
+        order = list(((json.loads(config.read_text()).get("pipeline") or {}).get("stages") or {}))
+    found = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and is_complete(p)) if run_dir.is_dir() else []
+    names = [n for n in order if n in found] + [n for n in found if n not in order]
+    return {name: read_manifest(run_dir / name) for name in names}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure(title: str, lines: list[tuple[str, list, list]], ylabel: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    for label, steps, values in lines:
+        ax.plot(steps, values, marker="o", markersize=2, linewidth=1.3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _file_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) + ".png"
+
+
+def plot_curves(stage: str, rows: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+    """One PNG per plot group of a stage's curves; returns (title, file name) pairs."""
+    series = curves(rows)
     made = []
-    for key, title in CURVES:
-        points = [(r["step"], r[key]) for r in rows if r.get("step") is not None and isinstance(r.get(key), (int, float))]
-        if len(points) < 2:
-            continue
-        steps, values = zip(*points)
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        ax.plot(steps, values, marker="o", markersize=2, linewidth=1.2)
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.set_title(f"{stage}: {title}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        name = f"{stage}_{key.replace('/', '_')}.png"
-        fig.savefig(out_dir / name)
-        plt.close(fig)
+    for title, keys in plot_groups(series):
+        lines = [(TITLES.get(k, k) if len(keys) > 1 else k, *zip(*series[k])) for k in keys]
+        name = _file_name(stage, *keys)
+        _figure(f"{stage}: {title}", lines, "loss" if keys[0] in LOSS_KEYS else keys[0], Path(out_dir) / name)
         made.append((f"{stage}: {title}", name))
     return made
 
 
-def _summary_rows(metrics: dict) -> list[str]:
-    wanted = ("docs_in", "docs_out", "chars_out", "vocab_size", "train_mb_per_s", "eval_loss", "perplexity",
-              "bits_per_byte", "train_loss", "train_runtime", "train_tokens_per_second", "prompts", "completions")
-    return [f"| {k} | {metrics[k]:.4g} |" if isinstance(metrics[k], float) else f"| {k} | {metrics[k]} |"
-            for k in wanted if k in metrics]
+# ---------------------------------------------------------------- markdown
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+
+
+def escape_markdown(text: str) -> str:
+    """Model or user text as literal markdown: every character that could start markup is backslash-escaped,
+    so no image, link, autolink, HTML, heading or table can come out of it."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def _quote(text: str) -> list[str]:
+    return [f"> {escape_markdown(line)}" if line.strip() else ">" for line in str(text).splitlines() or [""]]
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape_markdown(json.dumps(value) if isinstance(value, (dict, list)) else value)
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    if not rows:
+        return []
+    return ["| metric | last value |", "|---|---|", *[f"| {escape_markdown(k)} | {_value(v)} |" for k, v in rows], ""]
+
+
+def _samples(artifact: Path) -> list[str]:
+    completions = artifact / "completions.jsonl"
+    if not completions.is_file():
+        return []
+    lines = ["### Samples", ""]
+    for raw in completions.read_text().splitlines()[:SAMPLES_PER_STAGE]:
+        sample = json.loads(raw)
+        prompt = sample.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = prompt[-1].get("content", "") if prompt else ""
+        lines += ["**prompt:**", "", *_quote(str(prompt)[:300]), "", "**completion:**", "",
+                  *_quote(str(sample.get("completion", ""))[:600]), "", "---", ""]
+    return lines
+
+
+def _stage_effects(run_dir: Path, manifests: dict) -> list[str]:
+    """The stage-effects section (what each stage changed in the model's answers), where that plugin is present."""
+    try:
+        from lmforge.plugins import stage_effects
+    except ImportError:
+        return []
+    section = stage_effects.markdown_section(run_dir, manifests)
+    return [section, ""] if section else []
 
 
 def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
     run_dir = Path(run_dir)
     plots_dir = run_dir / "report_plots"
     plots_dir.mkdir(exist_ok=True)
-    lines = [f"# Run report: {run_dir.name}", ""]
+    lines = [f"# Run report: {escape_markdown(run_dir.name)}", ""]
     lines += ["| stage | plugin | seconds | artifact |", "|---|---|---|---|"]
     for stage, manifest in manifests.items():
-        lines.append(f"| {stage} | {manifest.get('plugin', manifest.get('implementation'))} | "
-                     f"{manifest.get('seconds', 0):.1f} | `{stage}/` |")
+        plugin = manifest.get("plugin", manifest.get("implementation"))
+        lines.append(f"| {escape_markdown(stage)} | {escape_markdown(plugin)} | {manifest.get('seconds', 0):.1f} | "
+                     f"`{stage}/` |")
+    lines.append("")
+    lines += _stage_effects(run_dir, manifests)
     for stage, manifest in manifests.items():
         artifact = run_dir / stage
-        lines += ["", f"## {stage}", ""]
-        rows = _summary_rows(manifest.get("metrics", {}))
-        if rows:
-            lines += ["| metric | value |", "|---|---|", *rows, ""]
+        lines += [f"## {escape_markdown(stage)}", ""]
         cleaning = artifact / "report.json"
         if cleaning.is_file():
             report = json.loads(cleaning.read_text())
-            kept = (f"Kept {report['docs_out']} of {report['docs_in']} documents "
-                    f"({report['chars_out']} of {report['chars_in']} characters).")
-            lines += [kept, ""]
+            lines += [f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
+                      f"({report['chars_out']} of {report['chars_in']} characters).", ""]
             if report.get("removed"):
                 lines += ["| removed by | documents |", "|---|---|"]
-                lines += [f"| {reason} | {count} |" for reason, count in sorted(report["removed"].items())]
+                lines += [f"| {escape_markdown(r)} | {n} |" for r, n in sorted(report["removed"].items())]
                 lines.append("")
         for title, name in plot_curves(stage, read_metrics(artifact), plots_dir):
-            lines += [f"![{title}](report_plots/{name})", ""]
-        completions = artifact / "completions.jsonl"
-        if completions.is_file():
-            samples = [json.loads(x) for x in completions.read_text().splitlines()[:4]]
-            for sample in samples:
-                prompt = sample["prompt"][-1]["content"] if isinstance(sample["prompt"], list) else sample["prompt"]
-                lines += [f"> **prompt:** {prompt[:200]}", ">", f"> **completion:** {sample['completion'][:300]}", ""]
+            lines += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
+        lines += _metrics_table(manifest.get("metrics", {}))
+        lines += _samples(artifact)
     markdown = "\n".join(lines) + "\n"
     (run_dir / "report.md").write_text(markdown)
-    (run_dir / "report.html").write_text(markdown_to_html(markdown, run_dir.name))
+    (run_dir / "report.html").write_text(render_html(markdown, f"Run report: {run_dir.name}"))
     return run_dir / "report.md"
 
 
-def markdown_to_html(markdown: str, title: str) -> str:
-    """Just enough markdown (headings, tables, images, quotes, paragraphs) for the report's own output."""
-    out, table = [], []
+STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 10px;text-align:left}
+th{background:#f4f4f4}img{max-width:100%}blockquote{margin:.3em 0;padding:.2em 1em;border-left:4px solid #ccd;
+background:#f8f8fb;white-space:pre-wrap}h2{border-bottom:1px solid #ddd;margin-top:2em}code{background:#f4f4f4}"""
 
-    def flush_table():
-        if table:
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not set(row) <= set("|-")]
-            head, *body = cells
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" +
-                       "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) +
-                       "</table>")
-            table.clear()
 
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("## "):
-            out.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            out.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("!["):
-            alt, src = line[2:].split("](", 1)
-            out.append(f'<img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}">')
-        elif line.startswith(">"):
-            out.append(f"<blockquote>{html.escape(line.lstrip('> '))}</blockquote>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
-    style = "body{font-family:sans-serif;max-width:900px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}"
+def render_html(markdown: str, title: str) -> str:
+    """CommonMark + tables via markdown-it-py, raw HTML off (any ``<tag>`` in the text shows as text)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
+            f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Overlaid curves (one line per run) for every stage and metric, a final-metrics table and the config
+    keys that differ. Writes ``compare.md`` + ``compare.html`` into ``out_dir``; returns the HTML path."""
+    from lmforge.errors import ConfigError
+
+    runs = {}
+    for run_dir in map(Path, run_dirs):
+        manifests = read_run(run_dir)
+        if not manifests:
+            raise ConfigError(f"compare: {run_dir}: no finished stage here (expected a run directory such as "
+                              f"runs/<name> with <stage>/manifest.json inside)")
+        label = run_dir.name if run_dir.name not in runs else str(run_dir)
+        runs[label] = (run_dir, manifests)
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    labels = list(runs)
+    lines = [f"# Compare: {escape_markdown(' vs '.join(labels))}", "",
+             "| run | directory | stages |", "|---|---|---|"]
+    for label, (run_dir, manifests) in runs.items():
+        lines.append(f"| {escape_markdown(label)} | `{run_dir}` | {escape_markdown(', '.join(manifests))} |")
+    lines.append("")
+    configs = {label: _flatten(json.loads((d / "config.json").read_text())) if (d / "config.json").is_file() else {}
+               for label, (d, _) in runs.items()}
+    keys = sorted({k for c in configs.values() for k in c if not k.startswith(("run.name", "hydra."))})
+    differ = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
+    if differ:
+        lines += ["## Config differences", "", "| key | " + " | ".join(map(escape_markdown, labels)) + " |",
+                  "|---|" + "---|" * len(labels)]
+        lines += [f"| {escape_markdown(k)} | " + " | ".join(_value(configs[lb].get(k, "—")) for lb in labels) + " |"
+                  for k in differ]
+        lines.append("")
+    stages = list(dict.fromkeys(s for _, manifests in runs.values() for s in manifests))
+    for stage in stages:
+        lines += [f"## {escape_markdown(stage)}", ""]
+        series = {label: curves(read_metrics(d / stage)) for label, (d, m) in runs.items() if stage in m}
+        all_keys = list(dict.fromkeys(k for s in series.values() for k in s))
+        for title, group in plot_groups(all_keys):
+            plot_lines = [(f"{label}: {TITLES.get(k, k)}" if len(group) > 1 else label, *zip(*s[k]))
+                          for label, s in series.items() for k in group if k in s]
+            name = _file_name(stage, *group)
+            _figure(f"{stage}: {title}", plot_lines, "loss" if group[0] in LOSS_KEYS else group[0],
+                    out_dir / "plots" / name)
+            lines += [f"![{escape_markdown(stage + ': ' + title)}](plots/{name})", ""]
+        finals = {label: m[stage].get("metrics", {}) for label, (d, m) in runs.items() if stage in m}
+        metric_keys = list(dict.fromkeys(k for f in finals.values() for k, v in f.items()
+                                         if isinstance(v, (int, float)) and not isinstance(v, bool)))
+        if metric_keys:
+            lines += ["| metric | " + " | ".join(map(escape_markdown, labels)) + " |", "|---|" + "---|" * len(labels)]
+            lines += [f"| {escape_markdown(k)} | " + " | ".join(_value(finals.get(lb, {}).get(k, "—")) for lb in labels)
+                      + " |" for k in metric_keys]
+            lines.append("")
+    markdown = "\n".join(lines) + "\n"
+    (out_dir / "compare.md").write_text(markdown)
+    page = out_dir / "compare.html"
+    page.write_text(render_html(markdown, f"Compare: {' vs '.join(labels)}"))
+    return page
+
+
+def compare_command(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lmforge compare",
+                                     description="Overlay the curves and table the metrics of two or more runs.")
+    parser.add_argument("runs", nargs="+", help="run directories, e.g. runs/exp1 runs/exp2")
+    parser.add_argument("-o", "--out", help="output directory (default: compare-<run>-<run>… beside the first run)")
+    args = parser.parse_args(argv)
+    if len(args.runs) < 2:
+        parser.error("give two or more run directories")
+    out = args.out or Path(args.runs[0]).resolve().parent / ("compare-" + "-".join(Path(r).name for r in args.runs))
+    page = compare_runs(args.runs, Path(out))
+    print(f"lmforge: compare: {page}")
+    return 0
+
+
+@hookimpl
+def lmforge_cli_commands():
+    return {"compare": ("overlay the curves and metrics of two or more runs (HTML page)", compare_command)}
 
 
 @hookimpl
@@ -141,6 +322,4 @@ def lmforge_pipeline_end(run_dir, manifests, context):
         return
     path = build_report(run_dir, manifests)
     if not context.quiet:
-        import sys
-
         print(f"lmforge: report: {path}", file=sys.stderr)

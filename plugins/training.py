@@ -23,7 +23,8 @@ from typing import Any
 from lmforge.errors import ConfigError, DataError, close_match
 
 from .checkpoints import latest_checkpoint, step_of
-from .common import load_tokenizer, save_model_dir, seed_everything
+from .common import seed_everything
+from .models import load_tokenizer, model_path, save_model_dir
 
 METHODS = ("full", "lora", "qlora")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -213,16 +214,12 @@ def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "A
         options.update(dtype=compute, quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute))
-    model = getattr(transformers, auto_class).from_pretrained(str(model_dir(ref)), **options)
+    model = getattr(transformers, auto_class).from_pretrained(str(model_path(ref)), **options)
     if qlora:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     return model
-
-
-def model_dir(ref) -> Path:
-    return Path(ref)
 
 
 def reference_model(ref, params: TrainerParams, context):

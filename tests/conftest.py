@@ -96,3 +96,63 @@ def varied_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     AutoModelForCausalLM.from_config(config).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+class FakeHub:
+    """A Hugging Face hub cache laid out as ``huggingface_hub`` writes it, for offline Hub-id tests.
+
+    ``models--org--name/snapshots/<commit>/…`` with ``refs/<revision>`` holding the commit (and the same for
+    ``datasets--org--name``): exactly what a user's populated cache looks like to ``HF_HUB_OFFLINE=1`` code.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _add(self, kind: str, repo_id: str, files: Path | dict, revision: str) -> str:
+        import hashlib
+        import shutil
+
+        commit = hashlib.sha1(f"{kind}:{repo_id}@{revision}".encode()).hexdigest()
+        repo = self.root / f"{kind}s--{repo_id.replace('/', '--')}"
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True, exist_ok=True)
+        if isinstance(files, dict):
+            for name, content in files.items():
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    (snapshot / name).write_bytes(content)
+                else:
+                    (snapshot / name).write_text(content)
+        else:
+            shutil.copytree(files, snapshot, dirs_exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / revision).write_text(commit)
+        return commit
+
+    def add_model(self, repo_id: str, files: Path | dict, revision: str = "main") -> str:
+        """Put a model dir (or {name: content}) in the cache as ``repo_id`` at ``revision``; returns the commit."""
+        return self._add("model", repo_id, files, revision)
+
+    def add_dataset(self, repo_id: str, files: Path | dict, revision: str = "main") -> str:
+        """Put data files (a dir or {name: content}) in the cache as dataset ``repo_id``; returns the commit."""
+        return self._add("dataset", repo_id, files, revision)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> FakeHub:
+    """An empty HF hub cache under tmp_path, made the cache of this test (and its subprocesses), offline."""
+    import huggingface_hub.constants as hub_constants
+
+    root = tmp_path / "hf_hub_cache"
+    root.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    try:
+        import datasets.config
+
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    except ImportError:
+        pass
+    return FakeHub(root)

@@ -104,7 +104,7 @@ def text_logprob(model, tokenizer, text: str) -> float:
 @pytest.fixture(scope="module")
 def local_tasks(tmp_path_factory, tiny_model_dir):
     """Three local tasks: real answers, answers chosen as the model's own favourite, and rolling text."""
-    from lmforge.plugins.common import load_causal_lm, load_tokenizer
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer
 
     model, tokenizer = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
     scores = [[continuation_logprob(model, tokenizer, q, " " + c) for c in choices] for q, choices, _ in QUESTIONS]
@@ -158,7 +158,7 @@ def test_local_tasks_run_offline_and_match_our_own_log_probs(local_tasks, tiny_m
 
 def test_generation_tasks_decode_greedily_from_the_artifact(tiny_model_dir, tiny_context, tmp_path):
     """Targets are our own greedy continuations (one deliberately wrong): exact match is exactly 3 of 4."""
-    from lmforge.plugins.common import load_causal_lm, load_tokenizer
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer
     from lmforge.plugins.lm_eval_adapter import LMEvalHarness
 
     model, tokenizer = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)

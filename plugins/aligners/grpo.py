@@ -28,10 +28,10 @@ from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
 from ..common import read_records
+from ..models import model_path
 from ..training import (
     TrainerParams,
     load_trained_model,
-    model_dir,
     peft_config,
     split_heldout,
     tokenizer_for,
@@ -140,7 +140,7 @@ def build_online_rl(cfg: OnlineRLParams, inputs, context, config_class, trainer_
     policy = load_trained_model(inputs["model"], cfg, context)
     # The reference TRL builds (beta > 0, no LoRA) reloads `_name_or_path` in the policy's dtype: pointed at
     # the input model, that is the frozen starting weights, as `training.reference_model` gives DPO and KTO.
-    policy.config._name_or_path = str(model_dir(inputs["model"]).resolve())
+    policy.config._name_or_path = str(model_path(inputs["model"]).resolve())
     args = config_class(**trainer_arguments(
         cfg, context, num_generations=cfg.num_generations, beta=cfg.beta,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,

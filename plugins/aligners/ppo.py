@@ -43,7 +43,8 @@ from typing import Any
 from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
-from ..common import load_causal_lm, load_tokenizer, read_records, save_model_dir
+from ..common import read_records
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_prompts
 
 STATE_FILE = "ppo_state.json"

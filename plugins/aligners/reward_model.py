@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import load_tokenizer
+from ..models import load_tokenizer
 from ..formats import load_preferences
 from ..training import (
     TrainerParams,

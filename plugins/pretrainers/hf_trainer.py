@@ -21,7 +21,8 @@ from pathlib import Path
 from lmforge import Pretrainer
 
 from ..checkpoints import latest_checkpoint, split_too_short, step_of, stop_if_not_finite
-from ..common import load_tokenizer, save_model_dir, seed_everything
+from ..common import seed_everything
+from ..models import load_tokenizer, save_model_dir
 from ..training import base_arguments, route_logs_to_lmforge
 from .shared import (
     PretrainConfig,
@@ -89,7 +90,7 @@ class HFTrainerPretrainer(Pretrainer):
         tokenizer = load_tokenizer(inputs["tokenizer"])
         model = build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
         tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
-                                        cfg.cache_dir, quiet=context.quiet)
+                                        cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
         if len(train) < 1:

@@ -33,7 +33,7 @@ from ..checkpoints import (
     split_too_short,
     stop_if_not_finite,
 )
-from ..common import load_tokenizer
+from ..models import load_tokenizer
 from .shared import (
     PretrainConfig,
     SampleOrder,
@@ -72,16 +72,14 @@ class LeanPretrainer(Pretrainer):
                               "so launch DeepSpeed with pretrainer=hf_trainer")
         main = accelerator.is_main_process
         world, rank = accelerator.num_processes, accelerator.process_index
-        accelerator.wait_for_everyone()  # under launch.py the main process prepared the work dir first
+        accelerator.wait_for_everyone()  # the main process prepared the work dir first (lmforge.pipeline)
         checkpoints = Path(context.checkpoint_dir())
 
         tokenizer = load_tokenizer(inputs["tokenizer"])
-        if main:  # the main process tokenises (or finds the cache) first; the others then read the cache
-            tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field, cfg.cache_dir,
-                             quiet=context.quiet)
-        accelerator.wait_for_everyone()
+        # the first process of each machine to take the cache's file lock tokenises (all cores); the others
+        # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
         tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
-                                        cfg.cache_dir)
+                                        cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
         val = Windows(val_tokens, cfg.block_size, cfg.block_size)
@@ -208,7 +206,8 @@ class LeanPretrainer(Pretrainer):
             tokenizer.save_pretrained(str(output_dir))
             (Path(output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        # no accelerator.end_training(): it destroys the process group, and under `accelerate launch` the
+        # pipeline's later stages (SFT, alignment) train on the same group
         return output_dir
 
     @staticmethod

@@ -6,9 +6,9 @@ their results compare one to one:
 - **Model from config**: ``model_type`` plus that type's config fields (unknown field = error), or the
   ``depth`` dial, which derives width, heads and MLP size from the number of layers (as nanochat does:
   width = depth x aspect_ratio, heads of ``head_dim``).
-- **Token cache**: the corpus is tokenised once into a flat array (documents joined with eos between
-  them) stored as ``.npy`` under a key made of the tokenizer's files and the data's hash; later runs
-  memory-map it.
+- **Token cache**: the corpus is tokenised once, by every core, into token shards (documents joined with
+  eos between them; format in ``token_shards.py``) under a key made of the tokenizer's files and the
+  data's hash; later runs, and every rank, memory-map them as one stream.
 - **Split**: the first ``1 - val_fraction`` of the token stream trains, the rest validates — a contiguous
   split, as nanoGPT does (for Tiny Shakespeare with the char tokenizer it is exactly its 90/10 split).
 - **Windows**: training windows of ``block_size + 1`` tokens start every ``stride`` tokens (stride 1 is
@@ -28,9 +28,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.errors import ConfigError, DataError, close_match
+from lmforge.errors import ConfigError, close_match
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: token shards (token_shards.py); 1 was one tokens.npy
 SCHEDULERS = ("cosine", "wsd", "linear", "constant")
 DEPTH_KEYS = ("depth", "aspect_ratio", "head_dim")
 # bf16 dense peak FLOP/s of common accelerators, for MFU (override with pretrainer.peak_tflops).
@@ -63,6 +63,7 @@ class PretrainConfig:
     logging_steps: int = 10
     text_field: str = "text"
     cache_dir: str | None = None  # token cache; None = $LMFORGE_CACHE_DIR or ~/.cache/lmforge/tokens
+    tokenize_workers: int | None = None  # processes that tokenise the corpus into shards; None = every core
     peak_tflops: float | None = None  # for MFU; None = known GPUs only
     compile: bool | None = None  # torch.compile the model; None = hardware.compile
 
@@ -75,6 +76,8 @@ class PretrainConfig:
                 raise ConfigError(f"pretrainer.{key}: must be >= 1, got {getattr(self, key)}")
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"pretrainer.stride: must be >= 1 or null, got {self.stride}")
+        if self.tokenize_workers is not None and self.tokenize_workers < 1:
+            raise ConfigError(f"pretrainer.tokenize_workers: must be >= 1 or null, got {self.tokenize_workers}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"pretrainer.val_fraction: must be in [0, 1), got {self.val_fraction}")
 
@@ -200,71 +203,25 @@ def tokenizer_hash(tokenizer_dir: Path) -> str:
 
 
 def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field: str, cache_dir: str | None,
-                     quiet: bool = True):
-    """The corpus as one token array (eos between documents), from the cache or tokenised now.
+                     quiet: bool = True, workers: int | None = None):
+    """The corpus as one token stream (eos between documents), from the cache or tokenised now.
 
-    Returns ``(tokens, meta)``: a read-only memory-mapped numpy array and ``{"tokens", "bytes",
-    "documents"}``. The cache key covers the tokenizer's files, the data's content hash and the text field.
+    Returns ``(tokens, meta)``: a :class:`~.token_shards.TokenStream` over memory-mapped token shards
+    (indexed like a 1-D numpy array) and ``{"tokens", "bytes", "documents", "key"}``. The cache key covers
+    the tokenizer's files, the data's content hash and the text field; a missing entry is built by
+    ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
-    import numpy as np
     from lmforge import artifacts
 
-    from ..common import iter_texts
+    from .token_shards import TokenStream, build_shards
 
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), artifacts.hash_path(text_path),
                                      text_field]).encode()).hexdigest()[:24]
     entry = cache_root(cache_dir) / key
-    if (entry / "meta.json").is_file() and (entry / "tokens.npy").is_file():
-        return np.load(entry / "tokens.npy", mmap_mode="r"), json.loads((entry / "meta.json").read_text())
-    from tqdm.auto import tqdm
-
-    eos = tokenizer.eos_token_id
-    dtype = np.uint16 if len(tokenizer) < 2 ** 16 else np.uint32
-    pieces, n_bytes, n_docs = [], 0, 0
-    for batch in tqdm(iter_texts(text_path, text_field), desc="tokenising", unit="batch", disable=quiet):
-        encoded = encode_documents(tokenizer, batch)
-        for text, ids in zip(batch, encoded):
-            if n_docs:
-                pieces.append(np.array([eos], dtype=dtype))
-            pieces.append(np.asarray(ids, dtype=dtype))
-            n_bytes += len(text.encode("utf-8"))
-            n_docs += 1
-    if not n_docs:
-        raise DataError(f"{text_path}: no documents in field '{text_field}'")
-    tokens = np.concatenate(pieces)
-    meta = {"tokens": int(tokens.size), "bytes": n_bytes, "documents": n_docs, "key": key}
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    partial = entry.with_name(f"{key}.partial-{os.getpid()}")
-    partial.mkdir(parents=True, exist_ok=True)
-    np.save(partial / "tokens.npy", tokens)
-    (partial / "meta.json").write_text(json.dumps(meta))
-    try:
-        partial.rename(entry)
-    except OSError:  # another process cached it first
-        import shutil
-
-        shutil.rmtree(partial, ignore_errors=True)
-    return np.load(entry / "tokens.npy", mmap_mode="r"), meta
-
-
-def encode_documents(tokenizer, texts: list[str], chunk_chars: int = 1 << 16) -> list[list[int]]:
-    """Token ids per text; a very long text (a whole book) is encoded in line-aligned chunks, in one batch."""
-    pieces, owner = [], []
-    for index, text in enumerate(texts):
-        start = 0
-        while start < len(text):
-            end = len(text) if len(text) - start <= chunk_chars else text.rfind("\n", start, start + chunk_chars) + 1
-            if end <= start:
-                end = start + chunk_chars
-            pieces.append(text[start:end])
-            owner.append(index)
-            start = end
-    encoded = tokenizer(pieces, add_special_tokens=False, verbose=False,
-                        split_special_tokens=True)["input_ids"] if pieces else []
-    out = [[] for _ in texts]
-    for index, ids in zip(owner, encoded):
-        out[index].extend(ids)
-    return out
+    if not (entry / "index.json").is_file():
+        build_shards(Path(text_path), tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
+    tokens, index = TokenStream.open(entry)
+    return tokens, {"tokens": index["tokens"], "bytes": index["bytes"], "documents": index["documents"], "key": key}
 
 
 def split_tokens(tokens, val_fraction: float):

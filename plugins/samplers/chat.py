@@ -67,7 +67,7 @@ class ChatSession:
     def _load(self, model_dir: Path, device: str) -> None:
         import torch
 
-        from ..common import load_causal_lm, load_tokenizer
+        from ..models import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_causal_lm(model_dir).eval()

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 from lmforge import Sampler
 from lmforge.errors import ConfigError
 
-from ..common import load_causal_lm, load_tokenizer, seed_everything
+from ..common import seed_everything
+from ..models import load_causal_lm, load_tokenizer
 from ..formats import load_prompts
 
 

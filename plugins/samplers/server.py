@@ -314,7 +314,7 @@ class ModelServer:
                  batch_wait_s: float = 0.005, stop_tokens=("<|end|>",)):
         import torch
 
-        from ..common import load_causal_lm, load_tokenizer
+        from ..models import load_causal_lm, load_tokenizer
         from .hf_generate import eos_token_ids
 
         model_dir = Path(model_dir)

@@ -19,7 +19,7 @@ from typing import ClassVar
 from lmforge import Sampler
 from lmforge.errors import ConfigError
 
-from ..common import load_tokenizer
+from ..models import load_tokenizer
 from ..formats import load_prompts
 from .hf_generate import (
     GenerateParams,

@@ -1,0 +1,165 @@
+"""The run report and ``lmforge compare``: every logged metric plotted (training and validation loss on one
+plot), model text shown as text (never an image, link or HTML), and the pages as a browser shows them.
+
+The runs come from lmforge's real pipeline runner with a small in-test stage that logs curves through
+``context.log_metrics`` and writes ``completions.jsonl`` like a sampler — the report is the thing under test.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import lmforge
+from lmforge.cli import main
+
+EVIL = "![x](http://example.com/x.png) and [click](http://example.com) <script>alert(1)</script> **not bold**"
+
+
+@dataclass
+class CurvyConfig:
+    lr: float = 1e-3
+
+
+class Curvy(lmforge.Sampler):
+    """Logs a training curve, a validation curve, a learning rate and a metric of its own; writes samples."""
+
+    config_class = CurvyConfig
+    inputs = {}
+
+    def run(self, inputs, output_dir, context):
+        for step in range(1, 7):
+            context.log_metrics({"loss": 3.0 - 0.3 * step, "lr": self.config.lr * step, "my_metric": step ** 2,
+                                 "epoch": step / 6}, step=step)
+            if step % 2 == 0:
+                context.log_metrics({"val_loss": 3.2 - 0.25 * step}, step=step)
+        context.log_metrics({"final_score": 0.5 + self.config.lr}, step=6)
+        rows = [{"prompt": [{"role": "user", "content": "Say hi"}], "completion": EVIL},
+                {"prompt": "![\nline two", "completion": "![\n# not a heading\n| a | b |"}]
+        (Path(output_dir) / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return output_dir
+
+
+class CurvyPlugin:
+    @lmforge.hookimpl
+    def lmforge_register(self, registry):
+        registry.add("sampler", "curvy_test", Curvy)
+
+
+@pytest.fixture(scope="module")
+def curvy_plugin():
+    plugin = CurvyPlugin()
+    lmforge.register_plugin(plugin)
+    yield
+    lmforge.unregister_plugin(plugin)
+
+
+def _run(root: Path, name: str, lr: float) -> Path:
+    cfg = {"run": {"root": str(root), "name": name, "seed": 0, "report": True, "quiet": True},
+           "hardware": {"device": "cpu"}, "pipeline": {"stages": {"curvy": {}}},
+           "curvy": {"kind": "sampler", "plugin": "curvy_test", "lr": lr}}
+    return lmforge.run(cfg).run_dir
+
+
+@pytest.fixture(scope="module")
+def two_runs(curvy_plugin, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return _run(root, "slow_lr", 1e-3), _run(root, "fast_lr", 3e-3)
+
+
+def test_report_plots_every_logged_metric_with_train_and_val_loss_together(two_runs):
+    run_dir = two_runs[0]
+    plots = sorted(p.name for p in (run_dir / "report_plots").iterdir())
+    assert plots == ["curvy_loss_val_loss.png", "curvy_lr.png", "curvy_my_metric.png"]  # epoch is no curve
+    markdown = (run_dir / "report.md").read_text()
+    assert "![curvy: loss \\(training and validation\\)](report_plots/curvy_loss_val_loss.png)" in markdown
+    assert "| final\\_score | 0.501 |" in markdown  # the last value of every metric, tabled
+
+
+def test_report_html_renders_markdown_and_keeps_model_text_literal(two_runs):
+    page = (two_runs[0] / "report.html").read_text()
+    assert "<strong>prompt:</strong>" in page and "**prompt:**" not in page
+    assert "<table>" in page
+    assert "http://example.com" in page  # shown …
+    assert 'src="http' not in page and 'href="http' not in page and "<script>" not in page  # … never live
+    assert html.escape("![x](http://example.com/x.png)", quote=False) in page
+    assert html.escape("<script>alert(1)</script> **not bold**", quote=False) in page
+    assert "<h1>not a heading" not in page and "<h1>" in page
+    images = [line for line in page.splitlines() if "<img" in line]
+    assert images and all('src="report_plots/' in line for line in images)
+
+
+def test_compare_overlays_runs_and_tables_metrics_and_config(two_runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    main(["compare", str(two_runs[0]), str(two_runs[1]), "-o", str(out)])
+    assert f"{out / 'compare.html'}" in capsys.readouterr().out
+    markdown = (out / "compare.md").read_text()
+    assert "| curvy\\.lr | 0.001 | 0.003 |" in markdown  # the config key that differs
+    assert "| final\\_score | 0.501 | 0.503 |" in markdown
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["curvy_loss_val_loss.png", "curvy_lr.png",
+                                                                 "curvy_my_metric.png"]
+
+
+def test_compare_refuses_a_directory_without_a_run(two_runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(two_runs[0]), str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no finished stage here" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+needs_browser = pytest.mark.skipif(
+    not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()),
+    reason="needs Debian's chromium and chromedriver (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _loaded_images(driver) -> list[tuple[str, int]]:
+    return driver.execute_script(
+        "return [...document.images].map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])")
+
+
+@needs_browser
+def test_report_and_compare_pages_in_a_browser(browser, two_runs, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get((two_runs[0] / "report.html").as_uri())
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Run report: slow_lr"
+    images = _loaded_images(browser)
+    assert len(images) == 3 and all(src.startswith("report_plots/") and width > 0 for src, width in images)
+    assert [s.text for s in browser.find_elements(By.TAG_NAME, "strong")][:2] == ["prompt:", "completion:"]
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "![x](http://example.com/x.png)" in body and "<script>alert(1)</script>" in body
+    assert browser.find_elements(By.CSS_SELECTOR, "a, script") == []
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "td")]
+    assert "final_score" in cells and "curvy" in cells
+
+    out = tmp_path / "cmp"
+    page = lmforge.plugins.report.compare_runs(list(two_runs), out)
+    browser.get(page.as_uri())
+    headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "th")]
+    assert headers.count("slow_lr") >= 2 and headers.count("fast_lr") >= 2  # config and metrics tables
+    images = _loaded_images(browser)
+    assert len(images) == 3 and all(width > 0 for _, width in images)
