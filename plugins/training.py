@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import ConfigError, DataError, close_match
+from lmforge.config import ParamError
+from lmforge.errors import DataError, close_match
 
 from .checkpoints import latest_checkpoint, step_of
 from .common import seed_everything
@@ -34,14 +35,14 @@ EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second"
 
 
 def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    """A ``ConfigError`` naming ``key`` when ``value`` is not one of ``allowed`` (with a close-match hint)."""
+    """A ``ParamError`` naming ``key`` when ``value`` is not one of ``allowed`` (with a close-match hint)."""
     if value not in allowed:
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}{close_match(value, allowed)}")
+        raise ParamError(f"{key}: '{value}' is not one of {', '.join(allowed)}{close_match(value, allowed)}")
 
 
 def positive(key: str, value: float, what: str = "a number > 0") -> None:
     if not value > 0:
-        raise ConfigError(f"{key}: {value}; expected {what}")
+        raise ParamError(f"{key}: {value}; expected {what}")
 
 
 @dataclass
@@ -83,34 +84,34 @@ def check_trainer_params(p: TrainerParams) -> None:
     """One-line errors naming the key (the stage's section is prefixed by ``build_params``)."""
     if p.max_steps < 0 or p.epochs < 0:
         key, value = ("max_steps", p.max_steps) if p.max_steps < 0 else ("epochs", p.epochs)
-        raise ConfigError(f"{key}: {value}; expected max_steps > 0, or epochs > 0 with max_steps: 0")
+        raise ParamError(f"{key}: {value}; expected max_steps > 0, or epochs > 0 with max_steps: 0")
     if p.max_steps > 0 and p.epochs > 0:
-        raise ConfigError(f"epochs: {p.epochs} with max_steps: {p.max_steps}; train by one of them: set "
+        raise ParamError(f"epochs: {p.epochs} with max_steps: {p.max_steps}; train by one of them: set "
                           "max_steps=0 to run epochs, or epochs=0")
     if p.max_steps == 0 and p.epochs == 0:
-        raise ConfigError("max_steps: 0 with epochs: 0; expected max_steps > 0 or epochs > 0")
+        raise ParamError("max_steps: 0 with epochs: 0; expected max_steps > 0 or epochs > 0")
     positive("batch_size", p.batch_size, "an integer > 0")
     positive("grad_accum", p.grad_accum, "an integer > 0")
     positive("learning_rate", p.learning_rate)
     if p.weight_decay < 0:
-        raise ConfigError(f"weight_decay: {p.weight_decay}; expected >= 0")
+        raise ParamError(f"weight_decay: {p.weight_decay}; expected >= 0")
     if p.warmup_steps < 0 or (p.warmup_steps >= 1 and p.warmup_steps != int(p.warmup_steps)):
-        raise ConfigError(f"warmup_steps: {p.warmup_steps}; expected a step count, or a fraction in [0, 1)")
+        raise ParamError(f"warmup_steps: {p.warmup_steps}; expected a step count, or a fraction in [0, 1)")
     choice("lr_scheduler", p.lr_scheduler, SCHEDULERS)
     if p.save_steps < 0:
-        raise ConfigError(f"save_steps: {p.save_steps}; expected >= 0 (0: no checkpoints)")
+        raise ParamError(f"save_steps: {p.save_steps}; expected >= 0 (0: no checkpoints)")
     positive("logging_steps", p.logging_steps, "an integer > 0")
     if not 0.0 <= p.eval_fraction < 1.0:
-        raise ConfigError(f"eval_fraction: {p.eval_fraction}; expected a fraction in [0, 1)")
+        raise ParamError(f"eval_fraction: {p.eval_fraction}; expected a fraction in [0, 1)")
     choice("dtype", p.dtype, DTYPES)
     choice("method", p.method, METHODS)
     if p.method != "full":
         positive("lora_r", p.lora_r, "an integer > 0")
         positive("lora_alpha", p.lora_alpha)
         if not 0.0 <= p.lora_dropout < 1.0:
-            raise ConfigError(f"lora_dropout: {p.lora_dropout}; expected a fraction in [0, 1)")
+            raise ParamError(f"lora_dropout: {p.lora_dropout}; expected a fraction in [0, 1)")
         if not p.lora_target_modules:
-            raise ConfigError("lora_target_modules: empty; name modules (q_proj …) or all-linear")
+            raise ParamError("lora_target_modules: empty; name modules (q_proj …) or all-linear")
     if p.method == "qlora":
         check_qlora_available()
 
@@ -125,7 +126,7 @@ def check_qlora_available() -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         missing.append("the bitsandbytes package (pip install bitsandbytes)")
     if missing:
-        raise ConfigError(f"method: 'qlora' needs {' and '.join(missing)}; use method=lora (same adapters on a "
+        raise ParamError(f"method: 'qlora' needs {' and '.join(missing)}; use method=lora (same adapters on a "
                           "full-precision base) or method=full here")
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError, DataError
+from lmforge.config import ParamError
+from lmforge.errors import DataError
 
 from ..common import read_records
+from ..data import is_text_only
 from ..models import model_path
 from ..training import (
     TrainerParams,
@@ -48,8 +50,7 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
     """``{"prompt": messages, **scalar columns}`` per record of a prompt/preference/SFT/question file."""
     from ..formats import detect_format, load_prompts
 
-    path = Path(path)
-    if path.suffix in (".txt", ".text"):
+    if is_text_only(path):
         return [{"prompt": prompt} for prompt in load_prompts(path)]
     records = read_records(path)
     adapter = None
@@ -115,7 +116,7 @@ class OnlineRLParams(TrainerParams):
     def __post_init__(self):
         super().__post_init__()
         if self.num_generations < 2 or (self.batch_size * self.grad_accum) % self.num_generations:
-            raise ConfigError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
+            raise ParamError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
                               f"be a multiple of num_generations ({self.num_generations}, at least 2)")
 
 

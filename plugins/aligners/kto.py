@@ -11,11 +11,11 @@ is the input model frozen (``training.reference_model``; with LoRA, the adapter-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError, DataError
+from lmforge.config import ParamError
+from lmforge.errors import DataError
 
 from ..common import read_records
 from ..training import (
@@ -36,7 +36,6 @@ def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
     """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer."""
     from ..formats import detect_format, load_preferences
 
-    path = Path(path)
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not
@@ -75,7 +74,7 @@ class KTOParams(TrainerParams):
     def __post_init__(self):
         super().__post_init__()
         if self.batch_size < 2:
-            raise ConfigError(f"batch_size: {self.batch_size}; KTO needs at least 2 examples per batch for its "
+            raise ParamError(f"batch_size: {self.batch_size}; KTO needs at least 2 examples per batch for its "
                               "KL estimate")
 
 

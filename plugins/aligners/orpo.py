@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError
+from lmforge.config import ParamError
 
 from ..formats import load_preferences
 from ..training import (
@@ -37,7 +37,7 @@ class ORPOParams(TrainerParams):
     def __post_init__(self):
         super().__post_init__()
         if self.max_prompt_length >= self.max_length:
-            raise ConfigError(f"max_prompt_length: {self.max_prompt_length} leaves no room for the answer "
+            raise ParamError(f"max_prompt_length: {self.max_prompt_length} leaves no room for the answer "
                               f"within max_length {self.max_length}")
 
 

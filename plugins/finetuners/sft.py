@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lmforge import Finetuner
+from lmforge.config import ParamError
 from lmforge.errors import ConfigError, DataError
 
 from ..formats import load_conversations, load_prompt_completions, read_format
@@ -78,7 +79,7 @@ class SFTParams(TrainerParams):
         choice("loss_on", self.loss_on, LOSS_ON)
         choice("prompt_completion", self.prompt_completion, PROMPT_COMPLETION)
         if self.max_length < 8:
-            raise ConfigError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
+            raise ParamError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
 
 
 def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:

@@ -29,6 +29,7 @@ from .shared import (
     Windows,
     build_model,
     build_model_config,
+    check_model_config,
     flops_per_token,
     peak_flops,
     split_tokens,
@@ -80,6 +81,9 @@ class HFTrainerPretrainer(Pretrainer):
     """Builds the model from ``model`` config, windows the cached tokens, trains with the HF Trainer, resumes."""
 
     config_class = PretrainConfig
+
+    def preflight(self, context):
+        check_model_config(context.model)
 
     def run(self, inputs, output_dir, context):
         from transformers import Trainer, TrainerCallback, TrainingArguments

@@ -40,6 +40,7 @@ from .shared import (
     Windows,
     build_model,
     build_model_config,
+    check_model_config,
     decay_groups,
     flops_per_token,
     lr_at,
@@ -53,6 +54,9 @@ class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
 
     config_class = PretrainConfig
+
+    def preflight(self, context):
+        check_model_config(context.model)
 
     def run(self, inputs, output_dir, context):
         import torch

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.errors import ConfigError, close_match
+from lmforge.errors import ConfigError, close_match, one_line
 
 CACHE_FORMAT = 2  # 2: token shards (token_shards.py); 1 was one tokens.npy
 SCHEDULERS = ("cosine", "wsd", "linear", "constant")
@@ -66,6 +66,9 @@ class PretrainConfig:
     tokenize_workers: int | None = None  # processes that tokenise the corpus into shards; None = every core
     peak_tflops: float | None = None  # for MFU; None = known GPUs only
     compile: bool | None = None  # torch.compile the model; None = hardware.compile
+
+    def __post_init__(self):
+        self.check()
 
     def check(self) -> None:
         if self.lr_scheduler not in SCHEDULERS:
@@ -109,9 +112,27 @@ def build_model_config(model_cfg: dict, tokenizer):
         if key not in known:
             hint = " (aspect_ratio / head_dim go with depth)" if key in DEPTH_KEYS else ""
             raise ConfigError(f"model.{key}: not a field of {model_type} configs{close_match(key, known)}{hint}")
-    return AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    try:
+        return AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers validates the architecture (heads divide width…)
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"model: {model_type} config rejected: {one_line(str(cause))}") from None
+
+
+class _AnyVocab:
+    """Stands in for the tokenizer (not trained yet) when the model preset is checked before the run."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self):
+        return 256
+
+
+def check_model_config(model_cfg: dict | None) -> None:
+    """The model preset as the pretrainer will build it, checked before any stage runs (Stage.preflight)."""
+    build_model_config(model_cfg or {}, _AnyVocab())
 
 
 def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, head_dim: int) -> dict:
@@ -211,15 +232,15 @@ def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field
     the tokenizer's files, the data's content hash and the text field; a missing entry is built by
     ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
-    from lmforge import artifacts
+    from lmforge import sources
 
     from .token_shards import TokenStream, build_shards
 
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), artifacts.hash_path(text_path),
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), sources.input_hash(text_path),
                                      text_field]).encode()).hexdigest()[:24]
     entry = cache_root(cache_dir) / key
     if not (entry / "index.json").is_file():
-        build_shards(Path(text_path), tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
+        build_shards(text_path, tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
     tokens, index = TokenStream.open(entry)
     return tokens, {"tokens": index["tokens"], "bytes": index["bytes"], "documents": index["documents"], "key": key}
 

@@ -74,8 +74,8 @@ def iter_pieces(text_path: Path, text_field: str, piece_chars: int = PIECE_CHARS
                 block_chars: int = 1 << 22) -> Iterator[tuple[str, bool]]:
     """``(piece, starts_a_document)`` over the corpus, streamed: a plain-text file (one document) is read
     in blocks, so even a many-gigabyte .txt never sits in memory whole; datasets come batch by batch."""
-    text_path = Path(text_path)
-    if text_path.is_file() and text_path.suffix in TEXT_SUFFIXES:
+    local = Path(text_path) if isinstance(text_path, (str, os.PathLike)) else None  # else a glob/mixture source
+    if local is not None and local.is_file() and local.suffix in TEXT_SUFFIXES:
         with open(text_path, encoding="utf-8", errors="strict") as handle:
             buffer, first, at_end = "", True, False
             while True:
@@ -248,7 +248,7 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
     """Run the shard tasks not yet finished, ``workers`` at a time, with a bounded number in flight."""
     from tqdm.auto import tqdm
 
-    size = Path(text_path).stat().st_size if Path(text_path).is_file() else None
+    size = Path(text_path).stat().st_size if isinstance(text_path, (str, os.PathLike)) and Path(text_path).is_file() else None
     bar = tqdm(total=size, desc="tokenising", unit="B", unit_scale=True, disable=quiet)
     results: dict[int, dict] = {}
 
