@@ -100,16 +100,21 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context._metrics_file = partial / "metrics.jsonl"
     context.metrics = {}
     if context.work_dir is not None:
         _prepare_work_dir(context.work_dir, fingerprint)
+        # Beside the checkpoints, so a killed and resumed stage keeps the steps logged before the kill.
+        context._metrics_file = context.work_dir / "metrics.jsonl"
+    else:
+        context._metrics_file = partial / "metrics.jsonl"
     pm = plugin_manager()
     pm.hook.lmforge_stage_start(stage_name=context.stage_name, stage=stage_obj, inputs=checked, context=context)
     started = time.time()
     try:
         context.hardware.apply_threads()
         pm.hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=partial, context=context)
+        if context.work_dir is not None:
+            merge_metrics(context.work_dir / "metrics.jsonl", partial / "metrics.jsonl")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -173,6 +178,28 @@ def _params_dict(stage_obj: Stage) -> dict[str, Any]:
     if stage_obj.config is not None and dataclasses.is_dataclass(stage_obj.config):
         return dataclasses.asdict(stage_obj.config)
     return {}
+
+
+def merge_metrics(source: Path, target: Path) -> None:
+    """Copy a stage's metrics log into its artifact, one record per (step, metric names): a step logged
+    again after a resume replaces the earlier record; a line torn by a kill is dropped."""
+    import json
+
+    records: dict[tuple, dict] = {}
+    if source.is_file():
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                key = (record.get("step"), tuple(sorted(k for k in record if k not in ("step", "time"))))
+                records.pop(key, None)  # re-insert: the later record wins, at its later position
+                records[key] = record
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records.values())
 
 
 def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:

@@ -114,8 +114,12 @@ class RunContext:
                  for k, v in metrics.items()}
         self.metrics.update(clean)
         if self._metrics_file is not None:
-            with open(self._metrics_file, "a") as handle:
-                handle.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+            with open(self._metrics_file, "a+b") as handle:
+                if handle.tell() > 0:  # a line torn by a kill must not swallow this record
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+                handle.write((json.dumps({"step": step, "time": time.time(), **clean}) + "\n").encode())
         from .registry import plugin_manager
 
         plugin_manager().hook.lmforge_log_metrics(

@@ -25,7 +25,7 @@ from lmforge.errors import DataError, close_match
 
 from .checkpoints import latest_checkpoint, step_of
 from .common import seed_everything
-from .models import load_tokenizer, model_path, save_model_dir
+from .models import load_tokenizer, model_path, prepare_model_for_tokenizer, save_model_dir
 
 METHODS = ("full", "lora", "qlora")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -74,7 +74,7 @@ class TrainerParams:
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     save_adapter: bool = False  # also keep the unmerged adapter in <output>/adapter
-    chat_template: str | None = None  # a preset name, a .jinja file, or a tokenizer dir / Hub id to copy it from
+    chat_template: str | None = None  # a preset (chatml, lmforge), a .jinja file, or a tokenizer dir / Hub id
 
     def __post_init__(self):
         check_trainer_params(self)
@@ -190,17 +190,16 @@ def torch_dtype(params: TrainerParams):
 
 
 def tokenizer_for(ref, params: TrainerParams):
-    """The model's tokenizer; with ``chat_template`` set, carrying that template."""
-    if params.chat_template:
-        return load_tokenizer(ref, chat_template=params.chat_template)
-    return load_tokenizer(ref)
+    """The model's tokenizer; with ``chat_template`` set, carrying that template (and its special tokens)."""
+    return load_tokenizer(ref, chat_template=params.chat_template)
 
 
 def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "AutoModelForCausalLM", *,
-                       full_precision: bool = False, **kwargs):
+                       tokenizer=None, full_precision: bool = False, **kwargs):
     """The model to train, loaded in ``params.dtype`` (QLoRA: a 4-bit base); safetensors only, no remote code.
 
-    ``full_precision`` loads fp32 whatever the params say (the base a QLoRA adapter is merged into)."""
+    With ``tokenizer`` the model is fitted to it (embeddings resized for tokens a chat template added, pad and
+    EOS ids). ``full_precision`` loads fp32 whatever the params say (the base a QLoRA adapter is merged into)."""
     import torch
     import transformers
 
@@ -216,6 +215,8 @@ def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "A
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute))
     model = getattr(transformers, auto_class).from_pretrained(str(model_path(ref)), **options)
+    if tokenizer is not None:
+        model = prepare_model_for_tokenizer(model, tokenizer)
     if qlora:
         from peft import prepare_model_for_kbit_training
 
@@ -223,12 +224,12 @@ def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "A
     return model
 
 
-def reference_model(ref, params: TrainerParams, context):
+def reference_model(ref, params: TrainerParams, context, tokenizer=None):
     """The frozen reference of DPO/KTO-style trainers: None with LoRA (the trainer disables the adapter to get
     the starting weights back), else the input model loaded once more, frozen, in the policy's dtype."""
     if params.method != "full":
         return None
-    return load_trained_model(ref, params, context).eval().requires_grad_(False)
+    return load_trained_model(ref, params, context, tokenizer=tokenizer).eval().requires_grad_(False)
 
 
 def peft_config(params: TrainerParams, task_type: str = "CAUSAL_LM"):
@@ -361,7 +362,8 @@ def merge_adapter(trainer, params: TrainerParams, base_ref, output_dir, context)
             peft_model.get_base_model()).__name__ else "AutoModelForCausalLM"
         with tempfile.TemporaryDirectory() as scratch:
             peft_model.save_pretrained(scratch, safe_serialization=True)
-            base = load_trained_model(base_ref, params, context, auto_class, full_precision=True)
+            base = load_trained_model(base_ref, params, context, auto_class, full_precision=True,
+                                      tokenizer=trainer.processing_class)
             merged = PeftModel.from_pretrained(base, scratch).merge_and_unload()
     else:
         merged = peft_model.merge_and_unload()

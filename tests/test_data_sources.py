@@ -7,10 +7,14 @@ the test builds itself, and a mixture (a list of sources with ``weight`` / ``lim
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 
 import lmforge
+import pytest
+from lmforge.errors import ConfigError, DataError, MissingArtifact
 
 
 def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatch):
@@ -23,12 +27,6 @@ def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------ every data kind, read by every consumer
-
-import gzip  # noqa: E402
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-from lmforge.errors import ConfigError, DataError, MissingArtifact  # noqa: E402
 
 TEXTS = [f"Document {i}: the quick brown fox jumps over the lazy dog, number {i}." for i in range(6)]
 ROWS = [{"text": t, "prompt": f"Question {i}?", "completion": f"Answer {i}.", "chosen": f"Good {i}.",
@@ -198,8 +196,7 @@ def test_bad_sources_fail_in_one_line(kinds, tmp_path):
 # ------------------------------------------------------------------ through `lmforge run`
 
 def _prose(i: int) -> str:
-    words = ("the river keeps its own counsel while the town sleeps and the lamps burn low along the quay "
-             "where boats knock softly against the stones of the old harbour wall").split()
+    words = ["the", "river", "keeps", "its", "own", "counsel", "while", "the", "town", "sleeps", "and", "the", "lamps", "burn", "low", "along", "the", "quay", "where", "boats", "knock", "softly", "against", "the", "stones", "of", "the", "old", "harbour", "wall"]
     return " ".join(words[(i + k) % len(words)] for k in range(70)) + f". Page {i}."
 
 
@@ -282,3 +279,20 @@ def test_cli_takes_lists_globs_and_fails_in_one_line(tmp_path):
     errors = [line for line in missing.stderr.splitlines() if line.startswith("lmforge: error:")]
     assert errors == ["lmforge: error: cleaner: input 'text': crawl/*.parquet: the pattern matches no files"]
     assert not (tmp_path / "runs" / "missing" / "cleaner").exists()
+
+
+def test_model_inputs_take_a_hub_id_and_the_manifest_records_its_commit(tiny_model_dir, fake_hub, kinds):
+    from lmforge.sources import input_hash, input_record
+
+    _, specs = kinds
+    commit = fake_hub.add_model("org/tiny", tiny_model_dir)
+    checked = lmforge.Finetuner().check_inputs({"model": "org/tiny", "data": specs["mixture"]})
+    model = checked["model"]
+    assert Path(model).is_dir() and (Path(model) / "config.json").is_file()
+    assert input_hash(model) == f"hub:org/tiny@{commit}"
+    assert input_record(model, input_hash(model))["commit"] == commit
+    assert type(checked["data"]).__name__ == "DataSource"
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model': .*org/absent.*not in the Hugging Face"):
+        lmforge.Finetuner().check_inputs({"model": "org/absent", "data": specs["jsonl"]})
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model' not found: /no/such/model$"):
+        lmforge.Finetuner().check_inputs({"model": "/no/such/model", "data": specs["jsonl"]})

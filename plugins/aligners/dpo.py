@@ -44,15 +44,16 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOConfig as config_class
         from trl import DPOTrainer as trainer_class
 
+    tokenizer = tokenizer_for(inputs["model"], cfg)
     dataset = Dataset.from_list(load_preferences(inputs["data"], cfg.format))
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = config_class(**trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None, **algorithm))
-    return trainer_class(model=load_trained_model(inputs["model"], cfg, context),
-                         ref_model=reference_model(inputs["model"], cfg, context), args=args,
+    return trainer_class(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                         ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
                          train_dataset=dataset, eval_dataset=heldout, peft_config=peft_config(cfg),
-                         processing_class=tokenizer_for(inputs["model"], cfg))
+                         processing_class=tokenizer)
 
 
 class DPOAligner(Aligner):

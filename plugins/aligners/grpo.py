@@ -138,7 +138,7 @@ def build_online_rl(cfg: OnlineRLParams, inputs, context, config_class, trainer_
         row["prompt"] = fit_prompt(row["prompt"], tokenizer, cfg.max_prompt_length)
     check_rewards(components, rows[0])
     dataset, heldout = split_heldout(Dataset.from_list(rows), cfg.eval_fraction, context.seed, inputs["data"])
-    policy = load_trained_model(inputs["model"], cfg, context)
+    policy = load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
     # The reference TRL builds (beta > 0, no LoRA) reloads `_name_or_path` in the policy's dtype: pointed at
     # the input model, that is the frozen starting weights, as `training.reference_model` gives DPO and KTO.
     policy.config._name_or_path = str(model_path(inputs["model"]).resolve())

@@ -82,14 +82,15 @@ def build_kto(cfg: KTOParams, inputs, context):
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
+    tokenizer = tokenizer_for(inputs["model"], cfg)
     dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = KTOConfig(**trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
         undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
-    return KTOTrainer(model=load_trained_model(inputs["model"], cfg, context),
-                      ref_model=reference_model(inputs["model"], cfg, context), args=args, train_dataset=dataset,
-                      eval_dataset=heldout, processing_class=tokenizer_for(inputs["model"], cfg),
+    return KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                      ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                      train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
                       peft_config=peft_config(cfg))
 
 

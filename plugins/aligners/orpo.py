@@ -51,7 +51,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])
     args = ORPOConfig(**trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
-    return ORPOTrainer(model=load_trained_model(inputs["model"], cfg, context), args=args, train_dataset=dataset,
+    return ORPOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer), args=args, train_dataset=dataset,
                        eval_dataset=heldout, processing_class=tokenizer, peft_config=peft_config(cfg))
 
 

@@ -137,7 +137,7 @@ def build_reward_trainer(cfg: RewardModelParams, inputs, context, train_pairs: l
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
     model = load_trained_model(inputs["model"], cfg, context, "AutoModelForSequenceClassification", num_labels=1,
-                               pad_token_id=tokenizer.pad_token_id)
+                               pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer)
     args = RewardConfig(**trainer_arguments(cfg, context, max_length=cfg.max_length,
                                             center_rewards_coefficient=cfg.center_rewards_coefficient))
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_pairs),

@@ -27,11 +27,12 @@ from ..training import base_arguments, route_logs_to_lmforge
 from .shared import (
     PretrainConfig,
     Windows,
-    build_model,
     build_model_config,
     check_model_config,
     flops_per_token,
+    initial_model,
     peak_flops,
+    pretrain_tokenizer_dir,
     split_tokens,
     tokenized_corpus,
 )
@@ -91,9 +92,10 @@ class HFTrainerPretrainer(Pretrainer):
         cfg = self.config
         cfg.check()
         seed_everything(context.seed)
-        tokenizer = load_tokenizer(inputs["tokenizer"])
-        model = build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
-        tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
+        tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        model = initial_model(cfg, tokenizer, context)
+        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
                                         cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
