@@ -214,7 +214,7 @@ main(sys.argv[1:])
 def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
     root = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
-                             "pipeline=clean_only", "cleaner.plugin=slow", "run.report=false"],
+                             "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LMFORGE_DEBUG": ""})
     try:
@@ -276,7 +276,7 @@ def test_metrics_survive_resume_deduplicated_by_step(capsys, tmp_path):
     plugin = _FlakyPlugin()
     lmforge.register_plugin(plugin, name="test-reliability-flaky")
     try:
-        args = ["run", f"run.root={tmp_path}", "run.name=m", "pipeline=clean_only", "cleaner.plugin=flaky",
+        args = ["run", f"run.root={tmp_path}", "run.name=m", "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=flaky",
                 "run.report=false"]
         code, err = cli(capsys, *args)
         assert code == 1 and "RuntimeError: killed" in one_error_line(err)

@@ -317,10 +317,13 @@ class ModelServer:
         from ..models import load_causal_lm, load_tokenizer
         from .hf_generate import eos_token_ids
 
-        model_dir = Path(model_dir)
+        from ..models import resolve_model_ref
+
+        resolved = resolve_model_ref(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
+        model_dir = resolved.path
         if not (model_dir / "config.json").is_file():
             raise MissingArtifact(f"serve: model dir not found (no config.json): {model_dir}")
-        self.model_name = model_name or model_dir.name
+        self.model_name = model_name or resolved.repo_id or model_dir.name
         self.created = int(time.time())
         self.tokenizer = load_tokenizer(model_dir)
         model = load_causal_lm(model_dir).eval()
@@ -610,7 +613,7 @@ def running_server(model_dir, host: str = "127.0.0.1", port: int = 0, api_key: s
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge serve", description="Serve a model dir over an "
                                      "OpenAI-compatible HTTP API.")
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="a model directory or a Hub id (org/name[@revision]) in the HF cache")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
