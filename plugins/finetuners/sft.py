@@ -86,7 +86,7 @@ class SFTParams(TrainerParams):
 def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:
     """Training rows for TRL (``messages`` or ``prompt``/``completion``) and the data format's name."""
     adapter, _ = read_format(path, cfg.format, cfg.columns or None)
-    common = {"fmt": adapter.name, "system_prompt": cfg.system_prompt, "placeholders": cfg.placeholders,
+    common = {"fmt": cfg.format, "system_prompt": cfg.system_prompt, "placeholders": cfg.placeholders,
               "columns": cfg.columns or None, "skip_negative": cfg.skip_negative,
               "skip_invalid": cfg.skip_invalid}
     if adapter.name == "prompt_completion":
