@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
-from ..formats import load_preferences
+from ..formats import preferences_for
 from ..training import (
     TrainerParams,
     load_trained_model,
@@ -45,7 +45,7 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOTrainer as trainer_class
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(load_preferences(inputs["data"], cfg.format))
+    dataset = Dataset.from_list(preferences_for(tokenizer, inputs["data"], cfg.format))  # plain strings: no template
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = config_class(**trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,
