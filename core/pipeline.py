@@ -1,7 +1,9 @@
 """The pipeline runner: the configured stages in order, each skipped when already complete.
 
-``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path,
-``stage:<name>`` (the artifact of an earlier stage of the same run) or ``stage:<name>/<file>`` (a file in it)::
+``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is ``stage:<name>`` (the
+artifact of an earlier stage of the same run), ``stage:<name>/<file>`` (a file in it), or whatever the
+input's kind takes (:mod:`lmforge.sources`): a path; for data also a glob, a Hub dataset id or a list
+(mixture); for a model also a Hub id::
 
     pipeline:
       stages:
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
+from . import artifacts, sources
 from .config import RESERVED_KEYS, build_params
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
@@ -86,7 +88,7 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     context = context or RunContext(stage_name=stage_obj.kind)
     checked = stage_obj.check_inputs(inputs)
     if input_hashes is None:
-        input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
+        input_hashes = {name: sources.input_hash(value) for name, value in checked.items()}
     params = _params_dict(stage_obj)
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
@@ -125,7 +127,7 @@ def _write_stage(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, c
         "implementation": f"{type(stage_obj).__module__}:{type(stage_obj).__qualname__}",
         **(extra_manifest or {}),
         "params": params,
-        "inputs": {name: {"path": str(Path(p).resolve()), "hash": input_hashes[name]} for name, p in checked.items()},
+        "inputs": {name: sources.input_record(value, input_hashes[name]) for name, value in checked.items()},
         "fingerprint": fingerprint,
         "started": started,
         "seconds": round(time.time() - started, 3),
@@ -207,7 +209,12 @@ def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
 
 
 def _resolve_input(value, done: dict[str, Path]):
-    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else a path."""
+    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else as given
+    (inside a mixture list or a source's ``path`` too)."""
+    if isinstance(value, list):
+        return [_resolve_input(item, done) for item in value]
+    if isinstance(value, dict) and "path" in value:
+        return {**value, "path": _resolve_input(value["path"], done)}
     if not (isinstance(value, str) and value.startswith(STAGE_REF)):
         return value
     name, _, inside = value[len(STAGE_REF):].partition("/")
@@ -217,7 +224,7 @@ def _resolve_input(value, done: dict[str, Path]):
 def _plan_stage(stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
                 force: bool) -> dict[str, Any]:
     """Input hashes, fingerprint, and the manifest of an already complete artifact (skip) or None (run)."""
-    input_hashes = {k: artifacts.hash_path(p) for k, p in checked.items()}
+    input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
     fingerprint = artifacts.fingerprint({
         "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
         "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
@@ -226,6 +233,14 @@ def _plan_stage(stage_obj: Stage, node: dict, checked: dict[str, Path], output_d
             and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint)
     return {"hashes": input_hashes, "fingerprint": fingerprint,
             "manifest": artifacts.read_manifest(output_dir) if done else None}
+
+
+def _stage_refs(value) -> list[str]:
+    if isinstance(value, list):
+        return [ref for item in value for ref in _stage_refs(item)]
+    if isinstance(value, dict):
+        return _stage_refs(value.get("path"))
+    return [value] if isinstance(value, str) and value.startswith(STAGE_REF) else []
 
 
 def run(cfg) -> RunResult:
@@ -243,11 +258,16 @@ def run(cfg) -> RunResult:
         stage_obj = stage(name, cfg)
         wiring = dict(wiring or {})
         for key, value in wiring.items():
-            if isinstance(value, str) and value.startswith(STAGE_REF):
-                ref = value[len(STAGE_REF):].split("/", 1)[0]
+            references = _stage_refs(value)
+            for reference in references:
+                ref = reference[len(STAGE_REF):].split("/", 1)[0]
                 if ref not in planned:
-                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{value}' is not an earlier stage of this "
+                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{reference}' is not an earlier stage of this "
                                       f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
+            known = key in stage_obj.inputs or key in stage_obj.optional_inputs
+            if known and not references and value not in (None, "", []):  # a glob matching nothing fails now
+                sources.resolve_input(sources.input_kind(type(stage_obj), key), value,
+                                          f"{stage_obj.kind}: input '{key}'")
         for required in stage_obj.inputs:
             if wiring.get(required) in (None, ""):
                 raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "

@@ -33,8 +33,8 @@ from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
 
 from ..common import write_dataset_card
+from ..data import BadRecord, iter_rows
 from .basic import build_steps
-from .readers import BadRecord, iter_records
 
 STANDARD_STEPS = [
     "normalize",
@@ -165,7 +165,7 @@ class StandardCleaner(Cleaner):
 
         def record_batches():
             batch = []
-            for item in iter_records(source, cfg.text_field, cfg.txt_mode, workers=workers):
+            for item in iter_rows(source, cfg.text_field, cfg.txt_mode, workers=workers):
                 if isinstance(item, BadRecord):
                     if cfg.on_bad_input == "fail":
                         raise DataError(f"{item.where}: {item.problem}")

@@ -211,15 +211,15 @@ def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field
     the tokenizer's files, the data's content hash and the text field; a missing entry is built by
     ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
-    from lmforge import artifacts
+    from lmforge import sources
 
     from .token_shards import TokenStream, build_shards
 
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), artifacts.hash_path(text_path),
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), sources.input_hash(text_path),
                                      text_field]).encode()).hexdigest()[:24]
     entry = cache_root(cache_dir) / key
     if not (entry / "index.json").is_file():
-        build_shards(Path(text_path), tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
+        build_shards(text_path, tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
     tokens, index = TokenStream.open(entry)
     return tokens, {"tokens": index["tokens"], "bytes": index["bytes"], "documents": index["documents"], "key": key}
 

@@ -22,7 +22,6 @@ The one cost: in plain text, U+FDD0 right after the first character of a special
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from typing import Any, ClassVar
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
 
-from ..common import TEXT_SUFFIXES, iter_texts
+from ..data import iter_texts
 
 ESCAPE = "\ufdd0"  # a Unicode noncharacter: never assigned, meant for internal use
 CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends into pieces about this long
@@ -285,51 +284,9 @@ class TextStream:
 
 
 def stream_texts(path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
-    """Batches of texts read lazily: .jsonl(.gz) line by line, .txt/.md in pieces of about CHUNK_CHARS
-    characters cut at line ends; other inputs (parquet, dataset dirs, .json) through ``iter_texts``, which
-    already reads parquet and saved datasets batch by batch."""
-    path = Path(path)
-    name = path.name.removesuffix(".gz")
-    if path.is_dir() or not name.endswith((".jsonl", *TEXT_SUFFIXES)):
-        yield from iter_texts(path, text_field, batch_size)
-        return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    batch: list[str] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            if name.endswith(".jsonl"):
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: invalid JSON line ({exc.msg})") from None
-                    text = record.get(text_field) if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise DataError(f"{path}:{number}: expected a JSON object with a string field '{text_field}'")
-                    batch.append(text)
-                    if len(batch) == batch_size:
-                        yield batch
-                        batch = []
-            else:
-                piece: list[str] = []
-                size = 0
-                for line in handle:
-                    if piece and size + len(line) > CHUNK_CHARS:
-                        batch.append("".join(piece))
-                        piece, size = [], 0
-                        if len(batch) == batch_size:
-                            yield batch
-                            batch = []
-                    piece.append(line)
-                    size += len(line)
-                if piece:
-                    batch.append("".join(piece))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
-    if batch:
-        yield batch
+    """Batches of texts read lazily from any data input: records one by one, .txt/.md in pieces of about
+    64k characters cut at line ends (``lmforge.plugins.data``, ``txt_mode="chunk"``)."""
+    yield from iter_texts(path, text_field, batch_size, txt_mode="chunk")
 
 
 def _chunks(text: str, size: int) -> Iterator[str]:
