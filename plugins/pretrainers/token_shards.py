@@ -218,7 +218,6 @@ def build_shards(text_path: Any, tokenizer, text_field: str, entry: Path, *, wor
     """
     import numpy as np
     from filelock import FileLock
-
     from lmforge.errors import DataError
 
     entry = Path(entry)
@@ -288,24 +287,42 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
     else:
         import multiprocessing
 
-        # spawn: a clean interpreter per worker (forking a process that holds tokenizer threads or torch can hang)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=initargs) as pool:
-            pending = {}
-            for index, pieces, starts in tasks:
-                finished = _finished(partial, index, itemsize)
-                if finished is not None:
-                    done(finished, index)
-                    continue
-                while len(pending) > workers:
-                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in ready:
-                        done(future.result(), pending.pop(future))
-                pending[pool.submit(_tokenize_shard, (index, pieces, starts, str(partial)))] = index
-            for future, index in list(pending.items()):
-                done(future.result(), index)
+        # fork where there is one (Linux), as datasets.map(num_proc) does: a spawned worker would re-run the
+        # user's script when it lacks an `if __name__ == "__main__"` guard (lmforge.run from a script under
+        # accelerate launch). The workers touch only the tokenizer built afresh here, never torch or CUDA.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        saved_env = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no "forked after parallelism" warning per worker
+        try:
+            _pool_map(tasks, partial, workers, initargs, itemsize, method, done)
+        finally:
+            if saved_env is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved_env
     bar.close()
     return [results[i] for i in sorted(results)]
+
+
+def _pool_map(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int, method: str, done) -> None:
+    """Unfinished shards to a process pool; at most ``workers + 1`` shards of text in flight at once."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                             initializer=_init_worker, initargs=initargs) as pool:
+        pending = {}
+        for index, pieces, starts in tasks:
+            finished = _finished(partial, index, itemsize)
+            if finished is not None:
+                done(finished, index)
+                continue
+            while len(pending) > workers:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    done(future.result(), pending.pop(future))
+            pending[pool.submit(_tokenize_shard, (index, pieces, starts, str(partial)))] = index
+        for future, index in list(pending.items()):
+            done(future.result(), index)
 
 
 # ---------------------------------------------------------------- reading: one stream over memory-mapped shards
