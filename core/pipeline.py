@@ -26,6 +26,7 @@ from . import artifacts, sources
 from .config import RESERVED_KEYS, build_params
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
+from .rundir import RunSettings, prepare_run_dir, run_dir_of, run_lock, run_settings
 from .stages import Hardware, RunContext, Stage
 
 STAGE_REF = "stage:"
@@ -75,9 +76,9 @@ def stage(name: str, cfg) -> Stage:
 
 def context_for(cfg: dict[str, Any], stage_name: str, run_dir: Path | None) -> RunContext:
     hardware = build_params(Hardware, cfg.get("hardware") or {}, where="hardware")
-    run = cfg.get("run") or {}
-    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=int(run.get("seed", 0)),
-                      model=dict(cfg.get("model") or {}), config=cfg, quiet=bool(run.get("quiet", False)))
+    settings = run_settings(cfg.get("run"))
+    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=settings.seed,
+                      model=dict(cfg.get("model") or {}), config=cfg, quiet=settings.quiet)
 
 
 def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: RunContext | None = None,
@@ -106,16 +107,21 @@ def _write_stage(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, c
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context._metrics_file = partial / "metrics.jsonl"
     context.metrics = {}
     if context.work_dir is not None:
         _prepare_work_dir(context.work_dir, fingerprint)
+        # Beside the checkpoints, so a killed and resumed stage keeps the steps logged before the kill.
+        context._metrics_file = context.work_dir / "metrics.jsonl"
+    else:
+        context._metrics_file = partial / "metrics.jsonl"
     pm = plugin_manager()
     pm.hook.lmforge_stage_start(stage_name=context.stage_name, stage=stage_obj, inputs=checked, context=context)
     started = time.time()
     try:
         context.hardware.apply_threads()
         pm.hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=partial, context=context)
+        if context.work_dir is not None:
+            merge_metrics(context.work_dir / "metrics.jsonl", partial / "metrics.jsonl")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -199,6 +205,28 @@ def _params_dict(stage_obj: Stage) -> dict[str, Any]:
     return {}
 
 
+def merge_metrics(source: Path, target: Path) -> None:
+    """Copy a stage's metrics log into its artifact, one record per (step, metric names): a step logged
+    again after a resume replaces the earlier record; a line torn by a kill is dropped."""
+    import json
+
+    records: dict[tuple, dict] = {}
+    if source.is_file():
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                key = (record.get("step"), tuple(sorted(k for k in record if k not in ("step", "time"))))
+                records.pop(key, None)  # re-insert: the later record wins, at its later position
+                records[key] = record
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records.values())
+
+
 def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
     """Keep checkpoints only if they belong to the same stage config; a changed config starts afresh."""
     stamp = work_dir / "FINGERPRINT"
@@ -244,16 +272,28 @@ def _stage_refs(value) -> list[str]:
 
 
 def run(cfg) -> RunResult:
-    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
+    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``).
+
+    Everything is checked before anything runs (run.* types, every stage's parameters, the wiring, the
+    model config, the inputs on disk); then the run directory is locked for the whole run.
+    """
     cfg = resolve_config(cfg)
-    run_cfg = cfg.get("run") or {}
-    run_dir = Path(run_cfg.get("root", "runs")) / str(run_cfg.get("name", "default"))
-    force = run_cfg.get("force", False)
+    settings = run_settings(cfg.get("run"))
+    planned = plan(cfg)
+    main = context_for(cfg, "pipeline", None)
+    if not main.is_main_process:
+        return _run_planned(cfg, settings, planned, run_dir_of(settings), main)
+    run_dir = prepare_run_dir(settings)
+    with run_lock(run_dir):
+        return _run_planned(cfg, settings, planned, run_dir, main)
+
+
+def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
+    """Every configured stage constructed and validated, with its wiring; raises on the first problem."""
     stages_cfg = (cfg.get("pipeline") or {}).get("stages") or {}
     if not stages_cfg:
         raise ConfigError("pipeline.stages: empty; name at least one stage")
-    # Check the whole pipeline before running any of it, so a typo fails in a second, not after training.
-    planned = {}
+    planned: dict[str, tuple[Stage, dict[str, Any]]] = {}
     for name, wiring in stages_cfg.items():
         stage_obj = stage(name, cfg)
         wiring = dict(wiring or {})
@@ -273,9 +313,20 @@ def run(cfg) -> RunResult:
                 raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "
                                       f"({stage_obj.inputs[required]}) is not set")
         planned[name] = (stage_obj, wiring)
+    check_plan(cfg, planned)
+    return planned
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = context_for(cfg, "pipeline", run_dir)
+
+def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, Any]]]) -> None:
+    """Checks that need the run's context, for every stage before any runs: :meth:`~Stage.preflight`
+    (e.g. the pretrainer's model preset against its model type)."""
+    for name, (stage_obj, _) in planned.items():
+        stage_obj.preflight(context_for(cfg, name, None))
+
+
+def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:
+    force = settings.force
+    main.run_dir = run_dir
     if main.is_main_process:
         artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
@@ -291,6 +342,14 @@ def run(cfg) -> RunResult:
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
+<<<<<<< HEAD
+=======
+        input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
+        fingerprint = artifacts.fingerprint({
+            "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
+            "seed": settings.seed, "inputs": input_hashes,
+        })
+>>>>>>> main
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)
         context.work_dir = run_dir / ".work" / name

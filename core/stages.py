@@ -37,6 +37,13 @@ class Hardware:
     compile: bool = False  # torch.compile where shapes are static (pretraining); variable-length stages stay eager
     threads: int | None = None  # torch CPU threads; None leaves torch's default
 
+    def __post_init__(self):
+        from .config import at_least, one_of
+
+        one_of(self, "device", ("auto", "cpu", "cuda"))
+        one_of(self, "precision", ("auto", "fp32", "bf16", "fp16"))
+        at_least(self, 1, "threads")
+
     def use_cuda(self) -> bool:
         if self.device == "cpu":
             return False
@@ -107,8 +114,12 @@ class RunContext:
                  for k, v in metrics.items()}
         self.metrics.update(clean)
         if self._metrics_file is not None:
-            with open(self._metrics_file, "a") as handle:
-                handle.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+            with open(self._metrics_file, "a+b") as handle:
+                if handle.tell() > 0:  # a line torn by a kill must not swallow this record
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+                handle.write((json.dumps({"step": step, "time": time.time(), **clean}) + "\n").encode())
         from .registry import plugin_manager
 
         plugin_manager().hook.lmforge_log_metrics(
@@ -150,6 +161,10 @@ class Stage:
     def run(self, inputs: dict[str, Path], output_dir: Path, context: RunContext) -> Path:
         """Read ``inputs``, write the artifact into ``output_dir`` (which exists and is empty), return it."""
         raise NotImplementedError
+
+    def preflight(self, context: RunContext) -> None:
+        """Checks that need the run's context (the model preset, the hardware), called for every stage of a
+        pipeline before any of them runs; raise a one-line :class:`~lmforge.ConfigError`. Default: none."""
 
     def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Resolve each input by its kind (see :mod:`lmforge.sources`) and fail with one line when a required

@@ -7,10 +7,14 @@ the test builds itself, and a mixture (a list of sources with ``weight`` / ``lim
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 
 import lmforge
+import pytest
+from lmforge.errors import ConfigError, DataError, MissingArtifact
 
 
 def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatch):
@@ -23,12 +27,6 @@ def test_tiny_shakespeare_ships_in_the_package(shared_data, tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------ every data kind, read by every consumer
-
-import gzip  # noqa: E402
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-from lmforge.errors import ConfigError, DataError, MissingArtifact  # noqa: E402
 
 TEXTS = [f"Document {i}: the quick brown fox jumps over the lazy dog, number {i}." for i in range(6)]
 ROWS = [{"text": t, "prompt": f"Question {i}?", "completion": f"Answer {i}.", "chosen": f"Good {i}.",
@@ -193,3 +191,108 @@ def test_bad_sources_fail_in_one_line(kinds, tmp_path):
     broken.write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match=rf"^{broken}: cannot read as parquet"):
         read_records(broken)
+
+
+# ------------------------------------------------------------------ through `lmforge run`
+
+def _prose(i: int) -> str:
+    words = ["the", "river", "keeps", "its", "own", "counsel", "while", "the", "town", "sleeps", "and", "the", "lamps", "burn", "low", "along", "the", "quay", "where", "boats", "knock", "softly", "against", "the", "stones", "of", "the", "old", "harbour", "wall"]
+    return " ".join(words[(i + k) % len(words)] for k in range(70)) + f". Page {i}."
+
+
+def test_basic_cleaner_on_a_folder_of_txt_and_a_glob(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"book{i}.txt").write_text(_prose(i) + "\n")
+    (folder / "notes.bin").write_bytes(b"\x00\x01")  # not a data file: ignored in a folder
+    base = [f"run.root={tmp_path / 'runs'}", "pipeline=clean_only", "cleaner=basic", "run.quiet=true",
+            "run.report=false"]
+    result = lmforge.run(lmforge.compose([*base, "run.name=folder", f"data.raw_text={folder}"]))
+    manifest = lmforge.read_manifest(result.artifacts["cleaner"])
+    assert manifest["metrics"]["docs_out"] == 4
+    assert manifest["inputs"]["text"]["path"] == str(folder.resolve())
+    globbed = lmforge.run(lmforge.compose([*base, "run.name=glob", f"data.raw_text='{folder}/book[01].txt'"]))
+    inputs = lmforge.read_manifest(globbed.artifacts["cleaner"])["inputs"]["text"]
+    assert inputs["sources"] == [{"ref": f"{folder}/book[01].txt", "kind": "files", "files": 2}]
+    assert lmforge.read_manifest(globbed.artifacts["cleaner"])["metrics"]["docs_out"] == 2
+
+
+def _sft_rows(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(n)]
+
+
+@pytest.mark.slow
+def test_run_fine_tunes_on_a_mixture_and_samples_hub_prompts(tiny_model_dir, fake_hub, tmp_path):
+    import pandas as pd
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps(r) + "\n" for r in _sft_rows(6)))
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame([{"prompt": f"Say {w}.", "completion": w} for w in ("yes", "no", "maybe")]).to_csv(pairs,
+                                                                                                   index=False)
+    commit = fake_hub.add_dataset("org/prompts", {"prompts.jsonl": "".join(
+        json.dumps({"prompt": f"Count to {i}."}) + "\n" for i in range(3))})
+    base = [f"run.root={tmp_path / 'runs'}", "run.quiet=true", "run.report=false"]
+    sft = lmforge.run(lmforge.compose([
+        *base, "run.name=sft", "pipeline=sft_only", f"pipeline.stages.finetuner.model={tiny_model_dir}",
+        f"data.sft=[{chats},{{path:{pairs},weight:2}}]", "finetuner.max_steps=1", "finetuner.batch_size=2",
+        "finetuner.system_prompt=null", "finetuner.save_steps=0"]))
+    manifest = lmforge.read_manifest(sft.artifacts["finetuner"])
+    data = manifest["inputs"]["data"]
+    assert [s["ref"] for s in data["sources"]] == [str(chats), str(pairs)] and data["sources"][1]["weight"] == 2
+    assert data["hash"].startswith("sources:")
+    sample = lmforge.run(lmforge.compose([
+        *base, "run.name=sample", "pipeline=sample_only", f"pipeline.stages.sampler.model={sft.artifacts['finetuner']}",
+        "data.prompts=org/prompts", "sampler.max_new_tokens=2", "sampler.do_sample=false"]))
+    rows = [json.loads(line) for line in (sample.artifacts["sampler"] / "completions.jsonl").open()]
+    assert len(rows) == 3
+    prompts = lmforge.read_manifest(sample.artifacts["sampler"])["inputs"]["prompts"]
+    assert prompts["sources"][0]["commit"] == commit and prompts["hash"] == f"sources:{prompts['hash'][8:]}"
+
+
+def test_cli_takes_lists_globs_and_fails_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for i in range(2):
+        (crawl / f"part{i}.jsonl").write_text(json.dumps({"text": _prose(i)}) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lmforge.cli", "run", f"run.root={tmp_path / 'runs'}",
+                               "pipeline=clean_only", "cleaner=basic", "run.quiet=true", "run.report=false", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    ok = cli("run.name=glob", "data.raw_text=crawl/*.jsonl")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    listed = cli("run.name=list", "data.raw_text=[crawl/part0.jsonl,crawl/part1.jsonl]")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    for run_name in ("glob", "list"):
+        manifest = lmforge.read_manifest(tmp_path / "runs" / run_name / "cleaner")
+        assert manifest["metrics"]["docs_in"] == 2
+    missing = cli("run.name=missing", "data.raw_text=crawl/*.parquet")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("lmforge: error:")]
+    assert errors == ["lmforge: error: cleaner: input 'text': crawl/*.parquet: the pattern matches no files"]
+    assert not (tmp_path / "runs" / "missing" / "cleaner").exists()
+
+
+def test_model_inputs_take_a_hub_id_and_the_manifest_records_its_commit(tiny_model_dir, fake_hub, kinds):
+    from lmforge.sources import input_hash, input_record
+
+    _, specs = kinds
+    commit = fake_hub.add_model("org/tiny", tiny_model_dir)
+    checked = lmforge.Finetuner().check_inputs({"model": "org/tiny", "data": specs["mixture"]})
+    model = checked["model"]
+    assert Path(model).is_dir() and (Path(model) / "config.json").is_file()
+    assert input_hash(model) == f"hub:org/tiny@{commit}"
+    assert input_record(model, input_hash(model))["commit"] == commit
+    assert type(checked["data"]).__name__ == "DataSource"
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model': .*org/absent.*not in the Hugging Face"):
+        lmforge.Finetuner().check_inputs({"model": "org/absent", "data": specs["jsonl"]})
+    with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model' not found: /no/such/model$"):
+        lmforge.Finetuner().check_inputs({"model": "/no/such/model", "data": specs["jsonl"]})

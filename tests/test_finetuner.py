@@ -117,8 +117,8 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
     inputs = {"model": tiny_model_dir, "data": data}
     trainer, _, stats = build_trainer(SFTParams(max_length=32, save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
-    lengths = sorted(len(r) for r in trainer.train_dataset["input_ids"])
-    assert stats["dropped_too_long"] == 0 and lengths[-1] == 32 and lengths[0] < 32  # keep_start cuts at 32
+    # keep_start never cuts a reply's end of turn: a single exchange too long to fit is dropped and counted
+    assert stats["dropped_too_long"] == 1 and stats["cut_prompt_side"] == 0 and len(trainer.train_dataset) == 1
     trainer, _, stats = build_trainer(SFTParams(max_length=32, truncation="drop", save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
     assert stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 1
@@ -164,7 +164,8 @@ FORMATS = [
     ("dpo_en_demo.json", {}, "sharegpt"),
     ("kto_en_demo.json", {}, "messages"),
     ("hh_rlhf_harmless_test.jsonl.gz", {}, "dialogue"),
-    ("gsm8k_test.jsonl", {"columns": {"question": "prompt", "answer": "completion"}}, "prompt_completion"),
+    ("gsm8k_test.jsonl", {"columns": {"question": "prompt", "answer": "completion"}, "max_length": 256},
+     "prompt_completion"),  # worked answers run past 96 tokens; keep_start drops rows rather than cut them
 ]
 
 
@@ -173,8 +174,8 @@ def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tm
                                                 extra, expected):
     context = _context(tiny_context, tmp_path)
     out = tmp_path / "out"
-    stage = SFTFinetuner(max_steps=6, batch_size=4, learning_rate=3e-3, max_length=96, save_steps=0,
-                         logging_steps=2, max_examples=120, eval_fraction=0.1, **extra)
+    stage = SFTFinetuner(**{"max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "max_length": 96, "save_steps": 0,
+                            "logging_steps": 2, "max_examples": 120, "eval_fraction": 0.1, **extra})
     inputs = {"model": tiny_model_dir, "data": shared_data / name}
     _, manifest = lmforge.run_stage(stage, inputs, out, context)
     metrics = manifest["metrics"]
@@ -368,7 +369,7 @@ def test_identity_after_sft_the_model_names_itself(tiny_model_dir, tiny_context,
     before, _ = _name_rate(tiny_model_dir)
     out = tmp_path / "identity"
     stage = SFTFinetuner(max_steps=IDENTITY_STEPS, batch_size=8, learning_rate=IDENTITY_LR, warmup_steps=5,
-                         max_length=64, save_steps=0, logging_steps=20, system_prompt=SYSTEM,
+                         max_length=128, save_steps=0, logging_steps=20, system_prompt=SYSTEM,
                          placeholders=PLACEHOLDERS)
     lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json"}, out,
                       _context(tiny_context, tmp_path))

@@ -28,6 +28,7 @@ from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
 from ..common import latest_checkpoint, metrics_callback, read_records, seed_everything, trainer_arguments
+from ..data import is_text_only
 from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from .rewards import for_trl, last_user_text, reward_components
 
@@ -39,8 +40,7 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
     """``{"prompt": messages, **scalar columns}`` per record of a prompt/preference/SFT/question file."""
     from ..formats import detect_format, load_prompts
 
-    path = Path(path)
-    if path.suffix in (".txt", ".text"):
+    if is_text_only(path):
         return [{"prompt": prompt} for prompt in load_prompts(path)]
     records = read_records(path)
     adapter = None

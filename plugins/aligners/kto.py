@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner
@@ -29,7 +28,6 @@ def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
     """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer."""
     from ..formats import detect_format, load_preferences
 
-    path = Path(path)
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not

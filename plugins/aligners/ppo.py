@@ -44,6 +44,7 @@ from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
 from ..common import read_records
+from ..data import is_text_only
 from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_prompts
 
@@ -188,8 +189,7 @@ class PPOAligner(Aligner):
             prompts = [p if p[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}] + p
                        for p in prompts]
         columns: dict[str, list] = {}
-        suffixes = Path(path).suffixes
-        if ".json" in suffixes or ".jsonl" in suffixes:
+        if not is_text_only(path):
             records = read_records(path)
             names = {k for r in records for k in r} - {"prompt", "prompts", "completion", "completions",
                                                        "prompt_messages"}

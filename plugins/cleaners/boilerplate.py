@@ -71,10 +71,12 @@ WEAK_CHROME = re.compile(  # words that are chrome only in short lines (at most 
 REFERENCE_SECTION = re.compile(r"(?:See also|External links|Further reading|References|Bibliography|Notes|Footnotes"
                                r"|Sources|Citations)(?:\s|$|[A-Z])")
 MENU_SEPARATORS = set("|»›·•>/‹«")
-GLUED = re.compile(r"(?<=[a-z0-9)\]][.!?])(?=[A-Z][a-z])")
+GLUED = re.compile(r"([a-z0-9)\]][.!?])([A-Z][a-z])")
 # a glued section title of an encyclopaedia page ("…radiationReferencesExternal links …")
 GLUED_SECTION = re.compile(r"(?<=[a-z)\].!?:])(?=(?:See also|References|External links|Further reading|Bibliography"
                            r"|Notes|Footnotes|Sources|Citations)\b)")
+SECTION_WORDS = ("See also", "References", "External links", "Further reading", "Bibliography", "Notes",
+                 "Footnotes", "Sources", "Citations")
 SENTENCE_ENDS = re.compile(r"[a-z]{2}[.!?][\"')\]]?[ \t]+")
 CAMEL = re.compile(r"[a-z)][A-Z]")
 
@@ -82,7 +84,9 @@ CAMEL = re.compile(r"[a-z)][A-Z]")
 def split_glued(text: str) -> str:
     """Puts paragraphs glued without a space on lines of their own, and splits off a line's tail of names
     glued together ("…anarchism. Anti-fascismEconomic ideologiesLeft-wing politics": category links)."""
-    text = GLUED_SECTION.sub("\n", GLUED.sub("\n", text))
+    text = GLUED.sub("\\1\n\\2", text)
+    if any(word in text for word in SECTION_WORDS):
+        text = GLUED_SECTION.sub("\n", text)
     if not CAMEL.search(text):
         return text
     lines = text.split("\n")
@@ -155,7 +159,9 @@ def line_class(line: str, cfg: BoilerplateConfig) -> str:
     separators = sum(1 for w in words if w in MENU_SEPARATORS)
     if separators >= 2 and n - separators <= 4 * (separators + 1) and stripped[-1] not in TERMINAL_PUNCTUATION:
         return "bad"
-    stops = sum(1 for w in words if w.lower().strip(".,;:!?\"'()") in stop_words()) / n
+    sample = words[:100]  # enough to judge a long line
+    stop = stop_words()
+    stops = sum(1 for w in sample if w.lower().strip(".,;:!?\"'()") in stop) / len(sample)
     sentence = stripped[-1] in TERMINAL_PUNCTUATION or stripped.endswith(('."', '?"', '!"', ".”", ".)", ":"))
     if n >= cfg.long_words and stops >= cfg.min_stop_density:
         return "good"

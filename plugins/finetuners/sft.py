@@ -9,9 +9,10 @@ other) and runs the eval split. lmforge adds on top:
 * data in any supported format (``lmforge.plugins.formats``: messages, ShareGPT, alpaca,
   prompt/completion, one-string dialogues), auto-detected, with a system prompt / identity and
   ``{{name}}``-style placeholders filled from config;
-* a stated truncation policy (``truncation``): ``keep_start`` keeps the first ``max_length`` tokens (an
-  example whose kept part holds no reply token is dropped, since it teaches nothing); ``drop`` skips every
-  example longer than ``max_length`` so no reply is ever cut mid-way. Both are counted in the metrics;
+* a stated truncation policy (``truncation``) that never cuts a reply's end-of-turn token: ``keep_start`` drops
+  a too-long conversation's earliest turns (then the start of its last prompt) until its last reply fits whole
+  (``cut_prompt_side``) or drops the example (``dropped_too_long``); ``drop`` skips every example longer than
+  ``max_length``. Both are counted;
 * LoRA through peft with target modules from config, merged into the base weights on save so the output
   is a plain model dir (the merge is checked on a probe batch: ``lora_merge_max_abs_diff``); QLoRA
   (4-bit base) only with a CUDA GPU and bitsandbytes, otherwise a one-line error saying so;
@@ -30,7 +31,7 @@ from lmforge import Finetuner
 from lmforge.errors import ConfigError, DataError
 
 from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
+from ..models import load_causal_lm, load_tokenizer, model_path, prepare_model_for_tokenizer, save_model_dir
 from ..formats import load_conversations, load_prompt_completions, read_format
 
 METHODS = ("full", "lora", "qlora")
@@ -45,7 +46,8 @@ class SFTParams:
     # data
     format: str = "auto"  # auto, or messages | sharegpt | alpaca | prompt_completion | dialogue
     columns: dict[str, str] = field(default_factory=dict)  # rename record keys first: {question: prompt}
-    system_prompt: str | None = None  # added to conversations that have no system turn
+    system_prompt: str | None = None  # added to conversations that have no system turn (none by default)
+    chat_template: str | None = None  # a preset (chatml, lmforge), a .jinja file, or a tokenizer dir / Hub id
     placeholders: dict[str, str] = field(default_factory=dict)  # fills {{name}} / {{author}} in the data
     skip_negative: bool = True  # drop records labelled "label": false (KTO-style bad examples)
     skip_invalid: bool = False  # skip malformed records (one warning) instead of stopping with an error
@@ -56,7 +58,7 @@ class SFTParams:
     # loss and sequence length
     loss_on: str = "assistant"  # assistant: replies (or completions) only | all: every token
     max_length: int = 256
-    truncation: str = "keep_start"  # keep_start: keep the first max_length tokens | drop: skip longer ones
+    truncation: str = "keep_start"  # keep_start: cut earlier turns so the last reply fits whole | drop: skip longer ones
     packing: bool = False  # best-fit-decreasing packing into max_length rows, no cross-attention
     # optimisation
     max_steps: int = 30
@@ -151,14 +153,60 @@ def drop_too_long(examples: list[dict], tokenizer, max_length: int, source: str)
     return kept, len(examples) - len(kept)
 
 
+def keep_last_reply(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int, int]:
+    """``keep_start`` without losing an end of turn: a too-long conversation loses its earliest turns (after
+    any system turn), then the start of its last prompt, until its last reply fits whole; one whose reply alone
+    is too long (or too-long prompt/completion data) is dropped. Returns ``(examples, cut, dropped)``; TRL's own
+    cut would drop the reply's end-of-turn token.
+    """
+    kept, cut, dropped = [], 0, 0
+    for example in examples:
+        if _token_length(example, tokenizer) <= max_length:
+            kept.append(example)
+            continue
+        messages, fitted = example.get("messages"), None
+        system = 1 if messages and messages[0]["role"] == "system" else 0
+        while messages is not None and fitted is None:
+            users = [i for i in range(system + 1, len(messages) - 1) if messages[i]["role"] == "user"]
+            if not users:
+                break
+            messages = messages[:system] + messages[users[0]:]  # the earliest exchange goes
+            if _token_length({"messages": messages}, tokenizer) <= max_length:
+                fitted = messages
+        if fitted is None and messages is not None:
+            fitted = _cut_last_prompt(messages, tokenizer, max_length)
+        if fitted is None:
+            dropped += 1
+        else:
+            kept.append({**example, "messages": fitted})
+            cut += 1
+    return kept, cut, dropped
+
+
+def _cut_last_prompt(messages: list[dict], tokenizer, max_length: int) -> list[dict] | None:
+    """The conversation with its last user turn's text cut from the left so the whole fits, or None."""
+    if len(messages) < 2 or messages[-2]["role"] != "user":
+        return None
+    ids = tokenizer(messages[-2]["content"], add_special_tokens=False)["input_ids"]
+    for _ in range(3):  # re-tokenization after a cut can differ by a token or two
+        over = _token_length({"messages": messages}, tokenizer) - max_length
+        if over <= 0:
+            return messages
+        if over + 1 >= len(ids):
+            return None
+        ids = ids[over + 1:]
+        messages = [*messages[:-2], {**messages[-2], "content": tokenizer.decode(ids)}, messages[-1]]
+    return messages if _token_length({"messages": messages}, tokenizer) <= max_length else None
+
+
 def check_chat_template(tokenizer, model_dir, cfg: SFTParams, conversational: bool) -> None:
     if not conversational:
         return
     template = tokenizer.chat_template
     if not template:
-        raise ConfigError(f"finetuner: the tokenizer in {model_dir} has no chat template, which "
-                          "conversations need (lmforge's tokenizers ship one); or use prompt_completion=text "
-                          "data")
+        raise ConfigError(f"finetuner: the tokenizer of {model_dir} has no chat template, which conversations "
+                          "need; set finetuner.chat_template (chatml, lmforge, a .jinja file or a tokenizer to "
+                          "copy it from)")
     if cfg.loss_on == "assistant" and not GENERATION_MARKER.search(template):
         from trl.chat_template_utils import get_training_chat_template
 
@@ -190,7 +238,7 @@ def load_model(model_dir, cfg: SFTParams, context):
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant, dtype=compute,
+    model = AutoModelForCausalLM.from_pretrained(str(model_path(model_dir)), quantization_config=quant, dtype=compute,
                                                  use_safetensors=True, trust_remote_code=False)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
@@ -206,7 +254,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
         import datasets
 
         datasets.disable_progress_bars()
-    tokenizer = load_tokenizer(inputs["model"])
+    tokenizer = load_tokenizer(inputs["model"], chat_template=cfg.chat_template)
     examples, data_format = load_examples(inputs["data"], cfg)
     stats = {"examples": len(examples), "dropped_too_long": 0}
     if cfg.max_examples > 0:
@@ -217,6 +265,12 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     if inputs.get("eval_data"):
         eval_examples, _ = load_examples(inputs["eval_data"], cfg)
         evaluation = eval_examples
+    if cfg.truncation == "keep_start":
+        examples, stats["cut_prompt_side"], stats["dropped_too_long"] = keep_last_reply(
+            examples, tokenizer, cfg.max_length)
+        if not examples:
+            raise DataError(f"{inputs['data']}: no example's last reply fits finetuner.max_length={cfg.max_length} "
+                            "tokens; raise max_length")
     if cfg.truncation == "drop":
         examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length,
                                                             str(inputs["data"]))
@@ -231,7 +285,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
         split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=context.seed)
         dataset, evaluation = split["train"], split["test"]
 
-    model = load_model(inputs["model"], cfg, context)
+    model = prepare_model_for_tokenizer(load_model(inputs["model"], cfg, context), tokenizer)
     peft_config = build_peft_config(cfg) if cfg.method in ("lora", "qlora") else None
     eval_steps = cfg.eval_steps or (cfg.save_steps if cfg.save_steps > 0 else cfg.max_steps)
     args = SFTConfig(
@@ -286,7 +340,7 @@ def merge_adapter(trainer, tokenizer, cfg: SFTParams, model_dir, output_dir: Pat
 
         with tempfile.TemporaryDirectory() as scratch:
             peft_model.save_pretrained(scratch, safe_serialization=True)
-            base = load_causal_lm(model_dir, context)
+            base = prepare_model_for_tokenizer(load_causal_lm(model_dir, context), tokenizer)
             merged = PeftModel.from_pretrained(base, scratch).merge_and_unload()
     else:
         merged = peft_model.merge_and_unload()

@@ -25,10 +25,12 @@ from ..models import load_tokenizer, save_model_dir
 from .shared import (
     PretrainConfig,
     Windows,
-    build_model,
     build_model_config,
+    check_model_config,
     flops_per_token,
+    initial_model,
     peak_flops,
+    pretrain_tokenizer_dir,
     split_tokens,
     tokenized_corpus,
 )
@@ -79,6 +81,9 @@ class HFTrainerPretrainer(Pretrainer):
 
     config_class = PretrainConfig
 
+    def preflight(self, context):
+        check_model_config(context.model)
+
     def run(self, inputs, output_dir, context):
         from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -87,9 +92,10 @@ class HFTrainerPretrainer(Pretrainer):
         cfg = self.config
         cfg.check()
         seed_everything(context.seed)
-        tokenizer = load_tokenizer(inputs["tokenizer"])
-        model = build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
-        tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
+        tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        model = initial_model(cfg, tokenizer, context)
+        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
                                         cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))

@@ -31,12 +31,14 @@ from .shared import (
     PretrainConfig,
     SampleOrder,
     Windows,
-    build_model,
     build_model_config,
+    check_model_config,
     decay_groups,
     flops_per_token,
+    initial_model,
     lr_at,
     peak_flops,
+    pretrain_tokenizer_dir,
     sample_position,
     split_tokens,
     tokenized_corpus,
@@ -59,6 +61,9 @@ class LeanPretrainer(Pretrainer):
 
     config_class = PretrainConfig
 
+    def preflight(self, context):
+        check_model_config(context.model)
+
     def run(self, inputs, output_dir, context):
         import torch
         from accelerate import Accelerator
@@ -79,10 +84,11 @@ class LeanPretrainer(Pretrainer):
         accelerator.wait_for_everyone()  # the main process prepared the work dir first (lmforge.pipeline)
         checkpoints = Path(context.checkpoint_dir())
 
-        tokenizer = load_tokenizer(inputs["tokenizer"])
+        tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
+        tokenizer = load_tokenizer(tokenizer_dir)
         # the first process of each machine to take the cache's file lock tokenises (all cores); the others
         # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
-        tokens, meta = tokenized_corpus(inputs["text"], inputs["tokenizer"], tokenizer, cfg.text_field,
+        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
                                         cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
@@ -93,12 +99,17 @@ class LeanPretrainer(Pretrainer):
         order = SampleOrder(len(train), context.seed)
 
         set_seed(context.seed)
+<<<<<<< HEAD
         model_config = build_model_config(context.model or {}, tokenizer)
         lm = build_model(model_config, hardware)
         flops_token = flops_per_token(lm, cfg.block_size)
         if hardware.use_cuda():
             torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
+=======
+        model = initial_model(cfg, tokenizer, context)
+        model_config = model.config
+>>>>>>> main
         # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
         optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)

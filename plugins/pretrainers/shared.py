@@ -3,6 +3,8 @@
 Both the HF-Trainer plugin and the lean accelerate loop train on the same data in the same order, so
 their results compare one to one:
 
+- **Continued pretraining**: ``init_from`` (a model dir or Hub id) starts from that model's weights and
+  tokenizer instead of random weights from ``model`` config.
 - **Model from config**: ``model_type`` plus that type's config fields (unknown field = error), or the
   ``depth`` dial, which derives width, heads and MLP size from the number of layers (as nanochat does:
   width = depth x aspect_ratio, heads of ``head_dim``).
@@ -28,7 +30,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.errors import ConfigError, close_match
+from lmforge.errors import ConfigError, close_match, one_line
 
 CACHE_FORMAT = 2  # 2: token shards (token_shards.py); 1 was one tokens.npy
 SCHEDULERS = ("cosine", "wsd", "linear", "constant")
@@ -66,6 +68,10 @@ class PretrainConfig:
     tokenize_workers: int | None = None  # processes that tokenise the corpus into shards; None = every core
     peak_tflops: float | None = None  # for MFU; None = known GPUs only
     compile: bool | None = None  # torch.compile the model; None = hardware.compile
+    init_from: str | None = None  # continued pretraining: a model dir or Hub id (its weights and tokenizer)
+
+    def __post_init__(self):
+        self.check()
 
     def check(self) -> None:
         if self.lr_scheduler not in SCHEDULERS:
@@ -109,9 +115,27 @@ def build_model_config(model_cfg: dict, tokenizer):
         if key not in known:
             hint = " (aspect_ratio / head_dim go with depth)" if key in DEPTH_KEYS else ""
             raise ConfigError(f"model.{key}: not a field of {model_type} configs{close_match(key, known)}{hint}")
-    return AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    try:
+        return AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers validates the architecture (heads divide width…)
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"model: {model_type} config rejected: {one_line(str(cause))}") from None
+
+
+class _AnyVocab:
+    """Stands in for the tokenizer (not trained yet) when the model preset is checked before the run."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self):
+        return 256
+
+
+def check_model_config(model_cfg: dict | None) -> None:
+    """The model preset as the pretrainer will build it, checked before any stage runs (Stage.preflight)."""
+    build_model_config(model_cfg or {}, _AnyVocab())
 
 
 def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, head_dim: int) -> dict:
@@ -137,6 +161,29 @@ def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, 
     elif "n_inner" in fields:
         out["n_inner"] = 4 * width
     return out
+
+
+def pretrain_tokenizer_dir(cfg: PretrainConfig, inputs: dict) -> Path:
+    """The tokenizer to train with: the ``tokenizer`` input, or with ``init_from`` that model's own."""
+    from ..models import model_path
+
+    tokenizer_dir = model_path(inputs["tokenizer"])
+    if cfg.init_from:
+        own = model_path(cfg.init_from)
+        if tokenizer_dir.resolve() != own.resolve():
+            raise ConfigError(f"pretrainer.init_from: continued pretraining uses the model's own tokenizer, but the "
+                              f"tokenizer input is {inputs['tokenizer']}; run pipeline=continue_pretrain (or pass "
+                              f"the model as the tokenizer input)")
+    return tokenizer_dir
+
+
+def initial_model(cfg: PretrainConfig, tokenizer, context):
+    """The model training starts from: ``init_from``'s weights (fp32), else random weights from ``model``."""
+    if cfg.init_from:
+        from ..models import load_causal_lm, prepare_model_for_tokenizer
+
+        return prepare_model_for_tokenizer(load_causal_lm(cfg.init_from, context), tokenizer)
+    return build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
 
 
 def build_model(model_config, hardware):

@@ -77,7 +77,7 @@ def iter_pieces(text: Any, text_field: str, piece_chars: int = PIECE_CHARS,
     folder, glob, mixture or Hub dataset) comes document by document from ``lmforge.plugins.data``."""
     from lmforge.sources import TEXT_SUFFIXES, suffix_of
 
-    if isinstance(text, (str, Path)) and Path(text).is_file() and suffix_of(text) in TEXT_SUFFIXES:
+    if isinstance(text, (str, os.PathLike)) and Path(text).is_file() and suffix_of(text) in TEXT_SUFFIXES:
         yield from _text_file_pieces(Path(text), piece_chars, block_chars)
         return
     from ..data import iter_texts
@@ -265,7 +265,7 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
     """Run the shard tasks not yet finished, ``workers`` at a time, with a bounded number in flight."""
     from tqdm.auto import tqdm
 
-    size = Path(text_path).stat().st_size if isinstance(text_path, (str, Path)) and Path(text_path).is_file() \
+    size = Path(text_path).stat().st_size if isinstance(text_path, (str, os.PathLike)) and Path(text_path).is_file() \
         else None
     bar = tqdm(total=size, desc="tokenising", unit="B", unit_scale=True, disable=quiet)
     results: dict[int, dict] = {}
