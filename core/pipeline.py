@@ -342,14 +342,6 @@ def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunCo
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
-<<<<<<< HEAD
-=======
-        input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
-        fingerprint = artifacts.fingerprint({
-            "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-            "seed": settings.seed, "inputs": input_hashes,
-        })
->>>>>>> main
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)
         context.work_dir = run_dir / ".work" / name

@@ -99,17 +99,11 @@ class LeanPretrainer(Pretrainer):
         order = SampleOrder(len(train), context.seed)
 
         set_seed(context.seed)
-<<<<<<< HEAD
-        model_config = build_model_config(context.model or {}, tokenizer)
-        lm = build_model(model_config, hardware)
+        lm = initial_model(cfg, tokenizer, context)
         flops_token = flops_per_token(lm, cfg.block_size)
         if hardware.use_cuda():
             torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
-=======
-        model = initial_model(cfg, tokenizer, context)
-        model_config = model.config
->>>>>>> main
         # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
         optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
