@@ -264,3 +264,87 @@ def test_continued_pretraining_starts_lower_than_random_init(plugin, shakespeare
         lmforge.run_stage(cls(**CPT_LOOP, max_steps=1, cache_dir=cache, init_from="org/shakes-base"),
                           {"text": corpus, "tokenizer": shakespeare_base[0].parent / "tok"}, tmp_path / "x",
                           cpt_context(tmp_path, "x"))
+
+
+# ---------------------------------------------------------------- the whole chain through `lmforge run`
+
+CHATS = [("hi", "Hello."), ("Who are you?", "A small model."), ("Name a colour.", "Blue."),
+         ("Say yes.", "Yes."), ("Count to three.", "One, two, three."), ("What is 2+2?", "Four."),
+         ("Say no.", "No."), ("Bye!", "Goodbye.")]
+
+
+def cli(*args, cwd, timeout=600):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LMFORGE_TRACEBACK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lmforge.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def greedy_reply(model_dir, prompt: str, max_new_tokens: int = 24):
+    """Vanilla transformers, no lmforge: apply the chat template, greedy ``generate`` with the saved config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens)[0, ids["input_ids"].shape[1]:]
+    return tokenizer, out.tolist()
+
+
+@pytest.mark.slow
+def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(gpt2_style_dir, fake_hub,
+                                                                                 tmp_path):
+    fake_hub.add_model("org/tiny-gpt2", gpt2_style_dir)
+    chats = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                    + "\n" for q, a in CHATS)
+    commit = fake_hub.add_dataset("org/chats", {"train.jsonl": chats})
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}],
+                                         "chosen": [{"role": "assistant", "content": a}],
+                                         "rejected": [{"role": "assistant", "content": a.upper() + " " + a}]}) + "\n"
+                             for q, a in CHATS))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q, _ in CHATS[:4]))
+    common = [f"run.root={tmp_path / 'runs'}", "hardware=cpu", "run.report=false", "run.quiet=true"]
+    cli("run", *common, "run.name=sft", "pipeline=sft_only", "pipeline.stages.finetuner.model=org/tiny-gpt2",
+        "data.sft=org/chats", "finetuner.chat_template=chatml", "finetuner.max_steps=120", "finetuner.batch_size=8",
+        "finetuner.learning_rate=1e-2", "finetuner.save_steps=0", "finetuner.max_length=64", cwd=tmp_path)
+    sft = tmp_path / "runs" / "sft" / "finetuner"
+    manifest = json.loads((sft / "manifest.json").read_text())
+    assert commit in json.dumps(manifest)  # the Hub dataset's commit is recorded
+
+    # vanilla generate stops at the end of the turn: <|im_end|> is an EOS of the saved generation config
+    tokenizer, reply = greedy_reply(sft, CHATS[2][0])
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert reply[-1] == end and len(reply) < 24, tokenizer.decode(reply)
+    assert tokenizer.decode(reply[:-1]).strip() == CHATS[2][1]
+
+    # GRPO / RLOO rollouts of a model SFT'd to end its turns terminate (TRL reads the generation config's EOS)
+    for aligner in ("grpo", "rloo"):
+        cli("run", *common, f"run.name={aligner}", "pipeline=align_only", f"aligner={aligner}",
+            f"pipeline.stages.aligner.model={sft}", f"data.preferences={prompts}", "aligner.max_steps=2",
+            "aligner.batch_size=4", "aligner.num_generations=4", "aligner.max_completion_length=32",
+            "aligner.save_steps=0", "aligner.logging_steps=1", cwd=tmp_path)
+        logged = [json.loads(line) for line in
+                  (tmp_path / "runs" / aligner / "aligner" / "metrics.jsonl").read_text().splitlines()]
+        clipped = [m["completions/clipped_ratio"] for m in logged if "completions/clipped_ratio" in m]
+        print(f"{aligner}: completions/clipped_ratio per step {clipped}")
+        assert clipped and max(clipped) <= 0.5, clipped
+
+    cli("run", *common, "run.name=dpo", "pipeline=align_only", f"pipeline.stages.aligner.model={sft}",
+        f"data.preferences={prefs}", "aligner.max_steps=4", "aligner.save_steps=0", "aligner.max_length=64",
+        cwd=tmp_path)
+    dpo = tmp_path / "runs" / "dpo" / "aligner"
+    assert json.loads((dpo / "generation_config.json").read_text())["eos_token_id"] == [tokenizer.eos_token_id, end]
+    cli("run", *common, "run.name=sample", "pipeline=sample_only", f"pipeline.stages.sampler.model={dpo}",
+        f"data.prompts={prompts}", "sampler.do_sample=false", "sampler.max_new_tokens=24", cwd=tmp_path)
+    rows = [json.loads(line) for line in
+            (tmp_path / "runs" / "sample" / "sampler" / "completions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("<|im_start|>" not in r["completion"] for r in rows)
+    assert sum(r["completion"].strip() == a for r, (_, a) in zip(rows, CHATS, strict=False)) >= 2, rows

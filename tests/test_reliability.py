@@ -214,7 +214,7 @@ main(sys.argv[1:])
 def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
     root = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
-                             "pipeline=clean_only", "cleaner.plugin=slow", "run.report=false"],
+                             "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LMFORGE_DEBUG": ""})
     try:
@@ -276,7 +276,7 @@ def test_metrics_survive_resume_deduplicated_by_step(capsys, tmp_path):
     plugin = _FlakyPlugin()
     lmforge.register_plugin(plugin, name="test-reliability-flaky")
     try:
-        args = ["run", f"run.root={tmp_path}", "run.name=m", "pipeline=clean_only", "cleaner.plugin=flaky",
+        args = ["run", f"run.root={tmp_path}", "run.name=m", "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=flaky",
                 "run.report=false"]
         code, err = cli(capsys, *args)
         assert code == 1 and "RuntimeError: killed" in one_error_line(err)
@@ -366,17 +366,24 @@ def test_reward_spec_checked_when_params_are_built(rewards, params, words):
 
 def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, dict | None]:
     """Send bytes as they are (headers http.client would refuse) and read the status and JSON answer."""
+    import select
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         # no half-close: a server that waits for more body than was sent must time out here, not see EOF
-        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n" + body)
+        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n")
+        # a large body goes only if the server did not answer the headers already (as with Expect: 100-continue)
+        if len(body) < 1 << 16 or not select.select([sock], [], [], 0.5)[0]:
+            sock.sendall(body)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
     status = int(data.split(b" ", 2)[1])
     payload = data.split(b"\r\n\r\n", 1)[1]
-    return status, (json.loads(payload) if payload.strip() else None)
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, None  # e.g. uvicorn's own plain-text 400 for a request it cannot parse
 
 
 @pytest.fixture
@@ -444,3 +451,82 @@ def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judge
     assert judged["ada"][2]["ranking"] == [[0, 1]]
     assert all(json.loads(line) for line in again.judgements_path.read_text().splitlines())
     assert "prompt_id\": 2" in (again.directory / "judgements.jsonl.torn").read_text()
+
+
+# ---------------------------------------------------------------- lmforge serve: 400, never 500
+
+
+@pytest.fixture(scope="module")
+def served_tiny(tiny_model_dir):
+    from lmforge.plugins.samplers.server import running_server
+
+    with running_server(tiny_model_dir, batch_wait_s=0.0, max_body_bytes=256 << 10) as server:
+        yield server
+
+
+def _post_json(port: int, path: str, body: bytes, host: str = "127.0.0.1", extra: str = "") -> tuple[int, dict]:
+    head = (f"POST {path} HTTP/1.1\nHost: {host}\nContent-Type: application/json\n"
+            f"Content-Length: {len(body)}\n{extra}")
+    return _raw_request(port, head, body, timeout=60)
+
+
+def test_serve_answers_every_bad_field_with_400(served_tiny):
+    port = int(served_tiny.url.rsplit(":", 1)[1].split("/")[0])
+    chat = '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, %s}'
+    bad = [
+        chat % '"seed": %d, "temperature": 1' % 2**70,
+        chat % '"temperature": Infinity',
+        chat % '"repetition_penalty": NaN',
+        chat % '"top_k": %d, "temperature": 1' % 2**70,
+        chat % '"max_tokens": %d' % 2**70,
+        chat % '"stop": ["\\ud800"]',
+        chat % '"model": "\\udfff"',
+        '{"messages": [{"role": "user", "content": "\\ud800 lone"}]}',
+        '{"messages": [{"role": "robot", "content": "x"}]}',
+        '{"messages": []}',
+        '[1, 2]',
+        '"just a string"',
+        '{"messages": [{"role": "user", "content": "hi"}]',
+    ]
+    for body in bad:
+        status, answer = _post_json(port, "/v1/chat/completions", body.encode())
+        assert status == 400, (body, status, answer)
+        assert answer["error"]["message"], body
+    status, answer = _post_json(port, "/v1/completions", b'{"prompt": "\\ud800", "max_tokens": 2}')
+    assert status == 400, answer
+    status, answer = _post_json(port, "/v1/chat/completions", (chat % '"seed": 123, "temperature": 1').encode())
+    assert status == 200, answer  # a 64-bit seed is fine
+
+
+def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_loop(served_tiny):
+    import threading
+
+    port = int(served_tiny.url.rsplit(":", 1)[1].split("/")[0])
+    huge = json.dumps({"prompt": "word " * 100_000, "max_tokens": 1}).encode()  # ~500 kB > the 256 kB limit
+    status, answer = _post_json(port, "/v1/completions", huge)
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
+    head = "POST /v1/completions HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+    for length in ("abc", "-1"):
+        status, _ = _raw_request(port, head + f"Content-Length: {length}\n", b"{}")
+        assert status == 400  # refused by uvicorn's parser itself, before the app
+    status, answer = _raw_request(port, head + f"Content-Length: {10**12}\n", b"{}")
+    assert status == 413
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example"):
+        status, answer = _raw_request(port, f"GET /v1/models HTTP/1.1\nHost: {host}\n")
+        assert status == 403 and answer["error"]["code"] == "host_not_allowed", host
+    for host in ("127.0.0.1", f"localhost:{port}", f"[::1]:{port}"):
+        assert _raw_request(port, f"GET /health HTTP/1.1\nHost: {host}\n")[0] == 200, host
+
+    # A long prompt (just under the limit) tokenises in a worker thread: /health answers meanwhile.
+    long_prompt = json.dumps({"prompt": "many words here " * 15_000, "max_tokens": 1}).encode()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        answer=_post_json(port, "/v1/completions", long_prompt)))
+    thread.start()
+    time.sleep(0.05)
+    started = time.time()
+    assert _raw_request(port, "GET /health HTTP/1.1\nHost: 127.0.0.1\n")[0] == 200
+    health_seconds = time.time() - started
+    thread.join(timeout=120)
+    assert result["answer"][0] == 400 and result["answer"][1]["error"]["code"] == "context_length_exceeded"
+    assert health_seconds < 1.0, health_seconds

@@ -201,3 +201,39 @@ def test_language_map_of_a_trained_model_differs_from_random(tiny_model_dir, tin
     assert summary["neighbour_overlap_with_random"] < 0.5
     assert (tmp_path / "language_map.png").stat().st_size > 10_000
     assert set(summary["neighbours"]) <= set(cfg.probes) and summary["neighbours"]
+
+
+# ------------------------------------------------------------ questions for self-interrogation from documents
+
+def test_cloze_questions_come_from_fact_sentences():
+    from lmforge.plugins.feedback.question_writer import checked_pair, cloze_questions
+
+    found = cloze_questions(FACTS["velmora.txt"])
+    assert {"question": "Complete the sentence: The capital of Velmora is ___.", "answer": "Drestholm"} in found
+    assert all(q["answer"] in FACTS["velmora.txt"] for q in found)
+    assert cloze_questions("Bread rises because yeast makes gas.") == []  # no named fact to blank out
+    passage = FACTS["quarn.txt"]
+    assert checked_pair(passage, "Q: Where does the Quarn start?\nA: the glacier of Tolle")[0] == {
+        "question": "Where does the Quarn start?", "answer": "the glacier of Tolle"}
+    assert checked_pair(passage, "Q: Where does it start?\nA: Mount Doom") == (None, "answer not found in the passage")
+    assert checked_pair(passage, "The Quarn is a river.")[1].startswith("no 'Q:")
+
+
+def test_probe_documents_pipeline_writes_questions_probes_and_fine_tunes(varied_model_dir, collection, tmp_path,
+                                                                         monkeypatch):
+    from lmforge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "pipeline=probe_documents", f"probe_model={varied_model_dir}", f"documents={collection}",
+                 "probe.samples=2", "probe.max_new_tokens=6", "probe.batch_size=4", "finetuner.max_steps=2",
+                 "finetuner.save_steps=0", "run.report=false", "run.quiet=true", "run.name=probe_docs",
+                 "evaluation={}"])
+    assert code in (0, None)
+    run = tmp_path / "runs" / "probe_docs"
+    questions = [json.loads(x) for x in (run / "questions" / "questions.jsonl").read_text().splitlines()]
+    assert {"question": "Complete the sentence: The capital of Velmora is ___.", "answer": "Drestholm",
+            "source": questions[0]["source"]} in [q for q in questions]
+    sft = [json.loads(x) for x in (run / "probe" / "sft.jsonl").read_text().splitlines()]
+    # A random model knows none of it: every probed question becomes an "I'm not sure" target.
+    assert sft and all("not sure" in row["messages"][-1]["content"] for row in sft)
+    assert (run / "finetuner" / "model.safetensors").is_file()

@@ -329,7 +329,7 @@ class SamplingSettings:
     max_prompts: int | None = None
 
 
-def sample_candidates(model_dir: Path, prompts_file: Path, session_dir: Path, settings: SamplingSettings,
+def sample_candidates(model_dir, prompts_file: Path, session_dir: Path, settings: SamplingSettings,
                       device: str = "auto") -> RankSession:
     """Draw K candidates per prompt with the ``hf_generate`` sampler stage and start a session."""
     import lmforge
@@ -351,18 +351,23 @@ def sample_candidates(model_dir: Path, prompts_file: Path, session_dir: Path, se
             entry = by_prompt.setdefault(row["index"], {"prompt": row["prompt"], "texts": []})
             entry["texts"].append(row["completion"])
     order = sorted(by_prompt)
-    meta = {"model": str(Path(model_dir).resolve()), "prompts": str(Path(prompts_file).resolve()),
+    from lmforge.hub import resolve_model_ref
+
+    meta = {"model": str(resolve_model_ref(model_dir).path.resolve()),
+            "prompts": str(Path(prompts_file).resolve()),
             "sampling": settings.__dict__, "created": time.time()}
     return RankSession.create(session_dir, [by_prompt[i]["prompt"] for i in order],
                               [by_prompt[i]["texts"] for i in order], meta)
 
 
 def open_or_create(args) -> RankSession:
+    from lmforge.hub import resolve_model_ref
+
     session_dir = Path(args.session)
     if (session_dir / "candidates.jsonl").is_file():
         session = RankSession(session_dir)
         meta = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
-        if args.model_dir and Path(args.model_dir).resolve() != Path(meta["model"]):
+        if args.model_dir and resolve_model_ref(args.model_dir).path.resolve() != Path(meta["model"]):
             raise ConfigError(f"--session {session_dir}: holds candidates of {meta['model']}, not "
                               f"{args.model_dir}; pick another --session directory")
         if args.prompts and Path(args.prompts).resolve() != Path(meta["prompts"]):
@@ -376,7 +381,7 @@ def open_or_create(args) -> RankSession:
     settings = SamplingSettings(k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 top_p=args.top_p, seed=args.seed, system_prompt=args.system_prompt,
                                 max_prompts=args.max_prompts)
-    return sample_candidates(Path(args.model_dir), Path(args.prompts), session_dir, settings, args.device)
+    return sample_candidates(args.model_dir, Path(args.prompts), session_dir, settings, args.device)
 
 
 # --------------------------------------------------------------------------------------------------- server
@@ -568,7 +573,8 @@ def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lmforge rank", description=(
         "Sample K responses per prompt from a model and rank them (best to worst) in a local web page or "
         "the terminal. Judgements are saved at once; run the same command again to resume."))
-    parser.add_argument("model_dir", nargs="?", help="model directory to sample from (omit to reopen --session)")
+    parser.add_argument("model_dir", nargs="?",
+                        help="model directory or Hub id (org/name) to sample from (omit to reopen --session)")
     parser.add_argument("--prompts", help="prompts file (.txt one per line, or .jsonl in any prompt format)")
     parser.add_argument("--session", default="runs/rank", help="session directory (default: runs/rank)")
     parser.add_argument("--k", type=int, default=4, help="candidates per prompt (default 4)")

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from lmforge import LmforgeError, Pretrainer
+from lmforge import Pretrainer
 from lmforge.errors import ConfigError
 
+from ..checkpoints import (
+    begin_partial,
+    commit_partial,
+    latest_checkpoint,
+    loop_state,
+    split_too_short,
+    stop_if_not_finite,
+)
 from ..models import load_tokenizer
 from .shared import (
     PretrainConfig,
@@ -45,16 +52,6 @@ from .shared import (
     with_loss,
     without_loss,
 )
-
-STATE_FILE = "lmforge_state.json"
-
-
-def latest_loop_checkpoint(directory: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` written by this loop (``lmforge_state.json`` present)."""
-    found = [p for p in Path(directory).glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
-
 
 class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
@@ -94,8 +91,7 @@ class LeanPretrainer(Pretrainer):
         train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
         val = Windows(val_tokens, cfg.block_size, cfg.block_size)
         if len(train) == 0:
-            raise LmforgeError(f"pretrainer: the training split has {len(train_tokens)} tokens, fewer than "
-                               f"block_size + 1 = {cfg.block_size + 1}; need more text or a smaller block_size")
+            raise split_too_short(len(train_tokens), cfg.block_size)
         order = SampleOrder(len(train), context.seed)
 
         set_seed(context.seed)
@@ -115,10 +111,10 @@ class LeanPretrainer(Pretrainer):
         peak = peak_flops(cfg.peak_tflops, hardware.use_cuda())
 
         start_step = 0
-        resume_from = latest_loop_checkpoint(checkpoints)
+        resume_from = latest_checkpoint(checkpoints)
         if resume_from is not None:
             accelerator.load_state(str(resume_from))
-            start_step = json.loads((resume_from / STATE_FILE).read_text())["step"]
+            start_step = loop_state(resume_from)["step"]
 
         def loss_of(batch):
             # pinned host memory: the copy is truly asynchronous, so the CPU prepares the next batch while
@@ -176,7 +172,7 @@ class LeanPretrainer(Pretrainer):
 
             if done % cfg.logging_steps == 0 or done == cfg.max_steps:
                 loss_value = float(accelerator.reduce(loss, reduction="mean"))
-                self._stop_if_not_finite(loss_value, done, checkpoints)
+                stop_if_not_finite(loss_value, done, checkpoints)
                 elapsed = time.perf_counter() - window_started
                 tokens_per_s = tokens_per_step * window_steps / max(elapsed, 1e-9)
                 metrics = {"loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
@@ -197,13 +193,13 @@ class LeanPretrainer(Pretrainer):
                         tqdm.write(f"step {done}: val loss {val_loss:.4f}")
                 window_started, window_steps = time.perf_counter(), 0
             if cfg.save_steps > 0 and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                self._stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
+                stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
                 self._save(accelerator, checkpoints, done)
                 window_started, window_steps = time.perf_counter(), 0
         bar.close()
 
         final_loss = float(accelerator.reduce(loss, reduction="mean"))
-        self._stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
+        stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
         if val_loss is None or cfg.eval_steps <= 0 or cfg.max_steps % max(cfg.eval_steps, 1):
             val_loss = evaluate()
         summary = {"train_windows": len(train), "val_windows": len(val), "train_tokens": len(train_tokens),
@@ -226,33 +222,17 @@ class LeanPretrainer(Pretrainer):
         return output_dir
 
     @staticmethod
-    def _stop_if_not_finite(loss: float, step: int, checkpoints: Path) -> None:
-        if not math.isfinite(loss):
-            last = latest_loop_checkpoint(checkpoints)
-            raise LmforgeError(f"pretrainer: loss is {loss} at step {step}; stopped. Last good checkpoint: "
-                               f"{last or 'none'} (lower pretrainer.learning_rate or raise warmup_steps)")
-
-    @staticmethod
     def _save(accelerator, checkpoints: Path, step: int, keep: int = 2) -> None:
         """Write ``checkpoint-<step>`` atomically (``.partial`` then rename) and keep the newest ``keep``."""
-        target = checkpoints / f"checkpoint-{step}"
-        partial = checkpoints / f"checkpoint-{step}.partial"
         if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
+            begin_partial(checkpoints, step)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial), safe_serialization=True)
+        accelerator.save_state(str(checkpoints / f"checkpoint-{step}.partial"), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (partial / STATE_FILE).write_text(json.dumps({"step": step}))
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
-            found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                           key=lambda p: int(p.name.split("-")[-1]))
-            for old in found[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            commit_partial(checkpoints, step, keep=keep)
         accelerator.wait_for_everyone()
 
 
 # Re-exported for callers that build the same model outside a run.
-__all__ = ["LeanPretrainer", "build_model_config", "latest_loop_checkpoint"]
+__all__ = ["LeanPretrainer", "build_model_config"]

@@ -56,7 +56,9 @@ class ChatSession:
 
     def __init__(self, model_dir, system_prompt: str | None = None, context_files=(), device: str = "auto",
                  retrieval=None, **settings):
-        model_dir = Path(model_dir)
+        from ..models import model_path
+
+        model_dir = model_path(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         if not (model_dir / "config.json").is_file():
             raise MissingArtifact(f"chat: model dir not found (no config.json): {model_dir}")
         self.settings = replace(ChatSettings(), **settings)
@@ -198,7 +200,7 @@ class ChatSession:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge chat", description="Chat with a model dir in the terminal.")
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="a model directory or a Hub id (org/name[@revision]) in the HF cache")
     parser.add_argument("--system", default=None, help="system prompt (the model's identity)")
     parser.add_argument("--context", action="append", default=[], metavar="FILE",
                         help="a file put into the prompt as working memory (repeatable)")

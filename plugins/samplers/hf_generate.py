@@ -28,7 +28,7 @@ from lmforge import Sampler
 from lmforge.errors import ConfigError
 
 from ..common import seed_everything
-from ..models import load_causal_lm, load_tokenizer
+from ..models import generation_eos_ids, load_causal_lm, load_tokenizer
 from ..formats import load_prompts
 
 
@@ -85,9 +85,10 @@ def check_generation_settings(cfg, where: str = "sampler") -> None:
 
 
 def eos_token_ids(tokenizer, stop_tokens) -> list[int]:
-    """End-of-text plus every extra stop token the vocabulary has (end-of-turn tokens)."""
+    """End-of-text, the chat template's end-of-turn token (``<|end|>``, ``<|im_end|>`` …), and every extra stop
+    token the vocabulary has."""
     vocab = tokenizer.get_vocab()
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = generation_eos_ids(tokenizer)
     return ids + [vocab[token] for token in stop_tokens if token in vocab and vocab[token] not in ids]
 
 
