@@ -49,6 +49,8 @@ from .shared import (
     sample_position,
     split_tokens,
     tokenized_corpus,
+    with_loss,
+    without_loss,
 )
 
 class LeanPretrainer(Pretrainer):
@@ -61,7 +63,6 @@ class LeanPretrainer(Pretrainer):
 
     def run(self, inputs, output_dir, context):
         import torch
-        import torch.nn.functional as F
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
@@ -94,17 +95,20 @@ class LeanPretrainer(Pretrainer):
         order = SampleOrder(len(train), context.seed)
 
         set_seed(context.seed)
-        model = initial_model(cfg, tokenizer, context)
-        model_config = model.config
+        lm = initial_model(cfg, tokenizer, context)
+        flops_token = flops_per_token(lm, cfg.block_size)
+        if hardware.use_cuda():
+            torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
+            torch.backends.cudnn.allow_tf32 = True
         # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
-        optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+        optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        # the model and its loss as one module: compiled together, the logits never leave the graph in fp32
+        model, optimizer = accelerator.prepare(with_loss(lm), optimizer)
         compile_model = hardware.compile if cfg.compile is None else cfg.compile
         forward = torch.compile(model) if compile_model else model
-        flops_token = flops_per_token(accelerator.unwrap_model(model), cfg.block_size)
+        pin = accelerator.device.type == "cuda"
         peak = peak_flops(cfg.peak_tflops, hardware.use_cuda())
-        vocab = model_config.vocab_size
 
         start_step = 0
         resume_from = latest_checkpoint(checkpoints)
@@ -113,10 +117,11 @@ class LeanPretrainer(Pretrainer):
             start_step = loop_state(resume_from)["step"]
 
         def loss_of(batch):
-            batch = batch.to(accelerator.device, non_blocking=True)
+            # pinned host memory: the copy is truly asynchronous, so the CPU prepares the next batch while
+            # the GPU still runs this step (a pageable copy would wait for the GPU to drain first)
+            batch = (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True)
             with accelerator.autocast():
-                logits = forward(input_ids=batch[:, :-1]).logits
-            return F.cross_entropy(logits.float().reshape(-1, vocab), batch[:, 1:].reshape(-1))
+                return forward(batch)
 
         @torch.no_grad()
         def evaluate() -> float | None:
@@ -204,8 +209,8 @@ class LeanPretrainer(Pretrainer):
             summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
                            bits_per_byte=val_loss / math.log(2) / bytes_per_token)
         accelerator.wait_for_everyone()
-        unwrapped = accelerator.unwrap_model(model)
-        state_dict = accelerator.get_state_dict(model)
+        unwrapped = accelerator.unwrap_model(model).lm
+        state_dict = without_loss(accelerator.get_state_dict(model))
         if main:
             context.log_metrics(summary, step=cfg.max_steps)
             unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
