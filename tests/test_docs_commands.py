@@ -155,6 +155,8 @@ def example_plugin():
 
 def _check(command: str, monkeypatch) -> None:
     words = shlex.split(command)[1:]
+    ends = [i for i, word in enumerate(words) if word in ("|", "||", "&&", ";", ">", ">>", "2>&1")]
+    words = words[:ends[0]] if ends else words  # `lmforge run | tee log`: the lmforge part
     if not words or words[0] in ("-h", "--help", "help", "plugins"):
         main(words)
     elif words[0] == "run":
