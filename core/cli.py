@@ -3,6 +3,10 @@
     lmforge run [-c my.yaml] [hydra overrides…]   run the configured pipeline (every Hydra flag works, in any
                                                  order: -m, --cfg job, --help)
     lmforge plugins                  list every registered implementation: kind, name, origin package
+
+Every failure ends in one line on stderr (``lmforge: error: …``) and an exit code: 2 for bad input or
+config, 130 for Ctrl-C, 1 for anything else (:func:`fail_with`). The full traceback goes to
+``<run dir>/error.log`` and is shown with ``--debug`` or ``LMFORGE_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 
 from .errors import ConfigError
 
-USAGE = """usage: lmforge <command> [args]
+USAGE = """usage: lmforge [--debug] <command> [args]
 
 commands:
   run [overrides…]   run the configured pipeline; Hydra overrides select plugins and parameters,
@@ -20,6 +24,8 @@ commands:
                      (-c my.yaml for your own config file, -m for a sweep, --cfg job to print the
                      composed config, --help for every config group and option)
   plugins            list registered implementations (kind, name, origin package)
+
+--debug (or LMFORGE_DEBUG=1) prints the full traceback of a failure.
 """
 
 
@@ -47,7 +53,6 @@ def _task(cfg) -> None:
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from .errors import LmforgeError
     from .pipeline import run
 
     hydra_cfg = HydraConfig.get()
@@ -57,12 +62,7 @@ def _task(cfg) -> None:
         label = ",".join(swept) or f"job{hydra_cfg.job.num}"
         with open_dict(cfg):
             cfg.run.name = f"{cfg.run.name}/{label.replace('/', '_')}"
-    try:
-        result = run(cfg)
-    except LmforgeError as exc:
-        if os.environ.get("LMFORGE_TRACEBACK"):
-            raise
-        _fail(str(exc))
+    result = guarded(run, cfg, run_dir=_run_dir_or_none(cfg))
     print(f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
           f"skipped as complete: {', '.join(result.skipped) or 'none'})")
 
@@ -121,6 +121,14 @@ def _run(args: list[str]) -> None:
     _register_resolvers()
     register_plugin_searchpath()
     config_name = load_config_file(config_file) if config_file else "config"
+    if not flags:
+        # Compose once through lmforge's own path first: a Hydra override error (unknown key, missing
+        # option, bad syntax) becomes one line with exit 2 instead of Hydra's multi-line report, and run.*
+        # is checked before Hydra creates <run dir>/.hydra for its own files.
+        from .config import compose, to_container
+        from .rundir import check_run_location, run_settings
+
+        check_run_location(run_settings(to_container(compose(overrides, config_name=config_name).get("run"))))
     _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in overrides if "," in a.partition("=")[2])
     main = hydra.main(config_path="pkg://lmforge.conf", config_name=config_name, version_base="1.3")(_task)
     sys.argv = ["lmforge run", *flags, *parameter_overrides(overrides)]
@@ -143,31 +151,81 @@ def _plugins() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[:1] or "--debug" in args[1:2]:
+        args.remove("--debug")
+        os.environ["LMFORGE_DEBUG"] = "1"
     if not args or args[0] in ("-h", "--help", "help"):
         extra = plugin_commands()
         print(USAGE + "".join(f"  {name:<18} {help_text}\n" for name, (help_text, _) in sorted(extra.items())))
         return
-    command, rest = args[0], args[1:]
-    from .errors import LmforgeError
+    guarded(_dispatch, args[0], args[1:])
+
+
+def _dispatch(command: str, rest: list[str]) -> None:
+    if command == "run":
+        _run(rest)
+    elif command == "plugins":
+        _plugins()
+    elif command in (extra := plugin_commands()):
+        code = extra[command][1](rest)
+        if code:
+            sys.exit(code)
+    else:
+        from .errors import close_match
+
+        names = ["run", "plugins", *sorted(extra)]
+        _fail(f"unknown command '{command}'{close_match(command, names)}; commands: {', '.join(names)}")
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("LMFORGE_DEBUG") or os.environ.get("LMFORGE_TRACEBACK"))
+
+
+def _run_dir_or_none(cfg):
+    """The run directory a config names, or None when run.* is itself invalid (reported by the run)."""
+    from .config import to_container
+    from .rundir import run_dir_of, run_settings
 
     try:
-        if command == "run":
-            _run(rest)
-        elif command == "plugins":
-            _plugins()
-        elif command in (extra := plugin_commands()):
-            code = extra[command][1](rest)
-            if code:
-                sys.exit(code)
-        else:
-            from .errors import close_match
+        return run_dir_of(run_settings(to_container(cfg.get("run")) or {}))
+    except Exception:  # noqa: BLE001 - the run itself reports what is wrong with run.*
+        return None
 
-            names = ["run", "plugins", *sorted(extra)]
-            _fail(f"unknown command '{command}'{close_match(command, names)}; commands: {', '.join(names)}")
-    except LmforgeError as exc:
-        if os.environ.get("LMFORGE_TRACEBACK"):
-            raise
-        _fail(str(exc))
+
+def guarded(function, *args, run_dir=None, **kwargs):
+    """Call ``function``; any exception ends the process through :func:`fail_with`."""
+    try:
+        return function(*args, **kwargs)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place every failure is turned into one line
+        fail_with(exc, run_dir)
+
+
+def fail_with(exc: BaseException, run_dir=None) -> None:
+    """Print one line for ``exc``, keep its traceback in ``<run_dir>/error.log``, exit 2 / 130 / 1."""
+    import traceback
+    from pathlib import Path
+
+    from .errors import describe, exit_code
+
+    code = exit_code(exc)
+    line = describe(exc)
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log = None
+    if run_dir is not None and Path(run_dir).is_dir():
+        try:
+            log = Path(run_dir) / "error.log"
+            with open(log, "a") as handle:
+                handle.write(f"--- lmforge {' '.join(sys.argv[1:])}\n{text}\n")
+        except OSError:
+            log = None
+    if _debug():
+        print(text, file=sys.stderr, end="")
+    elif code == 1:
+        line += f"; traceback in {log}" if log else "; run with --debug (or LMFORGE_DEBUG=1) for the traceback"
+    print(f"lmforge: error: {line}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, close_match
+from .errors import ConfigError, close_match, one_line  # one_line is re-exported: plugins import it here
 
 STAGE_KINDS = ("cleaner", "tokenizer", "pretrainer", "finetuner", "aligner", "sampler")
 RESERVED_KEYS = ("plugin", "kind")  # keys of a stage option that are not the plugin's parameters
@@ -163,11 +163,62 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
         with initialize_config_module(config_module="lmforge.conf", version_base="1.3"):
             return hydra_compose(config_name, overrides=parameter_overrides(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(one_line(str(exc))) from None
+        raise ConfigError(hydra_message(exc)) from None
 
 
-def one_line(message: str) -> str:
-    return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+def hydra_message(exc: Exception) -> str:
+    """Hydra's multi-line composition error as one line naming the override and what was expected."""
+    import re
+
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+        return (f"{group}={option}: no such {group} option{close_match(option, options)}; "
+                f"available: {', '.join(options) or '(none)'}")
+    if "not in struct" in text:
+        key = getattr(exc, "full_key", None) or getattr(exc.__cause__, "full_key", None)
+        key = key or (re.search(r"full_key: (\S+)", text) or re.search(r"override '([^']+)'", text) or [None, "?"])[1]
+        known = [f.name for f in dataclasses.fields(_run_settings_class())] if str(key).startswith("run.") else []
+        leaf = str(key).rsplit(".", 1)[-1]
+        allowed = f"{close_match(leaf, known)}; allowed: {', '.join(known)}" if known else "; use +key=value to add one"
+        return f"{key}: unknown key{allowed}"
+    return one_line(text.split("Config search path")[0])
+
+
+def _run_settings_class():
+    from .rundir import RunSettings
+
+    return RunSettings
+
+
+
+
+class ParamError(ConfigError):
+    """Raised by a parameter dataclass's ``__post_init__`` as ``"key: what was expected, got x"``;
+    :func:`build_params` prefixes the option it checks (``finetuner.``), so one class serves every stage name."""
+
+
+def at_least(params, low, *keys: str, exclusive: bool = False) -> None:
+    """Each of ``keys`` (when not None) is >= ``low`` (> with ``exclusive``), else a ParamError."""
+    for key in keys:
+        value = getattr(params, key)
+        if value is not None and (value <= low if exclusive else value < low):
+            raise ParamError(f"{key}: must be {'>' if exclusive else '>='} {low}, got {value}")
+
+
+def in_range(params, key: str, low: float, high: float) -> None:
+    value = getattr(params, key)
+    if value is not None and not low <= value <= high:
+        raise ParamError(f"{key}: must be in [{low}, {high}], got {value}")
+
+
+def one_of(params, key: str, choices) -> None:
+    value = getattr(params, key)
+    if value is not None and value not in choices:
+        raise ParamError(f"{key}: unknown {value!r}{close_match(value, choices)}; one of: "
+                         f"{', '.join(map(str, choices))}")
 
 
 def build_params(config_class, values: dict[str, Any] | None, where: str, plugin: str = ""):
@@ -195,6 +246,11 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         if missing:
             raise ConfigError(f"{where}.{missing[0]}: required by {plugin or where} but not set")
         return OmegaConf.to_object(merged)
+    except ConfigError as exc:  # raised by the dataclass's __post_init__ as "key: …": name the section
+        message = str(exc)
+        if "." in message.partition(":")[0] or " " in message.partition(":")[0]:
+            raise  # already names its full key (or is not about one key)
+        raise ConfigError(f"{where}.{message}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
         expected = ""

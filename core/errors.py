@@ -2,12 +2,15 @@
 
 Every error lmforge raises on purpose is an :class:`LmforgeError`: its message is one line that names the
 file and line, or the config key, and says what was expected. The CLI prints it as ``lmforge: error: …``
-and exits non-zero; a traceback is only shown with ``LMFORGE_TRACEBACK=1``.
+and exits 2; any other exception becomes one line too (:func:`describe`), exit 1, with the full traceback
+in the run directory's ``error.log`` and on screen with ``LMFORGE_DEBUG=1`` / ``lmforge --debug``.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
+import traceback
 
 
 class LmforgeError(Exception):
@@ -34,3 +37,70 @@ def close_match(word: str, choices) -> str:
     """' (did you mean 'x'?)' when a choice is close to ``word``, else ''."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+EXIT_BAD_INPUT = 2
+EXIT_FAULT = 1
+EXIT_INTERRUPTED = 130
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for bad input or config, 130 for Ctrl-C, 1 for anything else."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, (LmforgeError, UnicodeDecodeError)):
+        return EXIT_BAD_INPUT
+    return EXIT_FAULT
+
+
+_LIBRARIES = ("torch", "transformers", "trl", "datasets", "accelerate", "pluggy", "hydra", "omegaconf",
+              "huggingface_hub", "tokenizers", "peft", "safetensors", "pyarrow", "numpy", "filelock")
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame in lmforge or a plugin's own code (not the stdlib or a library)."""
+    import sysconfig
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    stdlib = sysconfig.get_paths()["stdlib"]
+
+    def ours(name: str) -> bool:
+        if name.startswith(stdlib) and "site-packages" not in name or name.startswith("<"):
+            return False
+        return not any(f"/{lib}/" in name for lib in _LIBRARIES)
+
+    frame = ([f for f in frames if ours(f.filename)] or frames)[-1]
+    name = frame.filename
+    for marker in ("/plugins/", "/core/", "/tests/", "/site-packages/"):
+        if marker in name:
+            name = name[name.rindex(marker) + 1:].removeprefix("site-packages/")
+            break
+    return f"{name}:{frame.lineno}"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any exception: what happened, where, and what to do where that is known."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume from the last checkpoint"
+    if isinstance(exc, LmforgeError):
+        return one_line(str(exc))
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        target = f" while writing {exc.filename}" if exc.filename else ""
+        return f"no space left on device{target}; free space and run again (finished stages are kept)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{exc.strerror or 'permission denied'}: {exc.filename or '?'}; check the path's permissions"
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"a data file is not UTF-8 text (byte {exc.start}: {exc.reason}) at {_where(exc)}; "
+                f"convert it to UTF-8")
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"out of memory at {_where(exc)}; lower the batch size or the model/sequence size"
+    message = one_line(str(exc)) or "(no message)"
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{type(exc).__name__}: {message} (at {_where(exc)})"
+
+
+def one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())

@@ -101,7 +101,7 @@ def resolve_repo(ref: str, revision: str | None = None, *, repo_type: str = "mod
     offline = hub_offline()
     tried = f"not a directory and not in the Hugging Face cache ({cache})"
     if not looks_like_repo_id(repo_id):
-        raise MissingArtifact(f"{what} '{ref}': not a directory (and not a Hub id like org/name)")
+        raise MissingArtifact(f"{what} '{ref}' not found: not a directory (and not a Hub id like org/name)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -115,12 +115,12 @@ def resolve_repo(ref: str, revision: str | None = None, *, repo_type: str = "mod
             tried = (f"revision '{revision}' is not in the Hugging Face cache ({repo_dir}; cached refs: "
                      f"{', '.join(cached) or 'none'})")
         if offline:
-            raise MissingArtifact(f"{what} '{ref}': {tried} (HF_HUB_OFFLINE=1)") from None
+            raise MissingArtifact(f"{what} '{ref}' not found: {tried} (HF_HUB_OFFLINE=1)") from None
         try:
             path = snapshot_download(repo_id, **kwargs)
         except (RepositoryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MissingArtifact(f"{what} '{ref}': {tried}, and the Hub download failed: {first}") from None
+            raise MissingArtifact(f"{what} '{ref}' not found: {tried}, and the Hub download failed: {first}") from None
     path = Path(path)
     commit = path.name if _COMMIT.match(path.name) else None
     return path, commit, revision

@@ -1,7 +1,9 @@
 """The pipeline runner: the configured stages in order, each skipped when already complete.
 
-``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is either a path,
-``stage:<name>`` (the artifact of an earlier stage of the same run) or ``stage:<name>/<file>`` (a file in it)::
+``cfg.pipeline.stages`` maps stage names to their inputs, in order. An input is ``stage:<name>`` (the
+artifact of an earlier stage of the same run), ``stage:<name>/<file>`` (a file in it), or whatever the
+input's kind takes (:mod:`lmforge.sources`): a path; for data also a glob, a Hub dataset id or a list
+(mixture); for a model also a Hub id::
 
     pipeline:
       stages:
@@ -14,17 +16,17 @@ a kind, e.g. a second aligner stage) plus its parameters.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
+from . import artifacts, sources
 from .config import RESERVED_KEYS, build_params
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
+from .rundir import RunSettings, prepare_run_dir, run_dir_of, run_lock, run_settings
 from .stages import Hardware, RunContext, Stage
 
 STAGE_REF = "stage:"
@@ -74,9 +76,9 @@ def stage(name: str, cfg) -> Stage:
 
 def context_for(cfg: dict[str, Any], stage_name: str, run_dir: Path | None) -> RunContext:
     hardware = build_params(Hardware, cfg.get("hardware") or {}, where="hardware")
-    run = cfg.get("run") or {}
-    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=int(run.get("seed", 0)),
-                      model=dict(cfg.get("model") or {}), config=cfg, quiet=bool(run.get("quiet", False)))
+    settings = run_settings(cfg.get("run"))
+    return RunContext(stage_name=stage_name, run_dir=run_dir, hardware=hardware, seed=settings.seed,
+                      model=dict(cfg.get("model") or {}), config=cfg, quiet=settings.quiet)
 
 
 def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: RunContext | None = None,
@@ -87,26 +89,39 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     context = context or RunContext(stage_name=stage_obj.kind)
     checked = stage_obj.check_inputs(inputs)
     if input_hashes is None:
-        input_hashes = {name: artifacts.hash_path(path) for name, path in checked.items()}
+        input_hashes = {name: sources.input_hash(value) for name, value in checked.items()}
     params = _params_dict(stage_obj)
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
                                              "params": params, "inputs": input_hashes, "seed": context.seed})
-    if not context.is_main_process:
-        return _run_stage_on_other_rank(stage_obj, checked, output_dir, context, fingerprint)
+    if context.world_size > 1:
+        return _run_stage_with_ranks(stage_obj, checked, output_dir, context, fingerprint, params,
+                                     extra_manifest, input_hashes)
+    return _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest, input_hashes)
+
+
+def _write_stage(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, context: RunContext,
+                 fingerprint: str, params: dict, extra_manifest: dict | None,
+                 input_hashes: dict[str, str]) -> tuple[Path, dict]:
+    """Run the stage here into ``<output_dir>.partial`` and rename it into place with its manifest."""
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context._metrics_file = partial / "metrics.jsonl"
     context.metrics = {}
     if context.work_dir is not None:
         _prepare_work_dir(context.work_dir, fingerprint)
+        # Beside the checkpoints, so a killed and resumed stage keeps the steps logged before the kill.
+        context._metrics_file = context.work_dir / "metrics.jsonl"
+    else:
+        context._metrics_file = partial / "metrics.jsonl"
     pm = plugin_manager()
     pm.hook.lmforge_stage_start(stage_name=context.stage_name, stage=stage_obj, inputs=checked, context=context)
     started = time.time()
     try:
         context.hardware.apply_threads()
         pm.hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=partial, context=context)
+        if context.work_dir is not None:
+            merge_metrics(context.work_dir / "metrics.jsonl", partial / "metrics.jsonl")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -118,7 +133,7 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
         "implementation": f"{type(stage_obj).__module__}:{type(stage_obj).__qualname__}",
         **(extra_manifest or {}),
         "params": params,
-        "inputs": {name: {"path": str(Path(p).resolve()), "hash": input_hashes[name]} for name, p in checked.items()},
+        "inputs": {name: sources.input_record(value, input_hashes[name]) for name, value in checked.items()},
         "fingerprint": fingerprint,
         "started": started,
         "seconds": round(time.time() - started, 3),
@@ -137,31 +152,49 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     return output_dir, manifest
 
 
-def _run_stage_on_other_rank(stage_obj, inputs, output_dir: Path, context: RunContext, fingerprint: str,
-                             wait_seconds: float | None = None) -> tuple[Path, dict]:
-    """A non-main process of a distributed run: train alongside rank 0, write nothing shared.
+def _run_stage_with_ranks(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, context: RunContext,
+                          fingerprint: str, params: dict, extra_manifest: dict | None,
+                          input_hashes: dict[str, str]) -> tuple[Path, dict]:
+    """One process of several (``accelerate launch``): rank 0 writes the artifact; the others wait for it.
 
-    Every process must run the stage (the training is collective), but only rank 0 writes the artifact,
-    its manifest and renames it into place. The others write into a private scratch directory, drop it,
-    and wait until rank 0's artifact with the same fingerprint is complete, so the next stage finds it.
+    A training stage (``Stage.distributed``) runs on every rank, the others into a private scratch dir
+    they drop; any other stage runs on rank 0 alone. Either way the other ranks then block on rank 0's
+    broadcast of the manifest (``lmforge.distributed``), not on polling files; if rank 0 fails in a
+    single-process stage they stop with its message. (A failure inside a collective stage ends that
+    process, and ``accelerate launch`` stops the rest.)
     """
-    scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=inputs, output_dir=scratch, context=context)
-    finally:
+    from . import distributed
+
+    distributed.join(cpu=not context.hardware.use_cuda())
+    collective = bool(getattr(stage_obj, "distributed", False))
+    if collective and context.work_dir is not None:  # checkpoints kept or cleared before any rank looks
+        if context.is_main_process:
+            _prepare_work_dir(context.work_dir, fingerprint)
+        distributed.from_main()
+    if context.is_main_process:
+        try:
+            result = _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest,
+                                  input_hashes)
+        except Exception as exc:
+            if not collective:  # the others wait in the broadcast below; tell them, so they stop too
+                distributed.from_main({"error": f"{type(exc).__name__}: {exc}"})
+            raise
+        distributed.from_main({"manifest": result[1]})
+        return result
+    if collective:
+        scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
         shutil.rmtree(scratch, ignore_errors=True)
-    wait_seconds = wait_seconds if wait_seconds is not None else float(os.environ.get("LMFORGE_RANK_WAIT", "1800"))
-    deadline = time.time() + wait_seconds
-    while time.time() < deadline:
-        if artifacts.is_complete(output_dir):
-            manifest = artifacts.read_manifest(output_dir)
-            if manifest.get("fingerprint") == fingerprint:
-                return output_dir, manifest
-        time.sleep(0.5)
-    raise MissingArtifact(f"{context.stage_name}: rank {context.rank} waited {wait_seconds:.0f}s for rank 0 to "
-                          f"write {output_dir}")
+        scratch.mkdir(parents=True)
+        context.hardware.apply_threads()
+        try:
+            plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=scratch,
+                                                    context=context)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    answer = distributed.from_main()
+    if "error" in answer:
+        raise distributed.MainFailed(f"{context.stage_name}: the main process failed: {answer['error']}")
+    return output_dir, answer["manifest"]
 
 
 def _params_dict(stage_obj: Stage) -> dict[str, Any]:
@@ -170,6 +203,28 @@ def _params_dict(stage_obj: Stage) -> dict[str, Any]:
     if stage_obj.config is not None and dataclasses.is_dataclass(stage_obj.config):
         return dataclasses.asdict(stage_obj.config)
     return {}
+
+
+def merge_metrics(source: Path, target: Path) -> None:
+    """Copy a stage's metrics log into its artifact, one record per (step, metric names): a step logged
+    again after a resume replaces the earlier record; a line torn by a kill is dropped."""
+    import json
+
+    records: dict[tuple, dict] = {}
+    if source.is_file():
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                key = (record.get("step"), tuple(sorted(k for k in record if k not in ("step", "time"))))
+                records.pop(key, None)  # re-insert: the later record wins, at its later position
+                records[key] = record
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records.values())
 
 
 def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
@@ -182,63 +237,132 @@ def _prepare_work_dir(work_dir: Path, fingerprint: str) -> None:
 
 
 def _resolve_input(value, done: dict[str, Path]):
-    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else a path."""
+    """``stage:<name>`` -> that stage's artifact; ``stage:<name>/<file>`` -> a file inside it; else as given
+    (inside a mixture list or a source's ``path`` too)."""
+    if isinstance(value, list):
+        return [_resolve_input(item, done) for item in value]
+    if isinstance(value, dict) and "path" in value:
+        return {**value, "path": _resolve_input(value["path"], done)}
     if not (isinstance(value, str) and value.startswith(STAGE_REF)):
         return value
     name, _, inside = value[len(STAGE_REF):].partition("/")
     return done[name] / inside if inside else done[name]
 
 
+def _plan_stage(stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
+                force: bool) -> dict[str, Any]:
+    """Input hashes, fingerprint, and the manifest of an already complete artifact (skip) or None (run)."""
+    input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
+    fingerprint = artifacts.fingerprint({
+        "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
+        "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
+    })
+    done = (not force and artifacts.is_complete(output_dir)
+            and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint)
+    return {"hashes": input_hashes, "fingerprint": fingerprint,
+            "manifest": artifacts.read_manifest(output_dir) if done else None}
+
+
+def _stage_refs(value) -> list[str]:
+    if isinstance(value, list):
+        return [ref for item in value for ref in _stage_refs(item)]
+    if isinstance(value, dict):
+        return _stage_refs(value.get("path"))
+    return [value] if isinstance(value, str) and value.startswith(STAGE_REF) else []
+
+
 def run(cfg) -> RunResult:
-    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``)."""
+    """Run the configured pipeline (``cfg`` from :func:`lmforge.compose` or ``lmforge run``).
+
+    Everything is checked before anything runs (run.* types, every stage's parameters, the wiring, the
+    model config, the inputs on disk); then the run directory is locked for the whole run.
+    """
     cfg = resolve_config(cfg)
-    run_cfg = cfg.get("run") or {}
-    run_dir = Path(run_cfg.get("root", "runs")) / str(run_cfg.get("name", "default"))
-    force = run_cfg.get("force", False)
+    settings = run_settings(cfg.get("run"))
+    planned = plan(cfg)
+    main = context_for(cfg, "pipeline", None)
+    if not main.is_main_process:
+        return _run_planned(cfg, settings, planned, run_dir_of(settings), main)
+    run_dir = prepare_run_dir(settings)
+    with run_lock(run_dir):
+        return _run_planned(cfg, settings, planned, run_dir, main)
+
+
+def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
+    """Every configured stage constructed and validated, with its wiring; raises on the first problem."""
     stages_cfg = (cfg.get("pipeline") or {}).get("stages") or {}
     if not stages_cfg:
         raise ConfigError("pipeline.stages: empty; name at least one stage")
-    # Check the whole pipeline before running any of it, so a typo fails in a second, not after training.
-    planned = {}
+    planned: dict[str, tuple[Stage, dict[str, Any]]] = {}
     for name, wiring in stages_cfg.items():
         stage_obj = stage(name, cfg)
         wiring = dict(wiring or {})
         for key, value in wiring.items():
-            if isinstance(value, str) and value.startswith(STAGE_REF):
-                ref = value[len(STAGE_REF):].split("/", 1)[0]
+            references = _stage_refs(value)
+            for reference in references:
+                ref = reference[len(STAGE_REF):].split("/", 1)[0]
                 if ref not in planned:
-                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{value}' is not an earlier stage of this "
+                    raise ConfigError(f"pipeline.stages.{name}.{key}: '{reference}' is not an earlier stage of this "
                                       f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
+            known = key in stage_obj.inputs or key in stage_obj.optional_inputs
+            if known and not references and value not in (None, "", []):  # a glob matching nothing fails now
+                sources.resolve_input(sources.input_kind(type(stage_obj), key), value,
+                                          f"{stage_obj.kind}: input '{key}'")
         for required in stage_obj.inputs:
             if wiring.get(required) in (None, ""):
                 raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "
                                       f"({stage_obj.inputs[required]}) is not set")
         planned[name] = (stage_obj, wiring)
+    check_plan(cfg, planned)
+    return planned
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = context_for(cfg, "pipeline", run_dir)
+
+def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, Any]]]) -> None:
+    """Checks that need the run's context, for every stage before any runs: :meth:`~Stage.preflight`
+    (e.g. the pretrainer's model preset against its model type)."""
+    for name, (stage_obj, _) in planned.items():
+        stage_obj.preflight(context_for(cfg, name, None))
+
+
+def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:
+    force = settings.force
+    main.run_dir = run_dir
     if main.is_main_process:
         artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
     pm = plugin_manager()
     pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
     node_of = {name: dict(cfg[name]) for name in planned}
+    if main.world_size > 1:
+        from . import distributed
+
+        distributed.join(cpu=not main.hardware.use_cuda())
     for name, (stage_obj, wiring) in planned.items():
         inputs = {key: _resolve_input(value, result.artifacts) for key, value in wiring.items()}
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
-        input_hashes = {k: artifacts.hash_path(p) for k, p in checked.items()}
-        fingerprint = artifacts.fingerprint({
-            "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-            "seed": run_cfg.get("seed", 0), "inputs": input_hashes,
-        })
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)
         context.work_dir = run_dir / ".work" / name
-        if (not force and artifacts.is_complete(output_dir)
-                and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint):
-            manifest = artifacts.read_manifest(output_dir)
+
+        args = (stage_obj, node, checked, output_dir, cfg, force)
+        if main.world_size > 1:  # decided (inputs hashed) once, by the main process
+            decided = None
+            if main.is_main_process:
+                try:
+                    decided = _plan_stage(*args)
+                except Exception as exc:
+                    distributed.from_main({"error": f"{type(exc).__name__}: {exc}"})
+                    raise
+            decided = distributed.from_main(decided)
+            if "error" in decided:
+                raise distributed.MainFailed(f"{name}: the main process failed: {decided['error']}")
+        else:
+            decided = _plan_stage(*args)
+        input_hashes, fingerprint = decided["hashes"], decided["fingerprint"]
+        if decided["manifest"] is not None:
+            manifest = decided["manifest"]
             result.artifacts[name], result.manifests[name] = output_dir, manifest
             result.skipped.append(name)
             pm.hook.lmforge_stage_skipped(stage_name=name, artifact=output_dir, manifest=manifest, context=context)

@@ -37,6 +37,13 @@ class Hardware:
     compile: bool = False  # torch.compile where shapes are static (pretraining); variable-length stages stay eager
     threads: int | None = None  # torch CPU threads; None leaves torch's default
 
+    def __post_init__(self):
+        from .config import at_least, one_of
+
+        one_of(self, "device", ("auto", "cpu", "cuda"))
+        one_of(self, "precision", ("auto", "fp32", "bf16", "fp16"))
+        at_least(self, 1, "threads")
+
     def use_cuda(self) -> bool:
         if self.device == "cpu":
             return False
@@ -107,8 +114,12 @@ class RunContext:
                  for k, v in metrics.items()}
         self.metrics.update(clean)
         if self._metrics_file is not None:
-            with open(self._metrics_file, "a") as handle:
-                handle.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+            with open(self._metrics_file, "a+b") as handle:
+                if handle.tell() > 0:  # a line torn by a kill must not swallow this record
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+                handle.write((json.dumps({"step": step, "time": time.time(), **clean}) + "\n").encode())
         from .registry import plugin_manager
 
         plugin_manager().hook.lmforge_log_metrics(
@@ -133,7 +144,13 @@ class Stage:
     config_class: ClassVar[type | None] = None
     inputs: ClassVar[dict[str, str]] = {}  # required input name -> what it is
     optional_inputs: ClassVar[dict[str, str]] = {}
+    # input name -> data | model | tokenizer | path (how it is resolved); unnamed ones go by their name:
+    # text/data/prompts/eval_data are data, model/reward_model models, tokenizer a tokenizer, others paths
+    input_kinds: ClassVar[dict[str, str]] = {}
     output: ClassVar[str] = ""
+    # True for training stages: under `accelerate launch` every process runs them together; the others
+    # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
+    distributed: ClassVar[bool] = False
 
     def __init__(self, config=None, **params):
         if config is None or isinstance(config, dict):
@@ -145,31 +162,40 @@ class Stage:
         """Read ``inputs``, write the artifact into ``output_dir`` (which exists and is empty), return it."""
         raise NotImplementedError
 
-    def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Path]:
-        """Normalise input paths and fail with one line when a required one is absent or missing on disk."""
+    def preflight(self, context: RunContext) -> None:
+        """Checks that need the run's context (the model preset, the hardware), called for every stage of a
+        pipeline before any of them runs; raise a one-line :class:`~lmforge.ConfigError`. Default: none."""
+
+    def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Resolve each input by its kind (see :mod:`lmforge.sources`) and fail with one line when a required
+        one is absent, or one cannot be found: a missing path, a glob matching nothing, a Hub id not cached.
+
+        A data input comes back as a ``Path`` when it is one local file or directory, else as a
+        ``DataSource`` (glob, mixture, Hub dataset) that ``lmforge.plugins.data`` reads; a model input as a
+        local directory or a Hub snapshot (``ResolvedModel``, path-like, with its commit).
+        """
+        from .errors import ConfigError, close_match
+        from .sources import input_kind, resolve_input
+
         checked = {}
         for name in self.inputs:
-            if inputs.get(name) in (None, ""):
+            if inputs.get(name) in (None, "", []):
                 raise MissingArtifact(f"{self.kind}: input '{name}' ({self.inputs[name]}) was not given")
         for name, value in inputs.items():
-            if value in (None, ""):
+            if value is None or (isinstance(value, (str, list)) and not value):
                 continue
             if name not in self.inputs and name not in self.optional_inputs:
-                from .errors import ConfigError, close_match
-
                 allowed = list(self.inputs) + list(self.optional_inputs)
                 raise ConfigError(f"{self.kind}: unknown input '{name}'{close_match(name, allowed)}; "
                                   f"takes: {', '.join(allowed)}")
-            path = Path(value)
-            if not path.exists():
-                raise MissingArtifact(f"{self.kind}: input '{name}' not found: {path}")
-            checked[name] = path
+            checked[name] = resolve_input(input_kind(type(self), name), value, f"{self.kind}: input '{name}'")
         return checked
 
 
 class Cleaner(Stage):
     kind = "cleaner"
-    inputs = {"text": "raw text: .txt/.jsonl/.json/.parquet files, a glob, or a saved dataset"}
+    inputs = {"text": "raw text: files (.txt/.jsonl/.json/.csv/.parquet …), a glob, a folder, a saved or Hub "
+                      "dataset, or a list of those"}
     output = "a text dataset directory (parquet shards) plus a cleaning report"
 
 
@@ -181,18 +207,21 @@ class Tokenizer(Stage):
 
 class Pretrainer(Stage):
     kind = "pretrainer"
+    distributed = True
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
     output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 
 
 class Finetuner(Stage):
     kind = "finetuner"
+    distributed = True
     inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
     output = "a model directory"
 
 
 class Aligner(Stage):
     kind = "aligner"
+    distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
     optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
     output = "a model directory"

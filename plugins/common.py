@@ -1,144 +1,18 @@
-"""Helpers shared by the built-in plugins that wrap Hugging Face trainers.
+"""Small helpers shared by the built-in plugins: seeding and the dataset card of written datasets.
 
-Reading data files with clear errors, loading text datasets, the trainer arguments every stage shares,
-checkpoint discovery for resume, and a callback that forwards trainer logs to lmforge's metrics hook.
-Heavy imports stay inside functions so that listing plugins never imports torch.
+Data reading lives in ``data.py``, models in ``models.py``, trainer plumbing in ``training.py`` and
+checkpoints in ``checkpoints.py``; the reading names stay importable from here. Heavy imports stay
+inside functions so that listing plugins never imports torch.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from lmforge.errors import DataError
+from lmforge.sources import TEXT_SUFFIXES  # noqa: F401
 
-TEXT_SUFFIXES = (".txt", ".text", ".md")
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a .json (a list) or .jsonl(.gz) file; a malformed line raises ``DataError`` with file:line."""
-    path = Path(path)
-    inner = path.with_suffix("") if path.suffix == ".gz" else path
-    try:
-        with _open_text(path) as handle:
-            if inner.suffix == ".json":
-                try:
-                    data = json.load(handle)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-                if isinstance(data, dict):
-                    data = next((v for v in data.values() if isinstance(v, list)), [data])
-                records = data
-            else:
-                records = []
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: invalid JSON line ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: record {index} is a {type(record).__name__}, expected a JSON object")
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
-
-
-def iter_texts(path: str | Path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
-    """Batches of texts from a dataset dir (parquet/arrow/saved), .jsonl/.json/.parquet or .txt, streamed."""
-    path = Path(path)
-    if path.is_dir():
-        parquet = sorted(path.rglob("*.parquet"))
-        if parquet:
-            import pyarrow.parquet as pq
-
-            for file in parquet:
-                table = pq.ParquetFile(file)
-                if text_field not in table.schema_arrow.names:
-                    raise DataError(f"{file}: no '{text_field}' column; columns: {', '.join(table.schema_arrow.names)}")
-                for batch in table.iter_batches(batch_size=batch_size, columns=[text_field]):
-                    yield batch.column(0).to_pylist()
-            return
-        from datasets import load_from_disk
-
-        dataset = load_from_disk(str(path))
-        for start in range(0, len(dataset), batch_size):
-            yield dataset[start:start + batch_size][text_field]
-        return
-    if path.suffix in TEXT_SUFFIXES:
-        with _open_text(path) as handle:
-            yield [handle.read()]
-        return
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=[text_field]):
-            yield batch.column(0).to_pylist()
-        return
-    records = read_records(path)
-    for index, record in enumerate(records):
-        if not isinstance(record.get(text_field), str):
-            raise DataError(f"{path}: record {index} has no string field '{text_field}'")
-    texts = [r[text_field] for r in records]
-    for start in range(0, len(texts), batch_size):
-        yield texts[start:start + batch_size]
-
-
-def latest_checkpoint(directory: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` directory under ``directory`` (for resume), or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    candidates = [p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-                  and (p / "trainer_state.json").is_file()]
-    return str(max(candidates, key=lambda p: int(p.name.split("-")[-1]))) if candidates else None
-
-
-def trainer_arguments(context, *, max_steps: int, batch_size: int, learning_rate: float, save_steps: int,
-                      logging_steps: int, static_shapes: bool = False, **extra) -> dict[str, Any]:
-    """Arguments common to ``TrainingArguments`` and TRL configs: checkpoints in the stage's work dir."""
-    return {
-        "output_dir": str(context.checkpoint_dir()),
-        "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "logging_steps": logging_steps,
-        "save_strategy": "steps" if save_steps > 0 else "no",
-        "save_steps": max(save_steps, 1),
-        "save_total_limit": 2,
-        "report_to": "none",
-        "seed": context.seed,
-        "data_seed": context.seed,
-        "disable_tqdm": context.quiet,
-        **context.hardware.trainer_kwargs(static_shapes=static_shapes),
-        **extra,
-    }
-
-
-def metrics_callback(context):
-    """A transformers ``TrainerCallback`` that sends every trainer log line to ``context.log_metrics``."""
-    from transformers import TrainerCallback
-
-    class LmforgeMetrics(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
-                numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-                context.log_metrics(numeric, step=state.global_step)
-
-    return LmforgeMetrics()
+# Data reading lives in one module (lmforge.plugins.data); these names stay importable from here.
+from .data import iter_texts, read_records  # noqa: F401
 
 
 def seed_everything(seed: int) -> None:

@@ -24,10 +24,10 @@ from typing import Any
 
 from lmforge import hookimpl, registry
 from lmforge.config import build_params, named_spec, sample_data_path
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, MissingArtifact
 
 from .common import iter_texts, read_records
-from .models import load_causal_lm, load_tokenizer
+from .models import load_causal_lm, load_tokenizer, model_path
 
 
 class Evaluator:
@@ -157,9 +157,11 @@ class WinRate(Evaluator):
 
         cfg = self.config
         baseline = inputs.get(cfg.baseline, cfg.baseline)
-        if not Path(baseline).is_dir():
+        try:
+            baseline = model_path(baseline)  # an input's artifact, a model dir, or a Hub id in the HF cache
+        except MissingArtifact:
             raise ConfigError(f"evaluation.win_rate.baseline: '{cfg.baseline}' is neither an input of this stage "
-                              f"({', '.join(inputs) or 'none'}) nor a model directory")
+                              f"({', '.join(inputs) or 'none'}) nor a model directory or cached Hub id") from None
         prompts = load_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
         params = GenerateParams(do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
         scores = []
@@ -203,7 +205,7 @@ def lmforge_pipeline_start(run_dir, config, context):
 def lmforge_run_stage(stage, inputs, output_dir, context):
     artifact = yield
     evaluators = evaluators_for(context.stage_name, context.config)
-    if evaluators:
+    if evaluators and context.is_main_process:  # other ranks of `accelerate launch` write no artifact
         results = {}
         for evaluator in evaluators:
             metrics = evaluator.evaluate(Path(output_dir), inputs, context)

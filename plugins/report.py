@@ -202,6 +202,8 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
                 lines.append("")
         for title, name in plot_curves(stage, read_metrics(artifact), plots_dir):
             lines += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
+        for image in sorted(artifact.glob("*.png")):  # pictures a stage or evaluator drew (the language map)
+            lines += [f"![{escape_markdown(image.stem.replace('_', ' '))}]({stage}/{image.name})", ""]
         lines += _metrics_table(manifest.get("metrics", {}))
         lines += _samples(artifact)
     markdown = "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import time
 
 import lmforge
 import pytest
@@ -117,8 +118,8 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
     inputs = {"model": tiny_model_dir, "data": data}
     trainer, _, stats = build_trainer(SFTParams(max_length=32, save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
-    lengths = sorted(len(r) for r in trainer.train_dataset["input_ids"])
-    assert stats["dropped_too_long"] == 0 and lengths[-1] == 32 and lengths[0] < 32  # keep_start cuts at 32
+    # keep_start never cuts a reply's end of turn: a single exchange too long to fit is dropped and counted
+    assert stats["dropped_too_long"] == 1 and stats["cut_prompt_side"] == 0 and len(trainer.train_dataset) == 1
     trainer, _, stats = build_trainer(SFTParams(max_length=32, truncation="drop", save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
     assert stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 1
@@ -164,7 +165,8 @@ FORMATS = [
     ("dpo_en_demo.json", {}, "sharegpt"),
     ("kto_en_demo.json", {}, "messages"),
     ("hh_rlhf_harmless_test.jsonl.gz", {}, "dialogue"),
-    ("gsm8k_test.jsonl", {"columns": {"question": "prompt", "answer": "completion"}}, "prompt_completion"),
+    ("gsm8k_test.jsonl", {"columns": {"question": "prompt", "answer": "completion"}, "max_length": 256},
+     "prompt_completion"),  # worked answers run past 96 tokens; keep_start drops rows rather than cut them
 ]
 
 
@@ -173,8 +175,8 @@ def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tm
                                                 extra, expected):
     context = _context(tiny_context, tmp_path)
     out = tmp_path / "out"
-    stage = SFTFinetuner(max_steps=6, batch_size=4, learning_rate=3e-3, max_length=96, save_steps=0,
-                         logging_steps=2, max_examples=120, eval_fraction=0.1, **extra)
+    stage = SFTFinetuner(**{"max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "max_length": 96, "save_steps": 0,
+                            "logging_steps": 2, "max_examples": 120, "eval_fraction": 0.1, **extra})
     inputs = {"model": tiny_model_dir, "data": shared_data / name}
     _, manifest = lmforge.run_stage(stage, inputs, out, context)
     metrics = manifest["metrics"]
@@ -285,9 +287,11 @@ def test_resume_after_crash_ends_where_an_uninterrupted_run_would(tiny_model_dir
     finally:
         pm.unregister(crash)
     assert (context.work_dir / "checkpoint-2").is_dir() and not resumed.exists()
+    restarted = time.time()
     lmforge.run_stage(SFTFinetuner(**params), inputs, resumed, _context(tiny_context, tmp_path, "b"))
-    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert min(s for s in steps if s) == 3  # it continued from checkpoint-2, not from scratch
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["step"] and "loss" in r] == list(range(1, 7))  # kept across the crash
+    assert all(r["time"] < restarted for r in rows if r["step"] and r["step"] <= 2)  # continued from checkpoint-2
     expected, got = _weights(straight), _weights(resumed)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5)
@@ -368,7 +372,7 @@ def test_identity_after_sft_the_model_names_itself(tiny_model_dir, tiny_context,
     before, _ = _name_rate(tiny_model_dir)
     out = tmp_path / "identity"
     stage = SFTFinetuner(max_steps=IDENTITY_STEPS, batch_size=8, learning_rate=IDENTITY_LR, warmup_steps=5,
-                         max_length=64, save_steps=0, logging_steps=20, system_prompt=SYSTEM,
+                         max_length=128, save_steps=0, logging_steps=20, system_prompt=SYSTEM,
                          placeholders=PLACEHOLDERS)
     lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json"}, out,
                       _context(tiny_context, tmp_path))

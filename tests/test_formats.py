@@ -179,8 +179,8 @@ def test_invalid_json_line_names_file_and_line(tmp_path):
 
 def test_skip_invalid_skips_and_warns(shared_data):
     path = shared_data / "hh_rlhf_harmless_test.jsonl.gz"
-    with pytest.raises(DataError, match=rf"^{path}: record 1254: chosen and rejected dialogues differ"):
+    with pytest.raises(DataError, match=rf"^{path}:1255: chosen and rejected dialogues differ"):
         load_preferences(path)
-    with pytest.warns(UserWarning, match=r"skipped 5 malformed record\(s\) of 2312; first: .*record 1254"):
+    with pytest.warns(UserWarning, match=r"skipped 5 malformed record\(s\) of 2312; first: .*:1255: "):
         pairs = load_preferences(path, skip_invalid=True)
     assert len(pairs) == 2307

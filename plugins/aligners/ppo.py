@@ -48,6 +48,7 @@ from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
 from ..common import read_records
+from ..data import is_text_only
 from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_prompts
 
@@ -92,6 +93,21 @@ class PPOParams:
     format: str = "auto"
     save_steps: int = 10
     logging_steps: int = 1
+
+    def __post_init__(self):  # checked when the params are built, so a typo fails before any stage runs
+        from lmforge.config import at_least, in_range, one_of
+
+        from .rewards import check_reward_spec
+
+        one_of(self, "kl_estimator", ("k1", "k3"))
+        one_of(self, "value_model", ("separate", "shared"))
+        at_least(self, 1, "max_steps", "rollout_batch_size", "num_mini_batches", "micro_batch_size", "ppo_epochs",
+                 "max_prompt_length", "max_response_length", "reward_batch_size", "logging_steps")
+        at_least(self, 0, "learning_rate", "temperature", "adam_eps", exclusive=True)
+        at_least(self, 0, "kl_coef", "max_grad_norm", "vf_coef", "cliprange", "cliprange_value", "save_steps")
+        in_range(self, "gamma", 0.0, 1.0)
+        in_range(self, "lam", 0.0, 1.0)
+        check_reward_spec(self.rewards, self.reward_params)
 
 
 def _policy_and_value(policy, value_model=None, hidden_size: int | None = None):
@@ -194,8 +210,7 @@ class PPOAligner(Aligner):
             prompts = [p if p[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}] + p
                        for p in prompts]
         columns: dict[str, list] = {}
-        suffixes = Path(path).suffixes
-        if ".json" in suffixes or ".jsonl" in suffixes:
+        if not is_text_only(path):
             records = read_records(path)
             names = {k for r in records for k in r} - {"prompt", "prompts", "completion", "completions",
                                                        "prompt_messages"}

@@ -140,6 +140,52 @@ def parse_rewards(spec, where: str = "aligner") -> dict[str, float]:
     return weights
 
 
+def check_reward_spec(rewards, reward_params: dict[str, Any] | None = None) -> None:
+    """Reward names, weights and parameters checked when an aligner's params are built (``__post_init__``),
+    so ``rewards=[brevty]`` or ``reward_params={length: {target_chars: abc}}`` fails before any stage runs.
+
+    Messages start with the key (``rewards: …``); :func:`lmforge.build_params` prefixes the stage name.
+    A parameter's value must have the type of the function's default for it (an int passes for a float).
+    """
+    from lmforge import registry
+    from lmforge.errors import close_match
+
+    if isinstance(rewards, dict):
+        items = [(str(name), weight) for name, weight in rewards.items()]
+    else:
+        items = [(str(item).partition(":")[0].strip(), str(item).partition(":")[2] or 1.0) for item in rewards or []]
+    known = registry().names("reward_function")
+    weights = {}
+    for name, weight in items:
+        if name not in known:
+            raise ConfigError(f"rewards: '{name}' is not a reward function{close_match(name, known)}; "
+                              f"registered: {', '.join(known) or '(none)'}")
+        try:
+            weights[name] = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"rewards: weight of '{name}' is {weight!r}; expected a number "
+                              f"(NAME or NAME:WEIGHT)") from None
+    for name, extra in dict(reward_params or {}).items():
+        if name not in weights:
+            raise ConfigError(f"reward_params: '{name}' is not one of the rewards ({', '.join(weights) or 'none'})")
+        if not isinstance(extra, dict):
+            raise ConfigError(f"reward_params: {name}: expected {{parameter: value}}, got {extra!r}")
+        signature = inspect.signature(registry().get("reward_function", name))
+        accepted = {p.name: p for p in list(signature.parameters.values())[2:]
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        for key, value in extra.items():
+            if key not in accepted:
+                raise ConfigError(f"reward_params: {name}.{key}: unknown parameter of reward function '{name}'"
+                                  f"{close_match(key, accepted)}; takes: {', '.join(accepted) or '(none)'}")
+            default = accepted[key].default
+            if default is inspect.Parameter.empty or default is None:
+                continue
+            expected = (int, float) if isinstance(default, float) else type(default)
+            if isinstance(value, bool) and not isinstance(default, bool) or not isinstance(value, expected):
+                raise ConfigError(f"reward_params: {name}.{key}: expected {type(default).__name__} "
+                                  f"(like the default {default!r}), got {value!r}")
+
+
 def reward_components(weights: dict[str, float] | list[str], params: dict[str, dict[str, Any]] | None = None,
                       reward_model: str | Path | None = None, reward_model_weight: float = 1.0,
                       where: str = "aligner") -> list[tuple[str, RewardFn, float]]:

@@ -10,12 +10,25 @@ STEPS = {
     "gopher_repetition": "heuristics:GopherRepetition",
     "c4_quality": "heuristics:C4Quality",
     "fineweb_quality": "heuristics:FineWebQuality",
-    "boilerplate": "heuristics:BoilerplateLines",
+    "boilerplate": "boilerplate:Boilerplate",
+    "menu_lines": "heuristics:BoilerplateLines",
     "minhash_dedup": "dedup:MinHashDedup",
     "language": "content:LanguageFilter",
     "pii": "content:PIIRedact",
     "harmful": "content:HarmfulContent",
 }
+
+
+def _audit(argv):
+    from .audit import audit_main
+
+    return audit_main(argv)
+
+
+@hookimpl
+def lmforge_cli_commands():
+    return {"audit": ("review what the cleaner removed in a local web page; mark wrong removals to keep them",
+                      _audit)}
 
 
 @hookimpl

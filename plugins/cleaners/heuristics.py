@@ -326,7 +326,7 @@ class BoilerplateLines(CleaningStep):
     such lines through inside otherwise good pages; this rule removes only lines made of short items
     joined by separators and not ending like a sentence."""
 
-    name = "boilerplate"
+    name = "menu_lines"
     config_class = BoilerplateConfig
 
     def process(self, text):

@@ -20,6 +20,7 @@ The report (``report.json``) gives docs and chars in -> out per step, seconds pe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -33,8 +34,8 @@ from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
 
 from ..common import write_dataset_card
+from ..data import BadRecord, iter_rows
 from .basic import build_steps
-from .readers import BadRecord, iter_records
 
 STANDARD_STEPS = [
     "normalize",
@@ -63,27 +64,53 @@ class StandardCleanerConfig:
     examples_per_reason: int = 3
     example_chars: int = 400
     keep_source: bool = False  # add a `source` column (file:line) to the output
+    audit_docs: int = 100_000  # removed documents written to removed.jsonl (with text, step, reason) for review
+    allow_list: str = ""  # a JSON file of document ids a person marked "wrongly removed" (lmforge audit): kept
+    allowed_ids: list[str] = field(default_factory=list)  # filled from allow_list, so the fingerprint follows it
+
+
+def document_id(text: str) -> str:
+    """A document's id for the audit trail and the allow-list: a hash of its text as read."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def read_allow_list(path: str) -> list[str]:
+    """The ids in an allow-list file written by ``lmforge audit`` (``{"ids": [...]}``)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"cleaner.allow_list: {file} not found (it is written by `lmforge audit`)")
+    try:
+        ids = json.loads(file.read_text())["ids"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cleaner.allow_list: {file} is not an allow-list ({{\"ids\": [...]}}): {exc}") from exc
+    return sorted({str(i) for i in ids})
 
 
 # ---- worker side: runs the steps over a batch of texts --------------------------------------------------
 _WORKER_STEPS: list | None = None
+_WORKER_ALLOWED: frozenset = frozenset()
 
 
-def _init_worker(step_specs: list[Any]) -> None:
-    global _WORKER_STEPS
+def _init_worker(step_specs: list[Any], allowed=()) -> None:
+    global _WORKER_STEPS, _WORKER_ALLOWED
     _WORKER_STEPS = build_steps(step_specs)
+    _WORKER_ALLOWED = frozenset(allowed)
 
 
-def _process_batch(texts: list[str], steps=None) -> tuple[list[tuple], list[float]]:
+def _process_batch(texts: list[str], steps=None, allowed=None) -> tuple[list[tuple], list[float]]:
     """For each text: (final text or None, index of the dropping step, reason, lengths seen by each step,
-    dedup signatures by step index, annotations). Also seconds spent per step over the batch."""
+    dedup signatures by step index, annotations, steps overruled by the allow-list). Also seconds spent
+    per step over the batch. A document on the allow-list goes on past a step that would drop it."""
     steps = steps if steps is not None else _WORKER_STEPS
+    allowed = allowed if allowed is not None else _WORKER_ALLOWED
     seconds = [0.0] * len(steps)
     clock = time.perf_counter
     results = []
     for text in texts:
         lengths, signatures, annotations = [], {}, {}
         dropped_at, reason = -1, ""
+        overruled: list[str] = []
+        is_allowed = bool(allowed) and document_id(text) in allowed
         for index, step in enumerate(steps):
             lengths.append(len(text))
             started = clock()
@@ -94,7 +121,11 @@ def _process_batch(texts: list[str], steps=None) -> tuple[list[tuple], list[floa
             result = step.process(text)
             seconds[index] += clock() - started
             if result is None or isinstance(result, Drop):
-                dropped_at, reason = index, (result.reason if result is not None else "dropped")
+                why = result.reason if result is not None else "dropped"
+                if is_allowed:
+                    overruled.append(f"{getattr(step, 'name', '') or type(step).__name__}:{why}")
+                    continue
+                dropped_at, reason = index, why
                 break
             if isinstance(result, tuple):
                 result, extra = result
@@ -102,7 +133,10 @@ def _process_batch(texts: list[str], steps=None) -> tuple[list[tuple], list[floa
             text = result
         else:
             lengths.append(len(text))
-        results.append((None if dropped_at >= 0 else text, dropped_at, reason, lengths, signatures, annotations))
+        if len(lengths) < len(steps) + 1 and dropped_at < 0:
+            lengths += [len(text)] * (len(steps) + 1 - len(lengths))
+        results.append((None if dropped_at >= 0 else text, dropped_at, reason, lengths, signatures, annotations,
+                        overruled, is_allowed))
     return results, seconds
 
 
@@ -111,6 +145,11 @@ class StandardCleaner(Cleaner):
     """Full cleaning recipe over any input kind, parallel and deterministic, with an audit report."""
 
     config_class = StandardCleanerConfig
+
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        if self.config.allow_list:  # the ids become part of the config, so the run's fingerprint follows them
+            self.config.allowed_ids = read_allow_list(self.config.allow_list)
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
@@ -123,15 +162,25 @@ class StandardCleaner(Cleaner):
         writer = ShardWriter(Path(output_dir), cfg.shard_docs)
         started = time.perf_counter()
 
+        audit = AuditWriter(Path(output_dir) / "removed.jsonl", cfg.audit_docs)
+
         def decide(batch, results):
-            for record, (text, dropped_at, reason, lengths, signatures, extra_fields) in zip(batch, results):
+            for record, result in zip(batch, results):
+                text, dropped_at, reason, lengths, signatures, extra_fields, overruled, is_allowed = result
                 for index in sorted(signatures):
                     if (dropped_at < 0 or index < dropped_at) and steps[index].seen_before(signatures[index]):
+                        if is_allowed:
+                            overruled.append(f"{names[index]}:{steps[index].drop_reason}")
+                            continue
                         text, dropped_at, reason = None, index, steps[index].drop_reason
                         lengths = lengths[:index + 1]
                         break
                 original = record.fields[cfg.text_field]
                 stats.add(lengths, dropped_at, reason, original)
+                if overruled:
+                    stats.add_allowed(overruled)
+                if dropped_at >= 0:
+                    audit.add(record.where, original, names[dropped_at], reason)
                 if text is not None:
                     fields = {**record.fields, cfg.text_field: text, **extra_fields}
                     if cfg.keep_source:
@@ -139,18 +188,25 @@ class StandardCleaner(Cleaner):
                     writer.add(fields)
 
         progress = _progress(context)
-        for batch, results, seconds in self._batches(inputs["text"], steps, workers, stats, progress):
-            stats.add_seconds(seconds)
-            decide(batch, results)
+        try:
+            for batch, results, seconds in self._batches(inputs["text"], steps, workers, stats, progress):
+                stats.add_seconds(seconds)
+                decide(batch, results)
+        except BaseException:
+            audit.discard()
+            raise
         if progress is not None:
             progress.close()
         if stats.docs_in == 0:
+            audit.discard()
             detail = f" ({stats.bad_total} bad records, e.g. {stats.bad[0]})" if stats.bad else ""
             raise DataError(f"{inputs['text']}: no documents in the input{detail}")
         if writer.rows_written + len(writer.buffer) == 0:
+            audit.discard()
             raise DataError(f"{inputs['text']}: every document was removed ({dict(stats.removed)}); "
                             "loosen the steps")
         writer.close()
+        audit.close()
         elapsed = time.perf_counter() - started
         report = stats.report(elapsed, workers, writer.files)
         (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -165,7 +221,7 @@ class StandardCleaner(Cleaner):
 
         def record_batches():
             batch = []
-            for item in iter_records(source, cfg.text_field, cfg.txt_mode, workers=workers):
+            for item in iter_rows(source, cfg.text_field, cfg.txt_mode, workers=workers):
                 if isinstance(item, BadRecord):
                     if cfg.on_bad_input == "fail":
                         raise DataError(f"{item.where}: {item.problem}")
@@ -180,13 +236,14 @@ class StandardCleaner(Cleaner):
 
         if workers <= 1:
             for batch in record_batches():
-                results, seconds = _process_batch([r.fields[cfg.text_field] for r in batch], steps)
+                results, seconds = _process_batch([r.fields[cfg.text_field] for r in batch], steps,
+                                                  frozenset(cfg.allowed_ids))
                 if progress is not None:
                     progress.update(len(batch))
                 yield batch, results, seconds
             return
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers, _init_worker, (cfg.steps,))
+        pool = multiprocessing.get_context(method).Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
         try:
             pending: deque = deque()
             for batch in record_batches():
@@ -233,6 +290,12 @@ class CleaningStats:
         self.docs_in = self.chars_in = self.docs_out = self.chars_out = 0
         self.bad: list[str] = []
         self.bad_total = 0
+        self.allowed: Counter = Counter()  # step:reason -> documents kept because a person allowed them
+        self.allowed_docs = 0
+
+    def add_allowed(self, overruled: list[str]) -> None:
+        self.allowed_docs += 1
+        self.allowed.update(overruled)
 
     def add(self, lengths: list[int], dropped_at: int, reason: str, original: str) -> None:
         self.docs_in += 1
@@ -276,8 +339,39 @@ class CleaningStats:
             "removed": dict(sorted(self.removed.items(), key=lambda kv: -kv[1])),
             "examples": dict(self.examples),
             "bad_records": self.bad_total, "bad_record_lines": self.bad,
+            "kept_by_allow_list": self.allowed_docs, "allow_list_overruled": dict(self.allowed),
             "files": files,
         }
+
+
+class AuditWriter:
+    """removed.jsonl: every removed document (up to ``limit``) with its id, file:line, step, reason and text,
+    for ``lmforge audit`` to show a person, who can mark a removal as wrong. Written under a temporary name
+    and renamed by ``close``, so a failed run leaves nothing half-written."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit, self.count = path, limit, 0
+        self.partial = path.with_name(path.name + ".partial")
+        self.handle = None
+
+    def add(self, where: str, text: str, step: str, reason: str) -> None:
+        if self.count >= self.limit:
+            return
+        if self.handle is None:
+            self.handle = open(self.partial, "w", encoding="utf-8")
+        self.count += 1
+        self.handle.write(json.dumps({"id": document_id(text), "where": where, "step": step, "reason": reason,
+                                      "text": text}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.partial.replace(self.path)
+
+    def discard(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.partial.unlink(missing_ok=True)
 
 
 class ShardWriter:

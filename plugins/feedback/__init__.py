@@ -13,6 +13,7 @@ from lmforge import hookimpl
 def lmforge_register(registry):
     registry.add("sampler", "self_interrogation",
                  "lmforge.plugins.feedback.self_interrogation:SelfInterrogation")
+    registry.add("sampler", "question_writer", "lmforge.plugins.feedback.question_writer:QuestionWriter")
 
 
 def _rank(argv):

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlparse
 from lmforge.errors import ConfigError, DataError, MissingArtifact
 
 EXPORT_MODES = ("all_pairs", "best_vs_worst")
+MAX_BODY_BYTES = 1 << 20  # a judgement is a few hundred bytes; anything near this is not one
 PAGE = Path(__file__).with_name("rank.html")
 
 
@@ -59,6 +60,44 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a last line torn by a kill (no newline at the end) off an append-only log; returns its size.
+
+    A judgement is acknowledged only after its whole line, newline included, is fsynced, so a torn tail was
+    never acknowledged: it is moved to ``<log>.torn`` (kept for inspection) and the log ends on a whole
+    line again, so the next judgement starts a line of its own instead of being glued to the torn one.
+    """
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        block = min(size, 1 << 16)
+        while True:  # find the last newline, reading backwards
+            handle.seek(size - block)
+            chunk = handle.read(block)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = size - block + cut + 1
+                break
+            if block == size:
+                keep = 0
+                break
+            block = min(size, block * 2)
+        handle.seek(keep)
+        torn = handle.read()
+        with open(path.with_name(path.name + ".torn"), "ab") as aside:
+            aside.write(torn + b"\n")
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return len(torn)
 
 
 def check_ranking(ranking: Any, candidate_ids: list[int], where: str) -> list[list[int]]:
@@ -97,6 +136,7 @@ class RankSession:
                     except json.JSONDecodeError as exc:
                         raise DataError(f"{self.candidates_path}:{number}: invalid JSON line ({exc.msg})") from None
         self.by_id = {p["prompt_id"]: p for p in self.prompts}
+        self.repaired = repair_torn_tail(self.judgements_path)  # bytes moved aside, 0 when the log was whole
 
     # -- creating
     @staticmethod
@@ -118,7 +158,11 @@ class RankSession:
         annotator = str(annotator or "").strip()
         if not annotator:
             raise DataError("annotator: empty; give a name (--annotator NAME)")
-        if prompt_id not in self.by_id:
+        try:
+            annotator.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError("annotator: not valid Unicode text (a lone surrogate)") from None
+        if not isinstance(prompt_id, int) or isinstance(prompt_id, bool) or prompt_id not in self.by_id:
             raise DataError(f"prompt_id {prompt_id!r}: no such prompt in {self.candidates_path}")
         event: dict[str, Any] = {"annotator": annotator, "prompt_id": prompt_id, "time": time.time()}
         if skipped:
@@ -127,11 +171,16 @@ class RankSession:
             ids = [c["id"] for c in self.by_id[prompt_id]["candidates"]]
             event["ranking"] = check_ranking(ranking, ids, f"prompt {prompt_id}")
         line = json.dumps(event, ensure_ascii=False) + "\n"
-        with self._lock, open(self.judgements_path, "a", encoding="utf-8") as handle:
+        with self._lock:
+            repair_torn_tail(self.judgements_path)  # an earlier write of this process that failed half-way
+            self._append(line)
+        return event
+
+    def _append(self, line: str) -> None:
+        with open(self.judgements_path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        return event
 
     def judgements(self) -> dict[str, dict[int, dict]]:
         """The latest judgement of each annotator for each prompt: ``{annotator: {prompt_id: event}}``."""
@@ -149,6 +198,8 @@ class RankSession:
                 if number == len(lines):  # torn by a kill mid-write: that judgement was never acknowledged
                     continue
                 raise DataError(f"{self.judgements_path}:{number}: invalid JSON line") from None
+            if not isinstance(event, dict) or "annotator" not in event or "prompt_id" not in event:
+                raise DataError(f"{self.judgements_path}:{number}: not a judgement (expected annotator, prompt_id)")
             latest.setdefault(event["annotator"], {})[event["prompt_id"]] = event
         return latest
 
@@ -278,7 +329,7 @@ class SamplingSettings:
     max_prompts: int | None = None
 
 
-def sample_candidates(model_dir: Path, prompts_file: Path, session_dir: Path, settings: SamplingSettings,
+def sample_candidates(model_dir, prompts_file: Path, session_dir: Path, settings: SamplingSettings,
                       device: str = "auto") -> RankSession:
     """Draw K candidates per prompt with the ``hf_generate`` sampler stage and start a session."""
     import lmforge
@@ -300,18 +351,23 @@ def sample_candidates(model_dir: Path, prompts_file: Path, session_dir: Path, se
             entry = by_prompt.setdefault(row["index"], {"prompt": row["prompt"], "texts": []})
             entry["texts"].append(row["completion"])
     order = sorted(by_prompt)
-    meta = {"model": str(Path(model_dir).resolve()), "prompts": str(Path(prompts_file).resolve()),
+    from lmforge.hub import resolve_model_ref
+
+    meta = {"model": str(resolve_model_ref(model_dir).path.resolve()),
+            "prompts": str(Path(prompts_file).resolve()),
             "sampling": settings.__dict__, "created": time.time()}
     return RankSession.create(session_dir, [by_prompt[i]["prompt"] for i in order],
                               [by_prompt[i]["texts"] for i in order], meta)
 
 
 def open_or_create(args) -> RankSession:
+    from lmforge.hub import resolve_model_ref
+
     session_dir = Path(args.session)
     if (session_dir / "candidates.jsonl").is_file():
         session = RankSession(session_dir)
         meta = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
-        if args.model_dir and Path(args.model_dir).resolve() != Path(meta["model"]):
+        if args.model_dir and resolve_model_ref(args.model_dir).path.resolve() != Path(meta["model"]):
             raise ConfigError(f"--session {session_dir}: holds candidates of {meta['model']}, not "
                               f"{args.model_dir}; pick another --session directory")
         if args.prompts and Path(args.prompts).resolve() != Path(meta["prompts"]):
@@ -325,7 +381,7 @@ def open_or_create(args) -> RankSession:
     settings = SamplingSettings(k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 top_p=args.top_p, seed=args.seed, system_prompt=args.system_prompt,
                                 max_prompts=args.max_prompts)
-    return sample_candidates(Path(args.model_dir), Path(args.prompts), session_dir, settings, args.device)
+    return sample_candidates(args.model_dir, Path(args.prompts), session_dir, settings, args.device)
 
 
 # --------------------------------------------------------------------------------------------------- server
@@ -375,23 +431,56 @@ class RankHandler(BaseHTTPRequestHandler):
             return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
         if not (self.headers.get("Content-Type") or "").startswith("application/json"):
             return self._json({"error": "expected application/json"}, HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-        try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        except json.JSONDecodeError:
-            return self._json({"error": "invalid JSON body"}, HTTPStatus.BAD_REQUEST)
+        body = self._read_json_object()
+        if body is None:
+            return None
         path = urlparse(self.path).path
         try:
-            if path == "/api/judge":
-                event = self.server.session.record(body.get("annotator"), body.get("prompt_id"),
-                                                   body.get("ranking"), bool(body.get("skipped")))
-                return self._json({"ok": True, "event": event})
-            if path == "/api/export":
-                mode = body.get("mode") or "all_pairs"
-                out = self.server.session.directory / f"preferences.{mode}.jsonl"
-                result = export_preferences(self.server.session, out, mode)
-                return self._json({"ok": True, **result, "agreement": agreement(self.server.session)})
+            return self._post(path, body)
         except (DataError, ConfigError) as exc:
             return self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except Exception as exc:  # noqa: BLE001 - answer, never drop the connection with a traceback
+            return self._json({"error": f"internal error: {type(exc).__name__}: {exc}"},
+                              HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _read_json_object(self) -> dict | None:
+        """The request's JSON object body, or None after answering 400/411/413 (never reads past the body)."""
+        length = (self.headers.get("Content-Length") or "").strip()
+        if not length.isdigit():
+            self.close_connection = True  # the body's end is unknown: do not read another request from it
+            self._json({"error": f"Content-Length must be a non-negative integer, got {length!r}"},
+                       HTTPStatus.BAD_REQUEST if length else HTTPStatus.LENGTH_REQUIRED)
+            return None
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._json({"error": f"request body of {length} bytes; at most {MAX_BODY_BYTES}"},
+                       HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return None
+        raw = self.rfile.read(int(length))
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self._json({"error": f"invalid JSON body ({exc})"}, HTTPStatus.BAD_REQUEST)
+            return None
+        if not isinstance(body, dict):
+            self._json({"error": f"expected a JSON object, got {type(body).__name__}"}, HTTPStatus.BAD_REQUEST)
+            return None
+        return body
+
+    def _post(self, path: str, body: dict):
+        if path == "/api/judge":
+            if not isinstance(body.get("annotator"), str):
+                raise DataError("annotator: expected a name (a string)")
+            event = self.server.session.record(body.get("annotator"), body.get("prompt_id"),
+                                               body.get("ranking"), body.get("skipped") is True)
+            return self._json({"ok": True, "event": event})
+        if path == "/api/export":
+            mode = body.get("mode") or "all_pairs"
+            if mode not in EXPORT_MODES:  # also keeps the file name inside the session directory
+                raise ConfigError(f"mode: {mode!r} is not one of {', '.join(EXPORT_MODES)}")
+            out = self.server.session.directory / f"preferences.{mode}.jsonl"
+            result = export_preferences(self.server.session, out, mode)
+            return self._json({"ok": True, **result, "agreement": agreement(self.server.session)})
         return self._json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
 
@@ -484,7 +573,8 @@ def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lmforge rank", description=(
         "Sample K responses per prompt from a model and rank them (best to worst) in a local web page or "
         "the terminal. Judgements are saved at once; run the same command again to resume."))
-    parser.add_argument("model_dir", nargs="?", help="model directory to sample from (omit to reopen --session)")
+    parser.add_argument("model_dir", nargs="?",
+                        help="model directory or Hub id (org/name) to sample from (omit to reopen --session)")
     parser.add_argument("--prompts", help="prompts file (.txt one per line, or .jsonl in any prompt format)")
     parser.add_argument("--session", default="runs/rank", help="session directory (default: runs/rank)")
     parser.add_argument("--k", type=int, default=4, help="candidates per prompt (default 4)")

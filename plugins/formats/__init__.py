@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from pathlib import Path
 from typing import Any
 
 from lmforge import hookimpl, registry
 from lmforge.errors import DataError, close_match
 
-from ..common import read_records
+from ..data import Record, is_text_only, read_rows
 
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "model": "assistant", "bot": "assistant", "chatbot": "assistant", "system": "system"}
@@ -207,6 +206,17 @@ class PromptCompletionFormat(DataFormat):
         return pair
 
 
+    def text_preference(self, record, where) -> dict[str, str]:
+        """Raw ``{"prompt", "chosen", "rejected"}`` strings, for a base model with no chat template."""
+        pair = {key: record.get(key) for key in ("prompt", "chosen", "rejected")}
+        for key, value in pair.items():
+            if not isinstance(value, str):
+                raise DataError(f"{where}: '{key}' must be a string for plain-text preferences, got "
+                                f"{type(value).__name__} (a model without a chat template needs plain strings; "
+                                "or set chat_template)")
+        return pair
+
+
 class DialogueFormat(DataFormat):
     """Whole dialogues in one string, HH-RLHF style: ``"\\n\\nHuman: …\\n\\nAssistant: …"``.
 
@@ -290,63 +300,77 @@ def _detect(samples: list[tuple[str, dict]], source: str, wanted: str = "auto") 
     return candidates[0]
 
 
-def _rename(records: list[dict], columns: dict[str, str] | None, path: Path) -> list[dict]:
+def _rename(rows: list[Record], columns: dict[str, str] | None) -> list[Record]:
     if not columns:
-        return records
+        return rows
     renamed = []
-    for index, record in enumerate(records):
-        missing = [source for source in columns if source not in record]
+    targets = set(columns.values())
+    for row in rows:
+        missing = [source for source in columns if source not in row.fields]
         if missing:
-            raise DataError(f"{path}: record {index} has no '{missing[0]}' (named in columns); keys: "
-                            f"{', '.join(sorted(record))}")
-        targets = set(columns.values())
-        record = {key: value for key, value in record.items() if key not in targets or key in columns}
-        renamed.append({columns.get(key, key): value for key, value in record.items()})
+            raise DataError(f"{row.where} has no '{missing[0]}' (named in columns); keys: "
+                            f"{', '.join(sorted(row.fields))}")
+        fields = {key: value for key, value in row.fields.items() if key not in targets or key in columns}
+        renamed.append(Record(row.where, {columns.get(key, key): value for key, value in fields.items()},
+                              row.origin))
     return renamed
 
 
-def read_format(path, fmt: str = "auto",
+def _read(source, fmt: str, columns: dict[str, str] | None) -> tuple[DataFormat, list[tuple[DataFormat, Record]]]:
+    """Rows with the format of each: detected per file (a mixture may join files of different formats)."""
+    rows = _rename(read_rows(source), columns)
+    groups: dict[str, list[Record]] = {}
+    for row in rows:
+        groups.setdefault(row.origin, []).append(row)
+    adapters = {}
+    for origin, members in groups.items():
+        samples = [(row.where, row.fields) for row in members[:DETECT_SAMPLE]]
+        adapters[origin] = _detect(samples, origin or str(source), fmt)
+    return adapters[rows[0].origin], [(adapters[row.origin], row) for row in rows]
+
+
+def read_format(source, fmt: str = "auto",
                 columns: dict[str, str] | None = None) -> tuple[DataFormat, list[dict]]:
-    """The records of a data file (keys renamed by ``columns``) and the format adapter that reads them."""
-    path = Path(path)
-    records = _rename(read_records(path), columns, path)
-    samples = [(f"{path}: record {i}", r) for i, r in enumerate(records[:DETECT_SAMPLE])]
-    return _detect(samples, str(path), fmt), records
+    """The records of a data input (keys renamed by ``columns``) and the format adapter that reads them.
+
+    ``source`` is any data input :mod:`lmforge.plugins.data` reads: a file, glob, directory, saved or Hub
+    dataset, or a mixture."""
+    adapter, rows = _read(source, fmt, columns)
+    return adapter, [row.fields for _, row in rows]
 
 
-def _convert(path, adapter: DataFormat, records: list[dict], convert, skip_negative: bool = False,
-             skip_invalid: bool = False) -> list:
-    """``convert(record, where)`` over the records; with ``skip_invalid`` a bad record is skipped and counted
-    (one warning naming the first) instead of stopping the load."""
+def _convert(source, adapter: DataFormat, rows: list[tuple[DataFormat, Record]], method: str,
+             skip_negative: bool = False, skip_invalid: bool = False, check=None) -> list:
+    """``adapter.<method>(record, where)`` over the rows (each with its file's format), then ``check``; with
+    ``skip_invalid`` a bad record is skipped and counted (one warning naming the first) instead of stopping."""
     out, skipped = [], []
-    for index, record in enumerate(records):
-        if skip_negative and _is_negative(record):
+    for row_adapter, row in rows:
+        if skip_negative and _is_negative(row.fields):
             continue
-        where = f"{path}: record {index}"
         try:
-            out.append(convert(record, where))
+            converted = getattr(row_adapter, method)(row.fields, row.where)
+            if check is not None:
+                check(converted, row.where)
+            out.append(converted)
         except DataError as exc:
             if not skip_invalid:
                 raise
             skipped.append(str(exc))
     if skipped:
-        warnings.warn(f"{path}: skipped {len(skipped)} malformed record(s) of {len(records)}; "
+        warnings.warn(f"{source}: skipped {len(skipped)} malformed record(s) of {len(rows)}; "
                       f"first: {skipped[0]}", stacklevel=3)
     if not out:
-        raise DataError(f"{path}: no usable records ({adapter.name} format)")
+        raise DataError(f"{source}: no usable records ({adapter.name} format)")
     return out
 
 
-def _load(path, fmt: str, method: str, columns: dict[str, str] | None = None,
+def _load(source, fmt: str, method: str, columns: dict[str, str] | None = None,
           skip_invalid: bool = False) -> list:
-    path = Path(path)
-    if path.suffix in (".txt", ".text") and method == "prompt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not lines:
-            raise DataError(f"{path}: no prompts")
-        return [[{"role": "user", "content": line}] for line in lines]
-    adapter, records = read_format(path, fmt, columns)
-    return _convert(path, adapter, records, getattr(adapter, method), skip_invalid=skip_invalid)
+    if method == "prompt" and is_text_only(source):  # .txt prompts: one a line
+        rows = read_rows(source, text_field="text", txt_mode="line")
+        return [[{"role": "user", "content": row.fields["text"].strip()}] for row in rows]
+    adapter, rows = _read(source, fmt, columns)
+    return _convert(source, adapter, rows, method, skip_invalid=skip_invalid)
 
 
 def _check_conversation(conversation: Messages, where: str) -> None:
@@ -397,14 +421,9 @@ def load_conversations(path, fmt: str = "auto", system_prompt: str | None = None
     their prompt plus the ``chosen`` answer. ``skip_negative`` drops records labelled ``"label": false``
     (KTO-style examples of what not to say); ``skip_invalid`` skips malformed records with a warning.
     """
-    adapter, records = read_format(path, fmt, columns)
-
-    def convert(record, where):
-        conversation = adapter.conversation(record, where)
-        _check_conversation(conversation, where)
-        return conversation
-
-    conversations = _convert(path, adapter, records, convert, skip_negative, skip_invalid)
+    adapter, rows = _read(path, fmt, columns)
+    conversations = _convert(path, adapter, rows, "conversation", skip_negative, skip_invalid,
+                             check=_check_conversation)
     return personalise(conversations, system_prompt, placeholders, str(path))
 
 
@@ -417,12 +436,13 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
     With ``text=True`` the ``prompt_completion`` format's raw strings are kept (no chat roles, no system
     prompt) for continuation-style training.
     """
-    adapter, records = read_format(path, fmt, columns)
-    if text and not isinstance(adapter, PromptCompletionFormat):
-        raise DataError(f"{path}: text prompt/completion needs the prompt_completion format, the file is "
-                        f"{adapter.name}")
-    convert = adapter.text_pair if text else adapter.prompt_completion
-    pairs = _convert(path, adapter, records, convert, skip_negative, skip_invalid)
+    adapter, rows = _read(path, fmt, columns)
+    if text:
+        other = next(((a, row) for a, row in rows if not isinstance(a, PromptCompletionFormat)), None)
+        if other is not None:
+            raise DataError(f"{other[1].origin or path}: text prompt/completion needs the prompt_completion "
+                            f"format, the file is {other[0].name}")
+    pairs = _convert(path, adapter, rows, "text_pair" if text else "prompt_completion", skip_negative, skip_invalid)
     if text:
         filled = personalise([[{"role": "user", "content": p["prompt"]}, {"role": "assistant",
                                                                           "content": p["completion"]}]
@@ -434,12 +454,28 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
 
 
 def load_preferences(path, fmt: str = "auto", columns: dict[str, str] | None = None,
-                     skip_invalid: bool = False) -> list[dict[str, Messages]]:
+                     skip_invalid: bool = False, text: bool = False) -> list[dict[str, Any]]:
     """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists.
 
     ``skip_invalid`` skips malformed pairs with one warning (5 of HH-RLHF's 2,312 harmless-test pairs have
-    chosen and rejected dialogues that differ before the final answer)."""
+    chosen and rejected dialogues that differ before the final answer). ``text=True`` keeps the
+    ``prompt_completion`` format's plain strings (no chat roles) for a base model without a chat template."""
+    if text:
+        adapter, rows = _read(path, fmt, columns)
+        other = next(((a, row) for a, row in rows if not isinstance(a, PromptCompletionFormat)), None)
+        if other is not None:
+            raise DataError(f"{other[1].origin or path}: the model has no chat template, so preferences must be "
+                            f"plain prompt/chosen/rejected strings; the file is {other[0].name} (or set "
+                            "chat_template=chatml)")
+        return _convert(path, adapter, rows, "text_preference", False, skip_invalid)
     return _load(path, fmt, "preference", columns, skip_invalid)
+
+
+def preferences_for(tokenizer, path, fmt: str = "auto", columns: dict[str, str] | None = None,
+                    skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Preference pairs in the shape ``tokenizer`` can train on: message lists when it has a chat template,
+    plain strings (TRL's standard, non-conversational DPO/ORPO data) when it has none."""
+    return load_preferences(path, fmt, columns, skip_invalid, text=not getattr(tokenizer, "chat_template", None))
 
 
 def load_prompts(path, fmt: str = "auto", columns: dict[str, str] | None = None,

@@ -3,12 +3,14 @@
 Both the HF-Trainer plugin and the lean accelerate loop train on the same data in the same order, so
 their results compare one to one:
 
+- **Continued pretraining**: ``init_from`` (a model dir or Hub id) starts from that model's weights and
+  tokenizer instead of random weights from ``model`` config.
 - **Model from config**: ``model_type`` plus that type's config fields (unknown field = error), or the
   ``depth`` dial, which derives width, heads and MLP size from the number of layers (as nanochat does:
   width = depth x aspect_ratio, heads of ``head_dim``).
-- **Token cache**: the corpus is tokenised once into a flat array (documents joined with eos between
-  them) stored as ``.npy`` under a key made of the tokenizer's files and the data's hash; later runs
-  memory-map it.
+- **Token cache**: the corpus is tokenised once, by every core, into token shards (documents joined with
+  eos between them; format in ``token_shards.py``) under a key made of the tokenizer's files and the
+  data's hash; later runs, and every rank, memory-map them as one stream.
 - **Split**: the first ``1 - val_fraction`` of the token stream trains, the rest validates — a contiguous
   split, as nanoGPT does (for Tiny Shakespeare with the char tokenizer it is exactly its 90/10 split).
 - **Windows**: training windows of ``block_size + 1`` tokens start every ``stride`` tokens (stride 1 is
@@ -28,9 +30,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.errors import ConfigError, DataError, close_match
+from lmforge.errors import ConfigError, close_match, one_line
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: token shards (token_shards.py); 1 was one tokens.npy
 SCHEDULERS = ("cosine", "wsd", "linear", "constant")
 DEPTH_KEYS = ("depth", "aspect_ratio", "head_dim")
 # bf16 dense peak FLOP/s of common accelerators, for MFU (override with pretrainer.peak_tflops).
@@ -63,8 +65,13 @@ class PretrainConfig:
     logging_steps: int = 10
     text_field: str = "text"
     cache_dir: str | None = None  # token cache; None = $LMFORGE_CACHE_DIR or ~/.cache/lmforge/tokens
+    tokenize_workers: int | None = None  # processes that tokenise the corpus into shards; None = every core
     peak_tflops: float | None = None  # for MFU; None = known GPUs only
     compile: bool | None = None  # torch.compile the model; None = hardware.compile
+    init_from: str | None = None  # continued pretraining: a model dir or Hub id (its weights and tokenizer)
+
+    def __post_init__(self):
+        self.check()
 
     def check(self) -> None:
         if self.lr_scheduler not in SCHEDULERS:
@@ -75,6 +82,8 @@ class PretrainConfig:
                 raise ConfigError(f"pretrainer.{key}: must be >= 1, got {getattr(self, key)}")
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"pretrainer.stride: must be >= 1 or null, got {self.stride}")
+        if self.tokenize_workers is not None and self.tokenize_workers < 1:
+            raise ConfigError(f"pretrainer.tokenize_workers: must be >= 1 or null, got {self.tokenize_workers}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"pretrainer.val_fraction: must be in [0, 1), got {self.val_fraction}")
 
@@ -106,9 +115,27 @@ def build_model_config(model_cfg: dict, tokenizer):
         if key not in known:
             hint = " (aspect_ratio / head_dim go with depth)" if key in DEPTH_KEYS else ""
             raise ConfigError(f"model.{key}: not a field of {model_type} configs{close_match(key, known)}{hint}")
-    return AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    try:
+        return AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **model_cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers validates the architecture (heads divide width…)
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"model: {model_type} config rejected: {one_line(str(cause))}") from None
+
+
+class _AnyVocab:
+    """Stands in for the tokenizer (not trained yet) when the model preset is checked before the run."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self):
+        return 256
+
+
+def check_model_config(model_cfg: dict | None) -> None:
+    """The model preset as the pretrainer will build it, checked before any stage runs (Stage.preflight)."""
+    build_model_config(model_cfg or {}, _AnyVocab())
 
 
 def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, head_dim: int) -> dict:
@@ -136,6 +163,29 @@ def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, 
     return out
 
 
+def pretrain_tokenizer_dir(cfg: PretrainConfig, inputs: dict) -> Path:
+    """The tokenizer to train with: the ``tokenizer`` input, or with ``init_from`` that model's own."""
+    from ..models import model_path
+
+    tokenizer_dir = model_path(inputs["tokenizer"])
+    if cfg.init_from:
+        own = model_path(cfg.init_from)
+        if tokenizer_dir.resolve() != own.resolve():
+            raise ConfigError(f"pretrainer.init_from: continued pretraining uses the model's own tokenizer, but the "
+                              f"tokenizer input is {inputs['tokenizer']}; run pipeline=continue_pretrain (or pass "
+                              f"the model as the tokenizer input)")
+    return tokenizer_dir
+
+
+def initial_model(cfg: PretrainConfig, tokenizer, context):
+    """The model training starts from: ``init_from``'s weights (fp32), else random weights from ``model``."""
+    if cfg.init_from:
+        from ..models import load_causal_lm, prepare_model_for_tokenizer
+
+        return prepare_model_for_tokenizer(load_causal_lm(cfg.init_from, context), tokenizer)
+    return build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
+
+
 def build_model(model_config, hardware):
     """A randomly initialised causal LM in fp32 (mixed precision autocasts), SDPA attention by default."""
     from transformers import AutoModelForCausalLM
@@ -148,6 +198,36 @@ def decay_groups(model, weight_decay: float):
     params = [p for p in model.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def with_loss(model):
+    """``model`` wrapped so that its forward takes a ``(batch, block_size + 1)`` token tensor and returns the
+    mean next-token cross-entropy (fp32) — nothing else.
+
+    Why: compiled as one graph, the logits (batch x block x vocab, the largest tensor of a small model's
+    step) stay inside it: the upcast to fp32 and the softmax fuse into the loss kernel instead of being
+    written out and read back, and accelerate's mixed-precision wrapper, which casts every output to fp32,
+    sees a scalar. The wrapper is what DDP / FSDP wrap, so gradient sync is unchanged.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class CausalLMWithLoss(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+            self._no_split_modules = getattr(lm, "_no_split_modules", None)  # FSDP's transformer wrap policy
+
+        def forward(self, batch):
+            logits = self.lm(input_ids=batch[:, :-1]).logits
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+    return CausalLMWithLoss(model)
+
+
+def without_loss(state_dict: dict) -> dict:
+    """The state dict of the model inside :func:`with_loss` (its keys without the ``lm.`` prefix)."""
+    return {key.removeprefix("lm."): value for key, value in state_dict.items()}
 
 
 def flops_per_token(model, seq_len: int) -> float:
@@ -200,71 +280,25 @@ def tokenizer_hash(tokenizer_dir: Path) -> str:
 
 
 def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field: str, cache_dir: str | None,
-                     quiet: bool = True):
-    """The corpus as one token array (eos between documents), from the cache or tokenised now.
+                     quiet: bool = True, workers: int | None = None):
+    """The corpus as one token stream (eos between documents), from the cache or tokenised now.
 
-    Returns ``(tokens, meta)``: a read-only memory-mapped numpy array and ``{"tokens", "bytes",
-    "documents"}``. The cache key covers the tokenizer's files, the data's content hash and the text field.
+    Returns ``(tokens, meta)``: a :class:`~.token_shards.TokenStream` over memory-mapped token shards
+    (indexed like a 1-D numpy array) and ``{"tokens", "bytes", "documents", "key"}``. The cache key covers
+    the tokenizer's files, the data's content hash and the text field; a missing entry is built by
+    ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
-    import numpy as np
-    from lmforge import artifacts
+    from lmforge import sources
 
-    from ..common import iter_texts
+    from .token_shards import TokenStream, build_shards
 
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), artifacts.hash_path(text_path),
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), sources.input_hash(text_path),
                                      text_field]).encode()).hexdigest()[:24]
     entry = cache_root(cache_dir) / key
-    if (entry / "meta.json").is_file() and (entry / "tokens.npy").is_file():
-        return np.load(entry / "tokens.npy", mmap_mode="r"), json.loads((entry / "meta.json").read_text())
-    from tqdm.auto import tqdm
-
-    eos = tokenizer.eos_token_id
-    dtype = np.uint16 if len(tokenizer) < 2 ** 16 else np.uint32
-    pieces, n_bytes, n_docs = [], 0, 0
-    for batch in tqdm(iter_texts(text_path, text_field), desc="tokenising", unit="batch", disable=quiet):
-        encoded = encode_documents(tokenizer, batch)
-        for text, ids in zip(batch, encoded):
-            if n_docs:
-                pieces.append(np.array([eos], dtype=dtype))
-            pieces.append(np.asarray(ids, dtype=dtype))
-            n_bytes += len(text.encode("utf-8"))
-            n_docs += 1
-    if not n_docs:
-        raise DataError(f"{text_path}: no documents in field '{text_field}'")
-    tokens = np.concatenate(pieces)
-    meta = {"tokens": int(tokens.size), "bytes": n_bytes, "documents": n_docs, "key": key}
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    partial = entry.with_name(f"{key}.partial-{os.getpid()}")
-    partial.mkdir(parents=True, exist_ok=True)
-    np.save(partial / "tokens.npy", tokens)
-    (partial / "meta.json").write_text(json.dumps(meta))
-    try:
-        partial.rename(entry)
-    except OSError:  # another process cached it first
-        import shutil
-
-        shutil.rmtree(partial, ignore_errors=True)
-    return np.load(entry / "tokens.npy", mmap_mode="r"), meta
-
-
-def encode_documents(tokenizer, texts: list[str], chunk_chars: int = 1 << 16) -> list[list[int]]:
-    """Token ids per text; a very long text (a whole book) is encoded in line-aligned chunks, in one batch."""
-    pieces, owner = [], []
-    for index, text in enumerate(texts):
-        start = 0
-        while start < len(text):
-            end = len(text) if len(text) - start <= chunk_chars else text.rfind("\n", start, start + chunk_chars) + 1
-            if end <= start:
-                end = start + chunk_chars
-            pieces.append(text[start:end])
-            owner.append(index)
-            start = end
-    encoded = tokenizer(pieces, add_special_tokens=False, verbose=False,
-                        split_special_tokens=True)["input_ids"] if pieces else []
-    out = [[] for _ in texts]
-    for index, ids in zip(owner, encoded):
-        out[index].extend(ids)
-    return out
+    if not (entry / "index.json").is_file():
+        build_shards(text_path, tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
+    tokens, index = TokenStream.open(entry)
+    return tokens, {"tokens": index["tokens"], "bytes": index["bytes"], "documents": index["documents"], "key": key}
 
 
 def split_tokens(tokens, val_fraction: float):

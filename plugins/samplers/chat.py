@@ -12,6 +12,10 @@ end-of-turn token, stop strings).
 
 Commands inside the chat: ``/retry`` (new answer to the last message), ``/clear`` (forget the
 conversation), ``/system TEXT``, ``/context FILE``, ``/help``, ``/quit`` (or Ctrl-D). Ctrl-C stops an answer.
+
+``--retrieve DOCS`` (or ``--retrieve-url URL``) looks the answer up when the model is unsure
+(plugins/retrieval/when_unsure.py): before each answer a line says whether retrieval fired, the uncertainty
+against the threshold, and the passages that went into the context.
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ class ChatSession:
     """A multi-turn conversation with one model: ``send`` / ``retry`` stream the answer, ``clear`` forgets."""
 
     def __init__(self, model_dir, system_prompt: str | None = None, context_files=(), device: str = "auto",
-                 **settings):
-        model_dir = Path(model_dir)
+                 retrieval=None, **settings):
+        from ..models import model_path
+
+        model_dir = model_path(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         if not (model_dir / "config.json").is_file():
             raise MissingArtifact(f"chat: model dir not found (no config.json): {model_dir}")
         self.settings = replace(ChatSettings(), **settings)
@@ -62,6 +68,12 @@ class ChatSession:
         for path in context_files:
             self.add_context(path)
         self.messages: list[dict[str, str]] = []
+        # Look it up when unsure (a RetrievalConfig): the record of the last answer is in ``last_retrieval``.
+        self.retrieval, self.retriever, self.last_retrieval = retrieval, None, None
+        if retrieval is not None:
+            from ..retrieval.when_unsure import build_retriever
+
+            self.retriever = build_retriever(retrieval)
         self._load(model_dir, device)
 
     def _load(self, model_dir: Path, device: str) -> None:
@@ -106,7 +118,23 @@ class ChatSession:
     def send(self, text: str) -> Iterator[str]:
         """Add a user message and stream the answer; the answer joins the conversation when complete."""
         self.messages.append({"role": "user", "content": text})
+        if self.retrieval is not None:
+            self._look_up_when_unsure()
         return self._answer()
+
+    def _look_up_when_unsure(self) -> None:
+        """Measure the uncertainty of the coming answer; when it is high, put passages in the user turn."""
+        from dataclasses import asdict
+
+        from ..retrieval.when_unsure import add_context_when_unsure
+
+        conversation = self.conversation()
+        (augmented,), (record,) = add_context_when_unsure(
+            self.model, self.tokenizer, [conversation], self.retrieval, self.retriever, None,
+            self.settings.stop_tokens)
+        self.last_retrieval = asdict(record)
+        if record.fired:  # the passages stay in the conversation: they are its working memory now
+            self.messages[-1] = augmented[-1]
 
     def retry(self) -> Iterator[str]:
         """Drop the last answer and stream a new one to the same user message."""
@@ -172,7 +200,7 @@ class ChatSession:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge chat", description="Chat with a model dir in the terminal.")
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="a model directory or a Hub id (org/name[@revision]) in the HF cache")
     parser.add_argument("--system", default=None, help="system prompt (the model's identity)")
     parser.add_argument("--context", action="append", default=[], metavar="FILE",
                         help="a file put into the prompt as working memory (repeatable)")
@@ -186,7 +214,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--retrieve", default=None, metavar="COLLECTION",
+                        help="look it up when unsure: a BM25 index over this file/folder/dataset")
+    parser.add_argument("--retrieve-url", default=None, metavar="URL",
+                        help="look it up when unsure: a JSON search service (GET URL?q=…&k=…)")
+    parser.add_argument("--threshold", type=float, default=1.0,
+                        help="retrieve when the answer's mean entropy over its first tokens exceeds this (nats)")
+    parser.add_argument("--k", type=int, default=3, help="passages added to the context when retrieval fires")
     return parser
+
+
+def retrieval_from_args(args):
+    """A RetrievalConfig from ``--retrieve`` / ``--retrieve-url`` (None when neither is given)."""
+    if not (args.retrieve or args.retrieve_url):
+        return None
+    from ..retrieval.when_unsure import RetrievalConfig
+
+    retriever = ({"name": "bm25", "collection": args.retrieve} if args.retrieve
+                 else {"name": "http", "url": args.retrieve_url})
+    return RetrievalConfig(retriever=retriever, threshold=args.threshold, k=args.k)
+
+
+def show_retrieval(record: dict | None, write) -> None:
+    """One line on whether the answer was looked up, then the passages used (shortened)."""
+    if not record:
+        return
+    comparison = ">" if record["fired"] else "<="
+    verdict = "looked it up" if record["fired"] else "answering from memory"
+    write(f"({verdict}: {record['signal']} {record['uncertainty']:.2f} {comparison} {record['threshold']:.2f}"
+          + (f"; {len(record['passages'])} passages)\n" if record["fired"] else ")\n"))
+    for number, passage in enumerate(record["passages"], 1):
+        text = passage["text"].replace("\n", " ")
+        write(f"  [{number}] {text[:100]}{'…' if len(text) > 100 else ''}  ({passage['source']})\n")
 
 
 def chat_main(argv: list[str], input_fn=input, output=None) -> int:
@@ -194,13 +253,14 @@ def chat_main(argv: list[str], input_fn=input, output=None) -> int:
     output = output or sys.stdout
     args = _parser().parse_args(argv)
     session = ChatSession(args.model_dir, system_prompt=args.system, context_files=args.context,
-                          device=args.device, max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                          device=args.device, retrieval=retrieval_from_args(args), max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed, stop_strings=args.stop)
     write = output.write
     write(f"chatting with {args.model_dir}  (/help for commands)\n")
 
     def stream(pieces):
+        show_retrieval(session.last_retrieval, write)  # decided in send(), before the answer streams
         write("assistant> ")
         try:
             for piece in pieces:

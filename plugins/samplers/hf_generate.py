@@ -28,7 +28,7 @@ from lmforge import Sampler
 from lmforge.errors import ConfigError
 
 from ..common import seed_everything
-from ..models import load_causal_lm, load_tokenizer
+from ..models import generation_eos_ids, load_causal_lm, load_tokenizer
 from ..formats import load_prompts
 
 
@@ -51,6 +51,9 @@ class GenerateParams:
     stop_tokens: list[str] = field(default_factory=lambda: ["<|end|>"])  # extra EOS tokens (end of turn)
     max_prompts: int | None = None
     format: str = "auto"
+    # Look it up when unsure: {retriever: {name: bm25, collection: docs/}, threshold: 1.0, k: 3} (see
+    # plugins/retrieval/when_unsure.py); every completion then records whether retrieval fired and why.
+    retrieval: dict | None = None
 
 
 def check_generation_settings(cfg, where: str = "sampler") -> None:
@@ -82,9 +85,10 @@ def check_generation_settings(cfg, where: str = "sampler") -> None:
 
 
 def eos_token_ids(tokenizer, stop_tokens) -> list[int]:
-    """End-of-text plus every extra stop token the vocabulary has (end-of-turn tokens)."""
+    """End-of-text, the chat template's end-of-turn token (``<|end|>``, ``<|im_end|>`` …), and every extra stop
+    token the vocabulary has."""
     vocab = tokenizer.get_vocab()
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = generation_eos_ids(tokenizer)
     return ids + [vocab[token] for token in stop_tokens if token in vocab and vocab[token] not in ids]
 
 
@@ -229,6 +233,14 @@ class HFGenerateSampler(Sampler):
     def __init__(self, config=None, **params):
         super().__init__(config, **params)
         check_generation_settings(self.config)
+        self.retrieval = None
+        if self.config.retrieval is not None:  # bad retrieval settings fail before any stage runs
+            from lmforge.config import build_params
+
+            from ..retrieval.when_unsure import RetrievalConfig, build_retriever
+
+            self.retrieval = build_params(RetrievalConfig, dict(self.config.retrieval), where="sampler.retrieval")
+            self.retriever = build_retriever(self.retrieval)
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
@@ -242,7 +254,13 @@ class HFGenerateSampler(Sampler):
             model = model.to(device)
         prompts = load_prompts(inputs["prompts"], cfg.format)[: cfg.max_prompts]
         started = time.perf_counter()
-        rows = sample(model, tokenizer, prompts, cfg, progress=not context.quiet)
+        if self.retrieval is not None:
+            from ..retrieval.when_unsure import sample_when_unsure
+
+            rows = sample_when_unsure(model, tokenizer, prompts, cfg, self.retrieval, self.retriever,
+                                      progress=not context.quiet)
+        else:
+            rows = sample(model, tokenizer, prompts, cfg, progress=not context.quiet)
         seconds = time.perf_counter() - started
         tokens = sum(row["completion_tokens"] for row in rows)
         for row in rows:
@@ -250,6 +268,9 @@ class HFGenerateSampler(Sampler):
         if inputs.get("reward_model"):
             rows = rerank_best_of(rows, inputs["reward_model"], cfg.n, cfg.reward_batch_size, device)
         write_completions(rows, output_dir)
-        context.log_metrics({"prompts": len(prompts), "completions": len(rows), "generated_tokens": tokens,
-                             "tokens_per_second": tokens / max(seconds, 1e-9)})
+        metrics = {"prompts": len(prompts), "completions": len(rows), "generated_tokens": tokens,
+                   "tokens_per_second": tokens / max(seconds, 1e-9)}
+        if self.retrieval is not None:
+            metrics["retrieval_fired_share"] = sum(r["retrieval"]["fired"] for r in rows) / max(len(rows), 1)
+        context.log_metrics(metrics)
         return output_dir

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import queue
@@ -40,32 +41,55 @@ from typing import Any, Literal
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
 from lmforge.errors import MissingArtifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # --------------------------------------------------------------------------------------- request schema
 
 
+def _check_text(value: Any, where: str = "body") -> None:
+    """Every string of a request must be valid Unicode (JSON lets a lone surrogate through: "\\ud800")."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: not valid Unicode text (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_text(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored, as OpenAI clients send optional extras (user, metadata, store …).
-    model_config = ConfigDict(extra="ignore")
+    # Infinity / NaN (which Python's JSON accepts) are refused: every number must be finite.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        _check_text(data)
+        return data
 
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, lt=2**31)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)  # OpenAI's seeds are 64-bit integers
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
     logprobs: Any = None
     # extensions, as other open servers name them
-    top_k: int = Field(default=0, ge=0)
+    top_k: int = Field(default=0, ge=0, lt=2**31)
     min_p: float = Field(default=0.0, ge=0, le=1)
-    repetition_penalty: float = Field(default=1.0, gt=0)
+    repetition_penalty: float = Field(default=1.0, gt=0, le=100)
 
 
 class CompletionRequest(_Request):
@@ -130,6 +154,34 @@ def _unsupported(request: _Request) -> None:
 # --------------------------------------------------------------------------------------- generation worker
 
 
+@dataclass(frozen=True)
+class Delta:
+    """New text of one choice of a streaming job."""
+
+    choice: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """One choice finished: its whole text, why it stopped (stop | length) and how many tokens it took."""
+
+    choice: int
+    text: str
+    reason: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The batch this job rode in failed; the job's request answers 500 with ``message``."""
+
+    message: str
+
+
+Event = Delta | Done | Failed
+
+
 @dataclass
 class Job:
     """One HTTP request's generation: ``n`` rows of the same prompt; events go to ``emit`` (thread-safe)."""
@@ -141,7 +193,7 @@ class Job:
     n: int
     stream: bool
     seed: int | None
-    emit: Callable[[tuple], None]
+    emit: Callable[[Event], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def batch_key(self) -> tuple:
@@ -201,7 +253,7 @@ class RowTracker:
     def show(self, row: int, text: str) -> None:
         job, choice = self.rows[row]
         if len(text) > len(self.shown[row]) and text.startswith(self.shown[row]):
-            job.emit(("delta", choice, text[len(self.shown[row]):]))
+            job.emit(Delta(choice, text[len(self.shown[row]):]))
             self.shown[row] = text
 
     def finish(self, row: int, reason: str, text: str | None = None) -> None:
@@ -211,7 +263,7 @@ class RowTracker:
         self.done[row] = True
         if job.stream:
             self.show(row, text)
-        job.emit(("done", choice, text, reason, len(self.tokens[row])))
+        job.emit(Done(choice, text, reason, len(self.tokens[row])))
 
     def finish_all(self) -> None:
         for row in range(len(self.rows)):
@@ -288,7 +340,7 @@ class GenerationWorker:
             kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p or None)
         try:
             if batch[0].seed is not None:
-                set_seed(batch[0].seed)
+                set_seed(batch[0].seed % 2**32)  # numpy takes 32-bit seeds; OpenAI's are 64-bit
             input_ids, attention_mask = left_padded([job.prompt_ids for job, _ in rows], self.pad_id,
                                                     self.model.device)
             with torch.no_grad():
@@ -301,7 +353,7 @@ class GenerationWorker:
             tracker.finish_all()
         except Exception as exc:  # noqa: BLE001 - one failed batch answers its own requests with 500; the worker lives on
             for job in batch:
-                job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+                job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
 
 
 # --------------------------------------------------------------------------------------- the app
@@ -317,10 +369,13 @@ class ModelServer:
         from ..models import load_causal_lm, load_tokenizer
         from .hf_generate import eos_token_ids
 
-        model_dir = Path(model_dir)
+        from ..models import resolve_model_ref
+
+        resolved = resolve_model_ref(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
+        model_dir = resolved.path
         if not (model_dir / "config.json").is_file():
             raise MissingArtifact(f"serve: model dir not found (no config.json): {model_dir}")
-        self.model_name = model_name or model_dir.name
+        self.model_name = model_name or resolved.repo_id or model_dir.name
         self.created = int(time.time())
         self.tokenizer = load_tokenizer(model_dir)
         model = load_causal_lm(model_dir).eval()
@@ -334,20 +389,45 @@ class ModelServer:
         self.worker.close()
 
 
-def create_app(server: ModelServer, api_key: str | None = None):
-    """The FastAPI app serving ``server``'s model."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_BODY_BYTES = 4 << 20  # default request body limit: far above any prompt the context window holds
 
-    from .hf_generate import encode_prompt, with_system_prompt
+
+def create_app(server: ModelServer, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               allowed_hosts: tuple[str, ...] | None = LOCAL_HOSTS):
+    """The FastAPI app serving ``server``'s model.
+
+    ``allowed_hosts``: Host header names answered (None: any); the default refuses other names, so a web
+    page on another site cannot reach a server on 127.0.0.1 through DNS rebinding.
+    """
+    from fastapi import FastAPI
 
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+    _install_error_handlers(app)
+    _add_routes(app)
+    # Outermost first when a request arrives: Host, then body size, then the key.
+    if api_key:
+        app.add_middleware(APIKeyCheck, api_key=api_key,
+                           refusal=error_response(401, "missing or wrong API key (Authorization: Bearer <key>)",
+                                                  code="invalid_api_key", kind="authentication_error"))
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    return app
 
-    def error_response(status, message, param=None, code=None, kind="invalid_request_error"):
-        return JSONResponse(status_code=status, content={
-            "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+def error_response(status, message, param=None, code=None, kind="invalid_request_error"):
+    """An error in OpenAI's JSON shape (a response object, also usable as an ASGI app)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status, content={
+        "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def _install_error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
@@ -371,185 +451,216 @@ def create_app(server: ModelServer, api_key: str | None = None):
     async def unexpected_error(request, exc):
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error")
 
-    if api_key:
-        app.add_middleware(APIKeyCheck, api_key=api_key,
-                           refusal=error_response(401, "missing or wrong API key (Authorization: Bearer <key>)",
-                                                  code="invalid_api_key", kind="authentication_error"))
 
-    def model_card():
-        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "lmforge"}
+def _add_routes(app) -> None:
+    """The endpoints; each is a thin wrapper over a module-level function taking the ModelServer."""
 
     @app.get("/health")
     async def health():
         return {"status": "ok"}
 
     @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [model_card()]}
+    async def models(http_request: Request):
+        return {"object": "list", "data": [model_card(http_request.app.state.server)]}
 
     @app.get("/v1/models/{name}")
-    async def one_model(name: str):
+    async def one_model(name: str, http_request: Request):
+        server = http_request.app.state.server
         if name != server.model_name:
             raise APIError(404, f"model '{name}' does not exist; this server serves '{server.model_name}'",
                            param="model", code="model_not_found")
-        return model_card()
-
-    def make_job(request: _Request, prompt_ids: list[int], max_tokens: int | None, emit) -> Job:
-        _unsupported(request)
-        if request.model not in (None, server.model_name):
-            raise APIError(404, f"model '{request.model}' does not exist; this server serves "
-                                f"'{server.model_name}'", param="model", code="model_not_found")
-        if not prompt_ids:
-            raise APIError(400, "the prompt is empty", param="prompt")
-        room = server.context_window - len(prompt_ids)
-        if max_tokens is None:
-            max_tokens = room
-        if room < 1 or max_tokens > room:
-            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens and asks for {max_tokens} more; the "
-                                f"model's context window is {server.context_window} tokens",
-                           param="max_tokens", code="context_length_exceeded")
-        do_sample = request.temperature > 0
-        sampling = (do_sample, request.temperature, request.top_k, request.top_p, request.min_p,
-                    request.repetition_penalty) if do_sample else (False, 0, 0, 1, 0, request.repetition_penalty)
-        stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-        return Job(prompt_ids=prompt_ids, max_new_tokens=max_tokens, sampling=sampling, stop=tuple(stops),
-                   n=request.n, stream=request.stream, seed=request.seed if do_sample else None, emit=emit)
-
-    def channel():
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        return events, (lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
-
-    async def next_event(events: asyncio.Queue, http_request: Request):
-        """The next worker event, or ClientGone when the client disconnected (nothing cancels the handler)."""
-        while True:
-            if await http_request.is_disconnected():
-                raise ClientGone(499, "the client disconnected")
-            try:
-                return await asyncio.wait_for(events.get(), timeout=0.25)
-            except asyncio.TimeoutError:
-                continue
-
-    async def collect(jobs: list[Job], events: asyncio.Queue, http_request: Request):
-        """Wait for every choice of every job; returns {(job index, choice): (text, reason, tokens)}."""
-        results, expected = {}, sum(job.n for job in jobs)
-        try:
-            while len(results) < expected:
-                event = await next_event(events, http_request)
-                if event[0] == "error":
-                    raise APIError(500, event[1], kind="server_error")
-                if event[0] == "done":
-                    results[event[1]] = event[2:]
-        finally:
-            for job in jobs:
-                job.cancelled.set()  # the client went away (or an error): drop rows still waiting or running
-        return results
-
-    def usage(prompt_tokens: int, completion_tokens: int):
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
-
-    def sse(payload) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-    async def stream_events(jobs: list[Job], events, http_request, make_chunk, prompt_tokens, include_usage,
-                            first_chunks=()):
-        """SSE body: deltas as they come, a final chunk per choice, optional usage, then [DONE]."""
-        try:
-            for chunk in first_chunks:
-                yield sse(chunk)
-            finished, expected, generated = 0, sum(job.n for job in jobs), 0
-            while finished < expected:
-                event = await next_event(events, http_request)
-                if event[0] == "error":
-                    yield sse({"error": {"message": event[1], "type": "server_error", "param": None,
-                                         "code": None}})
-                    return
-                if event[0] == "delta":
-                    yield sse(make_chunk(event[1], text=event[2]))
-                elif event[0] == "done":
-                    finished += 1
-                    generated += event[4]
-                    yield sse(make_chunk(event[1], finish_reason=event[3]))
-            if include_usage:
-                yield sse(make_chunk(None, usage=usage(prompt_tokens, generated)))
-            yield "data: [DONE]\n\n"
-        except ClientGone:
-            return
-        finally:
-            for job in jobs:
-                job.cancelled.set()  # a client that went away stops its rows; a finished job is unaffected
-
-    async def submit(jobs: list[Job]):
-        for job in jobs:
-            server.worker.submit(job)
+        return model_card(server)
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest, http_request: Request):
-        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        if not prompts:
-            raise APIError(400, "prompt: at least one prompt is needed", param="prompt")
-        events, emit = channel()
-        jobs = []
-        for number, prompt in enumerate(prompts):
-            ids = server.tokenizer(prompt)["input_ids"]
-            jobs.append(make_job(request, ids, request.max_tokens,
-                                 lambda event, base=number * request.n: emit(_shift(event, base))))
-        prompt_tokens = sum(len(job.prompt_ids) * job.n for job in jobs)
-        response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        await submit(jobs)
-        if request.stream:
-            def chunk(index, text="", finish_reason=None, usage=None):
-                body = {"id": response_id, "object": "text_completion", "created": created,
-                        "model": server.model_name, "choices": [] if index is None else [
-                            {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
-                if usage:
-                    body["usage"] = usage
-                return body
-
-            include_usage = bool((request.stream_options or {}).get("include_usage"))
-            return StreamingResponse(stream_events(jobs, events, http_request, chunk, prompt_tokens, include_usage),
-                                     media_type="text/event-stream")
-        results = await collect(jobs, events, http_request)
-        choices = [{"index": index, "text": results[index][0], "logprobs": None, "finish_reason": results[index][1]}
-                   for index in sorted(results)]
-        return {"id": response_id, "object": "text_completion", "created": created, "model": server.model_name,
-                "choices": choices, "usage": usage(prompt_tokens, sum(r[2] for r in results.values()))}
+        return await answer_completions(http_request.app.state.server, request, http_request)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatRequest, http_request: Request):
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in request.messages]
-        ids = encode_prompt(server.tokenizer, with_system_prompt(messages, None))
-        events, emit = channel()
-        job = make_job(request, ids, request.max_completion_tokens or request.max_tokens, emit)
-        response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        await submit([job])
-        if request.stream:
-            def chunk(index, text=None, finish_reason=None, usage=None, role=None):
-                delta = {}
-                if role:
-                    delta["role"] = role
-                if text is not None:
-                    delta["content"] = text
-                body = {"id": response_id, "object": "chat.completion.chunk", "created": created,
-                        "model": server.model_name, "choices": [] if index is None else [
-                            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
-                if usage:
-                    body["usage"] = usage
-                return body
+        return await answer_chat(http_request.app.state.server, request, http_request)
 
-            first = [chunk(index, text="", role="assistant") for index in range(job.n)]
-            include_usage = bool((request.stream_options or {}).get("include_usage"))
-            return StreamingResponse(stream_events([job], events, http_request, chunk, len(ids) * job.n, include_usage, first),
-                                     media_type="text/event-stream")
-        results = await collect([job], events, http_request)
-        choices = [{"index": index, "message": {"role": "assistant", "content": results[index][0]},
-                    "logprobs": None, "finish_reason": results[index][1]} for index in sorted(results)]
-        return {"id": response_id, "object": "chat.completion", "created": created, "model": server.model_name,
-                "choices": choices, "usage": usage(len(ids) * job.n, sum(r[2] for r in results.values()))}
 
-    return app
+def model_card(server: ModelServer) -> dict:
+    return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "lmforge"}
+
+
+async def tokenize(function, *args) -> list[int]:
+    """Tokenise in a worker thread, so a long prompt never blocks the event loop (and /health)."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        return await run_in_threadpool(function, *args)
+    except UnicodeEncodeError:
+        raise APIError(400, "the prompt is not valid Unicode text (a lone surrogate)", param="prompt") from None
+
+
+def make_job(server: ModelServer, request: _Request, prompt_ids: list[int], max_tokens: int | None, emit) -> Job:
+    _unsupported(request)
+    if request.model not in (None, server.model_name):
+        raise APIError(404, f"model '{request.model}' does not exist; this server serves "
+                            f"'{server.model_name}'", param="model", code="model_not_found")
+    if not prompt_ids:
+        raise APIError(400, "the prompt is empty", param="prompt")
+    room = server.context_window - len(prompt_ids)
+    if max_tokens is None:
+        max_tokens = room
+    if room < 1 or max_tokens > room:
+        raise APIError(400, f"the prompt has {len(prompt_ids)} tokens and asks for {max_tokens} more; the "
+                            f"model's context window is {server.context_window} tokens",
+                       param="max_tokens", code="context_length_exceeded")
+    do_sample = request.temperature > 0
+    sampling = (do_sample, request.temperature, request.top_k, request.top_p, request.min_p,
+                request.repetition_penalty) if do_sample else (False, 0, 0, 1, 0, request.repetition_penalty)
+    stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    return Job(prompt_ids=prompt_ids, max_new_tokens=max_tokens, sampling=sampling, stop=tuple(stops),
+               n=request.n, stream=request.stream, seed=request.seed if do_sample else None, emit=emit)
+
+
+def channel():
+    """An asyncio queue for one request's events and a thread-safe ``emit`` the worker calls."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    return events, (lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+
+
+async def next_event(events: asyncio.Queue, http_request: Request) -> Event:
+    """The next worker event, or ClientGone when the client disconnected (nothing cancels the handler)."""
+    while True:
+        if await http_request.is_disconnected():
+            raise ClientGone(499, "the client disconnected")
+        try:
+            return await asyncio.wait_for(events.get(), timeout=0.25)
+        except asyncio.TimeoutError:
+            continue
+
+
+async def collect(jobs: list[Job], events: asyncio.Queue, http_request: Request) -> dict[int, Done]:
+    """Wait for every choice of every job: ``{choice: Done}``."""
+    results, expected = {}, sum(job.n for job in jobs)
+    try:
+        while len(results) < expected:
+            event = await next_event(events, http_request)
+            if isinstance(event, Failed):
+                raise APIError(500, event.message, kind="server_error")
+            if isinstance(event, Done):
+                results[event.choice] = event
+    finally:
+        for job in jobs:
+            job.cancelled.set()  # the client went away (or an error): drop rows still waiting or running
+    return results
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(payload) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def stream_events(jobs: list[Job], events, http_request, make_chunk, prompt_tokens, include_usage,
+                        first_chunks=()):
+    """SSE body: deltas as they come, a final chunk per choice, optional usage, then [DONE]."""
+    try:
+        for chunk in first_chunks:
+            yield sse(chunk)
+        finished, expected, generated = 0, sum(job.n for job in jobs), 0
+        while finished < expected:
+            event = await next_event(events, http_request)
+            if isinstance(event, Failed):
+                yield sse({"error": {"message": event.message, "type": "server_error", "param": None,
+                                     "code": None}})
+                return
+            if isinstance(event, Delta):
+                yield sse(make_chunk(event.choice, text=event.text))
+            elif isinstance(event, Done):
+                finished += 1
+                generated += event.tokens
+                yield sse(make_chunk(event.choice, finish_reason=event.reason))
+        if include_usage:
+            yield sse(make_chunk(None, usage=usage(prompt_tokens, generated)))
+        yield "data: [DONE]\n\n"
+    except ClientGone:
+        return
+    finally:
+        for job in jobs:
+            job.cancelled.set()  # a client that went away stops its rows; a finished job is unaffected
+
+
+@dataclass
+class Chunks:
+    """Builds the streamed chunks of one response (``text_completion`` or ``chat.completion.chunk``)."""
+
+    response_id: str
+    created: int
+    model: str
+    chat: bool
+
+    def __call__(self, index, text=None, finish_reason=None, usage=None, role=None) -> dict:
+        if self.chat:
+            delta = {**({"role": role} if role else {}), **({"content": text} if text is not None else {})}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        body = {"id": self.response_id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                "created": self.created, "model": self.model, "choices": [] if index is None else [choice]}
+        if usage:
+            body["usage"] = usage
+        return body
+
+
+async def answer_completions(server: ModelServer, request: CompletionRequest, http_request: Request):
+    from fastapi.responses import StreamingResponse
+
+    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+    if not prompts:
+        raise APIError(400, "prompt: at least one prompt is needed", param="prompt")
+    events, emit = channel()
+    jobs = []
+    for number, prompt in enumerate(prompts):
+        ids = (await tokenize(server.tokenizer, prompt))["input_ids"]
+        jobs.append(make_job(server, request, ids, request.max_tokens,
+                             lambda event, base=number * request.n: emit(_shift(event, base))))
+    prompt_tokens = sum(len(job.prompt_ids) * job.n for job in jobs)
+    chunks = Chunks(f"cmpl-{uuid.uuid4().hex}", int(time.time()), server.model_name, chat=False)
+    for job in jobs:
+        server.worker.submit(job)
+    if request.stream:
+        include_usage = bool((request.stream_options or {}).get("include_usage"))
+        return StreamingResponse(stream_events(jobs, events, http_request, chunks, prompt_tokens, include_usage),
+                                 media_type="text/event-stream")
+    results = await collect(jobs, events, http_request)
+    choices = [{"index": index, "text": results[index].text, "logprobs": None,
+                "finish_reason": results[index].reason} for index in sorted(results)]
+    return {"id": chunks.response_id, "object": "text_completion", "created": chunks.created,
+            "model": server.model_name, "choices": choices,
+            "usage": usage(prompt_tokens, sum(r.tokens for r in results.values()))}
+
+
+async def answer_chat(server: ModelServer, request: ChatRequest, http_request: Request):
+    from fastapi.responses import StreamingResponse
+
+    from .hf_generate import encode_prompt, with_system_prompt
+
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in request.messages]
+    ids = await tokenize(encode_prompt, server.tokenizer, with_system_prompt(messages, None))
+    events, emit = channel()
+    job = make_job(server, request, ids, request.max_completion_tokens or request.max_tokens, emit)
+    chunks = Chunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), server.model_name, chat=True)
+    server.worker.submit(job)
+    if request.stream:
+        first = [chunks(index, text="", role="assistant") for index in range(job.n)]
+        include_usage = bool((request.stream_options or {}).get("include_usage"))
+        return StreamingResponse(stream_events([job], events, http_request, chunks, len(ids) * job.n,
+                                               include_usage, first), media_type="text/event-stream")
+    results = await collect([job], events, http_request)
+    choices = [{"index": index, "message": {"role": "assistant", "content": results[index].text},
+                "logprobs": None, "finish_reason": results[index].reason} for index in sorted(results)]
+    return {"id": chunks.response_id, "object": "chat.completion", "created": chunks.created,
+            "model": server.model_name, "choices": choices,
+            "usage": usage(len(ids) * job.n, sum(r.tokens for r in results.values()))}
 
 
 class APIKeyCheck:
@@ -567,10 +678,76 @@ class APIKeyCheck:
         await self.app(scope, receive, send)
 
 
-def _shift(event: tuple, base: int) -> tuple:
+def host_name(header: str) -> str:
+    """``127.0.0.1:8000`` -> ``127.0.0.1``; ``[::1]:8000`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """Answers only requests whose Host header names this server (403 otherwise), like the rank page."""
+
+    def __init__(self, app, allowed):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in self.allowed:
+                await error_response(403, f"unexpected Host header {host!r}; this server answers "
+                                          f"{', '.join(sorted(self.allowed))}", code="host_not_allowed")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` (413) or with a malformed Content-Length (400) before the
+    app reads it; the body is read here, counted, and handed to the app unchanged."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and not length.strip().isdigit():
+            return await error_response(400, f"Content-Length must be a non-negative integer, got "
+                                             f"{length.decode('latin-1')!r}")(scope, receive, send)
+        if length is not None and int(length) > self.max_bytes:
+            return await self._too_large(scope, receive, send)
+        body, more = b"", scope["method"] in ("POST", "PUT", "PATCH")
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: disconnect notices, as the app expects
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send):
+        await error_response(413, f"request body over {self.max_bytes} bytes (lmforge serve --max-body-mb)",
+                             code="request_too_large")(scope, receive, send)
+
+
+def _shift(event: Event, base: int) -> Event:
     """Number choices across the prompts of one /v1/completions request (prompt k's choices follow k-1's)."""
-    if event[0] in ("delta", "done"):
-        return (event[0], event[1] + base, *event[2:])
+    if isinstance(event, (Delta, Done)):
+        return dataclasses.replace(event, choice=event.choice + base)
     return event
 
 
@@ -582,7 +759,7 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(model_dir, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                   log_level: str = "warning", **server_options):
+                   log_level: str = "warning", max_body_bytes: int = MAX_BODY_BYTES, **server_options):
     """Serve ``model_dir`` from a background thread of this process (port 0: any free port).
 
     For tests and notebooks: ``with running_server(dir) as s: OpenAI(base_url=s.url, api_key="-")``.
@@ -590,8 +767,8 @@ def running_server(model_dir, host: str = "127.0.0.1", port: int = 0, api_key: s
     import uvicorn
 
     server = ModelServer(model_dir, **server_options)
-    uvicorn_server = uvicorn.Server(uvicorn.Config(create_app(server, api_key), host=host, port=port,
-                                                   log_level=log_level, lifespan="off"))
+    app = create_app(server, api_key, max_body_bytes, allowed_hosts(host))
+    uvicorn_server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off"))
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
     while not uvicorn_server.started:
@@ -607,10 +784,18 @@ def running_server(model_dir, host: str = "127.0.0.1", port: int = 0, api_key: s
         server.close()
 
 
+def allowed_hosts(host: str, extra=()) -> tuple[str, ...] | None:
+    """Host header names to answer: this machine's names plus the bound address; None (any) for a server
+    bound to every interface without ``--allow-host`` (its users reach it by names it cannot know)."""
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return None
+    return (*LOCAL_HOSTS, host, *extra)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge serve", description="Serve a model dir over an "
                                      "OpenAI-compatible HTTP API.")
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="a model directory or a Hub id (org/name[@revision]) in the HF cache")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
@@ -619,6 +804,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0,
                         help="how long the worker waits for more requests before starting a batch")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20,
+                        help="largest request body accepted, in MiB (default %(default)s)")
+    parser.add_argument("--allow-host", action="append", default=[],
+                        help="also answer requests whose Host header is this name (repeatable); a server bound "
+                             "to 127.0.0.1 answers only 127.0.0.1, localhost and ::1")
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -635,7 +825,8 @@ def serve_main(argv: list[str]) -> int:
                          max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
     print(f"lmforge serve: '{server.model_name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
     try:
-        uvicorn.run(create_app(server, args.api_key), host=args.host, port=args.port, log_level=args.log_level)
+        app = create_app(server, args.api_key, int(args.max_body_mb * 2**20), allowed_hosts(args.host, args.allow_host))
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
         server.close()
     return 0

@@ -63,7 +63,7 @@ class ByteLevelBPE(SubwordTokenizer):
             [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=self.config.vocab_size, min_frequency=self.config.min_frequency,
-                                      special_tokens=specials, show_progress=not context.quiet,
+                                      special_tokens=specials, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         return tokenizer, trainer
 

@@ -22,7 +22,6 @@ The one cost: in plain text, U+FDD0 right after the first character of a special
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -33,7 +32,8 @@ from typing import Any, ClassVar
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
 
-from ..common import TEXT_SUFFIXES, iter_texts
+from ..data import iter_texts
+from ..inspect.tokens import SAMPLE_SENTENCES, WORD, plain_view, spans_from_offsets
 
 ESCAPE = "\ufdd0"  # a Unicode noncharacter: never assigned, meant for internal use
 CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends into pieces about this long
@@ -72,12 +72,29 @@ class ChatTokensConfig:
     system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
+    def __post_init__(self):
+        from lmforge.config import at_least
+
+        at_least(self, 8, "max_length")
+        if len(self.chat_tokens) != 4 or not all(isinstance(t, str) and t for t in self.chat_tokens):
+            raise ConfigError(f"chat_tokens: expected 4 non-empty tokens (system, user, assistant, end-of-turn), "
+                              f"got {self.chat_tokens!r}")
+
 
 @dataclass
 class SubwordConfig(ChatTokensConfig):
     vocab_size: int = 2048
     heldout_fraction: float = 0.05  # of documents kept out of training to measure bytes/token on ...
     heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
+
+    def __post_init__(self):
+        from lmforge.config import at_least
+
+        super().__post_init__()
+        at_least(self, 1, "vocab_size")
+        at_least(self, 0, "heldout_max_bytes")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ConfigError(f"heldout_fraction: must be in [0, 1), got {self.heldout_fraction}")
 
 
 class SubwordTokenizer(Tokenizer):
@@ -136,6 +153,7 @@ class SubwordTokenizer(Tokenizer):
         special_ids = {tokenizer.token_to_id(t) for t in specials}
         ids = [e.ids for e in encodings]
         decoded = tokenizer.decode_batch(ids, skip_special_tokens=False)
+        samples = tokenizer.encode_batch(list(SAMPLE_SENTENCES), add_special_tokens=False)
         tokenizer.encode_special_tokens = False
         n_bytes = sum(len(t.encode("utf-8")) for t in texts)
         n_tokens = sum(len(i) for i in ids)
@@ -167,6 +185,10 @@ class SubwordTokenizer(Tokenizer):
             "max_token_bytes": max(lengths, default=0),
             "vocab_used_on_heldout": round(len(used - special_ids) / max(len(learned), 1), 4),
             "longest_tokens": sorted(learned, key=self.token_bytes, reverse=True)[:10],
+            # Tokens per word (runs of letters/digits) on the held-out text: ~1.3 for English with a large vocab.
+            "fertility": round(n_tokens / max(sum(len(WORD.findall(t)) for t in texts), 1), 4),
+            "token_view": {text: plain_view(spans_from_offsets(text, e.ids, e.tokens, e.offsets))
+                           for text, e in zip(SAMPLE_SENTENCES, samples)},
         }
         if failures:
             original, got = failures[0]
@@ -285,51 +307,9 @@ class TextStream:
 
 
 def stream_texts(path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
-    """Batches of texts read lazily: .jsonl(.gz) line by line, .txt/.md in pieces of about CHUNK_CHARS
-    characters cut at line ends; other inputs (parquet, dataset dirs, .json) through ``iter_texts``, which
-    already reads parquet and saved datasets batch by batch."""
-    path = Path(path)
-    name = path.name.removesuffix(".gz")
-    if path.is_dir() or not name.endswith((".jsonl", *TEXT_SUFFIXES)):
-        yield from iter_texts(path, text_field, batch_size)
-        return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    batch: list[str] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            if name.endswith(".jsonl"):
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: invalid JSON line ({exc.msg})") from None
-                    text = record.get(text_field) if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise DataError(f"{path}:{number}: expected a JSON object with a string field '{text_field}'")
-                    batch.append(text)
-                    if len(batch) == batch_size:
-                        yield batch
-                        batch = []
-            else:
-                piece: list[str] = []
-                size = 0
-                for line in handle:
-                    if piece and size + len(line) > CHUNK_CHARS:
-                        batch.append("".join(piece))
-                        piece, size = [], 0
-                        if len(batch) == batch_size:
-                            yield batch
-                            batch = []
-                    piece.append(line)
-                    size += len(line)
-                if piece:
-                    batch.append("".join(piece))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
-    if batch:
-        yield batch
+    """Batches of texts read lazily from any data input: records one by one, .txt/.md in pieces of about
+    64k characters cut at line ends (``lmforge.plugins.data``, ``txt_mode="chunk"``)."""
+    yield from iter_texts(path, text_field, batch_size, txt_mode="chunk")
 
 
 def _chunks(text: str, size: int) -> Iterator[str]:
@@ -350,8 +330,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     for key in ("vocab_size", "learned_tokens", "train_documents", "train_bytes", "train_seconds", "train_mb_per_s",
                 "heldout_measured_on", "heldout_documents", "heldout_bytes", "heldout_tokens", "bytes_per_token",
                 "unk_tokens", "special_ids_from_plain_text", "roundtrip_exact", "roundtrip_rate", "mean_token_bytes",
-                "max_token_bytes", "vocab_used_on_heldout"):
+                "max_token_bytes", "vocab_used_on_heldout", "fertility"):
         lines.append(f"| {key} | {report[key]} |")
+    if report.get("token_view"):
+        lines += ["", "How sample sentences are cut (`|` between tokens, `·` a space):", ""]
+        lines += [f"- `{view}`" for view in report["token_view"].values()]
     lines += ["", "Longest tokens: " + ", ".join(f"`{t!r}`" for t in report["longest_tokens"])]
     if "roundtrip_first_failure" in report:
         lines += ["", f"First round-trip failure: `{json.dumps(report['roundtrip_first_failure'], ensure_ascii=False)}`"]

@@ -55,7 +55,7 @@ class UnigramTokenizer(SubwordTokenizer):
         ])
         tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="never", split=True)
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=cfg.unk_token,
-                                          show_progress=not context.quiet, max_piece_length=cfg.max_piece_length,
+                                          show_progress=False, max_piece_length=cfg.max_piece_length,
                                           shrinking_factor=cfg.shrinking_factor)
         return tokenizer, trainer
 

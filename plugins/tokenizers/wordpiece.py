@@ -40,7 +40,7 @@ class WordPieceTokenizer(SubwordTokenizer):
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece(prefix=cfg.continuing_subword_prefix, cleanup=True)
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-                                            special_tokens=specials, show_progress=not context.quiet,
+                                            special_tokens=specials, show_progress=False,
                                             continuing_subword_prefix=cfg.continuing_subword_prefix)
         return tokenizer, trainer
 

@@ -1,0 +1,33 @@
+"""Looking inside a model: the token view (``lmforge tokenize``) and the language map (``lmforge map``).
+
+- tokens.py: how a tokenizer cuts text, coloured with ids; fertility (tokens per word) for the tokenizer report.
+- language_map.py: token embeddings in 2D with nearest neighbours; also the ``language_map`` evaluator, which
+  draws a pretrained model beside its random initialisation into the pretrainer's artifact.
+"""
+
+from lmforge import hookimpl
+
+
+@hookimpl
+def lmforge_register(registry):
+    registry.add("evaluator", "language_map", "lmforge.plugins.inspect.evaluator:LanguageMapEvaluator")
+
+
+def _tokenize(argv):
+    from .tokens import tokenize_main
+
+    return tokenize_main(argv)
+
+
+def _map(argv):
+    from .language_map import map_main
+
+    return map_main(argv)
+
+
+@hookimpl
+def lmforge_cli_commands():
+    return {
+        "tokenize": ("show how a tokenizer cuts text: coloured tokens with their ids", _tokenize),
+        "map": ("draw a model's token embeddings in 2D (the language map) with nearest neighbours", _map),
+    }
