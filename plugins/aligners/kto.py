@@ -20,6 +20,7 @@ from lmforge.errors import DataError
 from ..common import read_records
 from ..training import (
     TrainerParams,
+    end_completions_at_turn_end,
     load_trained_model,
     peft_config,
     reference_model,
@@ -32,26 +33,33 @@ from ..training import (
 LABEL_KEYS = ("label", "kto_tag")
 
 
-def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
-    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer."""
+def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any]]:
+    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer; plain
+    strings when ``tokenizer`` has no chat template (a base model)."""
     from ..formats import detect_format, load_preferences
+    from .dpo import load_pairs, text_fields
 
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
+    text = tokenizer is not None and not tokenizer.chat_template
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not
         rows = []
-        for pair in load_preferences(path, fmt):
+        pairs = load_pairs(path, fmt, tokenizer) if tokenizer is not None else load_preferences(path, fmt)
+        for pair in pairs:
             rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
             rows.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
         return rows
     unlabelled = {k: v for k, v in records[0].items() if k != label_key}
-    adapter = detect_format(unlabelled, f"{path}: record 0", fmt)
+    adapter = None if text else detect_format(unlabelled, f"{path}: record 0", fmt)
     rows = []
     for index, record in enumerate(records):
         where = f"{path}: record {index}"
         label = record.get(label_key)
         if not isinstance(label, bool):
             raise DataError(f"{where}: '{label_key}' must be true or false, got {label!r}")
+        if text:
+            rows.append({**text_fields(record, where, ("prompt", "completion")), "label": label})
+            continue
         conversation = adapter.conversation({k: v for k, v in record.items() if k != label_key}, where)
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
             raise DataError(f"{where}: the conversation must end with the judged assistant answer after a prompt")
@@ -83,15 +91,17 @@ def build_kto(cfg: KTOParams, inputs, context):
     from trl import KTOConfig, KTOTrainer
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
+    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format, tokenizer))
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = KTOConfig(**trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
         undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
-    return KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
-                      ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
-                      train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
-                      peft_config=peft_config(cfg))
+    trainer = KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                         ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                         train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
+                         peft_config=peft_config(cfg))
+    end_completions_at_turn_end(trainer, ("completion_ids", "KL_completion_ids"))
+    return trainer
 
 
 class KTOAligner(Aligner):
