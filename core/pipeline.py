@@ -16,7 +16,6 @@ a kind, e.g. a second aligner stage) plus its parameters.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -95,8 +94,16 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
                                              "params": params, "inputs": input_hashes, "seed": context.seed})
-    if not context.is_main_process:
-        return _run_stage_on_other_rank(stage_obj, checked, output_dir, context, fingerprint)
+    if context.world_size > 1:
+        return _run_stage_with_ranks(stage_obj, checked, output_dir, context, fingerprint, params,
+                                     extra_manifest, input_hashes)
+    return _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest, input_hashes)
+
+
+def _write_stage(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, context: RunContext,
+                 fingerprint: str, params: dict, extra_manifest: dict | None,
+                 input_hashes: dict[str, str]) -> tuple[Path, dict]:
+    """Run the stage here into ``<output_dir>.partial`` and rename it into place with its manifest."""
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -145,31 +152,49 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     return output_dir, manifest
 
 
-def _run_stage_on_other_rank(stage_obj, inputs, output_dir: Path, context: RunContext, fingerprint: str,
-                             wait_seconds: float | None = None) -> tuple[Path, dict]:
-    """A non-main process of a distributed run: train alongside rank 0, write nothing shared.
+def _run_stage_with_ranks(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, context: RunContext,
+                          fingerprint: str, params: dict, extra_manifest: dict | None,
+                          input_hashes: dict[str, str]) -> tuple[Path, dict]:
+    """One process of several (``accelerate launch``): rank 0 writes the artifact; the others wait for it.
 
-    Every process must run the stage (the training is collective), but only rank 0 writes the artifact,
-    its manifest and renames it into place. The others write into a private scratch directory, drop it,
-    and wait until rank 0's artifact with the same fingerprint is complete, so the next stage finds it.
+    A training stage (``Stage.distributed``) runs on every rank, the others into a private scratch dir
+    they drop; any other stage runs on rank 0 alone. Either way the other ranks then block on rank 0's
+    broadcast of the manifest (``lmforge.distributed``), not on polling files; if rank 0 fails in a
+    single-process stage they stop with its message. (A failure inside a collective stage ends that
+    process, and ``accelerate launch`` stops the rest.)
     """
-    scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=inputs, output_dir=scratch, context=context)
-    finally:
+    from . import distributed
+
+    distributed.join(cpu=not context.hardware.use_cuda())
+    collective = bool(getattr(stage_obj, "distributed", False))
+    if collective and context.work_dir is not None:  # checkpoints kept or cleared before any rank looks
+        if context.is_main_process:
+            _prepare_work_dir(context.work_dir, fingerprint)
+        distributed.from_main()
+    if context.is_main_process:
+        try:
+            result = _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest,
+                                  input_hashes)
+        except Exception as exc:
+            if not collective:  # the others wait in the broadcast below; tell them, so they stop too
+                distributed.from_main({"error": f"{type(exc).__name__}: {exc}"})
+            raise
+        distributed.from_main({"manifest": result[1]})
+        return result
+    if collective:
+        scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
         shutil.rmtree(scratch, ignore_errors=True)
-    wait_seconds = wait_seconds if wait_seconds is not None else float(os.environ.get("LMFORGE_RANK_WAIT", "1800"))
-    deadline = time.time() + wait_seconds
-    while time.time() < deadline:
-        if artifacts.is_complete(output_dir):
-            manifest = artifacts.read_manifest(output_dir)
-            if manifest.get("fingerprint") == fingerprint:
-                return output_dir, manifest
-        time.sleep(0.5)
-    raise MissingArtifact(f"{context.stage_name}: rank {context.rank} waited {wait_seconds:.0f}s for rank 0 to "
-                          f"write {output_dir}")
+        scratch.mkdir(parents=True)
+        context.hardware.apply_threads()
+        try:
+            plugin_manager().hook.lmforge_run_stage(stage=stage_obj, inputs=checked, output_dir=scratch,
+                                                    context=context)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    answer = distributed.from_main()
+    if "error" in answer:
+        raise distributed.MainFailed(f"{context.stage_name}: the main process failed: {answer['error']}")
+    return output_dir, answer["manifest"]
 
 
 def _params_dict(stage_obj: Stage) -> dict[str, Any]:
@@ -222,6 +247,20 @@ def _resolve_input(value, done: dict[str, Path]):
         return value
     name, _, inside = value[len(STAGE_REF):].partition("/")
     return done[name] / inside if inside else done[name]
+
+
+def _plan_stage(stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
+                force: bool) -> dict[str, Any]:
+    """Input hashes, fingerprint, and the manifest of an already complete artifact (skip) or None (run)."""
+    input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
+    fingerprint = artifacts.fingerprint({
+        "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
+        "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
+    })
+    done = (not force and artifacts.is_complete(output_dir)
+            and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint)
+    return {"hashes": input_hashes, "fingerprint": fingerprint,
+            "manifest": artifacts.read_manifest(output_dir) if done else None}
 
 
 def _stage_refs(value) -> list[str]:
@@ -294,22 +333,36 @@ def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunCo
     pm = plugin_manager()
     pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
     node_of = {name: dict(cfg[name]) for name in planned}
+    if main.world_size > 1:
+        from . import distributed
+
+        distributed.join(cpu=not main.hardware.use_cuda())
     for name, (stage_obj, wiring) in planned.items():
         inputs = {key: _resolve_input(value, result.artifacts) for key, value in wiring.items()}
         checked = stage_obj.check_inputs(inputs)
         node = node_of[name]
         entry = registry().entry(node.get("kind", name), node["plugin"])
-        input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
-        fingerprint = artifacts.fingerprint({
-            "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-            "seed": settings.seed, "inputs": input_hashes,
-        })
         output_dir = run_dir / name
         context = context_for(cfg, name, run_dir)
         context.work_dir = run_dir / ".work" / name
-        if (not force and artifacts.is_complete(output_dir)
-                and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint):
-            manifest = artifacts.read_manifest(output_dir)
+
+        args = (stage_obj, node, checked, output_dir, cfg, force)
+        if main.world_size > 1:  # decided (inputs hashed) once, by the main process
+            decided = None
+            if main.is_main_process:
+                try:
+                    decided = _plan_stage(*args)
+                except Exception as exc:
+                    distributed.from_main({"error": f"{type(exc).__name__}: {exc}"})
+                    raise
+            decided = distributed.from_main(decided)
+            if "error" in decided:
+                raise distributed.MainFailed(f"{name}: the main process failed: {decided['error']}")
+        else:
+            decided = _plan_stage(*args)
+        input_hashes, fingerprint = decided["hashes"], decided["fingerprint"]
+        if decided["manifest"] is not None:
+            manifest = decided["manifest"]
             result.artifacts[name], result.manifests[name] = output_dir, manifest
             result.skipped.append(name)
             pm.hook.lmforge_stage_skipped(stage_name=name, artifact=output_dir, manifest=manifest, context=context)

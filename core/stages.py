@@ -148,6 +148,9 @@ class Stage:
     # text/data/prompts/eval_data are data, model/reward_model models, tokenizer a tokenizer, others paths
     input_kinds: ClassVar[dict[str, str]] = {}
     output: ClassVar[str] = ""
+    # True for training stages: under `accelerate launch` every process runs them together; the others
+    # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
+    distributed: ClassVar[bool] = False
 
     def __init__(self, config=None, **params):
         if config is None or isinstance(config, dict):
@@ -204,18 +207,21 @@ class Tokenizer(Stage):
 
 class Pretrainer(Stage):
     kind = "pretrainer"
+    distributed = True
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
     output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 
 
 class Finetuner(Stage):
     kind = "finetuner"
+    distributed = True
     inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
     output = "a model directory"
 
 
 class Aligner(Stage):
     kind = "aligner"
+    distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
     optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
     output = "a model directory"

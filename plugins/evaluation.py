@@ -203,7 +203,7 @@ def lmforge_pipeline_start(run_dir, config, context):
 def lmforge_run_stage(stage, inputs, output_dir, context):
     artifact = yield
     evaluators = evaluators_for(context.stage_name, context.config)
-    if evaluators:
+    if evaluators and context.is_main_process:  # other ranks of `accelerate launch` write no artifact
         results = {}
         for evaluator in evaluators:
             metrics = evaluator.evaluate(Path(output_dir), inputs, context)

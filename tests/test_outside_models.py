@@ -348,3 +348,32 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
             (tmp_path / "runs" / "sample" / "sampler" / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all("<|im_start|>" not in r["completion"] for r in rows)
     assert sum(r["completion"].strip() == a for r, (_, a) in zip(rows, CHATS, strict=False)) >= 2, rows
+
+
+def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fake_hub, tiny_context, tmp_path):
+    import dataclasses
+
+    import lmforge
+    from lmforge.errors import DataError
+    from lmforge.plugins.aligners.dpo import DPOAligner
+    from safetensors.torch import load_file
+
+    fake_hub.add_model("org/base-gpt2", gpt2_style_dir)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"prompt": f"Q: {q}\nA:", "chosen": f" {a}", "rejected": " I refuse."}) + "\n"
+                             for q, a in CHATS))
+    context = dataclasses.replace(tiny_context, work_dir=tmp_path / "work")
+    model = resolve_model_ref("org/base-gpt2")
+    out, manifest = lmforge.run_stage(DPOAligner(max_steps=3, batch_size=4, learning_rate=1e-3, save_steps=0,
+                                                 logging_steps=1, max_length=64),
+                                      {"model": model, "data": plain}, tmp_path / "dpo", context)
+    assert manifest["metrics"].get("train_loss") is not None
+    before, after = load_file(str(model.path / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(not (before[k] == after[k]).all() for k in before)
+    chats = tmp_path / "chats.jsonl"  # conversational pairs need a template: one line saying what to do
+    chats.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}],
+                                 "chosen": [{"role": "assistant", "content": "hello"}],
+                                 "rejected": [{"role": "assistant", "content": "no"}]}) + "\n")
+    with pytest.raises(DataError, match="plain-text preferences.*or set chat_template"):
+        lmforge.run_stage(DPOAligner(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
+                          context)

@@ -70,34 +70,3 @@ def test_missing_required_input(tmp_path):
     cfg = lmforge.compose([f"run.root={tmp_path}", "pipeline=sft_only"])
     with pytest.raises(lmforge.ConfigError, match=r"pipeline\.stages\.finetuner\.model"):
         lmforge.run(cfg)
-
-
-def test_distributed_ranks_share_one_artifact_written_by_rank_zero(tmp_path):
-    """Under accelerate launch every rank runs the stage; only rank 0 writes, the others wait for it."""
-    import threading
-    import time as clock
-
-    from lmforge.pipeline import run_stage
-
-    class Writes(lmforge.Sampler):
-        inputs = {}
-
-        def run(self, inputs, output_dir, context):
-            clock.sleep(0.3 if context.rank == 0 else 0.0)
-            (output_dir / "completions.jsonl").write_text(f"rank {context.rank}\n")
-            return output_dir
-
-    out = tmp_path / "sampler"
-    results = {}
-
-    def rank(r):
-        context = lmforge.RunContext(stage_name="sampler", rank=r, world_size=2, quiet=True)
-        results[r] = run_stage(Writes(), {}, out, context, fingerprint="same")
-
-    other = threading.Thread(target=rank, args=(1,))
-    other.start()
-    rank(0)
-    other.join()
-    assert (out / "completions.jsonl").read_text() == "rank 0\n"
-    assert results[1][1]["fingerprint"] == results[0][1]["fingerprint"] == "same"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler"]

@@ -3,7 +3,7 @@
 Why GRPO: it needs no value model and no learned reward model — the policy samples a group of answers
 per prompt, each is scored by reward functions (see ``rewards.py``: an exact GSM8K answer, a format,
 a length target, a reward model dir, with weights), and an answer's advantage is its reward relative to
-its group. This file also holds what GRPO and RLOO share (``rloo.py`` subclasses it):
+its group. This file also holds what GRPO and RLOO share (``build_online_rl``, used by ``rloo.py``):
 
 * **Prompt data with columns.** Prompts come from any format lmforge reads (preference pairs give their
   shared prompt, so ``aligner=grpo`` swaps into the default pipeline unchanged) or from a named field
@@ -12,9 +12,9 @@ its group. This file also holds what GRPO and RLOO share (``rloo.py`` subclasses
   Records without a known format fall back to a ``question``/``query``/``problem``/``instruction`` field.
 * **Prompt length.** TRL no longer truncates prompts; long dialogues lose their oldest turns (then the
   start of the last turn) so prompt plus completion fit ``max_prompt_length + max_completion_length``.
-* **Reference model.** With ``beta > 0`` TRL builds the reference by reloading ``_name_or_path``; for a
-  policy loaded from an lmforge model dir that is the input artifact itself (set to its absolute path
-  here), i.e. exactly the frozen starting weights, however the model was first created.
+* **Reference model.** With ``beta > 0`` TRL builds the reference by reloading ``_name_or_path``, set here
+  to the input model's directory: exactly the frozen starting weights. With LoRA it is the adapter-disabled
+  base.
 * **Resume.** Checkpoints go to the stage's work dir; a re-run resumes from the newest one.
 """
 
@@ -25,11 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError, DataError
+from lmforge.config import ParamError
+from lmforge.errors import DataError
 
-from ..common import latest_checkpoint, metrics_callback, read_records, seed_everything, trainer_arguments
+from ..common import read_records
 from ..data import is_text_only
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
+from ..models import model_path
+from ..training import (
+    TrainerParams,
+    load_trained_model,
+    peft_config,
+    split_heldout,
+    tokenizer_for,
+    train_resume_save,
+    trainer_arguments,
+)
 from .rewards import for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
@@ -85,12 +95,10 @@ def fit_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
 
 
 @dataclass
-class OnlineRLParams:
-    max_steps: int = 20
+class OnlineRLParams(TrainerParams):
     batch_size: int = 8  # completions per device step: a multiple of num_generations
-    grad_accum: int = 1
-    num_generations: int = 4  # completions sampled per prompt (the group)
     learning_rate: float = 1e-5
+    num_generations: int = 4  # completions sampled per prompt (the group)
     beta: float = 0.04  # KL penalty to the input model; 0 drops the reference model
     rewards: list[str] = field(default_factory=list)  # reward functions, "name" or "name:weight"
     reward_params: dict[str, Any] = field(default_factory=dict)  # reward function -> {parameter: value}
@@ -104,8 +112,12 @@ class OnlineRLParams:
     epsilon: float = 0.2  # clip range of the policy ratio
     prompt_field: str = ""  # take prompts from this field (e.g. GSM8K's "question") instead of a format
     format: str = "auto"
-    save_steps: int = 50
-    logging_steps: int = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_generations < 2 or (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ParamError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
+                              f"be a multiple of num_generations ({self.num_generations}, at least 2)")
 
 
 @dataclass
@@ -114,53 +126,45 @@ class GRPOParams(OnlineRLParams):
     scale_rewards: str = "group"  # group | batch | none
 
 
+def build_online_rl(cfg: OnlineRLParams, inputs, context, config_class, trainer_class, **algorithm):
+    """A GRPO-family trainer: prompts with their columns, reward functions, the shared and sampling knobs."""
+    from datasets import Dataset
+
+    tokenizer = tokenizer_for(inputs["model"], cfg)
+    components = reward_components(list(cfg.rewards), dict(cfg.reward_params), inputs.get("reward_model"),
+                                   cfg.reward_model_weight)
+    rows = load_prompt_records(inputs["data"], cfg.format, cfg.prompt_field)
+    for row in rows:
+        row["prompt"] = fit_prompt(row["prompt"], tokenizer, cfg.max_prompt_length)
+    check_rewards(components, rows[0])
+    dataset, heldout = split_heldout(Dataset.from_list(rows), cfg.eval_fraction, context.seed, inputs["data"])
+    policy = load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
+    # The reference TRL builds (beta > 0, no LoRA) reloads `_name_or_path` in the policy's dtype: pointed at
+    # the input model, that is the frozen starting weights, as `training.reference_model` gives DPO and KTO.
+    policy.config._name_or_path = str(model_path(inputs["model"]).resolve())
+    args = config_class(**trainer_arguments(
+        cfg, context, num_generations=cfg.num_generations, beta=cfg.beta,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
+        top_p=cfg.top_p, num_iterations=cfg.num_iterations, epsilon=cfg.epsilon,
+        reward_weights=[weight for _, _, weight in components], **algorithm))
+    return trainer_class(model=policy, reward_funcs=[for_trl(name, fn) for name, fn, _ in components], args=args,
+                         train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
+                         peft_config=peft_config(cfg))
+
+
 class GRPOAligner(Aligner):
     """GRPO: sample a group per prompt, score with reward functions, reinforce the better-than-group."""
 
     config_class = GRPOParams
-
-    def trainer_classes(self):
-        from trl import GRPOConfig, GRPOTrainer
-
-        return GRPOConfig, GRPOTrainer
-
-    def algorithm_arguments(self) -> dict[str, Any]:
-        return {"loss_type": self.config.loss_type, "scale_rewards": self.config.scale_rewards}
+    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
 
     def run(self, inputs, output_dir, context):
-        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
 
         cfg = self.config
-        if cfg.num_generations < 2 or (cfg.batch_size * cfg.grad_accum) % cfg.num_generations:
-            raise ConfigError(f"aligner.batch_size: batch_size x grad_accum ({cfg.batch_size} x {cfg.grad_accum}) "
-                              f"must be a multiple of num_generations ({cfg.num_generations}, at least 2)")
-        seed_everything(context.seed)
-        tokenizer = load_tokenizer(inputs["model"])
-        components = reward_components(list(cfg.rewards), dict(cfg.reward_params), inputs.get("reward_model"),
-                                       cfg.reward_model_weight)
-        rows = load_prompt_records(inputs["data"], cfg.format, cfg.prompt_field)
-        for row in rows:
-            row["prompt"] = fit_prompt(row["prompt"], tokenizer, cfg.max_prompt_length)
-        check_rewards(components, rows[0])
-
-        policy = load_causal_lm(inputs["model"], context)
-        policy.config._name_or_path = str(Path(inputs["model"]).resolve())  # the reference TRL reloads
-        config_class, trainer_class = self.trainer_classes()
-        args = config_class(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, num_generations=cfg.num_generations, beta=cfg.beta,
-            max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
-            top_p=cfg.top_p, num_iterations=cfg.num_iterations, epsilon=cfg.epsilon,
-            reward_weights=[weight for _, _, weight in components], activation_checkpointing=False,
-            **self.algorithm_arguments(),
-        )
-        trainer = trainer_class(model=policy, reward_funcs=[for_trl(name, fn) for name, fn, _ in components],
-                                args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                                callbacks=[metrics_callback(context)])
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        save_model_dir(trainer.model, tokenizer, output_dir)
+        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,  # noqa: E731
+                                        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
+        train_resume_save(build, cfg, inputs, output_dir, context)
         return output_dir
 
 

@@ -5,21 +5,29 @@ from such unpaired labels (and weights desirable against undesirable ones when t
 Data: records with a boolean ``label`` (or ``kto_tag``) holding a conversation whose last turn is the
 judged answer — OpenAI ``messages``, ShareGPT ``conversations``, alpaca or ``prompt``/``completion`` —
 or plain preference pairs, which are unpaired into a good and a bad example each. The reference model
-is a frozen in-memory copy of the input policy (TRL would reload ``_name_or_path``, which fails for a
-model created from scratch).
+is the input model frozen (``training.reference_model``; with LoRA, the adapter-disabled base).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from lmforge import Aligner
+from lmforge.config import ParamError
 from lmforge.errors import DataError
 
-from ..common import latest_checkpoint, metrics_callback, read_records, seed_everything, trainer_arguments
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
+from ..common import read_records
+from ..training import (
+    TrainerParams,
+    load_trained_model,
+    peft_config,
+    reference_model,
+    split_heldout,
+    tokenizer_for,
+    train_resume_save,
+    trainer_arguments,
+)
 
 LABEL_KEYS = ("label", "kto_tag")
 
@@ -54,49 +62,44 @@ def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
 
 
 @dataclass
-class KTOParams:
-    max_steps: int = 20
+class KTOParams(TrainerParams):
     batch_size: int = 4  # at least 2: KTO estimates its KL term from mismatched pairs within a batch
-    grad_accum: int = 1
-    learning_rate: float = 5e-5
     beta: float = 0.1
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
     loss_type: str = "kto"  # kto | apo_zero_unpaired
     max_length: int = 256
     format: str = "auto"
-    save_steps: int = 50
-    logging_steps: int = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batch_size < 2:
+            raise ParamError(f"batch_size: {self.batch_size}; KTO needs at least 2 examples per batch for its "
+                              "KL estimate")
+
+
+def build_kto(cfg: KTOParams, inputs, context):
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    tokenizer = tokenizer_for(inputs["model"], cfg)
+    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
+    dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
+    args = KTOConfig(**trainer_arguments(
+        cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
+        undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
+    return KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                      ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                      train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
+                      peft_config=peft_config(cfg))
 
 
 class KTOAligner(Aligner):
-    """KTO against a frozen in-memory copy of the input model."""
+    """KTO against the frozen input model."""
 
     config_class = KTOParams
 
     def run(self, inputs, output_dir, context):
-        from datasets import Dataset
-        from lmforge.errors import ConfigError
-        from trl import KTOConfig, KTOTrainer
-
-        cfg = self.config
-        if cfg.batch_size < 2:
-            raise ConfigError("aligner.batch_size: KTO needs at least 2 examples per batch for its KL estimate")
-        seed_everything(context.seed)
-        dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
-        tokenizer = load_tokenizer(inputs["model"])
-        policy = load_causal_lm(inputs["model"], context)
-        reference = copy.deepcopy(policy).eval()
-        args = KTOConfig(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
-            undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length,
-            activation_checkpointing=False,
-        )
-        trainer = KTOTrainer(model=policy, ref_model=reference, args=args, train_dataset=dataset,
-                             processing_class=tokenizer, callbacks=[metrics_callback(context)])
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        save_model_dir(trainer.model, tokenizer, output_dir)
+        train_resume_save(lambda: build_kto(self.config, inputs, context), self.config, inputs, output_dir,
+                          context)
         return output_dir

@@ -12,26 +12,48 @@ import os
 from dataclasses import dataclass
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError
+from lmforge.config import ParamError
 
-from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
-from ..formats import load_preferences
+from ..formats import preferences_for
+from ..training import (
+    TrainerParams,
+    load_trained_model,
+    peft_config,
+    split_heldout,
+    tokenizer_for,
+    train_resume_save,
+    trainer_arguments,
+)
 from .grpo import fit_prompt
 
 
 @dataclass
-class ORPOParams:
-    max_steps: int = 20
-    batch_size: int = 4
-    grad_accum: int = 1
-    learning_rate: float = 5e-5
+class ORPOParams(TrainerParams):
     beta: float = 0.1  # weight of the odds-ratio term (lambda in the paper)
     max_length: int = 256
     max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see grpo.fit_prompt)
     format: str = "auto"
-    save_steps: int = 50
-    logging_steps: int = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_prompt_length >= self.max_length:
+            raise ParamError(f"max_prompt_length: {self.max_prompt_length} leaves no room for the answer "
+                              f"within max_length {self.max_length}")
+
+
+def build_orpo(cfg: ORPOParams, inputs, context):
+    from datasets import Dataset
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    tokenizer = tokenizer_for(inputs["model"], cfg)
+    pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
+    for pair in pairs:
+        if not isinstance(pair["prompt"], str):
+            pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
+    dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])
+    args = ORPOConfig(**trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
+    return ORPOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer), args=args, train_dataset=dataset,
+                       eval_dataset=heldout, processing_class=tokenizer, peft_config=peft_config(cfg))
 
 
 class ORPOAligner(Aligner):
@@ -41,29 +63,6 @@ class ORPOAligner(Aligner):
 
     def run(self, inputs, output_dir, context):
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-        from datasets import Dataset
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        cfg = self.config
-        seed_everything(context.seed)
-        if cfg.max_prompt_length >= cfg.max_length:
-            raise ConfigError(f"aligner.max_prompt_length: {cfg.max_prompt_length} leaves no room for the answer "
-                              f"within max_length {cfg.max_length}")
-        tokenizer = load_tokenizer(inputs["model"])
-        pairs = load_preferences(inputs["data"], cfg.format)
-        for pair in pairs:
-            pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
-        dataset = Dataset.from_list(pairs)
-        policy = load_causal_lm(inputs["model"], context)
-        args = ORPOConfig(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, beta=cfg.beta, max_length=cfg.max_length,
-            activation_checkpointing=False,
-        )
-        trainer = ORPOTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=[metrics_callback(context)])
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        save_model_dir(trainer.model, tokenizer, output_dir)
+        train_resume_save(lambda: build_orpo(self.config, inputs, context), self.config, inputs, output_dir,
+                          context)
         return output_dir

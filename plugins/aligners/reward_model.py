@@ -17,30 +17,33 @@ architecture with ``num_labels=1`` and ``pad_token_id``, tokenizer files) that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..common import latest_checkpoint, metrics_callback, seed_everything, trainer_arguments
-from ..models import load_tokenizer, save_model_dir
+from ..models import load_tokenizer
 from ..formats import load_preferences
+from ..training import (
+    TrainerParams,
+    load_trained_model,
+    peft_config,
+    split_heldout,
+    tokenizer_for,
+    train_resume_save,
+    trainer_arguments,
+)
 
 
 @dataclass
-class RewardModelParams:
+class RewardModelParams(TrainerParams):
     max_steps: int = 50
     batch_size: int = 8
-    grad_accum: int = 1
     learning_rate: float = 1e-4
-    warmup_steps: int = 0
-    lr_scheduler: str = "linear"
+    logging_steps: int = 10
+    eval_fraction: float = 0.1  # held-out pairs for the pairwise accuracy report
     max_length: int = 512  # pairs with a longer side are left out of training (TRL filters them)
     center_rewards_coefficient: float | None = None  # pulls mean reward towards 0 (Eisenstein et al., 2023)
-    eval_fraction: float = 0.1  # held-out pairs for the pairwise accuracy report
     format: str = "auto"
-    save_steps: int = 50
-    logging_steps: int = 10
 
 
 def _dtype(context):
@@ -128,48 +131,40 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: list[dict]) -> dict[str, floa
             "pairs": len(margins)}
 
 
+def build_reward_trainer(cfg: RewardModelParams, inputs, context, train_pairs: list[dict]):
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = tokenizer_for(inputs["model"], cfg)
+    model = load_trained_model(inputs["model"], cfg, context, "AutoModelForSequenceClassification", num_labels=1,
+                               pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer)
+    args = RewardConfig(**trainer_arguments(cfg, context, max_length=cfg.max_length,
+                                            center_rewards_coefficient=cfg.center_rewards_coefficient))
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_pairs),
+                            processing_class=tokenizer, peft_config=peft_config(cfg, task_type="SEQ_CLS"))
+    if len(trainer.train_dataset) == 0:
+        raise DataError(f"{inputs['data']}: no preference pair fits aligner.max_length={cfg.max_length} tokens")
+    return trainer
+
+
 class RewardModelTrainer(Aligner):
     """Trains a scalar reward model on preference pairs (TRL RewardTrainer) and reports held-out accuracy."""
 
     config_class = RewardModelParams
-    output = "a reward model directory (sequence classification, 1 label, safetensors)"
 
     def run(self, inputs, output_dir, context):
         from datasets import Dataset
-        from trl import RewardConfig, RewardTrainer
 
         cfg = self.config
-        seed_everything(context.seed)
-        pairs = load_preferences(inputs["data"], cfg.format)
-        held_out: list[dict] = []
-        if cfg.eval_fraction > 0 and len(pairs) >= 4:
-            import random
+        pairs = Dataset.from_list(load_preferences(inputs["data"], cfg.format))
+        train, held_out = split_heldout(pairs, cfg.eval_fraction, context.seed, inputs["data"])
 
-            order = list(range(len(pairs)))
-            random.Random(context.seed).shuffle(order)
-            cut = max(1, round(len(pairs) * cfg.eval_fraction))
-            held_out = [pairs[i] for i in order[:cut]]
-            pairs = [pairs[i] for i in order[cut:]]
-        model, tokenizer = load_reward_model(inputs["model"], context)
-        args = RewardConfig(
-            **trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                logging_steps=cfg.logging_steps),
-            gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
-            lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length,
-            center_rewards_coefficient=cfg.center_rewards_coefficient, activation_checkpointing=False,
-        )
-        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                                processing_class=tokenizer, callbacks=[metrics_callback(context)])
-        if len(trainer.train_dataset) == 0:
-            raise DataError(f"{inputs['data']}: no preference pair fits aligner.max_length={cfg.max_length} "
-                            "tokens")
-        trainer.train(resume_from_checkpoint=latest_checkpoint(args.output_dir))
-        trained = trainer.model
-        if held_out:
-            scorer = RewardScorer(trained, tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size)
-            result = pairwise_accuracy(scorer, held_out)
-            context.log_metrics({f"eval_{k}": v for k, v in result.items()}, step=trainer.state.global_step)
-        trained.config.pad_token_id = tokenizer.pad_token_id
-        save_model_dir(trained, tokenizer, Path(output_dir))
+        def report(model, tokenizer) -> dict[str, float]:  # pairwise accuracy with the scorer PPO uses
+            if held_out is None:
+                return {}
+            scorer = RewardScorer(model, tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size)
+            return {f"eval_{k}": v for k, v in pairwise_accuracy(scorer, held_out.to_list()).items()}
+
+        train_resume_save(lambda: build_reward_trainer(cfg, inputs, context, train.to_list()), cfg, inputs,
+                          output_dir, context, report=report)
         return output_dir

@@ -2,16 +2,18 @@
 
 Why RLOO beside GRPO: each completion's baseline is the mean reward of the *other* completions for the
 same prompt — an unbiased baseline without a value model, and with a KL penalty folded into the reward.
-It takes the same prompt data, reward functions and reference handling as GRPO (see ``grpo.py``), so
+It takes the same prompt data, reward functions and reference handling as GRPO (``grpo.build_online_rl``), so
 ``aligner=rloo`` is a one-word swap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from .grpo import GRPOAligner, OnlineRLParams
+from lmforge import Aligner
+
+from ..training import train_resume_save
+from .grpo import OnlineRLParams, build_online_rl
 
 
 @dataclass
@@ -19,15 +21,17 @@ class RLOOParams(OnlineRLParams):
     normalize_advantages: bool = False  # scale advantages to unit variance across the batch
 
 
-class RLOOAligner(GRPOAligner):
+class RLOOAligner(Aligner):
     """RLOO: leave-one-out baselines over a group of sampled completions."""
 
     config_class = RLOOParams
+    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
 
-    def trainer_classes(self):
+    def run(self, inputs, output_dir, context):
         from trl import RLOOConfig, RLOOTrainer
 
-        return RLOOConfig, RLOOTrainer
-
-    def algorithm_arguments(self) -> dict[str, Any]:
-        return {"normalize_advantages": self.config.normalize_advantages}
+        cfg = self.config
+        build = lambda: build_online_rl(cfg, inputs, context, RLOOConfig, RLOOTrainer,  # noqa: E731
+                                        normalize_advantages=cfg.normalize_advantages)
+        train_resume_save(build, cfg, inputs, output_dir, context)
+        return output_dir

@@ -18,10 +18,12 @@ import math
 import time
 from pathlib import Path
 
-from lmforge import LmforgeError, Pretrainer
+from lmforge import Pretrainer
 
-from ..common import latest_checkpoint, metrics_callback, trainer_arguments
+from ..checkpoints import latest_checkpoint, split_too_short, step_of, stop_if_not_finite
+from ..common import seed_everything
 from ..models import load_tokenizer, save_model_dir
+from ..training import base_arguments, route_logs_to_lmforge
 from .shared import (
     PretrainConfig,
     Windows,
@@ -87,8 +89,6 @@ class HFTrainerPretrainer(Pretrainer):
     def run(self, inputs, output_dir, context):
         from transformers import Trainer, TrainerCallback, TrainingArguments
 
-        from ..common import seed_everything
-
         cfg = self.config
         cfg.check()
         seed_everything(context.seed)
@@ -100,8 +100,7 @@ class HFTrainerPretrainer(Pretrainer):
         train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
         train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
         if len(train) < 1:
-            raise LmforgeError(f"pretrainer: the training split has {len(train_tokens)} tokens, fewer than "
-                               f"block_size + 1 = {cfg.block_size + 1}; need more text or a smaller block_size")
+            raise split_too_short(len(train_tokens), cfg.block_size)
         eval_size = cfg.eval_batch_size or cfg.batch_size
         val_windows = Windows(val_tokens, cfg.block_size, cfg.block_size)
         evaluation = WindowDataset(val_windows, cfg.eval_batches * eval_size if cfg.eval_batches else None) \
@@ -123,10 +122,8 @@ class HFTrainerPretrainer(Pretrainer):
             def on_log(self, args, state, control, logs=None, **kwargs):
                 logs = logs if logs is not None else {}
                 loss = logs.get("loss")
-                if loss is not None and not math.isfinite(loss):
-                    raise LmforgeError(f"pretrainer: loss is {loss} at step {state.global_step}; stopped. Last good "
-                                       f"checkpoint: {latest_checkpoint(args.output_dir) or 'none'} (lower "
-                                       "pretrainer.learning_rate or raise warmup_steps)")
+                if loss is not None:
+                    stop_if_not_finite(loss, state.global_step, args.output_dir)
                 if loss is not None and self.last_time is not None and state.global_step > self.last_step:
                     elapsed = time.perf_counter() - self.last_time
                     tokens = ((state.global_step - self.last_step) * cfg.batch_size * cfg.grad_accum
@@ -136,7 +133,7 @@ class HFTrainerPretrainer(Pretrainer):
                         logs["mfu"] = flops_token * logs["tokens_per_s"] / args.world_size / peak
                     self.last_time, self.last_step = time.perf_counter(), state.global_step
 
-        common = trainer_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+        common = base_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
                                    learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
                                    logging_steps=cfg.logging_steps)
         common["torch_compile"] = context.hardware.compile if cfg.compile is None else cfg.compile
@@ -151,13 +148,14 @@ class HFTrainerPretrainer(Pretrainer):
         )
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                           data_collator=collate_windows, processing_class=tokenizer,
-                          callbacks=[SpeedAndSafety(), metrics_callback(context)])
+                          callbacks=[SpeedAndSafety()])
+        route_logs_to_lmforge(trainer, context)
         resume_from = latest_checkpoint(args.output_dir)
-        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         summary = {"train_windows": len(train), "val_windows": len(evaluation or []),
                    "train_tokens": len(train_tokens), "val_tokens": len(val_tokens),
                    "bytes_per_token": bytes_per_token, "steps": trainer.state.global_step,
-                   "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else 0,
+                   "resumed_from_step": step_of(resume_from) if resume_from else 0,
                    "world_size": args.world_size}
         if evaluation is not None:
             val_loss = trainer.evaluate()["eval_loss"]

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from lmforge import LmforgeError, Pretrainer
+from lmforge import Pretrainer
 from lmforge.errors import ConfigError
 
+from ..checkpoints import (
+    begin_partial,
+    commit_partial,
+    latest_checkpoint,
+    loop_state,
+    split_too_short,
+    stop_if_not_finite,
+)
 from ..models import load_tokenizer
 from .shared import (
     PretrainConfig,
@@ -42,17 +49,9 @@ from .shared import (
     sample_position,
     split_tokens,
     tokenized_corpus,
+    with_loss,
+    without_loss,
 )
-
-STATE_FILE = "lmforge_state.json"
-
-
-def latest_loop_checkpoint(directory: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` written by this loop (``lmforge_state.json`` present)."""
-    found = [p for p in Path(directory).glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
-
 
 class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
@@ -64,7 +63,6 @@ class LeanPretrainer(Pretrainer):
 
     def run(self, inputs, output_dir, context):
         import torch
-        import torch.nn.functional as F
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
@@ -93,34 +91,37 @@ class LeanPretrainer(Pretrainer):
         train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
         val = Windows(val_tokens, cfg.block_size, cfg.block_size)
         if len(train) == 0:
-            raise LmforgeError(f"pretrainer: the training split has {len(train_tokens)} tokens, fewer than "
-                               f"block_size + 1 = {cfg.block_size + 1}; need more text or a smaller block_size")
+            raise split_too_short(len(train_tokens), cfg.block_size)
         order = SampleOrder(len(train), context.seed)
 
         set_seed(context.seed)
-        model = initial_model(cfg, tokenizer, context)
-        model_config = model.config
+        lm = initial_model(cfg, tokenizer, context)
+        flops_token = flops_per_token(lm, cfg.block_size)
+        if hardware.use_cuda():
+            torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
+            torch.backends.cudnn.allow_tf32 = True
         # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
-        optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+        optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        # the model and its loss as one module: compiled together, the logits never leave the graph in fp32
+        model, optimizer = accelerator.prepare(with_loss(lm), optimizer)
         compile_model = hardware.compile if cfg.compile is None else cfg.compile
         forward = torch.compile(model) if compile_model else model
-        flops_token = flops_per_token(accelerator.unwrap_model(model), cfg.block_size)
+        pin = accelerator.device.type == "cuda"
         peak = peak_flops(cfg.peak_tflops, hardware.use_cuda())
-        vocab = model_config.vocab_size
 
         start_step = 0
-        resume_from = latest_loop_checkpoint(checkpoints)
+        resume_from = latest_checkpoint(checkpoints)
         if resume_from is not None:
             accelerator.load_state(str(resume_from))
-            start_step = json.loads((resume_from / STATE_FILE).read_text())["step"]
+            start_step = loop_state(resume_from)["step"]
 
         def loss_of(batch):
-            batch = batch.to(accelerator.device, non_blocking=True)
+            # pinned host memory: the copy is truly asynchronous, so the CPU prepares the next batch while
+            # the GPU still runs this step (a pageable copy would wait for the GPU to drain first)
+            batch = (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True)
             with accelerator.autocast():
-                logits = forward(input_ids=batch[:, :-1]).logits
-            return F.cross_entropy(logits.float().reshape(-1, vocab), batch[:, 1:].reshape(-1))
+                return forward(batch)
 
         @torch.no_grad()
         def evaluate() -> float | None:
@@ -171,7 +172,7 @@ class LeanPretrainer(Pretrainer):
 
             if done % cfg.logging_steps == 0 or done == cfg.max_steps:
                 loss_value = float(accelerator.reduce(loss, reduction="mean"))
-                self._stop_if_not_finite(loss_value, done, checkpoints)
+                stop_if_not_finite(loss_value, done, checkpoints)
                 elapsed = time.perf_counter() - window_started
                 tokens_per_s = tokens_per_step * window_steps / max(elapsed, 1e-9)
                 metrics = {"loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
@@ -192,13 +193,13 @@ class LeanPretrainer(Pretrainer):
                         tqdm.write(f"step {done}: val loss {val_loss:.4f}")
                 window_started, window_steps = time.perf_counter(), 0
             if cfg.save_steps > 0 and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                self._stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
+                stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
                 self._save(accelerator, checkpoints, done)
                 window_started, window_steps = time.perf_counter(), 0
         bar.close()
 
         final_loss = float(accelerator.reduce(loss, reduction="mean"))
-        self._stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
+        stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
         if val_loss is None or cfg.eval_steps <= 0 or cfg.max_steps % max(cfg.eval_steps, 1):
             val_loss = evaluate()
         summary = {"train_windows": len(train), "val_windows": len(val), "train_tokens": len(train_tokens),
@@ -208,8 +209,8 @@ class LeanPretrainer(Pretrainer):
             summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
                            bits_per_byte=val_loss / math.log(2) / bytes_per_token)
         accelerator.wait_for_everyone()
-        unwrapped = accelerator.unwrap_model(model)
-        state_dict = accelerator.get_state_dict(model)
+        unwrapped = accelerator.unwrap_model(model).lm
+        state_dict = without_loss(accelerator.get_state_dict(model))
         if main:
             context.log_metrics(summary, step=cfg.max_steps)
             unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
@@ -221,33 +222,17 @@ class LeanPretrainer(Pretrainer):
         return output_dir
 
     @staticmethod
-    def _stop_if_not_finite(loss: float, step: int, checkpoints: Path) -> None:
-        if not math.isfinite(loss):
-            last = latest_loop_checkpoint(checkpoints)
-            raise LmforgeError(f"pretrainer: loss is {loss} at step {step}; stopped. Last good checkpoint: "
-                               f"{last or 'none'} (lower pretrainer.learning_rate or raise warmup_steps)")
-
-    @staticmethod
     def _save(accelerator, checkpoints: Path, step: int, keep: int = 2) -> None:
         """Write ``checkpoint-<step>`` atomically (``.partial`` then rename) and keep the newest ``keep``."""
-        target = checkpoints / f"checkpoint-{step}"
-        partial = checkpoints / f"checkpoint-{step}.partial"
         if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
+            begin_partial(checkpoints, step)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial), safe_serialization=True)
+        accelerator.save_state(str(checkpoints / f"checkpoint-{step}.partial"), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (partial / STATE_FILE).write_text(json.dumps({"step": step}))
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
-            found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                           key=lambda p: int(p.name.split("-")[-1]))
-            for old in found[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            commit_partial(checkpoints, step, keep=keep)
         accelerator.wait_for_everyone()
 
 
 # Re-exported for callers that build the same model outside a run.
-__all__ = ["LeanPretrainer", "build_model_config", "latest_loop_checkpoint"]
+__all__ = ["LeanPretrainer", "build_model_config"]

@@ -200,6 +200,36 @@ def decay_groups(model, weight_decay: float):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
+def with_loss(model):
+    """``model`` wrapped so that its forward takes a ``(batch, block_size + 1)`` token tensor and returns the
+    mean next-token cross-entropy (fp32) — nothing else.
+
+    Why: compiled as one graph, the logits (batch x block x vocab, the largest tensor of a small model's
+    step) stay inside it: the upcast to fp32 and the softmax fuse into the loss kernel instead of being
+    written out and read back, and accelerate's mixed-precision wrapper, which casts every output to fp32,
+    sees a scalar. The wrapper is what DDP / FSDP wrap, so gradient sync is unchanged.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class CausalLMWithLoss(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+            self._no_split_modules = getattr(lm, "_no_split_modules", None)  # FSDP's transformer wrap policy
+
+        def forward(self, batch):
+            logits = self.lm(input_ids=batch[:, :-1]).logits
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+    return CausalLMWithLoss(model)
+
+
+def without_loss(state_dict: dict) -> dict:
+    """The state dict of the model inside :func:`with_loss` (its keys without the ``lm.`` prefix)."""
+    return {key.removeprefix("lm."): value for key, value in state_dict.items()}
+
+
 def flops_per_token(model, seq_len: int) -> float:
     """Training FLOPs per token: 6 x parameters + attention (12 x layers x width x seq_len), as PaLM/nanoGPT.
 

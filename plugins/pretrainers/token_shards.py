@@ -40,12 +40,12 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 FORMAT = "lmforge-token-shards/1"
 SHARD_CHARS = 1 << 23  # ~8M characters of text per shard: ~2-8M tokens, a few seconds of one core
 PIECE_CHARS = 1 << 16  # a long document is encoded in line-aligned pieces of at most this many characters
 ENCODE_BATCH = 16  # pieces per tokenizer call inside a worker (~1 MB of text: memory stays small)
-TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 
 def default_workers() -> int:
@@ -70,41 +70,59 @@ def cut_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
     return pieces
 
 
-def iter_pieces(text_path: Path, text_field: str, piece_chars: int = PIECE_CHARS,
+def iter_pieces(text: Any, text_field: str, piece_chars: int = PIECE_CHARS,
                 block_chars: int = 1 << 22) -> Iterator[tuple[str, bool]]:
-    """``(piece, starts_a_document)`` over the corpus, streamed: a plain-text file (one document) is read
-    in blocks, so even a many-gigabyte .txt never sits in memory whole; datasets come batch by batch."""
-    local = Path(text_path) if isinstance(text_path, (str, os.PathLike)) else None  # else a glob/mixture source
-    if local is not None and local.is_file() and local.suffix in TEXT_SUFFIXES:
-        with open(text_path, encoding="utf-8", errors="strict") as handle:
-            buffer, first, at_end = "", True, False
-            while True:
-                while not at_end and len(buffer) <= piece_chars:
-                    block = handle.read(block_chars)
-                    at_end = not block
-                    buffer += block
-                if not buffer:
-                    if first:
-                        yield "", True  # an empty file is one empty document
-                    return
-                if at_end:
-                    pieces, buffer = cut_pieces(buffer, piece_chars), ""
-                else:  # every piece but the last was cut with a full piece of lookahead, as in one string;
-                    pieces = cut_pieces(buffer, piece_chars)  # the last is re-cut once more text is read
-                    buffer = pieces.pop()
-                for piece in pieces:
-                    yield piece, first
-                    first = False
-        return
-    from ..common import iter_texts
+    """``(piece, starts_a_document)`` over a data input, streamed: a plain-text file (one document) is read in
+    blocks, so even a many-gigabyte .txt never sits in memory whole; any other input (JSON lines, parquet, a
+    folder, glob, mixture or Hub dataset) comes document by document from ``lmforge.plugins.data``."""
+    from lmforge.sources import TEXT_SUFFIXES, suffix_of
 
-    for batch in iter_texts(text_path, text_field):
-        for text in batch:
-            pieces = cut_pieces(text, piece_chars)
+    if isinstance(text, (str, os.PathLike)) and Path(text).is_file() and suffix_of(text) in TEXT_SUFFIXES:
+        yield from _text_file_pieces(Path(text), piece_chars, block_chars)
+        return
+    from ..data import iter_texts
+
+    for batch in iter_texts(text, text_field):
+        for document in batch:
+            pieces = cut_pieces(document, piece_chars)
             if not pieces:
                 yield "", True
             for index, piece in enumerate(pieces):
                 yield piece, index == 0
+
+
+def _text_file_pieces(path: Path, piece_chars: int, block_chars: int) -> Iterator[tuple[str, bool]]:
+    """The pieces of one text file (gzipped or not) read block by block; bad UTF-8 names its file:line."""
+    import codecs
+    import gzip
+
+    from lmforge.errors import DataError
+
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    buffer, first, at_end, lines = "", True, False, 0
+    with (gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")) as handle:
+        while True:
+            while not at_end and len(buffer) <= piece_chars:
+                block = handle.read(block_chars)
+                at_end = not block
+                try:
+                    buffer += decoder.decode(block, final=at_end)
+                except UnicodeDecodeError as exc:
+                    line = lines + buffer.count("\n") + block[:exc.start].count(b"\n") + 1
+                    raise DataError(f"{path}:{line}: invalid UTF-8") from None
+            if not buffer:
+                if first:
+                    yield "", True  # an empty file is one empty document
+                return
+            if at_end:
+                pieces, buffer = cut_pieces(buffer, piece_chars), ""
+            else:  # every piece but the last was cut with a full piece of lookahead, as in one string;
+                pieces = cut_pieces(buffer, piece_chars)  # the last is re-cut once more text is read
+                buffer = pieces.pop()
+            for piece in pieces:
+                lines += piece.count("\n")
+                yield piece, first
+                first = False
 
 
 def plan_shards(pieces: Iterator[tuple[str, bool]], shard_chars: int) -> Iterator[tuple[int, list[str], list[bool]]]:
@@ -191,7 +209,7 @@ def _finished(directory: Path, index: int, itemsize: int) -> dict | None:
 
 # ---------------------------------------------------------------- building a cache entry
 
-def build_shards(text_path: Path, tokenizer, text_field: str, entry: Path, *, workers: int | None = None,
+def build_shards(text_path: Any, tokenizer, text_field: str, entry: Path, *, workers: int | None = None,
                  shard_chars: int = SHARD_CHARS, quiet: bool = True, key: str = "") -> dict:
     """Tokenise ``text_path`` into the shard directory ``entry`` (resuming ``entry.partial``); its index.
 
@@ -200,7 +218,6 @@ def build_shards(text_path: Path, tokenizer, text_field: str, entry: Path, *, wo
     """
     import numpy as np
     from filelock import FileLock
-
     from lmforge.errors import DataError
 
     entry = Path(entry)
@@ -248,7 +265,8 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
     """Run the shard tasks not yet finished, ``workers`` at a time, with a bounded number in flight."""
     from tqdm.auto import tqdm
 
-    size = Path(text_path).stat().st_size if isinstance(text_path, (str, os.PathLike)) and Path(text_path).is_file() else None
+    size = Path(text_path).stat().st_size if isinstance(text_path, (str, os.PathLike)) and Path(text_path).is_file() \
+        else None
     bar = tqdm(total=size, desc="tokenising", unit="B", unit_scale=True, disable=quiet)
     results: dict[int, dict] = {}
 
@@ -269,24 +287,42 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
     else:
         import multiprocessing
 
-        # spawn: a clean interpreter per worker (forking a process that holds tokenizer threads or torch can hang)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=initargs) as pool:
-            pending = {}
-            for index, pieces, starts in tasks:
-                finished = _finished(partial, index, itemsize)
-                if finished is not None:
-                    done(finished, index)
-                    continue
-                while len(pending) > workers:
-                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in ready:
-                        done(future.result(), pending.pop(future))
-                pending[pool.submit(_tokenize_shard, (index, pieces, starts, str(partial)))] = index
-            for future, index in list(pending.items()):
-                done(future.result(), index)
+        # fork where there is one (Linux), as datasets.map(num_proc) does: a spawned worker would re-run the
+        # user's script when it lacks an `if __name__ == "__main__"` guard (lmforge.run from a script under
+        # accelerate launch). The workers touch only the tokenizer built afresh here, never torch or CUDA.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        saved_env = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no "forked after parallelism" warning per worker
+        try:
+            _pool_map(tasks, partial, workers, initargs, itemsize, method, done)
+        finally:
+            if saved_env is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved_env
     bar.close()
     return [results[i] for i in sorted(results)]
+
+
+def _pool_map(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int, method: str, done) -> None:
+    """Unfinished shards to a process pool; at most ``workers + 1`` shards of text in flight at once."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                             initializer=_init_worker, initargs=initargs) as pool:
+        pending = {}
+        for index, pieces, starts in tasks:
+            finished = _finished(partial, index, itemsize)
+            if finished is not None:
+                done(finished, index)
+                continue
+            while len(pending) > workers:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    done(future.result(), pending.pop(future))
+            pending[pool.submit(_tokenize_shard, (index, pieces, starts, str(partial)))] = index
+        for future, index in list(pending.items()):
+            done(future.result(), index)
 
 
 # ---------------------------------------------------------------- reading: one stream over memory-mapped shards
