@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge import Aligner
-from lmforge.errors import DataError
 
-from ..common import read_records
-from ..formats import load_preferences
+from ..formats import preferences_for
 from ..training import (
     TrainerParams,
     end_completions_at_turn_end,
@@ -40,25 +38,6 @@ class DPOParams(TrainerParams):
     format: str = "auto"
 
 
-def load_pairs(source, fmt: str, tokenizer) -> list[dict]:
-    """Preference pairs for TRL: message lists rendered by the chat template or, for a model without one (a
-    base model), the plain ``prompt``/``chosen``/``rejected`` strings, which TRL trains as text plus EOS."""
-    if tokenizer.chat_template:
-        return load_preferences(source, fmt)
-    return [text_fields(record, f"{source}: record {index}", ("prompt", "chosen", "rejected"))
-            for index, record in enumerate(read_records(source))]
-
-
-def text_fields(record: dict, where: str, keys: tuple[str, ...]) -> dict[str, str]:
-    """The string fields ``keys`` of a record; a missing or non-string one is a one-line ``DataError``."""
-    for key in keys:
-        if not isinstance(record.get(key), str):
-            raise DataError(f"{where}: '{key}' must be a string for a model without a chat template (plain-text "
-                            "preference data); for conversations give the model one with aligner.chat_template="
-                            "chatml")
-    return {key: record[key] for key in keys}
-
-
 def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=None, **algorithm):
     """A ``DPOTrainer`` (or a subclass and its config, for DPO-family aligners) on the preference pairs."""
     from datasets import Dataset
@@ -68,7 +47,7 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOTrainer as trainer_class
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(load_pairs(inputs["data"], cfg.format, tokenizer))
+    dataset = Dataset.from_list(preferences_for(tokenizer, inputs["data"], cfg.format))  # plain strings: no template
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = config_class(**trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,

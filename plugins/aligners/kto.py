@@ -36,15 +36,14 @@ LABEL_KEYS = ("label", "kto_tag")
 def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any]]:
     """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer; plain
     strings when ``tokenizer`` has no chat template (a base model)."""
-    from ..formats import detect_format, load_preferences
-    from .dpo import load_pairs, text_fields
+    from ..formats import detect_format, load_preferences, preferences_for
 
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
     text = tokenizer is not None and not tokenizer.chat_template
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not
         rows = []
-        pairs = load_pairs(path, fmt, tokenizer) if tokenizer is not None else load_preferences(path, fmt)
+        pairs = preferences_for(tokenizer, path, fmt) if tokenizer is not None else load_preferences(path, fmt)
         for pair in pairs:
             rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
             rows.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
@@ -58,7 +57,7 @@ def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any
         if not isinstance(label, bool):
             raise DataError(f"{where}: '{label_key}' must be true or false, got {label!r}")
         if text:
-            rows.append({**text_fields(record, where, ("prompt", "completion")), "label": label})
+            rows.append({**_text_fields(record, where), "label": label})
             continue
         conversation = adapter.conversation({k: v for k, v in record.items() if k != label_key}, where)
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
@@ -67,6 +66,14 @@ def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any
     if len({row["label"] for row in rows}) < 2:
         raise DataError(f"{path}: every record has {label_key}={rows[0]['label']}; KTO needs both good and bad examples")
     return rows
+
+
+def _text_fields(record: dict, where: str) -> dict[str, str]:
+    for key in ("prompt", "completion"):
+        if not isinstance(record.get(key), str):
+            raise DataError(f"{where}: '{key}' must be a string for a model without a chat template (plain-text "
+                            "feedback); for conversations give the model one with aligner.chat_template=chatml")
+    return {key: record[key] for key in ("prompt", "completion")}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.config import ParamError
 
+from ..formats import preferences_for
 from ..training import (
     TrainerParams,
     load_trained_model,
@@ -23,7 +24,6 @@ from ..training import (
     train_resume_save,
     trainer_arguments,
 )
-from .dpo import load_pairs
 from .grpo import fit_prompt
 
 
@@ -46,7 +46,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    pairs = load_pairs(inputs["data"], cfg.format, tokenizer)
+    pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
     for pair in pairs:
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])
