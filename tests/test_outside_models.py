@@ -379,3 +379,23 @@ def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fa
     with pytest.raises(DataError, match="plain-text preferences.*or set chat_template"):
         lmforge.run_stage(DPOAligner(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
                           context)
+
+
+def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path):
+    import lmforge
+    from lmforge.plugins.feedback.rank import SamplingSettings, sample_candidates
+    from lmforge.plugins.samplers.chat import ChatSession
+    from lmforge.plugins.samplers.server import ModelServer
+
+    commit = fake_hub.add_model("org/forge-tiny", varied_model_dir)
+    session = ChatSession("org/forge-tiny", max_new_tokens=4, do_sample=False, device="cpu")
+    assert session.tokenizer.chat_template
+    server = ModelServer("org/forge-tiny", device="cpu")
+    try:
+        assert server.model_name == "org/forge-tiny"
+    finally:
+        server.close()
+    ranked = sample_candidates("org/forge-tiny", lmforge.sample_data_path("prompts.jsonl"), tmp_path / "session",
+                               SamplingSettings(k=2, max_new_tokens=4, max_prompts=1), device="cpu")
+    meta = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert len(ranked.prompts) == 1 and meta["model"].endswith(commit)
