@@ -67,6 +67,15 @@ CONFIG_ROWS = [
     (["pretrainer.batch_size=0"], ["pretrainer.batch_size", ">= 1"]),
     (["hardware.device=gpu"], ["hardware.device", "one of: auto, cpu, cuda"]),
     (["hardware.threads=0"], ["hardware.threads", ">= 1"]),
+    (["finetuner.max_steps=-1"], ["finetuner.max_steps", "-1"]),
+    (["finetuner.batch_size=0"], ["finetuner.batch_size", "> 0"]),
+    (["aligner.batch_size=0"], ["aligner.batch_size", "> 0"]),
+    (["finetuner.learning_rate=-1.0"], ["finetuner.learning_rate", "> 0"]),
+    (["aligner=orpo", "aligner.max_prompt_length=999"], ["aligner.max_prompt_length", "999", "max_length"]),
+    (["aligner=grpo", "aligner.rewards=[brevty]"], ["aligner.rewards", "'brevty' is not a reward function"]),
+    (["aligner=grpo", "aligner.rewards=[lenght]"], ["aligner.rewards", "did you mean 'length'"]),
+    (["aligner=grpo", "aligner.rewards=[length]", "aligner.reward_params={length: {target_chars: [1]}}"],
+     ["aligner.reward_params", "length.target_chars", "expected int"]),
     (["aligner=ppo", "aligner.kl_estimator=k2"], ["aligner.kl_estimator", "'k2'", "one of: k1, k3"]),
     (["aligner=ppo", "aligner.rewards={brevty: 1.0}"], ["aligner.rewards", "'brevty' is not a reward function"]),
     (["aligner=ppo", "aligner.rewards={length: 1.0}", "aligner.reward_params={length: {target_chars: abc}}"],
@@ -537,3 +546,30 @@ def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_l
     thread.join(timeout=120)
     assert result["answer"][0] == 400 and result["answer"][1]["error"]["code"] == "context_length_exceeded"
     assert health_seconds < 1.0, health_seconds
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_data_that_cannot_teach_is_refused_before_training(capsys, tmp_path, tiny_model_dir):
+    """Identical preference sides, and SFT replies that cannot fit max_length: one line with the counts,
+    exit 2, before any trainer is built."""
+    same = _write_jsonl(tmp_path / "same.jsonl", [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.",
+                                                    "rejected": f"Answer {i}."} for i in range(12)])
+    started = time.time()
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=align_only", "hardware=cpu",
+                    f"pipeline.stages.aligner.model={tiny_model_dir}", f"data.preferences={same}")
+    line = one_error_line(err)
+    assert code == 2 and "12 of 12 preference pairs have identical chosen and rejected sides" in line, line
+    long = _write_jsonl(tmp_path / "long.jsonl", [{"messages": [
+        {"role": "user", "content": f"Tell me about item {i}."},
+        {"role": "assistant", "content": "a very long answer " * 200}]} for i in range(6)])
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=sft_only", "hardware=cpu",
+                    f"pipeline.stages.finetuner.model={tiny_model_dir}", f"data.sft={long}",
+                    "finetuner.max_length=64")
+    line = one_error_line(err)
+    assert code == 2 and "long.jsonl" in line and "none of the 6 examples" in line and "max_length=64" in line, line
+    assert_nothing_complete(tmp_path / "runs", started=True)
+    assert time.time() - started < 90
