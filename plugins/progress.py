@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import sys
 import time
@@ -48,7 +49,7 @@ def _fmt(value) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"

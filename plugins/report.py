@@ -77,7 +77,7 @@ def read_run(run_dir: Path) -> dict[str, dict]:
     order = []
     config = run_dir / "config.json"
     if config.is_file():
-        order = list(((json.loads(config.read_text()).get("pipeline") or {}).get("stages") or {}))
+        order = list((json.loads(config.read_text()).get("pipeline") or {}).get("stages") or {})
     found = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and is_complete(p)) if run_dir.is_dir() else []
     names = [n for n in order if n in found] + [n for n in found if n not in order]
     return {name: read_manifest(run_dir / name) for name in names}
@@ -194,8 +194,8 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         cleaning = artifact / "report.json"
         if cleaning.is_file():
             report = json.loads(cleaning.read_text())
-            lines += [f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
-                      f"({report['chars_out']} of {report['chars_in']} characters).", ""]
+            lines += [(f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
+                       f"({report['chars_out']} of {report['chars_in']} characters)."), ""]
             if report.get("removed"):
                 lines += ["| removed by | documents |", "|---|---|"]
                 lines += [f"| {escape_markdown(r)} | {n} |" for r, n in sorted(report["removed"].items())]
