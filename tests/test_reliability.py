@@ -343,22 +343,6 @@ def test_identical_preference_pairs_are_refused_with_counts():
         drop_identical_pairs(conversations, "c.jsonl")
 
 
-def test_sft_set_with_no_reply_left_after_truncation_is_refused(tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    from lmforge.errors import DataError
-    from lmforge.plugins.data_checks import refuse_no_reply_left
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    long_prompt = "a long question about many things " * 40
-    rows = [{"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"}]}] * 3
-    with pytest.raises(DataError, match=r"sft.jsonl: all 3 examples have prompts of \d+ to \d+ tokens, >= "
-                                        r"finetuner.max_length=64"):
-        refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl")
-    rows.append({"prompt": "short", "completion": " answer"})
-    assert refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl") == 3
-
-
 @pytest.mark.parametrize(("rewards", "params", "words"), [
     (["brevty"], {}, ["rewards: 'brevty' is not a reward function", "registered:"]),
     (["length:abc"], {}, ["weight of 'length'", "expected a number"]),
@@ -387,11 +371,18 @@ def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0)
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         # no half-close: a server that waits for more body than was sent must time out here, not see EOF
-        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n")
-        # a large body goes only if the server did not answer the headers already (as with Expect: 100-continue)
-        if len(body) < 1 << 16 or not select.select([sock], [], [], 0.5)[0]:
-            sock.sendall(body)
+        large = len(body) >= 1 << 16  # sent only once the server asks for it, as HTTP clients do
+        head += "Connection: close\n" + ("Expect: 100-continue\n" if large else "")
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
         data = b""
+        if large:
+            select.select([sock], [], [], timeout)
+            data = sock.recv(65536)
+            if data.startswith(b"HTTP/1.1 100"):
+                data = data.split(b"\r\n\r\n", 1)[1]
+                sock.sendall(body)
+        else:
+            sock.sendall(body)
         while chunk := sock.recv(65536):
             data += chunk
     status = int(data.split(b" ", 2)[1])
