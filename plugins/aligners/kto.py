@@ -32,15 +32,17 @@ from ..training import (
 LABEL_KEYS = ("label", "kto_tag")
 
 
-def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
-    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer."""
+def load_feedback(path, fmt: str = "auto", text: bool = False) -> list[dict[str, Any]]:
+    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer.
+
+    ``text=True`` (a base model without a chat template): plain prompt/completion strings instead."""
     from ..formats import detect_format, load_preferences
 
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not
         rows = []
-        for pair in load_preferences(path, fmt):
+        for pair in load_preferences(path, fmt, text=text):
             rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
             rows.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
         return rows
@@ -52,6 +54,13 @@ def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
         label = record.get(label_key)
         if not isinstance(label, bool):
             raise DataError(f"{where}: '{label_key}' must be true or false, got {label!r}")
+        if text:
+            if not hasattr(adapter, "text_pair"):
+                raise DataError(f"{where}: the model has no chat template, so feedback must be plain prompt/"
+                                f"completion strings; the file is {adapter.name} (or set chat_template=chatml)")
+            pair = adapter.text_pair({k: v for k, v in record.items() if k != label_key}, where)
+            rows.append({**pair, "label": label})
+            continue
         conversation = adapter.conversation({k: v for k, v in record.items() if k != label_key}, where)
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
             raise DataError(f"{where}: the conversation must end with the judged assistant answer after a prompt")
@@ -83,7 +92,7 @@ def build_kto(cfg: KTOParams, inputs, context):
     from trl import KTOConfig, KTOTrainer
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
+    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format, text=not tokenizer.chat_template))
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = KTOConfig(**trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
