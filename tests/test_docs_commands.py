@@ -17,9 +17,8 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
-
 import lmforge
+import pytest
 from lmforge.cli import main, plugin_commands, split_run_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +45,12 @@ def extract(files=DOC_FILES):
     commands, yaml_files = [], {}
     for path in files:
         lines = path.read_text().splitlines()
-        fence, lang, block_start, pending = None, "", 0, ""
+        fence, lang, pending = None, "", ""
         for number, line in enumerate(lines, 1):
             stripped = line.strip()
             if stripped.startswith("```"):
                 if fence is None:
-                    fence, lang, block_start = stripped[:3], stripped[3:].strip().lower(), number
+                    fence, lang = stripped[:3], stripped[3:].strip().lower()
                     if lang == "yaml" and number < len(lines):
                         named = re.match(r"#\s*([\w.-]+\.ya?ml)\b", lines[number].strip())
                         if named:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from lmforge.cli import main
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 2 < 3? Say <yes>."},
