@@ -10,6 +10,7 @@ GSM8K solutions preferred to the same solutions in capitals, GSM8K questions as 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lmforge
@@ -122,8 +123,12 @@ def test_aligner_resumes_after_a_crash_with_the_same_weights(make_stage, shared_
     assert not resumed.exists() and not resumed.with_name("resumed.partial").exists(), "no half-written artifact"
     assert sorted(p.name for p in work.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
 
+    restarted = time.time()
     lmforge.run_stage(make_stage(), inputs, resumed, _context(tiny_context, work))
-    assert _logged_steps(resumed) == list(range(SAVE_STEPS + 1, MAX_STEPS + 1)), "the re-run started afresh"
+    assert _logged_steps(resumed) == list(range(1, MAX_STEPS + 1))  # the steps before the crash are kept
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["time"] < restarted for r in rows if r["step"] and r["step"] <= SAVE_STEPS), \
+        "the re-run started afresh instead of from the checkpoint"
 
     left, right = _state(straight), _state(resumed)
     assert left.keys() == right.keys()

@@ -165,7 +165,7 @@ def test_ppo_resumes_after_a_kill_and_ends_with_the_same_weights(tmp_path, tiny_
     assert sorted(p.name for p in (work / "ppo").iterdir()) == ["step-2"]
     resumed, _ = lmforge.run_stage(stage, inputs, tmp_path / "resumed", _context(tiny_context, work))
     steps = [r["step"] for r in _rows(resumed / "metrics.jsonl")]
-    assert steps == [3, 4]  # only the iterations after the checkpoint ran again
+    assert steps == [1, 2, 3, 4]  # the steps logged before the kill are kept; step 3, logged again, once
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import time
 
 import lmforge
 import pytest
@@ -286,9 +287,11 @@ def test_resume_after_crash_ends_where_an_uninterrupted_run_would(tiny_model_dir
     finally:
         pm.unregister(crash)
     assert (context.work_dir / "checkpoint-2").is_dir() and not resumed.exists()
+    restarted = time.time()
     lmforge.run_stage(SFTFinetuner(**params), inputs, resumed, _context(tiny_context, tmp_path, "b"))
-    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert min(s for s in steps if s) == 3  # it continued from checkpoint-2, not from scratch
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["step"] and "loss" in r] == list(range(1, 7))  # kept across the crash
+    assert all(r["time"] < restarted for r in rows if r["step"] and r["step"] <= 2)  # continued from checkpoint-2
     expected, got = _weights(straight), _weights(resumed)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5)

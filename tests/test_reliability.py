@@ -67,6 +67,13 @@ CONFIG_ROWS = [
     (["pretrainer.batch_size=0"], ["pretrainer.batch_size", ">= 1"]),
     (["hardware.device=gpu"], ["hardware.device", "one of: auto, cpu, cuda"]),
     (["hardware.threads=0"], ["hardware.threads", ">= 1"]),
+    (["aligner=ppo", "aligner.kl_estimator=k2"], ["aligner.kl_estimator", "'k2'", "one of: k1, k3"]),
+    (["aligner=ppo", "aligner.rewards={brevty: 1.0}"], ["aligner.rewards", "'brevty' is not a reward function"]),
+    (["aligner=ppo", "aligner.rewards={length: 1.0}", "aligner.reward_params={length: {target_chars: abc}}"],
+     ["aligner.reward_params", "length.target_chars", "expected int", "'abc'"]),
+    (["tokenizer.vocab_size=0"], ["tokenizer.vocab_size", ">= 1"]),
+    (["tokenizer=char", "tokenizer.chat_tokens=[a]"], ["tokenizer.chat_tokens", "expected 4"]),
+    (["sampler.top_p=0"], ["sampler.top_p", "(0, 1]"]),
     (["data.sft=/nonexistent/sft.jsonl"], ["finetuner", "data", "not found", "/nonexistent/sft.jsonl"]),
 ]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.config import ParamError
 
-from ..formats import load_preferences
+from ..formats import preferences_for
 from ..training import (
     TrainerParams,
     load_trained_model,
@@ -46,7 +46,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    pairs = load_preferences(inputs["data"], cfg.format)
+    pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
     for pair in pairs:
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])

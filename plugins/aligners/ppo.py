@@ -88,6 +88,21 @@ class PPOParams:
     save_steps: int = 10
     logging_steps: int = 1
 
+    def __post_init__(self):  # checked when the params are built, so a typo fails before any stage runs
+        from lmforge.config import at_least, in_range, one_of
+
+        from .rewards import check_reward_spec
+
+        one_of(self, "kl_estimator", ("k1", "k3"))
+        one_of(self, "value_model", ("separate", "shared"))
+        at_least(self, 1, "max_steps", "rollout_batch_size", "num_mini_batches", "micro_batch_size", "ppo_epochs",
+                 "max_prompt_length", "max_response_length", "reward_batch_size", "logging_steps")
+        at_least(self, 0, "learning_rate", "temperature", "adam_eps", exclusive=True)
+        at_least(self, 0, "kl_coef", "max_grad_norm", "vf_coef", "cliprange", "cliprange_value", "save_steps")
+        in_range(self, "gamma", 0.0, 1.0)
+        in_range(self, "lam", 0.0, 1.0)
+        check_reward_spec(self.rewards, self.reward_params)
+
 
 def _policy_and_value(policy, value_model=None, hidden_size: int | None = None):
     """One module holding policy and value, so one optimizer and one DDP wrapper cover both."""

@@ -206,6 +206,17 @@ class PromptCompletionFormat(DataFormat):
         return pair
 
 
+    def text_preference(self, record, where) -> dict[str, str]:
+        """Raw ``{"prompt", "chosen", "rejected"}`` strings, for a base model with no chat template."""
+        pair = {key: record.get(key) for key in ("prompt", "chosen", "rejected")}
+        for key, value in pair.items():
+            if not isinstance(value, str):
+                raise DataError(f"{where}: '{key}' must be a string for plain-text preferences, got "
+                                f"{type(value).__name__} (a model without a chat template needs plain strings; "
+                                "or set chat_template)")
+        return pair
+
+
 class DialogueFormat(DataFormat):
     """Whole dialogues in one string, HH-RLHF style: ``"\\n\\nHuman: …\\n\\nAssistant: …"``.
 
@@ -443,12 +454,28 @@ def load_prompt_completions(path, fmt: str = "auto", system_prompt: str | None =
 
 
 def load_preferences(path, fmt: str = "auto", columns: dict[str, str] | None = None,
-                     skip_invalid: bool = False) -> list[dict[str, Messages]]:
+                     skip_invalid: bool = False, text: bool = False) -> list[dict[str, Any]]:
     """Preference pairs as ``{"prompt", "chosen", "rejected"}`` message lists.
 
     ``skip_invalid`` skips malformed pairs with one warning (5 of HH-RLHF's 2,312 harmless-test pairs have
-    chosen and rejected dialogues that differ before the final answer)."""
+    chosen and rejected dialogues that differ before the final answer). ``text=True`` keeps the
+    ``prompt_completion`` format's plain strings (no chat roles) for a base model without a chat template."""
+    if text:
+        adapter, rows = _read(path, fmt, columns)
+        other = next(((a, row) for a, row in rows if not isinstance(a, PromptCompletionFormat)), None)
+        if other is not None:
+            raise DataError(f"{other[1].origin or path}: the model has no chat template, so preferences must be "
+                            f"plain prompt/chosen/rejected strings; the file is {other[0].name} (or set "
+                            "chat_template=chatml)")
+        return _convert(path, adapter, rows, "text_preference", False, skip_invalid)
     return _load(path, fmt, "preference", columns, skip_invalid)
+
+
+def preferences_for(tokenizer, path, fmt: str = "auto", columns: dict[str, str] | None = None,
+                    skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Preference pairs in the shape ``tokenizer`` can train on: message lists when it has a chat template,
+    plain strings (TRL's standard, non-conversational DPO/ORPO data) when it has none."""
+    return load_preferences(path, fmt, columns, skip_invalid, text=not getattr(tokenizer, "chat_template", None))
 
 
 def load_prompts(path, fmt: str = "auto", columns: dict[str, str] | None = None,

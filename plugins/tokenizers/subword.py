@@ -72,12 +72,29 @@ class ChatTokensConfig:
     system_prompt: str | None = None  # written by the chat template when a conversation has no system turn
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
+    def __post_init__(self):
+        from lmforge.config import at_least
+
+        at_least(self, 8, "max_length")
+        if len(self.chat_tokens) != 4 or not all(isinstance(t, str) and t for t in self.chat_tokens):
+            raise ConfigError(f"chat_tokens: expected 4 non-empty tokens (system, user, assistant, end-of-turn), "
+                              f"got {self.chat_tokens!r}")
+
 
 @dataclass
 class SubwordConfig(ChatTokensConfig):
     vocab_size: int = 2048
     heldout_fraction: float = 0.05  # of documents kept out of training to measure bytes/token on ...
     heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
+
+    def __post_init__(self):
+        from lmforge.config import at_least
+
+        super().__post_init__()
+        at_least(self, 1, "vocab_size")
+        at_least(self, 0, "heldout_max_bytes")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ConfigError(f"heldout_fraction: must be in [0, 1), got {self.heldout_fraction}")
 
 
 class SubwordTokenizer(Tokenizer):
