@@ -170,12 +170,17 @@ def generation_eos_ids(tokenizer) -> list[int]:
 
 
 def set_generation_eos(model, tokenizer) -> None:
-    """Write EOS (+ end-of-turn) and pad ids into ``model.generation_config`` (models that generate only)."""
+    """Write EOS (+ end-of-turn) and pad ids into ``model.generation_config`` (models that generate only).
+
+    Stop ids the config already lists and the vocabulary still holds are kept after these (an outside
+    model's own extra stops, such as Llama 3's ``<|eom_id|>``)."""
     config = getattr(model, "generation_config", None)
     can_generate = getattr(model, "can_generate", lambda: False)()
     if config is None or not can_generate:
         return
-    ids = generation_eos_ids(tokenizer)
+    existing = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    ids = list(dict.fromkeys([*generation_eos_ids(tokenizer),
+                              *(i for i in existing if isinstance(i, int) and 0 <= i < len(tokenizer))]))
     if ids:
         config.eos_token_id = ids if len(ids) > 1 else ids[0]
     if tokenizer.pad_token_id is not None:

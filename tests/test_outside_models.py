@@ -405,3 +405,14 @@ def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path)
                                SamplingSettings(k=2, max_new_tokens=4, max_prompts=1), device="cpu")
     meta = json.loads((tmp_path / "session" / "session.json").read_text())
     assert len(ranked.prompts) == 1 and meta["model"].endswith(commit)
+
+
+def test_an_outside_models_own_extra_stop_ids_are_kept(tiny_model_dir):
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer, set_generation_eos
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir)
+    extra = tokenizer.convert_tokens_to_ids("<|user|>")  # stands in for e.g. Llama 3's <|eom_id|>
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, extra, 10**6]  # the last: not in the vocab
+    set_generation_eos(model, tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, end, extra]
