@@ -133,13 +133,14 @@ def load_tokenizer(ref: str | os.PathLike, chat_template: str | None = None):
 
     ``chat_template``: a preset (``chatml``, ``lmforge``), a .jinja file, or a tokenizer dir / Hub id to copy
     the template from. Special tokens the template uses are added (resize the model's embeddings to match with
-    :func:`prepare_model_for_tokenizer`) and a pad token is set.
+    :func:`prepare_model_for_tokenizer`). A tokenizer without a pad token gets one (its EOS).
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path(ref)), trust_remote_code=False)
     if chat_template:
         apply_chat_template_spec(tokenizer, chat_template)
+    ensure_pad_token(tokenizer)  # batching needs one; base models (GPT-2 style) ship none
     return tokenizer
 
 

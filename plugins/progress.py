@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import sys
 import time
@@ -48,7 +49,7 @@ def _fmt(value) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
@@ -236,7 +237,7 @@ class RunConsole:
         if self.quiet or not line.total:
             return
         quarter = min(PLAIN_QUARTERS - 1, int(PLAIN_QUARTERS * line.n / line.total))
-        if quarter > line.quarters_said:
+        if quarter > line.quarters_said and line.n < line.total:  # at 100% the summary line follows
             line.quarters_said = quarter
             self.say(f"lmforge: {line.name} {line.n}/{line.total} {line.unit}s ({100 * line.n // line.total}%) "
                      f"{rate or ''}, {_duration(eta)} left  {line.metric_text()}".rstrip())

@@ -12,10 +12,10 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
+from typing import ClassVar
 
 import lmforge
+import pytest
 
 
 @dataclass
@@ -26,7 +26,7 @@ class NoisyConfig:
 
 class Noisy(lmforge.Sampler):
     config_class = NoisyConfig
-    inputs = {}
+    inputs: ClassVar[dict] = {}
 
     def run(self, inputs, output_dir, context):
         from tqdm.auto import tqdm
@@ -116,7 +116,7 @@ def test_live_display_on_a_terminal(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
     monkeypatch.setenv("COLUMNS", "140")
     lmforge.run(_cfg(tmp_path, "live"))
-    out, err = capfd.readouterr()
+    _, err = capfd.readouterr()
     final = err.split("\x1b[2K")[-1] if "\x1b[2K" in err else err
     assert "noisy" in err and "40/40" in err and "✓" in err and "again" in err
     assert "started" not in final and "Warning" not in err and "{'loss'" not in err
