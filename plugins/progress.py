@@ -237,7 +237,7 @@ class RunConsole:
         if self.quiet or not line.total:
             return
         quarter = min(PLAIN_QUARTERS - 1, int(PLAIN_QUARTERS * line.n / line.total))
-        if quarter > line.quarters_said:
+        if quarter > line.quarters_said and line.n < line.total:  # at 100% the summary line follows
             line.quarters_said = quarter
             self.say(f"lmforge: {line.name} {line.n}/{line.total} {line.unit}s ({100 * line.n // line.total}%) "
                      f"{rate or ''}, {_duration(eta)} left  {line.metric_text()}".rstrip())

@@ -77,8 +77,13 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
     return rows
 
 
-def fit_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
-    """Drop the oldest non-system turns, then cut the last turn's start, until the prompt fits."""
+def fit_prompt(messages: list[dict] | str, tokenizer, max_tokens: int) -> list[dict] | str:
+    """Drop the oldest non-system turns, then cut the last turn's start, until the prompt fits (a plain-text
+    prompt keeps its last ``max_tokens`` tokens)."""
+    if isinstance(messages, str):
+        ids = tokenizer(messages, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(ids[-max_tokens:]) if len(ids) > max_tokens else messages
+
     def size(msgs):
         return len(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True,
                                                  return_dict=False))
