@@ -39,7 +39,7 @@ from ..training import (
     train_resume_save,
     trainer_arguments,
 )
-from .rewards import for_trl, last_user_text, reward_components
+from .rewards import check_reward_spec, for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
 RESERVED_COLUMNS = ("prompt", "completion", "completion_ids", "prompt_messages")
@@ -119,6 +119,7 @@ class OnlineRLParams(TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
+        check_reward_spec(self.rewards, self.reward_params)  # a misspelt reward fails before any stage runs
         if self.num_generations < 2 or (self.batch_size * self.grad_accum) % self.num_generations:
             raise ParamError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
                               f"be a multiple of num_generations ({self.num_generations}, at least 2)")
