@@ -195,7 +195,7 @@ def plain_gpu_loop(tokens, model_cfg: dict, tokenizer, steps: int, batch: int, b
     seconds = (time.perf_counter() - started) / steps
     tokens_per_s = batch * block / seconds
     mfu = flops_per_token(model, block) * tokens_per_s / (peak or peak_flops(None, True))
-    return {"ms_per_step": 1000 * seconds, "tokens_per_s": tokens_per_s, "mfu": mfu, "loss": float(loss),
+    return {"ms_per_step": 1000 * seconds, "tokens_per_s": tokens_per_s, "mfu": mfu, "loss": float(loss.detach()),
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else 0.0}
 
 

@@ -5,7 +5,7 @@
 # with CUDA; lmforge is installed editable first if it is not importable. Prints everything; takes < 6 min.
 set -uo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LMFORGE_CACHE_DIR="${LMFORGE_CACHE_DIR:-/tmp/lmforge-gpu-check}"
-python -c "import lmforge" 2>/dev/null || pip install -q -e . || exit 1
+python -c "import lmforge" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e . || pip install -q -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
@@ -19,7 +19,7 @@ work=$(mktemp -d)
 (cd "$work" && timeout 150 accelerate launch --config_file "$OLDPWD/conf/accelerate/fsdp.yml" --num_processes "$n" \
   -m lmforge.cli run hardware=gpu pipeline=pretrain_only pretrainer=lean model=llama_124m tokenizer.vocab_size=4096 \
   pretrainer.max_steps=30 pretrainer.logging_steps=10 pretrainer.batch_size=16 pretrainer.block_size=1024 \
-  pretrainer.save_steps=20 run.quiet=true run.report=false 2>&1 | tail -5
+  pretrainer.save_steps=20 pretrainer.eval_steps=0 run.quiet=true run.report=false 'evaluation={}' 2>&1 | tail -5
   python - <<'PY'
 import json, pathlib
 m = json.loads(pathlib.Path("runs/default/pretrainer/manifest.json").read_text())["metrics"]

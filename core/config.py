@@ -174,7 +174,7 @@ def hydra_message(exc: Exception) -> str:
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
-        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.MULTILINE)
         return (f"{group}={option}: no such {group} option{close_match(option, options)}; "
                 f"available: {', '.join(options) or '(none)'}")
     if "not in struct" in text:

@@ -32,7 +32,8 @@ TITLES = {"loss": "training loss", "eval_loss": "validation loss", "val_loss": "
           "kl": "KL to reference", "objective/kl": "KL to reference", "tokens_per_s": "tokens per second",
           "ms_per_step": "ms per step", "mfu": "model FLOPs utilisation"}
 NOT_CURVES = {"epoch", "step", "time", "total_flos", "train_runtime", "train_samples_per_second",
-              "train_steps_per_second", "num_tokens"}
+              "train_steps_per_second", "num_tokens", "eval_runtime", "eval_samples_per_second",
+              "eval_steps_per_second"}  # bookkeeping: in the metrics table, not worth a plot
 SAMPLES_PER_STAGE = 4
 
 
@@ -77,7 +78,7 @@ def read_run(run_dir: Path) -> dict[str, dict]:
     order = []
     config = run_dir / "config.json"
     if config.is_file():
-        order = list(((json.loads(config.read_text()).get("pipeline") or {}).get("stages") or {}))
+        order = list((json.loads(config.read_text()).get("pipeline") or {}).get("stages") or {})
     found = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and is_complete(p)) if run_dir.is_dir() else []
     names = [n for n in order if n in found] + [n for n in found if n not in order]
     return {name: read_manifest(run_dir / name) for name in names}
@@ -194,8 +195,8 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         cleaning = artifact / "report.json"
         if cleaning.is_file():
             report = json.loads(cleaning.read_text())
-            lines += [f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
-                      f"({report['chars_out']} of {report['chars_in']} characters).", ""]
+            lines += [(f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
+                       f"({report['chars_out']} of {report['chars_in']} characters)."), ""]
             if report.get("removed"):
                 lines += ["| removed by | documents |", "|---|---|"]
                 lines += [f"| {escape_markdown(r)} | {n} |" for r, n in sorted(report["removed"].items())]
@@ -214,7 +215,7 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 10px;text-align:left}
-th{background:#f4f4f4}img{max-width:100%}blockquote{margin:.3em 0;padding:.2em 1em;border-left:4px solid #ccd;
+th{background:#f4f4f4}img{max-width:100%}p:has(>img){display:inline-block;width:49.5%;margin:0}blockquote{margin:.3em 0;padding:.2em 1em;border-left:4px solid #ccd;
 background:#f8f8fb;white-space:pre-wrap}h2{border-bottom:1px solid #ddd;margin-top:2em}code{background:#f4f4f4}"""
 
 

@@ -25,13 +25,21 @@ from lmforge.errors import DataError, close_match
 
 from .checkpoints import latest_checkpoint, step_of
 from .common import seed_everything
-from .models import load_tokenizer, model_path, prepare_model_for_tokenizer, save_model_dir
+from .models import (
+    end_of_turn_token,
+    ensure_pad_token,
+    load_tokenizer,
+    model_path,
+    prepare_model_for_tokenizer,
+    save_model_dir,
+)
 
 METHODS = ("full", "lora", "qlora")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
-EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")
+EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_model_preparation_time",
+              "eval_num_tokens", "epoch")
 
 
 def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -190,8 +198,11 @@ def torch_dtype(params: TrainerParams):
 
 
 def tokenizer_for(ref, params: TrainerParams):
-    """The model's tokenizer; with ``chat_template`` set, carrying that template (and its special tokens)."""
-    return load_tokenizer(ref, chat_template=params.chat_template)
+    """The model's tokenizer; with ``chat_template`` set, carrying that template (and its special tokens); with a
+    pad token for batching (the EOS token when the model has none, as TRL does)."""
+    tokenizer = load_tokenizer(ref, chat_template=params.chat_template)
+    ensure_pad_token(tokenizer)
+    return tokenizer
 
 
 def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "AutoModelForCausalLM", *,
@@ -255,6 +266,30 @@ def split_heldout(dataset, fraction: float, seed: int, source):
                         "(eval_fraction)")
     split = dataset.train_test_split(test_size=fraction, seed=seed)
     return split["train"], split["test"]
+
+
+def end_completions_at_turn_end(trainer, columns: tuple[str, ...]) -> None:
+    """Cut the tokenized completions of a trainer's datasets right after the chat template's end-of-turn token.
+
+    TRL takes a completion as ``template(prompt + answer)`` minus ``template(prompt)``, which carries whatever the
+    template writes after the turn (lmforge's ``<|end|>`` is followed by a newline): the model would be trained to
+    emit one token past the end of its reply. Plain-text completions (no end-of-turn token) are left as they are.
+    """
+    tokenizer = trainer.processing_class
+    end = end_of_turn_token(tokenizer)
+    if end is None:
+        return
+    end_id = tokenizer.convert_tokens_to_ids(end)
+
+    def cut(ids: list[int]) -> list[int]:
+        return ids[: len(ids) - ids[::-1].index(end_id)] if end_id in ids else ids
+
+    def fix(row):
+        return {column: cut(row[column]) for column in columns if column in row}
+
+    trainer.train_dataset = trainer.train_dataset.map(fix)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = trainer.eval_dataset.map(fix)
 
 
 # --- running ------------------------------------------------------------------------------------------------

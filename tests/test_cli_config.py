@@ -6,10 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lmforge
 import pytest
 import yaml
-
-import lmforge
 from lmforge.cli import main, split_run_args
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lmforge-shouting"

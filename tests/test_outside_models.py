@@ -300,7 +300,7 @@ def greedy_reply(model_dir, prompt: str, max_new_tokens: int = 24):
 @pytest.mark.slow
 def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(gpt2_style_dir, fake_hub,
                                                                                  tmp_path):
-    fake_hub.add_model("org/tiny-gpt2", gpt2_style_dir)
+    base_commit = fake_hub.add_model("org/tiny-gpt2", gpt2_style_dir)
     chats = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                     + "\n" for q, a in CHATS)
     commit = fake_hub.add_dataset("org/chats", {"train.jsonl": chats})
@@ -317,7 +317,8 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
         "finetuner.learning_rate=1e-2", "finetuner.save_steps=0", "finetuner.max_length=64", cwd=tmp_path)
     sft = tmp_path / "runs" / "sft" / "finetuner"
     manifest = json.loads((sft / "manifest.json").read_text())
-    assert commit in json.dumps(manifest)  # the Hub dataset's commit is recorded
+    assert commit in json.dumps(manifest) and base_commit in json.dumps(manifest)  # Hub commits are recorded
+    chat_commit = fake_hub.add_model("org/tiny-chat", sft)  # the fine-tuned model, published: aligned by its id
 
     # vanilla generate stops at the end of the turn: <|im_end|> is an EOS of the saved generation config
     tokenizer, reply = greedy_reply(sft, CHATS[2][0])
@@ -328,7 +329,7 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
     # GRPO / RLOO rollouts of a model SFT'd to end its turns terminate (TRL reads the generation config's EOS)
     for aligner in ("grpo", "rloo"):
         cli("run", *common, f"run.name={aligner}", "pipeline=align_only", f"aligner={aligner}",
-            f"pipeline.stages.aligner.model={sft}", f"data.preferences={prompts}", "aligner.max_steps=2",
+            "pipeline.stages.aligner.model=org/tiny-chat", f"data.preferences={prompts}", "aligner.max_steps=2",
             "aligner.batch_size=4", "aligner.num_generations=4", "aligner.max_completion_length=32",
             "aligner.save_steps=0", "aligner.logging_steps=1", cwd=tmp_path)
         logged = [json.loads(line) for line in
@@ -337,10 +338,11 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
         print(f"{aligner}: completions/clipped_ratio per step {clipped}")
         assert clipped and max(clipped) <= 0.5, clipped
 
-    cli("run", *common, "run.name=dpo", "pipeline=align_only", f"pipeline.stages.aligner.model={sft}",
+    cli("run", *common, "run.name=dpo", "pipeline=align_only", "pipeline.stages.aligner.model=org/tiny-chat",
         f"data.preferences={prefs}", "aligner.max_steps=4", "aligner.save_steps=0", "aligner.max_length=64",
         cwd=tmp_path)
     dpo = tmp_path / "runs" / "dpo" / "aligner"
+    assert chat_commit in (dpo / "manifest.json").read_text()
     assert json.loads((dpo / "generation_config.json").read_text())["eos_token_id"] == [tokenizer.eos_token_id, end]
     cli("run", *common, "run.name=sample", "pipeline=sample_only", f"pipeline.stages.sampler.model={dpo}",
         f"data.prompts={prompts}", "sampler.do_sample=false", "sampler.max_new_tokens=24", cwd=tmp_path)
@@ -350,13 +352,19 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
     assert sum(r["completion"].strip() == a for r, (_, a) in zip(rows, CHATS, strict=False)) >= 2, rows
 
 
-def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fake_hub, tiny_context, tmp_path):
+@pytest.mark.parametrize("aligner", ["dpo", "orpo", "kto"])
+def test_base_model_without_template_is_aligned_on_plain_strings(aligner, gpt2_style_dir, fake_hub, tiny_context,
+                                                                  tmp_path):
     import dataclasses
 
     import lmforge
     from lmforge.errors import DataError
     from lmforge.plugins.aligners.dpo import DPOAligner
+    from lmforge.plugins.aligners.kto import KTOAligner
+    from lmforge.plugins.aligners.orpo import ORPOAligner
     from safetensors.torch import load_file
+
+    stage_class = {"dpo": DPOAligner, "orpo": ORPOAligner, "kto": KTOAligner}[aligner]
 
     fake_hub.add_model("org/base-gpt2", gpt2_style_dir)
     plain = tmp_path / "plain.jsonl"
@@ -364,8 +372,8 @@ def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fa
                              for q, a in CHATS))
     context = dataclasses.replace(tiny_context, work_dir=tmp_path / "work")
     model = resolve_model_ref("org/base-gpt2")
-    out, manifest = lmforge.run_stage(DPOAligner(max_steps=3, batch_size=4, learning_rate=1e-3, save_steps=0,
-                                                 logging_steps=1, max_length=64),
+    out, manifest = lmforge.run_stage(stage_class(max_steps=3, batch_size=4, learning_rate=1e-3, save_steps=0,
+                                                 logging_steps=1, max_length=160),
                                       {"model": model, "data": plain}, tmp_path / "dpo", context)
     assert manifest["metrics"].get("train_loss") is not None
     before, after = load_file(str(model.path / "model.safetensors")), load_file(str(out / "model.safetensors"))
@@ -375,5 +383,36 @@ def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fa
                                  "chosen": [{"role": "assistant", "content": "hello"}],
                                  "rejected": [{"role": "assistant", "content": "no"}]}) + "\n")
     with pytest.raises(DataError, match="plain-text preferences.*or set chat_template"):
-        lmforge.run_stage(DPOAligner(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
+        lmforge.run_stage(stage_class(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
                           context)
+
+
+def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path):
+    import lmforge
+    from lmforge.plugins.feedback.rank import SamplingSettings, sample_candidates
+    from lmforge.plugins.samplers.chat import ChatSession
+    from lmforge.plugins.samplers.server import ModelServer
+
+    commit = fake_hub.add_model("org/forge-tiny", varied_model_dir)
+    session = ChatSession("org/forge-tiny", max_new_tokens=4, do_sample=False, device="cpu")
+    assert session.tokenizer.chat_template
+    server = ModelServer("org/forge-tiny", device="cpu")
+    try:
+        assert server.model_name == "org/forge-tiny"
+    finally:
+        server.close()
+    ranked = sample_candidates("org/forge-tiny", lmforge.sample_data_path("prompts.jsonl"), tmp_path / "session",
+                               SamplingSettings(k=2, max_new_tokens=4, max_prompts=1), device="cpu")
+    meta = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert len(ranked.prompts) == 1 and meta["model"].endswith(commit)
+
+
+def test_an_outside_models_own_extra_stop_ids_are_kept(tiny_model_dir):
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer, set_generation_eos
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir)
+    extra = tokenizer.convert_tokens_to_ids("<|user|>")  # stands in for e.g. Llama 3's <|eom_id|>
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, extra, 10**6]  # the last: not in the vocab
+    set_generation_eos(model, tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, end, extra]

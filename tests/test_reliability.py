@@ -67,6 +67,15 @@ CONFIG_ROWS = [
     (["pretrainer.batch_size=0"], ["pretrainer.batch_size", ">= 1"]),
     (["hardware.device=gpu"], ["hardware.device", "one of: auto, cpu, cuda"]),
     (["hardware.threads=0"], ["hardware.threads", ">= 1"]),
+    (["finetuner.max_steps=-1"], ["finetuner.max_steps", "-1"]),
+    (["finetuner.batch_size=0"], ["finetuner.batch_size", "> 0"]),
+    (["aligner.batch_size=0"], ["aligner.batch_size", "> 0"]),
+    (["finetuner.learning_rate=-1.0"], ["finetuner.learning_rate", "> 0"]),
+    (["aligner=orpo", "aligner.max_prompt_length=999"], ["aligner.max_prompt_length", "999", "max_length"]),
+    (["aligner=grpo", "aligner.rewards=[brevty]"], ["aligner.rewards", "'brevty' is not a reward function"]),
+    (["aligner=grpo", "aligner.rewards=[lenght]"], ["aligner.rewards", "did you mean 'length'"]),
+    (["aligner=grpo", "aligner.rewards=[length]", "aligner.reward_params={length: {target_chars: [1]}}"],
+     ["aligner.reward_params", "length.target_chars", "expected int"]),
     (["aligner=ppo", "aligner.kl_estimator=k2"], ["aligner.kl_estimator", "'k2'", "one of: k1, k3"]),
     (["aligner=ppo", "aligner.rewards={brevty: 1.0}"], ["aligner.rewards", "'brevty' is not a reward function"]),
     (["aligner=ppo", "aligner.rewards={length: 1.0}", "aligner.reward_params={length: {target_chars: abc}}"],
@@ -334,22 +343,6 @@ def test_identical_preference_pairs_are_refused_with_counts():
         drop_identical_pairs(conversations, "c.jsonl")
 
 
-def test_sft_set_with_no_reply_left_after_truncation_is_refused(tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    from lmforge.errors import DataError
-    from lmforge.plugins.data_checks import refuse_no_reply_left
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    long_prompt = "a long question about many things " * 40
-    rows = [{"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"}]}] * 3
-    with pytest.raises(DataError, match=r"sft.jsonl: all 3 examples have prompts of \d+ to \d+ tokens, >= "
-                                        r"finetuner.max_length=64"):
-        refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl")
-    rows.append({"prompt": "short", "completion": " answer"})
-    assert refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl") == 3
-
-
 @pytest.mark.parametrize(("rewards", "params", "words"), [
     (["brevty"], {}, ["rewards: 'brevty' is not a reward function", "registered:"]),
     (["length:abc"], {}, ["weight of 'length'", "expected a number"]),
@@ -378,11 +371,18 @@ def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0)
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         # no half-close: a server that waits for more body than was sent must time out here, not see EOF
-        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n")
-        # a large body goes only if the server did not answer the headers already (as with Expect: 100-continue)
-        if len(body) < 1 << 16 or not select.select([sock], [], [], 0.5)[0]:
-            sock.sendall(body)
+        large = len(body) >= 1 << 16  # sent only once the server asks for it, as HTTP clients do
+        head += "Connection: close\n" + ("Expect: 100-continue\n" if large else "")
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
         data = b""
+        if large:
+            select.select([sock], [], [], timeout)
+            data = sock.recv(65536)
+            if data.startswith(b"HTTP/1.1 100"):
+                data = data.split(b"\r\n\r\n", 1)[1]
+                sock.sendall(body)
+        else:
+            sock.sendall(body)
         while chunk := sock.recv(65536):
             data += chunk
     status = int(data.split(b" ", 2)[1])
@@ -537,3 +537,30 @@ def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_l
     thread.join(timeout=120)
     assert result["answer"][0] == 400 and result["answer"][1]["error"]["code"] == "context_length_exceeded"
     assert health_seconds < 1.0, health_seconds
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_data_that_cannot_teach_is_refused_before_training(capsys, tmp_path, tiny_model_dir):
+    """Identical preference sides, and SFT replies that cannot fit max_length: one line with the counts,
+    exit 2, before any trainer is built."""
+    same = _write_jsonl(tmp_path / "same.jsonl", [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.",
+                                                    "rejected": f"Answer {i}."} for i in range(12)])
+    started = time.time()
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=align_only", "hardware=cpu",
+                    f"pipeline.stages.aligner.model={tiny_model_dir}", f"data.preferences={same}")
+    line = one_error_line(err)
+    assert code == 2 and "12 of 12 preference pairs have identical chosen and rejected sides" in line, line
+    long = _write_jsonl(tmp_path / "long.jsonl", [{"messages": [
+        {"role": "user", "content": f"Tell me about item {i}."},
+        {"role": "assistant", "content": "a very long answer " * 200}]} for i in range(6)])
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=sft_only", "hardware=cpu",
+                    f"pipeline.stages.finetuner.model={tiny_model_dir}", f"data.sft={long}",
+                    "finetuner.max_length=64")
+    line = one_error_line(err)
+    assert code == 2 and "long.jsonl" in line and "none of the 6 examples" in line and "max_length=64" in line, line
+    assert_nothing_complete(tmp_path / "runs", started=True)
+    assert time.time() - started < 90

@@ -12,10 +12,10 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
+from typing import ClassVar
 
 import lmforge
+import pytest
 from lmforge.cli import main
 
 EVIL = "![x](http://example.com/x.png) and [click](http://example.com) <script>alert(1)</script> **not bold**"
@@ -30,7 +30,7 @@ class Curvy(lmforge.Sampler):
     """Logs a training curve, a validation curve, a learning rate and a metric of its own; writes samples."""
 
     config_class = CurvyConfig
-    inputs = {}
+    inputs: ClassVar[dict] = {}
 
     def run(self, inputs, output_dir, context):
         for step in range(1, 7):

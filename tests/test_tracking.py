@@ -13,9 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 import lmforge
+import pytest
 from lmforge.plugins.tracking import RunSteps
 
 TESTS = Path(__file__).resolve().parent

@@ -3,7 +3,8 @@
 Why DPO as the default aligner: it learns from preference pairs directly, with no reward model and no
 sampling loop, so it is the cheapest alignment that works on a laptop. The reference model is the input
 model frozen (``training.reference_model``; with LoRA, the adapter-disabled base: no second copy at all).
-Every TRL loss variant is a ``loss_type`` away (``[ipo]``, ``[hinge]``, ``[sigmoid, bco_pair, sft]`` with
+A model without a chat template (a base model) trains on plain ``prompt``/``chosen``/``rejected``
+strings. Completions end at the end-of-turn token. Every TRL loss variant is a ``loss_type`` away (``[ipo]``, ``[hinge]``, ``[sigmoid, bco_pair, sft]`` with
 ``loss_weights`` for MPO); ``eval_fraction`` holds pairs out and logs their reward accuracy and margins
 before and after training.
 """
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
+from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
 from ..training import (
     TrainerParams,
+    end_completions_at_turn_end,
     load_trained_model,
     peft_config,
     reference_model,
@@ -45,15 +48,18 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOTrainer as trainer_class
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(preferences_for(tokenizer, inputs["data"], cfg.format))  # plain strings: no template
+    pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
+    dataset = Dataset.from_list(drop_identical_pairs(pairs, str(inputs["data"]))[0])
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = config_class(**trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None, **algorithm))
-    return trainer_class(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
-                         ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
-                         train_dataset=dataset, eval_dataset=heldout, peft_config=peft_config(cfg),
-                         processing_class=tokenizer)
+    trainer = trainer_class(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                            ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                            train_dataset=dataset, eval_dataset=heldout, peft_config=peft_config(cfg),
+                            processing_class=tokenizer)
+    end_completions_at_turn_end(trainer, ("chosen_ids", "rejected_ids"))
+    return trainer
 
 
 class DPOAligner(Aligner):

@@ -21,7 +21,6 @@ its group. This file also holds what GRPO and RLOO share (``build_online_rl``, u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner
@@ -40,7 +39,7 @@ from ..training import (
     train_resume_save,
     trainer_arguments,
 )
-from .rewards import for_trl, last_user_text, reward_components
+from .rewards import check_reward_spec, for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
 RESERVED_COLUMNS = ("prompt", "completion", "completion_ids", "prompt_messages")
@@ -77,8 +76,13 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
     return rows
 
 
-def fit_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
-    """Drop the oldest non-system turns, then cut the last turn's start, until the prompt fits."""
+def fit_prompt(messages: list[dict] | str, tokenizer, max_tokens: int) -> list[dict] | str:
+    """Drop the oldest non-system turns, then cut the last turn's start, until the prompt fits (a plain-text
+    prompt keeps its last ``max_tokens`` tokens)."""
+    if isinstance(messages, str):
+        ids = tokenizer(messages, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(ids[-max_tokens:]) if len(ids) > max_tokens else messages
+
     def size(msgs):
         return len(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True,
                                                  return_dict=False))
@@ -115,6 +119,7 @@ class OnlineRLParams(TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
+        check_reward_spec(self.rewards, self.reward_params)  # a misspelt reward fails before any stage runs
         if self.num_generations < 2 or (self.batch_size * self.grad_accum) % self.num_generations:
             raise ParamError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
                               f"be a multiple of num_generations ({self.num_generations}, at least 2)")

@@ -20,6 +20,7 @@ from lmforge.errors import DataError
 from ..common import read_records
 from ..training import (
     TrainerParams,
+    end_completions_at_turn_end,
     load_trained_model,
     peft_config,
     reference_model,
@@ -32,26 +33,32 @@ from ..training import (
 LABEL_KEYS = ("label", "kto_tag")
 
 
-def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
-    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer."""
-    from ..formats import detect_format, load_preferences
+def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any]]:
+    """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer; plain
+    strings when ``tokenizer`` has no chat template (a base model)."""
+    from ..formats import detect_format, load_preferences, preferences_for
 
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)
+    text = tokenizer is not None and not tokenizer.chat_template
     if label_key is None:  # preference pairs: the chosen answer is desirable, the rejected one is not
         rows = []
-        for pair in load_preferences(path, fmt):
+        pairs = preferences_for(tokenizer, path, fmt) if tokenizer is not None else load_preferences(path, fmt)
+        for pair in pairs:
             rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
             rows.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
         return rows
     unlabelled = {k: v for k, v in records[0].items() if k != label_key}
-    adapter = detect_format(unlabelled, f"{path}: record 0", fmt)
+    adapter = None if text else detect_format(unlabelled, f"{path}: record 0", fmt)
     rows = []
     for index, record in enumerate(records):
         where = f"{path}: record {index}"
         label = record.get(label_key)
         if not isinstance(label, bool):
             raise DataError(f"{where}: '{label_key}' must be true or false, got {label!r}")
+        if text:
+            rows.append({**_text_fields(record, where), "label": label})
+            continue
         conversation = adapter.conversation({k: v for k, v in record.items() if k != label_key}, where)
         if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
             raise DataError(f"{where}: the conversation must end with the judged assistant answer after a prompt")
@@ -59,6 +66,14 @@ def load_feedback(path, fmt: str = "auto") -> list[dict[str, Any]]:
     if len({row["label"] for row in rows}) < 2:
         raise DataError(f"{path}: every record has {label_key}={rows[0]['label']}; KTO needs both good and bad examples")
     return rows
+
+
+def _text_fields(record: dict, where: str) -> dict[str, str]:
+    for key in ("prompt", "completion"):
+        if not isinstance(record.get(key), str):
+            raise DataError(f"{where}: '{key}' must be a string for a model without a chat template (plain-text "
+                            "feedback); for conversations give the model one with aligner.chat_template=chatml")
+    return {key: record[key] for key in ("prompt", "completion")}
 
 
 @dataclass
@@ -83,15 +98,17 @@ def build_kto(cfg: KTOParams, inputs, context):
     from trl import KTOConfig, KTOTrainer
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format))
+    dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format, tokenizer))
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = KTOConfig(**trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
         undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
-    return KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
-                      ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
-                      train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
-                      peft_config=peft_config(cfg))
+    trainer = KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                         ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                         train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
+                         peft_config=peft_config(cfg))
+    end_completions_at_turn_end(trainer, ("completion_ids", "KL_completion_ids"))
+    return trainer
 
 
 class KTOAligner(Aligner):

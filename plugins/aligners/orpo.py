@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.config import ParamError
 
+from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
 from ..training import (
     TrainerParams,
@@ -47,9 +48,9 @@ def build_orpo(cfg: ORPOParams, inputs, context):
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
     pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
+    pairs, _ = drop_identical_pairs(pairs, str(inputs["data"]))
     for pair in pairs:
-        if not isinstance(pair["prompt"], str):
-            pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
+        pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])
     args = ORPOConfig(**trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
     return ORPOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer), args=args, train_dataset=dataset,

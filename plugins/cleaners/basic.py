@@ -115,6 +115,43 @@ class BasicCleanerConfig:
     steps: list[Any] = field(default_factory=lambda: ["normalize", "exact_dedup", "quality"])
     text_field: str = "text"
     examples_per_reason: int = 3
+    add: list[Any] = field(default_factory=list)  # steps to put in without restating `steps` (see edit_steps)
+    remove: list[str] = field(default_factory=list)  # step names to take out of `steps`
+
+    def __post_init__(self):
+        self.steps, self.add, self.remove = edit_steps(self.steps, self.add, self.remove), [], []
+
+
+def edit_steps(steps: list[Any], add: list[Any], remove: list[str]) -> list[Any]:
+    """``steps`` with the ``remove`` names taken out, then each ``add`` spec put in — appended, or placed with
+    ``before: <step>`` / ``after: <step>``: ``cleaner.remove=[pii] 'cleaner.add=[{name: shout, after: normalize}]'``.
+    """
+    from lmforge.errors import ConfigError
+
+    steps = list(steps)
+    names = [named_spec(spec, "cleaner.steps")[0] for spec in steps]
+    for name in remove or []:
+        if name not in names:
+            raise ConfigError(f"cleaner.remove: no step '{name}' in cleaner.steps; steps: {', '.join(names)}")
+        index = names.index(name)
+        del steps[index], names[index]
+    for spec in add or []:
+        name, params = named_spec(spec, "cleaner.add")
+        anchor = {k: params.pop(k) for k in ("before", "after") if k in params}
+        if len(anchor) > 1:
+            raise ConfigError(f"cleaner.add: {name}: give 'before' or 'after', not both")
+        new = {"name": name, **params} if params else name
+        if not anchor:
+            steps.append(new)
+            names.append(name)
+            continue
+        (where, target), = anchor.items()
+        if target not in names:
+            raise ConfigError(f"cleaner.add: {name}: {where} '{target}': no such step; steps: {', '.join(names)}")
+        index = names.index(target) + (where == "after")
+        steps.insert(index, new)
+        names.insert(index, name)
+    return steps
 
 
 def build_steps(specs: list[Any]) -> list[CleaningStep]:

@@ -35,7 +35,7 @@ from lmforge.errors import ConfigError, DataError
 
 from ..common import write_dataset_card
 from ..data import BadRecord, iter_rows
-from .basic import build_steps
+from .basic import build_steps, edit_steps
 
 STANDARD_STEPS = [
     "normalize",
@@ -67,6 +67,11 @@ class StandardCleanerConfig:
     audit_docs: int = 100_000  # removed documents written to removed.jsonl (with text, step, reason) for review
     allow_list: str = ""  # a JSON file of document ids a person marked "wrongly removed" (lmforge audit): kept
     allowed_ids: list[str] = field(default_factory=list)  # filled from allow_list, so the fingerprint follows it
+    add: list[Any] = field(default_factory=list)  # steps to put in without restating `steps` (basic.edit_steps)
+    remove: list[str] = field(default_factory=list)  # step names to take out of `steps`
+
+    def __post_init__(self):
+        self.steps, self.add, self.remove = edit_steps(self.steps, self.add, self.remove), [], []
 
 
 def document_id(text: str) -> str:
