@@ -573,5 +573,6 @@ class PPOAligner(Aligner):
 
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_atomic(root, step, write, {"kl_coef": kl_coef, "score_moments": self._moments}, keep=1, prefix="step-", marker=STATE_FILE)
+            save_atomic(root, step, write, {"kl_coef": kl_coef, "score_moments": self._moments}, keep=1,
+                        prefix="step-", marker=STATE_FILE)
         accelerator.wait_for_everyone()
