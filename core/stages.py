@@ -147,6 +147,9 @@ class Stage:
     # input name -> data | model | tokenizer | path (how it is resolved); unnamed ones go by their name:
     # text/data/prompts/eval_data are data, model/reward_model models, tokenizer a tokenizer, others paths
     input_kinds: ClassVar[dict[str, str]] = {}
+    # top-level config sections besides its own parameters that shape its artifact (the pretrainer reads
+    # `model`); with its params, inputs, seed and evaluators they make its fingerprint, and nothing else does
+    reads: ClassVar[tuple[str, ...]] = ()
     output: ClassVar[str] = ""
     # True for training stages: under `accelerate launch` every process runs them together; the others
     # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
@@ -208,6 +211,7 @@ class Tokenizer(Stage):
 class Pretrainer(Stage):
     kind = "pretrainer"
     distributed = True
+    reads = ("model",)
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
     output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 

@@ -21,7 +21,6 @@ its group. This file also holds what GRPO and RLOO share (``build_online_rl``, u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lmforge import Aligner

@@ -33,8 +33,6 @@ uninterrupted run would have made and ends with the same weights. Works in one C
 
 from __future__ import annotations
 
-import json
-import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any
 from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
+from ..checkpoints import latest_checkpoint, loop_state, save_atomic
 from ..common import read_records
 from ..data import is_text_only
 from ..models import load_causal_lm, load_tokenizer, save_model_dir
@@ -254,8 +253,8 @@ class PPOAligner(Aligner):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
         checkpoint_root = context.checkpoint_dir() / "ppo"
-        resume = self._latest_checkpoint(checkpoint_root)
-        state = json.loads((resume / STATE_FILE).read_text()) if resume else {"step": 0, "kl_coef": cfg.kl_coef}
+        resume = latest_checkpoint(checkpoint_root, prefix="step-", marker=STATE_FILE)
+        state = loop_state(resume, STATE_FILE) if resume else {"step": 0, "kl_coef": cfg.kl_coef}
 
         torch.manual_seed(context.seed)
         reference = load_causal_lm(inputs["model"], context).eval().requires_grad_(False)
@@ -523,22 +522,13 @@ class PPOAligner(Aligner):
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _latest_checkpoint(root: Path) -> Path | None:
-        done = [p for p in root.glob("step-*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
-        return max(done, key=lambda p: int(p.name[5:])) if done else None
-
     def _save_checkpoint(self, accelerator, model, optimizer, tokenizer, root: Path, step: int,
                          kl_coef: float) -> None:
-        """Write ``step-N`` atomically (temp dir + rename), then drop older checkpoints."""
+        """Write ``step-N`` atomically (``checkpoints.save_atomic``), keeping only the newest."""
         import torch
 
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        def write(partial: Path) -> None:
             unwrapped = accelerator.unwrap_model(model)
-            partial = root / f"step-{step}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
             unwrapped.policy.save_pretrained(str(partial / "policy"), safe_serialization=True)
             if unwrapped.value_head is not None:
                 from safetensors.torch import save_file
@@ -549,11 +539,8 @@ class PPOAligner(Aligner):
                 unwrapped.value_model.save_pretrained(str(partial / "value"), safe_serialization=True)
                 tokenizer.save_pretrained(str(partial / "value"))
             torch.save(optimizer.state_dict(), partial / "optimizer.pt")
-            (partial / STATE_FILE).write_text(json.dumps({"step": step, "kl_coef": kl_coef}))
-            final = root / f"step-{step}"
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            for old in root.glob("step-*"):
-                if old != final and not old.name.endswith(".partial"):
-                    shutil.rmtree(old, ignore_errors=True)
+
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_atomic(root, step, write, {"kl_coef": kl_coef}, keep=1, prefix="step-", marker=STATE_FILE)
         accelerator.wait_for_everyone()
