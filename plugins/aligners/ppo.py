@@ -40,7 +40,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
@@ -48,8 +48,8 @@ from lmforge.errors import ConfigError, DataError
 from ..checkpoints import latest_checkpoint, loop_state, save_atomic
 from ..common import read_records
 from ..data import is_text_only
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_prompts
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 
 STATE_FILE = "ppo_state.json"
 
@@ -172,6 +172,7 @@ class PPOAligner(Aligner):
     """RLHF with PPO against a reward model and/or reward functions, with a frozen reference model."""
 
     config_class = PPOParams
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     # ---- setup -----------------------------------------------------------------------------------------
 
