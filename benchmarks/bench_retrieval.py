@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--out", default=None, help="keep the artifacts here (default: a temp dir)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--distractors", type=int, default=2, help="other places' passages beside the right one")
     args = parser.parse_args(argv)
 
     import torch
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_retrieval_"))
-    counts = write_context_qa(root / "data")
+    counts = write_context_qa(root / "data", distractors=args.distractors)
     print(f"data: {counts}")
     hardware = lmforge.Hardware(device=args.device, precision="bf16" if args.device == "cuda" else "fp32")
     context = lmforge.RunContext(hardware=hardware, quiet=True)
