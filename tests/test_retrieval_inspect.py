@@ -53,7 +53,7 @@ def test_bad_retriever_settings_fail_in_one_line(collection):
 class _Search(BaseHTTPRequestHandler):
     """A search service as a user would run one: GET ?q=…&k=… -> {"results": [{"text", "url"}]}."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         from urllib.parse import parse_qs, urlparse
 
         query = parse_qs(urlparse(self.path).query)
@@ -142,7 +142,7 @@ def test_chat_shows_whether_it_looked_it_up(varied_model_dir, collection):
         lines = iter(["What is the capital of Velmora?", "/quit"])
         out = io.StringIO()
         chat_main([str(varied_model_dir), "--greedy", "--max-new-tokens", "4", "--retrieve", str(collection),
-                   "--threshold", threshold], input_fn=lambda _prompt: next(lines), output=out)
+                   "--threshold", threshold], input_fn=lambda _prompt, lines=lines: next(lines), output=out)
         text = out.getvalue()
         assert f"({expected}: entropy " in text
         assert ("Drestholm" in text) == (threshold == "0")  # the passage is shown only when used
