@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
@@ -366,10 +365,8 @@ class ModelServer:
                  batch_wait_s: float = 0.005, stop_tokens=("<|end|>",), retrieval=None):
         import torch
 
-        from ..models import load_causal_lm, load_tokenizer
+        from ..models import load_causal_lm, load_tokenizer, resolve_model_ref
         from .hf_generate import eos_token_ids
-
-        from ..models import resolve_model_ref
 
         resolved = resolve_model_ref(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         model_dir = resolved.path
