@@ -71,20 +71,6 @@ class Hardware:
 
             torch.set_num_threads(self.threads)
 
-    def trainer_kwargs(self, static_shapes: bool = False) -> dict[str, Any]:
-        """Arguments shared by transformers ``TrainingArguments`` and every TRL config.
-
-        ``torch_compile`` is only turned on for ``static_shapes`` stages (packed pretraining blocks): on
-        variable-length SFT/preference batches it recompiles for every new shape and runs slower than eager.
-        """
-        precision = self.dtype_name()
-        return {
-            "use_cpu": not self.use_cuda(),
-            "bf16": precision == "bf16",
-            "fp16": precision == "fp16",
-            "torch_compile": self.compile and static_shapes,
-        }
-
 
 @dataclass
 class RunContext:
@@ -227,7 +213,6 @@ class Aligner(Stage):
     kind = "aligner"
     distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
     output = "a model directory"
 
 
