@@ -71,20 +71,6 @@ class Hardware:
 
             torch.set_num_threads(self.threads)
 
-    def trainer_kwargs(self, static_shapes: bool = False) -> dict[str, Any]:
-        """Arguments shared by transformers ``TrainingArguments`` and every TRL config.
-
-        ``torch_compile`` is only turned on for ``static_shapes`` stages (packed pretraining blocks): on
-        variable-length SFT/preference batches it recompiles for every new shape and runs slower than eager.
-        """
-        precision = self.dtype_name()
-        return {
-            "use_cpu": not self.use_cuda(),
-            "bf16": precision == "bf16",
-            "fp16": precision == "fp16",
-            "torch_compile": self.compile and static_shapes,
-        }
-
 
 @dataclass
 class RunContext:
@@ -147,6 +133,9 @@ class Stage:
     # input name -> data | model | tokenizer | path (how it is resolved); unnamed ones go by their name:
     # text/data/prompts/eval_data are data, model/reward_model models, tokenizer a tokenizer, others paths
     input_kinds: ClassVar[dict[str, str]] = {}
+    # top-level config sections besides its own parameters that shape its artifact (the pretrainer reads
+    # `model`); with its params, inputs, seed and evaluators they make its fingerprint, and nothing else does
+    reads: ClassVar[tuple[str, ...]] = ()
     output: ClassVar[str] = ""
     # True for training stages: under `accelerate launch` every process runs them together; the others
     # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
@@ -208,6 +197,7 @@ class Tokenizer(Stage):
 class Pretrainer(Stage):
     kind = "pretrainer"
     distributed = True
+    reads = ("model",)
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
     output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 
@@ -223,7 +213,6 @@ class Aligner(Stage):
     kind = "aligner"
     distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
     output = "a model directory"
 
 

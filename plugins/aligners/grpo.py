@@ -21,8 +21,7 @@ its group. This file also holds what GRPO and RLOO share (``build_online_rl``, u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import Aligner
 from lmforge.config import ParamError
@@ -162,13 +161,13 @@ class GRPOAligner(Aligner):
     """GRPO: sample a group per prompt, score with reward functions, reinforce the better-than-group."""
 
     config_class = GRPOParams
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     def run(self, inputs, output_dir, context):
         from trl import GRPOConfig, GRPOTrainer
 
         cfg = self.config
-        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,  # noqa: E731
+        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,
                                         loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
         train_resume_save(build, cfg, inputs, output_dir, context)
         return output_dir

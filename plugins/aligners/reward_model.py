@@ -22,8 +22,8 @@ from lmforge import Aligner
 from lmforge.errors import DataError
 
 from ..data_checks import drop_identical_pairs
-from ..models import load_tokenizer
 from ..formats import load_preferences
+from ..models import load_tokenizer
 from ..training import (
     TrainerParams,
     load_trained_model,

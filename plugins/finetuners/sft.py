@@ -187,10 +187,6 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if context.quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
     tokenizer = tokenizer_for(inputs["model"], cfg)
     examples, data_format = load_examples(inputs["data"], cfg)
     stats = {"examples": len(examples), "dropped_too_long": 0}

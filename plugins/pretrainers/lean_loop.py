@@ -53,6 +53,7 @@ from .shared import (
     without_loss,
 )
 
+
 class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
 
