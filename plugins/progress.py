@@ -122,9 +122,15 @@ class RunConsole:
 
     def route_library_output(self) -> None:
         """Library loggers -> run.log only; tqdm bars -> this display (called again as libraries get imported)."""
-        transformers_logging = sys.modules.get("transformers.utils.logging")
+        try:  # its own bars ("Loading weights", "Writing model shards") are not a stage's progress
+            import transformers.utils.logging as transformers_logging
+        except ImportError:
+            transformers_logging = None
         if transformers_logging is not None:
             transformers_logging.get_logger()  # let transformers install its handler, then take it away
+            if transformers_logging.is_progress_bar_enabled():
+                transformers_logging.disable_progress_bar()
+                self._restore.append(transformers_logging.enable_progress_bar)
         datasets = sys.modules.get("datasets")  # imported before the run: its env switch was read already
         if datasets is not None and datasets.is_progress_bar_enabled():
             datasets.disable_progress_bars()

@@ -263,7 +263,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     lines.append("")
     configs = {label: _flatten(json.loads((d / "config.json").read_text())) if (d / "config.json").is_file() else {}
                for label, (d, _) in runs.items()}
-    keys = sorted({k for c in configs.values() for k in c if not k.startswith(("run.name", "hydra."))})
+    keys = sorted({k for c in configs.values() for k in c if not k.startswith(("run.name", "run.root", "hydra."))})
     differ = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
     if differ:
         lines += ["## Config differences", "", "| key | " + " | ".join(map(escape_markdown, labels)) + " |",
