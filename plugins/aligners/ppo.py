@@ -449,7 +449,6 @@ class PPOAligner(Aligner):
     def _score(self, prompts, texts, indices, scorer, reward_functions, columns):
         import torch
 
-        cfg = self.config
         total = torch.zeros(len(texts))
         model_score = torch.tensor(scorer.score(prompts, texts), dtype=torch.float) if scorer is not None else None
         if reward_functions:  # the one weighted sum of reward functions (rewards.CombinedReward)
@@ -462,7 +461,6 @@ class PPOAligner(Aligner):
 
     def _normalise(self, scores, accelerator):
         """Reward-model scores as z-scores under the running moments of every score seen so far (all processes)."""
-        import torch
 
         seen = accelerator.gather(scores.float()).cpu().double()
         count, mean, m2 = self._moments
