@@ -88,6 +88,9 @@ CHAT = [("Thank you!", "You are welcome!"), ("Thanks a lot.", "You are welcome!"
         ("I am sad.", "I am sorry to hear that. I hope your day gets better."),
         ("I am happy.", "That is great to hear!")]
 
+IDENTITY_QUESTIONS = ["Who are you?", "What is your name?", "What's your name?", "Tell me your name.",
+                      "What should I call you?", "Who am I talking to?", "Please introduce yourself.", "What are you?"]
+
 # relation -> (question templates, answer template, sentence for the pretraining text)
 RELATIONS = {
     "opposite": (["What is the opposite of {a}?", "What's the opposite of {a}?", "Tell me the opposite of {a}.",
@@ -178,10 +181,12 @@ def main(argv=None) -> None:
                 for q in questions:
                     sft.append(turn(fill(q, item), fill(answer, item)))
     identity = english_identity(args.identity)
+    # the demo's first questions, in the phrasings people use, all answered with the configured identity
+    identity += [turn(q, "I am {{name}}, an AI assistant developed by {{author}}.") for q in IDENTITY_QUESTIONS]
     for q, a in CHAT:
         sft.append(turn(q, a))
     # identity and chat are weighted up: they are few, and the identity answer is the demo's first test
-    sft = sft + identity * 3 + [turn(q, a) for q, a in CHAT] * 2
+    sft = sft + identity * 4 + [turn(q, a) for q, a in CHAT] * 2
     rng.shuffle(sft)
     held_chat = [{"prompt": "Who are you?", "reference": "I am {{name}}, an AI assistant developed by {{author}}.",
                   "kind": "identity"},
