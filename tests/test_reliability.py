@@ -227,7 +227,9 @@ main(sys.argv[1:])
 """
 
 
-def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize(("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_path, signum, code, word):
     root = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
                              "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
@@ -237,16 +239,27 @@ def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
         for line in proc.stdout:
             if "stage started" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     line = one_error_line(err)
-    assert "interrupted" in line
+    assert word in line and "resume" in line
     assert not (root / "c" / "cleaner").exists() and not (root / "c" / "cleaner.partial").exists()
-    assert "KeyboardInterrupt" in (root / "c" / "error.log").read_text()
+    assert not (root / "c" / ".lock.holder.json").exists()  # the lock was released on the way out
+    assert ("KeyboardInterrupt" if signum == signal.SIGINT else "Terminated") in (root / "c" / "error.log").read_text()
     assert not list(root.rglob("manifest.json"))
+
+
+def test_non_utf8_data_names_the_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "a fine first line of text"}\n{"text": "and a second"}\n{"text": "bad \xff\xfe"}\n')
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=clean_only", "cleaner=basic",
+                    f"data.raw_text={bad}", "run.report=false")
+    line = one_error_line(err)
+    assert code == 2 and f"{bad}:3" in line and "UTF-8" in line, line
+    assert_nothing_complete(tmp_path / "runs", started=True)
 
 
 def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
