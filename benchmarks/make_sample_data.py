@@ -136,6 +136,13 @@ def fill(template: str, item: dict) -> str:
     return text[:1].upper() + text[1:]
 
 
+def spell_numbers(text: str) -> str:
+    """0-20 as words ("9 plus 2 is 11." -> "nine plus two is eleven.")."""
+    import re
+
+    return re.sub(r"\b(1?\d|20)\b", lambda m: NUMBER_WORDS[int(m.group(1))], text)
+
+
 def turn(question: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
@@ -151,7 +158,7 @@ def main(argv=None) -> None:
     parser.add_argument("--identity", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "identity.json")
     parser.add_argument("--heldout", type=float, default=0.15, help="share of each relation's items held out")
-    parser.add_argument("--fact-rounds", type=int, default=8, help="times each fact appears in the pretraining text")
+    parser.add_argument("--fact-rounds", type=int, default=16, help="times each fact appears in the pretraining text")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -184,12 +191,19 @@ def main(argv=None) -> None:
                  {"prompt": "Hello there, how are you today?", "reference": "I am fine, thank you. How can I help you?",
                   "kind": "chat"}]
     prompts = held_chat + prompts
-    # the pretraining text: paragraphs of 12 fact sentences (the cleaner keeps documents of 50+ words), each
-    # fact in `--fact-rounds` differently shuffled paragraphs so that a small model can learn it
+    # the pretraining text: paragraphs of 24 fact sentences, each fact in `--fact-rounds` differently shuffled
+    # paragraphs so that a small model can learn it. Written as prose the default cleaner (web-quality rules)
+    # keeps: numbers as words (words must be mostly alphabetic), sentences joined in pairs with "and" (enough
+    # stop words), facts of every kind mixed (no dominating n-gram)
     facts = []
     for _ in range(args.fact_rounds):
         rng.shuffle(sentences)
-        facts += [{"text": " ".join(sentences[i:i + 12]), "source": FACTS_SOURCE} for i in range(0, len(sentences), 12)]
+        for i in range(0, len(sentences), 24):
+            chunk = [x if " is written " in x else spell_numbers(x) for x in sentences[i:i + 24]]
+            pairs = [a[:-1] + ", and " + b[:1].lower() + b[1:] if b else a
+                     for a, b in zip(chunk[::2], chunk[1::2] + [""] * (len(chunk) % 2))]
+            pairs = [x[:1].upper() + x[1:] for x in pairs]
+            facts.append({"text": " ".join(pairs), "source": FACTS_SOURCE})
     raw = [json.loads(line) for line in (OUT / "raw_text.jsonl").read_text(encoding="utf-8").splitlines()]
     web = [r for r in raw if r.get("source") != FACTS_SOURCE]
     # interleaved, so that the pretrainer's held-out tail is web text and facts alike
