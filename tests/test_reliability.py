@@ -326,8 +326,10 @@ def test_report_escapes_model_text(tmp_path):
     sampler.mkdir()
     hostile = ["![x](http://evil.example/x.png)", "[click](javascript:alert(1))", "<script>alert(1)</script>",
                "# heading\n| a | b |\n|---|---|", "![", "<img src=http://evil.example/y.png>"]
-    with open(sampler / "completions.jsonl", "w") as handle:
-        for text in hostile:
+    hostile.append("a lone \ud800 surrogate")  # JSON data may carry one ("\\ud800"): the report must not crash
+    with open(sampler / "completions.jsonl", "w") as handle:  # the report shows the first 4 samples
+        for start in range(4):
+            text = "\n".join(hostile[start::4])
             handle.write(json.dumps({"prompt": "![p](http://evil.example/p.png)", "completion": text}) + "\n")
     (sampler / "manifest.json").write_text(json.dumps({"plugin": "hf_generate", "seconds": 1.0, "metrics": {}}))
     build_report(tmp_path, {"sampler": json.loads((sampler / "manifest.json").read_text())})
@@ -335,6 +337,7 @@ def test_report_escapes_model_text(tmp_path):
     assert "evil.example" in html  # the text is there …
     assert "<img" not in html.replace('<img src="report_plots/', "") and "<script" not in html
     assert 'href="javascript' not in html and 'href="http://evil' not in html  # … as text, never markup
+    assert "lone \\ud800 surrogate" in (tmp_path / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- data that cannot teach, reward names
