@@ -252,6 +252,17 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_p
     assert not list(root.rglob("manifest.json"))
 
 
+def test_gpu_requested_without_one_fails_before_the_first_stage(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "hardware=gpu")
+    line = one_error_line(err)
+    assert code == 2 and "hardware.device" in line and "no CUDA GPU" in line, line
+    assert not (tmp_path / "runs" / "default" / "cleaner").exists()
+
+
 def test_non_utf8_data_names_the_file_and_line(capsys, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"text": "a fine first line of text"}\n{"text": "and a second"}\n{"text": "bad \xff\xfe"}\n')
