@@ -136,7 +136,6 @@ class Stage:
     # top-level config sections besides its own parameters that shape its artifact (the pretrainer reads
     # `model`); with its params, inputs, seed and evaluators they make its fingerprint, and nothing else does
     reads: ClassVar[tuple[str, ...]] = ()
-    output: ClassVar[str] = ""
     # True for training stages: under `accelerate launch` every process runs them together; the others
     # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
     distributed: ClassVar[bool] = False
@@ -185,13 +184,11 @@ class Cleaner(Stage):
     kind = "cleaner"
     inputs = {"text": "raw text: files (.txt/.jsonl/.json/.csv/.parquet …), a glob, a folder, a saved or Hub "
                       "dataset, or a list of those"}
-    output = "a text dataset directory (parquet shards) plus a cleaning report"
 
 
 class Tokenizer(Stage):
     kind = "tokenizer"
     inputs = {"text": "a text dataset (the cleaner's output) or text files"}
-    output = "a tokenizer directory that AutoTokenizer.from_pretrained loads"
 
 
 class Pretrainer(Stage):
@@ -199,30 +196,23 @@ class Pretrainer(Stage):
     distributed = True
     reads = ("model",)
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
-    output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 
 
 class Finetuner(Stage):
     kind = "finetuner"
     distributed = True
     inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
-    output = "a model directory"
 
 
 class Aligner(Stage):
     kind = "aligner"
     distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
-    output = "a model directory"
 
 
 class Sampler(Stage):
     kind = "sampler"
     inputs = {"model": "a model directory", "prompts": "prompts (.txt lines or .jsonl)"}
-    output = "a directory holding completions.jsonl"
-
-
-STAGE_CLASSES = {cls.kind: cls for cls in (Cleaner, Tokenizer, Pretrainer, Finetuner, Aligner, Sampler)}
 
 
 class Drop:
@@ -255,6 +245,3 @@ class CleaningStep:
 
     def process(self, text: str):
         raise NotImplementedError
-
-    def drop(self, reason: str) -> Drop:
-        return Drop(reason)

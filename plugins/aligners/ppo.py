@@ -451,17 +451,12 @@ class PPOAligner(Aligner):
 
         total = torch.zeros(len(texts))
         model_score = torch.tensor(scorer.score(prompts, texts), dtype=torch.float) if scorer is not None else None
-        if reward_functions:
-            prompt_texts = [next((m["content"] for m in reversed(p) if m["role"] == "user"), p[-1]["content"])
-                            for p in prompts]
+        if reward_functions:  # the one weighted sum of reward functions (rewards.CombinedReward)
+            from .rewards import CombinedReward, last_user_text
+
             extra = {k: [v[i] for i in indices] for k, v in columns.items()}
-            extra["prompt_messages"] = prompts
-            for name, function, weight in reward_functions:
-                values = function(completions=list(texts), prompts=prompt_texts, **extra)
-                if len(values) != len(texts):
-                    raise DataError(f"reward_function '{name}': returned {len(values)} rewards for "
-                                    f"{len(texts)} completions")
-                total += weight * torch.tensor([0.0 if v is None else float(v) for v in values])
+            total += torch.tensor(CombinedReward(reward_functions)(
+                list(texts), [last_user_text(p) for p in prompts], prompt_messages=prompts, **extra))
         return total, model_score
 
     def _normalise(self, scores, accelerator):
