@@ -15,6 +15,7 @@ The threshold is chosen on half of the questions (calibration) and the rates are
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--out", default=None, help="keep the artifacts here (default: a temp dir)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--distractors", type=int, default=2, help="other places' passages beside the right one")
     args = parser.parse_args(argv)
 
     import torch
@@ -55,14 +58,14 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_retrieval_"))
-    counts = write_context_qa(root / "data")
+    counts = write_context_qa(root / "data", distractors=args.distractors)
     print(f"data: {counts}")
-    context = lmforge.RunContext(hardware=lmforge.Hardware(device="cpu", precision="fp32"), quiet=True)
+    hardware = lmforge.Hardware(device=args.device, precision="bf16" if args.device == "cuda" else "fp32")
+    context = lmforge.RunContext(hardware=hardware, quiet=True)
     text_file = root / "text.jsonl"
     with open(text_file, "w") as handle:
-        for line in open(root / "data" / "sft.jsonl"):
-            for message in json.loads(line)["messages"]:
-                handle.write(json.dumps({"text": message["content"]}) + "\n")
+        for line in (root / "data" / "sft.jsonl").read_text().splitlines():
+            handle.writelines(json.dumps({"text": message["content"]}) + "\n" for message in json.loads(line)["messages"])
     tokenizer_dir, _ = lmforge.run_stage(ByteLevelBPE(vocab_size=2048), {"text": text_file}, root / "tokenizer",
                                          context)
     set_seed(0)
@@ -80,13 +83,14 @@ def main(argv=None) -> int:
         SFTFinetuner(max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, max_length=160,
                      warmup_steps=50, save_steps=0, logging_steps=100),
         {"model": base, "data": root / "data" / "sft.jsonl"}, root / "sft", sft_context)
-    print(f"SFT: {args.steps} steps in {time.perf_counter() - started:.0f} s; "
+    sft_seconds = time.perf_counter() - started
+    print(f"SFT: {args.steps} steps in {sft_seconds:.0f} s; "
           f"final loss {manifest['metrics'].get('train_loss', manifest['metrics'].get('loss'))}")
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval().to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    heldout = [json.loads(x) for x in open(root / "data" / "heldout.jsonl")]
-    known = [json.loads(x) for x in open(root / "data" / "known.jsonl")]
+    heldout = [json.loads(x) for x in (root / "data" / "heldout.jsonl").read_text().splitlines()]
+    known = [json.loads(x) for x in (root / "data" / "known.jsonl").read_text().splitlines()]
     gen = GenerateParams(do_sample=False, max_new_tokens=24, batch_size=16)
     retriever = build_retriever({"name": "bm25", "collection": str(root / "data" / "documents")})
 
@@ -108,7 +112,8 @@ def main(argv=None) -> int:
 
     u_known, u_unknown = signal(known), signal(heldout)
     calib_known, calib_unknown = u_known[::2], u_unknown[::2]
-    candidates = sorted(set(calib_known + calib_unknown))
+    values = sorted(set(calib_known + calib_unknown))
+    candidates = [(a + b) / 2 for a, b in itertools.pairwise(values)] or values  # midpoints: a margin each side
     threshold = max(candidates, key=lambda t: (sum(u > t for u in calib_unknown) / len(calib_unknown)
                                                 - sum(u > t for u in calib_known) / len(calib_known)))
     test_known, test_unknown = u_known[1::2], u_unknown[1::2]
@@ -127,6 +132,8 @@ def main(argv=None) -> int:
         "retrieved_passage_has_the_answer": sum(any(qa["value"] in p["text"] for p in r["retrieval"]["passages"])
                                                 for r, qa in zip(always, heldout)) / len(heldout),
     }
+    result["sft_steps"], result["sft_seconds"] = args.steps, round(sft_seconds)
+    result["model"] = f"llama hidden {args.hidden}, {args.layers} layers, device {args.device}"
     print(json.dumps(result, indent=2))
     print("example:", json.dumps({"question": heldout[0]["question"], "bare": sample(
         model, tokenizer, prompts(heldout[:1]), gen)[0]["completion"], "with retrieval": always[0]["completion"]}))

@@ -11,6 +11,7 @@ config, 130 for Ctrl-C, 1 for anything else (:func:`fail_with`). The full traceb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -158,7 +159,41 @@ def main(argv: list[str] | None = None) -> None:
         extra = plugin_commands()
         print(USAGE + "".join(f"  {name:<18} {help_text}\n" for name, (help_text, _) in sorted(extra.items())))
         return
-    guarded(_dispatch, args[0], args[1:])
+    with _terminate_like_interrupt():
+        guarded(_dispatch, args[0], args[1:])
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt():
+    """While the command runs, SIGTERM raises :class:`~lmforge.errors.Terminated` in the main thread, so it
+    unwinds like Ctrl-C: the half-written stage is removed, the lock released, one line printed, exit 143.
+
+    A process forked meanwhile (a data-loading worker) inherits the handler but is not the command: there
+    SIGTERM keeps its default meaning, so a pool can still stop its workers. A server command that installs
+    its own handler (uvicorn's graceful shutdown) replaces this one.
+    """
+    import signal
+    import threading
+
+    from .errors import Terminated
+
+    owner = os.getpid()
+
+    def terminate(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(command: str, rest: list[str]) -> None:

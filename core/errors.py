@@ -42,12 +42,20 @@ def close_match(word: str, choices) -> str:
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a scheduler's preemption) turned into an exception, so the stage being
+    written is removed, the run lock released and the error path reports it, as for Ctrl-C."""
 
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input or config, 130 for Ctrl-C, 1 for anything else."""
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
+    if isinstance(exc, Terminated):
+        return EXIT_TERMINATED
     if isinstance(exc, (LmforgeError, UnicodeDecodeError)):
         return EXIT_BAD_INPUT
     return EXIT_FAULT
@@ -82,8 +90,9 @@ def _where(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str:
     """One line for any exception: what happened, where, and what to do where that is known."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted; run the same command again to resume from the last checkpoint"
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated (SIGTERM)"
+        return f"{what}; run the same command again to resume from the last checkpoint"
     if isinstance(exc, LmforgeError):
         return one_line(str(exc))
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -94,6 +103,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return (f"a data file is not UTF-8 text (byte {exc.start}: {exc.reason}) at {_where(exc)}; "
                 f"convert it to UTF-8")
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = exc.name.split(".")[0]
+        return f"the Python package '{package}' is not installed (needed at {_where(exc)}); pip install {package}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return f"out of memory at {_where(exc)}; lower the batch size or the model/sequence size"
     message = one_line(str(exc)) or "(no message)"

@@ -249,14 +249,22 @@ def _resolve_input(value, done: dict[str, Path]):
     return done[name] / inside if inside else done[name]
 
 
-def _plan_stage(stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
+def stage_fingerprint(name: str, stage_obj: Stage, plugin: str, cfg: dict, input_hashes: dict[str, str]) -> str:
+    """What a stage's artifact depends on: its plugin and parameters, the config sections it declares it
+    reads (``Stage.reads``: the pretrainer's ``model``), its evaluators, the seed and its inputs' hashes."""
+    return artifacts.fingerprint({
+        "plugin": plugin, "params": _params_dict(stage_obj),
+        "reads": {section: cfg.get(section) for section in stage_obj.reads},
+        "evaluation": (cfg.get("evaluation") or {}).get(name) or [],
+        "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
+    })
+
+
+def _plan_stage(name: str, stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
                 force: bool) -> dict[str, Any]:
     """Input hashes, fingerprint, and the manifest of an already complete artifact (skip) or None (run)."""
     input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
-    fingerprint = artifacts.fingerprint({
-        "plugin": node["plugin"], "params": _params_dict(stage_obj), "model": cfg.get("model"),
-        "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
-    })
+    fingerprint = stage_fingerprint(name, stage_obj, node["plugin"], cfg, input_hashes)
     done = (not force and artifacts.is_complete(output_dir)
             and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint)
     return {"hashes": input_hashes, "fingerprint": fingerprint,
@@ -321,7 +329,10 @@ def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, An
     """Checks that need the run's context, for every stage before any runs: :meth:`~Stage.preflight`
     (e.g. the pretrainer's model preset against its model type)."""
     for name, (stage_obj, _) in planned.items():
-        stage_obj.preflight(context_for(cfg, name, None))
+        context = context_for(cfg, name, None)
+        if context.hardware.device == "cuda":
+            context.hardware.use_cuda()  # hardware=gpu on a machine without one fails now, not at the first GPU stage
+        stage_obj.preflight(context)
 
 
 def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:
@@ -346,7 +357,7 @@ def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunCo
         context = context_for(cfg, name, run_dir)
         context.work_dir = run_dir / ".work" / name
 
-        args = (stage_obj, node, checked, output_dir, cfg, force)
+        args = (name, stage_obj, node, checked, output_dir, cfg, force)
         if main.world_size > 1:  # decided (inputs hashed) once, by the main process
             decided = None
             if main.is_main_process:

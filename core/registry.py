@@ -8,6 +8,7 @@ so building the registry imports no torch.
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from . import hookspecs
 from .errors import PluginNotFound, close_match
 
 ENTRY_POINT_GROUP = "lmforge"
+BUILTIN = "lmforge "  # the origin of lmforge's own registrations: "lmforge <version>"
 
 
 @dataclass
@@ -48,8 +50,12 @@ class Registry:
         """Register ``obj`` (a class, function, or ``"module:attribute"`` string) as ``kind``/``name``.
 
         A later registration of the same (kind, name) replaces the earlier one, so a third-party plugin
-        can override a built-in on purpose.
+        can override a built-in on purpose; it says so in a warning, since it changes what a config means.
         """
+        previous = self._entries.get((kind, name))
+        if previous is not None and previous.origin != self._origin and previous.origin.startswith(BUILTIN):
+            warnings.warn(f"{kind} '{name}' from {self._origin} replaces lmforge's built-in {kind} '{name}'",
+                          stacklevel=2)
         self._entries[(kind, name)] = Entry(kind, name, obj, self._origin)
 
     def get(self, kind: str, name: str):
@@ -103,6 +109,7 @@ def plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         pm.register(_CoreStageRunner(), name="lmforge.core")
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        pm.check_pending()  # a misspelt hook name in any plugin fails here, not silently never called
         _plugin_manager = pm
     return _plugin_manager
 
@@ -125,7 +132,13 @@ def registry() -> Registry:
 def register_plugin(plugin, name: str | None = None) -> None:
     """Register a plugin object or module at run time (library use and tests), then rebuild the registry."""
     global _registry
-    plugin_manager().register(plugin, name=name)
+    pm = plugin_manager()
+    pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        pm.unregister(plugin)
+        raise
     _registry = None
 
 

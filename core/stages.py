@@ -71,20 +71,6 @@ class Hardware:
 
             torch.set_num_threads(self.threads)
 
-    def trainer_kwargs(self, static_shapes: bool = False) -> dict[str, Any]:
-        """Arguments shared by transformers ``TrainingArguments`` and every TRL config.
-
-        ``torch_compile`` is only turned on for ``static_shapes`` stages (packed pretraining blocks): on
-        variable-length SFT/preference batches it recompiles for every new shape and runs slower than eager.
-        """
-        precision = self.dtype_name()
-        return {
-            "use_cpu": not self.use_cuda(),
-            "bf16": precision == "bf16",
-            "fp16": precision == "fp16",
-            "torch_compile": self.compile and static_shapes,
-        }
-
 
 @dataclass
 class RunContext:
@@ -147,7 +133,9 @@ class Stage:
     # input name -> data | model | tokenizer | path (how it is resolved); unnamed ones go by their name:
     # text/data/prompts/eval_data are data, model/reward_model models, tokenizer a tokenizer, others paths
     input_kinds: ClassVar[dict[str, str]] = {}
-    output: ClassVar[str] = ""
+    # top-level config sections besides its own parameters that shape its artifact (the pretrainer reads
+    # `model`); with its params, inputs, seed and evaluators they make its fingerprint, and nothing else does
+    reads: ClassVar[tuple[str, ...]] = ()
     # True for training stages: under `accelerate launch` every process runs them together; the others
     # (cleaning, tokenizer training, sampling …) run on the main process while the rest wait for it
     distributed: ClassVar[bool] = False
@@ -196,44 +184,35 @@ class Cleaner(Stage):
     kind = "cleaner"
     inputs = {"text": "raw text: files (.txt/.jsonl/.json/.csv/.parquet …), a glob, a folder, a saved or Hub "
                       "dataset, or a list of those"}
-    output = "a text dataset directory (parquet shards) plus a cleaning report"
 
 
 class Tokenizer(Stage):
     kind = "tokenizer"
     inputs = {"text": "a text dataset (the cleaner's output) or text files"}
-    output = "a tokenizer directory that AutoTokenizer.from_pretrained loads"
 
 
 class Pretrainer(Stage):
     kind = "pretrainer"
     distributed = True
+    reads = ("model",)
     inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
-    output = "a model directory (safetensors, config.json, generation_config.json, tokenizer)"
 
 
 class Finetuner(Stage):
     kind = "finetuner"
     distributed = True
     inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
-    output = "a model directory"
 
 
 class Aligner(Stage):
     kind = "aligner"
     distributed = True
     inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
-    output = "a model directory"
 
 
 class Sampler(Stage):
     kind = "sampler"
     inputs = {"model": "a model directory", "prompts": "prompts (.txt lines or .jsonl)"}
-    output = "a directory holding completions.jsonl"
-
-
-STAGE_CLASSES = {cls.kind: cls for cls in (Cleaner, Tokenizer, Pretrainer, Finetuner, Aligner, Sampler)}
 
 
 class Drop:
@@ -266,6 +245,3 @@ class CleaningStep:
 
     def process(self, text: str):
         raise NotImplementedError
-
-    def drop(self, reason: str) -> Drop:
-        return Drop(reason)

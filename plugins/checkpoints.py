@@ -21,67 +21,66 @@ from lmforge.errors import DataError
 TRAINER_STATE = "trainer_state.json"  # written last by transformers' Trainer
 LOOP_STATE = "lmforge_state.json"  # written last by lmforge's own loops (lean pretraining, PPO)
 MARKERS = (TRAINER_STATE, LOOP_STATE)
+PREFIX = "checkpoint-"
 
 
 def step_of(path) -> int:
-    """The step N of a ``checkpoint-N`` path."""
+    """The step N of a ``checkpoint-N`` (or ``<prefix>N``) path."""
     return int(Path(path).name.rsplit("-", 1)[1])
 
 
-def checkpoints(directory) -> list[Path]:
-    """The complete ``checkpoint-N`` directories under ``directory``, oldest first."""
+def checkpoints(directory, prefix: str = PREFIX, marker: str | None = None) -> list[Path]:
+    """The complete ``<prefix>N`` directories under ``directory`` (with ``marker``, or any known marker file),
+    oldest first."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [p for p in directory.glob("checkpoint-*") if p.name.rsplit("-", 1)[1].isdigit()
-             and any((p / marker).is_file() for marker in MARKERS)]
+    markers = (marker,) if marker else MARKERS
+    found = [p for p in directory.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()
+             and any((p / name).is_file() for name in markers)]
     return sorted(found, key=step_of)
 
 
-def latest_checkpoint(directory) -> Path | None:
-    """The newest complete ``checkpoint-N`` directory under ``directory`` (for resume), or None."""
-    found = checkpoints(directory)
+def latest_checkpoint(directory, prefix: str = PREFIX, marker: str | None = None) -> Path | None:
+    """The newest complete checkpoint directory under ``directory`` (for resume), or None."""
+    found = checkpoints(directory, prefix, marker)
     return found[-1] if found else None
 
 
-def save_atomic(directory, step: int, write: Callable[[Path], None], state: dict | None = None,
-                keep: int = 2) -> Path:
-    """Write ``checkpoint-<step>`` atomically: ``write(partial_dir)``, the state marker, then a rename;
-    keep the newest ``keep`` checkpoints. A kill at any point leaves no checkpoint that looks complete."""
-    partial = begin_partial(directory, step)
+def save_atomic(directory, step: int, write: Callable[[Path], None], state: dict | None = None, keep: int = 2,
+                prefix: str = PREFIX, marker: str = LOOP_STATE) -> Path:
+    """Write ``<prefix><step>`` atomically: ``write(partial_dir)``, the state marker, then a rename; keep the
+    newest ``keep`` checkpoints. A kill at any point leaves no checkpoint that looks complete."""
+    partial = begin_partial(directory, step, prefix)
     write(partial)
-    return commit_partial(directory, step, state, keep)
+    return commit_partial(directory, step, state, keep, prefix, marker)
 
 
-def begin_partial(directory, step: int) -> Path:
-    """An empty ``checkpoint-<step>.partial`` to write into (the first half of :func:`save_atomic`, for
-    loops whose processes all write into it before the main one commits)."""
-    partial = Path(directory) / f"checkpoint-{step}.partial"
+def begin_partial(directory, step: int, prefix: str = PREFIX) -> Path:
+    """An empty ``<prefix><step>.partial`` to write into (the first half of :func:`save_atomic`, for loops
+    whose processes all write into it before the main one commits)."""
+    partial = Path(directory) / f"{prefix}{step}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     return partial
 
 
-def commit_partial(directory, step: int, state: dict | None = None, keep: int = 2) -> Path:
-    """Mark ``checkpoint-<step>.partial`` complete, rename it into place, prune older checkpoints."""
+def commit_partial(directory, step: int, state: dict | None = None, keep: int = 2, prefix: str = PREFIX,
+                   marker: str = LOOP_STATE) -> Path:
+    """Mark ``<prefix><step>.partial`` complete, rename it into place, prune older checkpoints."""
     directory = Path(directory)
-    target, partial = directory / f"checkpoint-{step}", directory / f"checkpoint-{step}.partial"
-    (partial / LOOP_STATE).write_text(json.dumps({"step": step, **(state or {})}))
+    target, partial = directory / f"{prefix}{step}", directory / f"{prefix}{step}.partial"
+    (partial / marker).write_text(json.dumps({"step": step, **(state or {})}))
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    prune(directory, keep)
+    for old in checkpoints(directory, prefix, marker)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def prune(directory, keep: int = 2) -> None:
-    """Remove all but the newest ``keep`` complete checkpoints."""
-    for old in checkpoints(directory)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def loop_state(checkpoint) -> dict:
+def loop_state(checkpoint, marker: str = LOOP_STATE) -> dict:
     """The state lmforge's loops wrote beside a checkpoint (``{"step": N, …}``)."""
-    return json.loads((Path(checkpoint) / LOOP_STATE).read_text())
+    return json.loads((Path(checkpoint) / marker).read_text())
 
 
 def stop_if_not_finite(loss: float, step: int, directory, stage: str = "pretrainer") -> None:

@@ -1,10 +1,10 @@
 """Data that cannot teach is refused before training, with the counts.
 
 A preference set whose chosen and rejected sides are the same text gives DPO nothing to separate: the loss
-sits at log 2 = 0.6931 with a gradient of ~1e-7, the run "succeeds" and the model is unchanged. An SFT set
-whose prompts already fill ``max_length`` has no reply token left after truncation, so TRL drops every
-example and fails minutes later (after tokenising everything) with ``num_samples=0``. Both are cheap to
-see up front, so the aligners and the finetuner call these before building a trainer.
+sits at log 2 = 0.6931 with a gradient of ~1e-7, the run "succeeds" and the model is unchanged. It is cheap
+to see before building a trainer, so the pairwise aligners (dpo, orpo, reward_model) call
+:func:`drop_identical_pairs` on the pairs they load. (SFT data whose replies cannot fit ``max_length`` is
+refused by the finetuner's own truncation step, ``sft.keep_last_reply`` / ``drop_too_long``.)
 """
 
 from __future__ import annotations
@@ -38,34 +38,3 @@ def drop_identical_pairs(pairs: list[dict], source: str, max_share: float = IDEN
                         f"sides; there is nothing to prefer (at most {max_share:.0%} may be identical; they are "
                         f"dropped). Check how the pairs were exported")
     return kept, identical
-
-
-def prompt_token_length(example: dict, tokenizer) -> int:
-    """Tokens before the reply: the prompt of a prompt/completion row, or every turn before the last
-    assistant turn of a conversation (with the generation prompt)."""
-    if "messages" in example:
-        messages = example["messages"]
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
-        if last == 0:
-            return 0
-        return len(tokenizer.apply_chat_template(messages[:last], tokenize=True, add_generation_prompt=True,
-                                                 return_dict=False))
-    prompt = example.get("prompt", "")
-    if isinstance(prompt, str):
-        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    return len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False))
-
-
-def refuse_no_reply_left(examples: list[dict], tokenizer, max_length: int, source: str,
-                         where: str = "finetuner") -> int:
-    """Fail in one line when truncation to ``max_length`` leaves no reply token in ANY example; returns
-    how many examples lose their whole reply (TRL drops those)."""
-    if not examples:
-        raise DataError(f"{source}: no examples to train on")
-    lengths = [prompt_token_length(e, tokenizer) for e in examples]
-    cut = sum(1 for n in lengths if n >= max_length)
-    if cut == len(examples):
-        raise DataError(f"{source}: all {cut} examples have prompts of {min(lengths)} to {max(lengths)} tokens, "
-                        f">= {where}.max_length={max_length}: truncation leaves no reply token to learn from; "
-                        f"raise {where}.max_length or shorten the prompts")
-    return cut

@@ -182,6 +182,8 @@ def lmforge_register(registry):
     for cls in BUILTIN:
         registry.add("evaluator", cls.name, cls)
     registry.add("evaluator", "lm_eval", "lmforge.plugins.lm_eval_adapter:LMEvalHarness")
+    registry.add("evaluator", "answers", "lmforge.plugins.stage_effects:Answers")
+    registry.add("evaluator", "judged_win_rate", "lmforge.plugins.stage_effects:JudgedWinRate")
 
 
 def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:

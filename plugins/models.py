@@ -133,13 +133,14 @@ def load_tokenizer(ref: str | os.PathLike, chat_template: str | None = None):
 
     ``chat_template``: a preset (``chatml``, ``lmforge``), a .jinja file, or a tokenizer dir / Hub id to copy
     the template from. Special tokens the template uses are added (resize the model's embeddings to match with
-    :func:`prepare_model_for_tokenizer`) and a pad token is set.
+    :func:`prepare_model_for_tokenizer`). A tokenizer without a pad token gets one (its EOS).
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path(ref)), trust_remote_code=False)
     if chat_template:
         apply_chat_template_spec(tokenizer, chat_template)
+    ensure_pad_token(tokenizer)  # batching needs one; base models (GPT-2 style) ship none
     return tokenizer
 
 
@@ -169,12 +170,17 @@ def generation_eos_ids(tokenizer) -> list[int]:
 
 
 def set_generation_eos(model, tokenizer) -> None:
-    """Write EOS (+ end-of-turn) and pad ids into ``model.generation_config`` (models that generate only)."""
+    """Write EOS (+ end-of-turn) and pad ids into ``model.generation_config`` (models that generate only).
+
+    Stop ids the config already lists and the vocabulary still holds are kept after these (an outside
+    model's own extra stops, such as Llama 3's ``<|eom_id|>``)."""
     config = getattr(model, "generation_config", None)
     can_generate = getattr(model, "can_generate", lambda: False)()
     if config is None or not can_generate:
         return
-    ids = generation_eos_ids(tokenizer)
+    existing = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    ids = list(dict.fromkeys([*generation_eos_ids(tokenizer),
+                              *(i for i in existing if isinstance(i, int) and 0 <= i < len(tokenizer))]))
     if ids:
         config.eos_token_id = ids if len(ids) > 1 else ids[0]
     if tokenizer.pad_token_id is not None:

@@ -65,6 +65,7 @@ class StageLine:
         self.metrics: dict[str, float] = {}
         self.bar = None  # the tqdm bar this line follows
         self.expected = None  # the stage's max_steps, when it has one
+        self.first_log = None  # (step, time) of the first logged step, for the rate of a stage without a bar
         self.quarters_said = 0
         self.task = None
 
@@ -90,6 +91,7 @@ class RunConsole:
         self._saved_env: dict[str, str | None] = {}
         self._saved_tqdm: list[tuple] = []
         self._captured_warnings = False
+        self._restore: list = []  # library switches to turn back on when the run ends
         self.log_handler: logging.Handler | None = None
 
     # ------------------------------------------------------------ setup / teardown
@@ -120,9 +122,23 @@ class RunConsole:
 
     def route_library_output(self) -> None:
         """Library loggers -> run.log only; tqdm bars -> this display (called again as libraries get imported)."""
-        transformers_logging = sys.modules.get("transformers.utils.logging")
+        try:  # its own bars ("Loading weights", "Writing model shards") are not a stage's progress
+            import transformers.utils.logging as transformers_logging
+        except ImportError:
+            transformers_logging = None
         if transformers_logging is not None:
             transformers_logging.get_logger()  # let transformers install its handler, then take it away
+            if transformers_logging.is_progress_bar_enabled():
+                transformers_logging.disable_progress_bar()
+                self._restore.append(transformers_logging.enable_progress_bar)
+        datasets = sys.modules.get("datasets")  # imported before the run: its env switch was read already
+        if datasets is not None and datasets.is_progress_bar_enabled():
+            datasets.disable_progress_bars()
+            self._restore.append(datasets.enable_progress_bars)
+        hub = sys.modules.get("huggingface_hub.utils")
+        if hub is not None and not hub.are_progress_bars_disabled():
+            hub.disable_progress_bars()
+            self._restore.append(hub.enable_progress_bars)
         for name in LIBRARY_LOGGERS:
             logger = logging.getLogger(name)
             if name not in self._saved_loggers:
@@ -148,6 +164,9 @@ class RunConsole:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        for restore in reversed(self._restore):
+            restore()
+        self._restore.clear()
         for module, original in reversed(self._saved_tqdm):
             module.tqdm = original
         self._saved_tqdm.clear()
@@ -221,8 +240,17 @@ class RunConsole:
         if line is None:
             return
         line.metrics.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        if step is not None and line.bar is None and line.total and isinstance(step, (int, float)):
-            line.n = step  # a stage without a tqdm bar still moves by its logged steps
+        if step is not None and line.bar is None and line.total and isinstance(step, (int, float)) and step > line.n:
+            # a stage without a tqdm bar (the HF/TRL trainers) moves by its logged steps; rate since the first log
+            now = time.time()
+            if line.first_log is None:
+                line.first_log = (step, now)
+            first_step, first_time = line.first_log
+            line.n = int(step)
+            if step > first_step and now > first_time:
+                line.rate = (step - first_step) / (now - first_time)
+            elif now > line.started:
+                line.rate = step / (now - line.started)
         self.log(f"{name} step {step}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
         self._show(line)
 

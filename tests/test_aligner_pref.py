@@ -17,6 +17,9 @@ import lmforge
 import pytest
 from lmforge.errors import ConfigError, DataError
 
+# 300 HH-RLHF harmless-base dialogue pairs (whole dialogues, MIT): the tests' reading of that format
+HH_PAIRS = Path(__file__).parent / "data" / "hh_rlhf_pairs.jsonl"
+
 GSM8K = "gsm8k_test.jsonl"
 
 
@@ -124,7 +127,7 @@ def test_prompt_records_carry_columns_to_rewards(shared_data, tiny_model_dir):
     rows = load_prompt_records(shared_data / GSM8K)  # no known format: falls back to the question field
     assert len(rows) == 1319 and set(rows[0]) == {"prompt", "answer"}
     assert rows[0]["prompt"] == [{"role": "user", "content": _gsm8k(shared_data, 1)[0]["question"]}]
-    dialogues = load_prompt_records(lmforge.sample_data_path("preferences.jsonl"))  # HH-RLHF pairs: shared prompt
+    dialogues = load_prompt_records(HH_PAIRS)  # HH-RLHF pairs: shared prompt
     assert dialogues[0]["prompt"][-1]["role"] == "user"
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     long = [{"role": "user", "content": "old " * 300}, {"role": "assistant", "content": "a"},
@@ -140,7 +143,7 @@ def test_kto_reads_unpaired_feedback_and_pairs(shared_data, tmp_path):
     rows = load_feedback(shared_data / "kto_en_demo.json")
     assert len(rows) == 300 and sum(r["label"] for r in rows) == 150
     assert rows[0]["completion"][0]["role"] == "assistant" and rows[0]["prompt"][-1]["role"] == "user"
-    unpaired = load_feedback(lmforge.sample_data_path("preferences.jsonl"))
+    unpaired = load_feedback(HH_PAIRS)
     assert len(unpaired) == 600 and [r["label"] for r in unpaired[:2]] == [True, False]
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completion": "c", "label": True},
                                                 {"prompt": "p", "completion": "c", "label": "yes"}])
@@ -272,7 +275,7 @@ def test_rloo_trains_on_pipeline_preference_prompts(shared_data, tiny_model_dir,
     out = tmp_path / "rloo"
     # RLOO folds the KL penalty (summed over tokens) into the reward, so the reward needs a comparable scale
     lmforge.run_stage(_online("rloo", max_steps=8, beta=0.05, rewards=["regex_coverage:10"]),
-                      {"model": tiny_model_dir, "data": lmforge.sample_data_path("preferences.jsonl")}, out,
+                      {"model": tiny_model_dir, "data": HH_PAIRS}, out,
                       _context(tiny_context, tmp_path / "work"))
     assert {"reward", "rewards/regex_coverage/mean", "kl"} <= set(_metrics(out)[0])
     questions = [r["question"] for r in _gsm8k(shared_data, 8, start=700)]  # unseen prompts of another kind

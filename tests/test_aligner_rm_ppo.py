@@ -19,6 +19,9 @@ import pytest
 from lmforge.plugins.aligners.ppo import PPOAligner
 from lmforge.plugins.aligners.reward_model import RewardModelTrainer
 
+# 300 HH-RLHF harmless-base dialogue pairs (whole dialogues, MIT): the tests' reading of that format
+HH_PAIRS = Path(__file__).parent / "data" / "hh_rlhf_pairs.jsonl"
+
 
 def _context(tiny_context, work_dir: Path | None = None):
     return replace(tiny_context, metrics={}, work_dir=work_dir, _metrics_file=None)
@@ -103,7 +106,7 @@ def test_reward_model_learns_a_property_and_reports_held_out_accuracy(reward_mod
 @pytest.mark.parametrize("data", ["hh", "sharegpt"])
 def test_reward_model_reads_hh_dialogues_and_sharegpt_pairs(data, tmp_path, tiny_model_dir, tiny_context,
                                                            shared_data):
-    path = lmforge.sample_data_path("preferences.jsonl") if data == "hh" else shared_data / "dpo_en_demo.json"
+    path = HH_PAIRS if data == "hh" else shared_data / "dpo_en_demo.json"
     stage = RewardModelTrainer(max_steps=2, batch_size=4, max_length=512, eval_fraction=0.1, save_steps=0)
     _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": path}, tmp_path / "rm",
                                     _context(tiny_context))
@@ -131,9 +134,12 @@ def test_ppo_with_reward_model_logs_everything_and_starts_at_zero_kl(tmp_path, t
     rows = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "score", "kl", "entropy", "clipfrac", "value_loss", "policy_loss", "approxkl",
-                "value_clipfrac", "kl_coef", "response_length", "eos_fraction"):
+                "value_clipfrac", "kl_coef", "response_length", "eos_fraction", "kl_k1", "kl_k3"):
         assert key in rows[0], key
     assert abs(rows[0]["kl"]) < 1e-4  # the first rollout comes from a policy equal to the reference
+    assert rows[0]["kl"] == rows[0]["kl_k1"]  # logged with the estimator in use (k1 by default)
+    # reward-model scores are z-scored before the penalty: the first batch alone sets the moments, mean 0
+    assert abs(rows[0]["score"]) < 1e-4 and rows[0]["reward"] < rows[0]["score"] + 1e-6
     assert rows[0]["kl_coef"] != 0.05  # the adaptive controller moved it
     assert rows[0]["reward"] <= rows[0]["score"]  # missing-EOS penalty applied to unfinished responses
     assert (out / "model.safetensors").is_file()

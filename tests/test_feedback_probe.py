@@ -60,6 +60,27 @@ def test_answer_extraction_and_labels():
     assert classify(["6"] * 7 + ["5"], "5", 0.75, 0.75)["label"] == "unknown"
     assert classify([None] * 8, "5", 0.75, 0.75)["label"] == "unknown"  # never answers: does not know
     assert classify(["5", "6", "7", "5", "8", "9", "5", "6"], "5", 0.75, 0.75)["label"] == "inconsistent"
+    scattered = classify(["6", "7", "8", "9", "6", "1", "2", "3"], "5", 0.75, 0.75)
+    assert scattered["label"] == "unknown"  # never right: "not sure", not its most common wrong answer
+    sometimes = classify(["6", "6", "6", "5", "6", "7", "5", "6"], "5", 0.75, 0.75)
+    assert (sometimes["label"], sometimes["guess"], sometimes["agree"]) == ("inconsistent", "5", 2)
+
+
+def test_right_answer_needs_the_reference_steps_and_replay_mixes_ordinary_data(tmp_path):
+    from lmforge.plugins.feedback.self_interrogation import has_steps, reference_steps
+
+    steps = reference_steps("She sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether <<48+24=72>>72.\n#### 72")
+    assert steps == ["24", "72"]
+    assert has_steps("48 / 2 = 24 in May, so 48 + 24 = 72. #### 72", steps)
+    assert not has_steps("I guess 72", steps)  # the right final number alone is not the right answer
+    replay = tmp_path / "ordinary.jsonl"
+    replay.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                       {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                              for i in range(3)))
+    mixed = SelfInterrogation(replay_ratio=2.0)._replay(replay, 4, seed=0)
+    assert len(mixed) == 8 and {m["boundary"] for m in mixed} == {"replay"}
+    assert {m["messages"][0]["content"] for m in mixed} == {"q0", "q1", "q2"}
+    assert SelfInterrogation(replay_ratio=0.0)._replay(replay, 4, seed=0) == []
 
 
 def test_bad_settings_and_data_fail_in_one_line(tmp_path, tiny_model_dir, tiny_context):
@@ -108,7 +129,9 @@ def test_planted_boundary_is_found_and_probe_sft_pipeline_trains_on_it(planted, 
             assert f"{detail['agree']} of 16 tries" in reply and detail["agree"] < 12
     graded = [json.loads(line) for line in (probe / "completions.jsonl").read_text().splitlines()]
     assert len(graded) == 16 * len(PLANTED) and all("correct" in row for row in graded)
-    assert len(load_conversations(probe / "sft.jsonl")) == len(PLANTED)  # what the finetuner reads
+    # what the finetuner reads: the probe examples, then as many replayed ordinary examples (data.sft)
+    assert len(load_conversations(probe / "sft.jsonl")) == 2 * len(PLANTED)
+    assert [e["boundary"] for e in examples[len(PLANTED):]] == ["replay"] * len(PLANTED)
     finetuned = lmforge.artifacts.read_manifest(result.artifacts["finetuner"])
     assert finetuned["inputs"]["data"]["path"] == str((probe / "sft.jsonl").resolve())
     assert (result.artifacts["finetuner"] / "model.safetensors").is_file()

@@ -352,13 +352,19 @@ def test_outside_model_sft_with_chatml_then_dpo_then_sample_through_lmforge_run(
     assert sum(r["completion"].strip() == a for r, (_, a) in zip(rows, CHATS, strict=False)) >= 2, rows
 
 
-def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fake_hub, tiny_context, tmp_path):
+@pytest.mark.parametrize("aligner", ["dpo", "orpo", "kto"])
+def test_base_model_without_template_is_aligned_on_plain_strings(aligner, gpt2_style_dir, fake_hub, tiny_context,
+                                                                  tmp_path):
     import dataclasses
 
     import lmforge
     from lmforge.errors import DataError
     from lmforge.plugins.aligners.dpo import DPOAligner
+    from lmforge.plugins.aligners.kto import KTOAligner
+    from lmforge.plugins.aligners.orpo import ORPOAligner
     from safetensors.torch import load_file
+
+    stage_class = {"dpo": DPOAligner, "orpo": ORPOAligner, "kto": KTOAligner}[aligner]
 
     fake_hub.add_model("org/base-gpt2", gpt2_style_dir)
     plain = tmp_path / "plain.jsonl"
@@ -366,8 +372,8 @@ def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fa
                              for q, a in CHATS))
     context = dataclasses.replace(tiny_context, work_dir=tmp_path / "work")
     model = resolve_model_ref("org/base-gpt2")
-    out, manifest = lmforge.run_stage(DPOAligner(max_steps=3, batch_size=4, learning_rate=1e-3, save_steps=0,
-                                                 logging_steps=1, max_length=64),
+    out, manifest = lmforge.run_stage(stage_class(max_steps=3, batch_size=4, learning_rate=1e-3, save_steps=0,
+                                                 logging_steps=1, max_length=160),
                                       {"model": model, "data": plain}, tmp_path / "dpo", context)
     assert manifest["metrics"].get("train_loss") is not None
     before, after = load_file(str(model.path / "model.safetensors")), load_file(str(out / "model.safetensors"))
@@ -377,7 +383,7 @@ def test_base_model_without_template_is_dpod_on_plain_strings(gpt2_style_dir, fa
                                  "chosen": [{"role": "assistant", "content": "hello"}],
                                  "rejected": [{"role": "assistant", "content": "no"}]}) + "\n")
     with pytest.raises(DataError, match="plain-text preferences.*or set chat_template"):
-        lmforge.run_stage(DPOAligner(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
+        lmforge.run_stage(stage_class(max_steps=1, save_steps=0), {"model": model, "data": chats}, tmp_path / "x",
                           context)
 
 
@@ -399,3 +405,14 @@ def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path)
                                SamplingSettings(k=2, max_new_tokens=4, max_prompts=1), device="cpu")
     meta = json.loads((tmp_path / "session" / "session.json").read_text())
     assert len(ranked.prompts) == 1 and meta["model"].endswith(commit)
+
+
+def test_an_outside_models_own_extra_stop_ids_are_kept(tiny_model_dir):
+    from lmforge.plugins.models import load_causal_lm, load_tokenizer, set_generation_eos
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir)
+    extra = tokenizer.convert_tokens_to_ids("<|user|>")  # stands in for e.g. Llama 3's <|eom_id|>
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, extra, 10**6]  # the last: not in the vocab
+    set_generation_eos(model, tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, end, extra]

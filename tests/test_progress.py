@@ -22,6 +22,7 @@ import pytest
 class NoisyConfig:
     max_steps: int = 40
     fail: bool = False
+    bar: bool = True  # False: like the HF/TRL trainers, progress only through logged steps
 
 
 class Noisy(lmforge.Sampler):
@@ -33,7 +34,7 @@ class Noisy(lmforge.Sampler):
 
         warnings.warn("this argument is deprecated", FutureWarning)
         logging.getLogger("transformers.trainer").warning("a library warning")
-        bar = tqdm(total=self.config.max_steps, desc="training")
+        bar = tqdm(total=self.config.max_steps, desc="training", disable=not self.config.bar)
         for step in range(1, self.config.max_steps + 1):
             bar.update(1)
             if step % 10 == 0:
@@ -88,6 +89,7 @@ def test_plain_lines_where_stderr_is_no_terminal(tmp_path, capfd):
 
 
 def test_quiet_prints_nothing_and_state_is_restored(tmp_path, capfd):
+    import datasets
     import tqdm.auto
 
     original = tqdm.auto.tqdm
@@ -98,6 +100,7 @@ def test_quiet_prints_nothing_and_state_is_restored(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert tqdm.auto.tqdm is original and logging.getLogger("transformers").handlers == handlers
+    assert datasets.is_progress_bar_enabled()  # switched off for the run only
     assert "FutureWarning" in (tmp_path / "quiet" / "run.log").read_text()
 
 
@@ -136,3 +139,13 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     assert len(lines) <= 30, output
     assert "Warning" not in output and "{'" not in output and "it/s]" not in output, output
     assert lines[-1].startswith("lmforge: run complete:")
+
+
+def test_a_stage_without_a_bar_moves_by_its_logged_steps(tmp_path, capfd):
+    cfg = _cfg(tmp_path, "barless")
+    cfg["noisy"]["bar"] = False
+    lmforge.run(cfg)
+    lines = "".join(capfd.readouterr()).splitlines()
+    progress = [line for line in lines if line.startswith("lmforge: noisy ") and "%)" in line]
+    assert [line.split(" ")[2] for line in progress] == ["10/40", "20/40", "30/40"]
+    assert all("step/s" in line and "left" in line for line in progress[1:])

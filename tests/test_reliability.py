@@ -67,6 +67,15 @@ CONFIG_ROWS = [
     (["pretrainer.batch_size=0"], ["pretrainer.batch_size", ">= 1"]),
     (["hardware.device=gpu"], ["hardware.device", "one of: auto, cpu, cuda"]),
     (["hardware.threads=0"], ["hardware.threads", ">= 1"]),
+    (["finetuner.max_steps=-1"], ["finetuner.max_steps", "-1"]),
+    (["finetuner.batch_size=0"], ["finetuner.batch_size", "> 0"]),
+    (["aligner.batch_size=0"], ["aligner.batch_size", "> 0"]),
+    (["finetuner.learning_rate=-1.0"], ["finetuner.learning_rate", "> 0"]),
+    (["aligner=orpo", "aligner.max_prompt_length=999"], ["aligner.max_prompt_length", "999", "max_length"]),
+    (["aligner=grpo", "aligner.rewards=[brevty]"], ["aligner.rewards", "'brevty' is not a reward function"]),
+    (["aligner=grpo", "aligner.rewards=[lenght]"], ["aligner.rewards", "did you mean 'length'"]),
+    (["aligner=grpo", "aligner.rewards=[length]", "aligner.reward_params={length: {target_chars: [1]}}"],
+     ["aligner.reward_params", "length.target_chars", "expected int"]),
     (["aligner=ppo", "aligner.kl_estimator=k2"], ["aligner.kl_estimator", "'k2'", "one of: k1, k3"]),
     (["aligner=ppo", "aligner.rewards={brevty: 1.0}"], ["aligner.rewards", "'brevty' is not a reward function"]),
     (["aligner=ppo", "aligner.rewards={length: 1.0}", "aligner.reward_params={length: {target_chars: abc}}"],
@@ -218,7 +227,9 @@ main(sys.argv[1:])
 """
 
 
-def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize(("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_path, signum, code, word):
     root = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
                              "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
@@ -228,16 +239,38 @@ def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing_half_written(tmp_path):
         for line in proc.stdout:
             if "stage started" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     line = one_error_line(err)
-    assert "interrupted" in line
+    assert word in line and "resume" in line
     assert not (root / "c" / "cleaner").exists() and not (root / "c" / "cleaner.partial").exists()
-    assert "KeyboardInterrupt" in (root / "c" / "error.log").read_text()
+    assert not (root / "c" / ".lock.holder.json").exists()  # the lock was released on the way out
+    assert ("KeyboardInterrupt" if signum == signal.SIGINT else "Terminated") in (root / "c" / "error.log").read_text()
     assert not list(root.rglob("manifest.json"))
+
+
+def test_gpu_requested_without_one_fails_before_the_first_stage(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "hardware=gpu")
+    line = one_error_line(err)
+    assert code == 2 and "hardware.device" in line and "no CUDA GPU" in line, line
+    assert not (tmp_path / "runs" / "default" / "cleaner").exists()
+
+
+def test_non_utf8_data_names_the_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "a fine first line of text"}\n{"text": "and a second"}\n{"text": "bad \xff\xfe"}\n')
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=clean_only", "cleaner=basic",
+                    f"data.raw_text={bad}", "run.report=false")
+    line = one_error_line(err)
+    assert code == 2 and f"{bad}:3" in line and "UTF-8" in line, line
+    assert_nothing_complete(tmp_path / "runs", started=True)
 
 
 def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
@@ -304,8 +337,10 @@ def test_report_escapes_model_text(tmp_path):
     sampler.mkdir()
     hostile = ["![x](http://evil.example/x.png)", "[click](javascript:alert(1))", "<script>alert(1)</script>",
                "# heading\n| a | b |\n|---|---|", "![", "<img src=http://evil.example/y.png>"]
-    with open(sampler / "completions.jsonl", "w") as handle:
-        for text in hostile:
+    hostile.append("a lone \ud800 surrogate")  # JSON data may carry one ("\\ud800"): the report must not crash
+    with open(sampler / "completions.jsonl", "w") as handle:  # the report shows the first 4 samples
+        for start in range(4):
+            text = "\n".join(hostile[start::4])
             handle.write(json.dumps({"prompt": "![p](http://evil.example/p.png)", "completion": text}) + "\n")
     (sampler / "manifest.json").write_text(json.dumps({"plugin": "hf_generate", "seconds": 1.0, "metrics": {}}))
     build_report(tmp_path, {"sampler": json.loads((sampler / "manifest.json").read_text())})
@@ -313,6 +348,7 @@ def test_report_escapes_model_text(tmp_path):
     assert "evil.example" in html  # the text is there …
     assert "<img" not in html.replace('<img src="report_plots/', "") and "<script" not in html
     assert 'href="javascript' not in html and 'href="http://evil' not in html  # … as text, never markup
+    assert "lone \\ud800 surrogate" in (tmp_path / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- data that cannot teach, reward names
@@ -332,22 +368,6 @@ def test_identical_preference_pairs_are_refused_with_counts():
                       "rejected": [{"role": "assistant", "content": "x"}]}] * 3
     with pytest.raises(DataError, match="3 of 3"):
         drop_identical_pairs(conversations, "c.jsonl")
-
-
-def test_sft_set_with_no_reply_left_after_truncation_is_refused(tiny_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    from lmforge.errors import DataError
-    from lmforge.plugins.data_checks import refuse_no_reply_left
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    long_prompt = "a long question about many things " * 40
-    rows = [{"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"}]}] * 3
-    with pytest.raises(DataError, match=r"sft.jsonl: all 3 examples have prompts of \d+ to \d+ tokens, >= "
-                                        r"finetuner.max_length=64"):
-        refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl")
-    rows.append({"prompt": "short", "completion": " answer"})
-    assert refuse_no_reply_left(rows, tokenizer, 64, "sft.jsonl") == 3
 
 
 @pytest.mark.parametrize(("rewards", "params", "words"), [
@@ -378,11 +398,18 @@ def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0)
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         # no half-close: a server that waits for more body than was sent must time out here, not see EOF
-        sock.sendall((head + "Connection: close\n").replace("\n", "\r\n").encode() + b"\r\n")
-        # a large body goes only if the server did not answer the headers already (as with Expect: 100-continue)
-        if len(body) < 1 << 16 or not select.select([sock], [], [], 0.5)[0]:
-            sock.sendall(body)
+        large = len(body) >= 1 << 16  # sent only once the server asks for it, as HTTP clients do
+        head += "Connection: close\n" + ("Expect: 100-continue\n" if large else "")
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
         data = b""
+        if large:
+            select.select([sock], [], [], timeout)
+            data = sock.recv(65536)
+            if data.startswith(b"HTTP/1.1 100"):
+                data = data.split(b"\r\n\r\n", 1)[1]
+                sock.sendall(body)
+        else:
+            sock.sendall(body)
         while chunk := sock.recv(65536):
             data += chunk
     status = int(data.split(b" ", 2)[1])
@@ -537,3 +564,30 @@ def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_l
     thread.join(timeout=120)
     assert result["answer"][0] == 400 and result["answer"][1]["error"]["code"] == "context_length_exceeded"
     assert health_seconds < 1.0, health_seconds
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_data_that_cannot_teach_is_refused_before_training(capsys, tmp_path, tiny_model_dir):
+    """Identical preference sides, and SFT replies that cannot fit max_length: one line with the counts,
+    exit 2, before any trainer is built."""
+    same = _write_jsonl(tmp_path / "same.jsonl", [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.",
+                                                    "rejected": f"Answer {i}."} for i in range(12)])
+    started = time.time()
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=align_only", "hardware=cpu",
+                    f"pipeline.stages.aligner.model={tiny_model_dir}", f"data.preferences={same}")
+    line = one_error_line(err)
+    assert code == 2 and "12 of 12 preference pairs have identical chosen and rejected sides" in line, line
+    long = _write_jsonl(tmp_path / "long.jsonl", [{"messages": [
+        {"role": "user", "content": f"Tell me about item {i}."},
+        {"role": "assistant", "content": "a very long answer " * 200}]} for i in range(6)])
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "pipeline=sft_only", "hardware=cpu",
+                    f"pipeline.stages.finetuner.model={tiny_model_dir}", f"data.sft={long}",
+                    "finetuner.max_length=64")
+    line = one_error_line(err)
+    assert code == 2 and "long.jsonl" in line and "none of the 6 examples" in line and "max_length=64" in line, line
+    assert_nothing_complete(tmp_path / "runs", started=True)
+    assert time.time() - started < 90

@@ -53,7 +53,7 @@ def test_bad_retriever_settings_fail_in_one_line(collection):
 class _Search(BaseHTTPRequestHandler):
     """A search service as a user would run one: GET ?q=…&k=… -> {"results": [{"text", "url"}]}."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         from urllib.parse import parse_qs, urlparse
 
         query = parse_qs(urlparse(self.path).query)
@@ -142,7 +142,7 @@ def test_chat_shows_whether_it_looked_it_up(varied_model_dir, collection):
         lines = iter(["What is the capital of Velmora?", "/quit"])
         out = io.StringIO()
         chat_main([str(varied_model_dir), "--greedy", "--max-new-tokens", "4", "--retrieve", str(collection),
-                   "--threshold", threshold], input_fn=lambda _prompt: next(lines), output=out)
+                   "--threshold", threshold], input_fn=lambda _prompt, lines=lines: next(lines), output=out)
         text = out.getvalue()
         assert f"({expected}: entropy " in text
         assert ("Drestholm" in text) == (threshold == "0")  # the passage is shown only when used
@@ -237,3 +237,26 @@ def test_probe_documents_pipeline_writes_questions_probes_and_fine_tunes(varied_
     # A random model knows none of it: every probed question becomes an "I'm not sure" target.
     assert sft and all("not sure" in row["messages"][-1]["content"] for row in sft)
     assert (run / "finetuner" / "model.safetensors").is_file()
+
+
+def test_server_returns_the_retrieval_record_in_its_extension_field(varied_model_dir, collection):
+    import httpx
+    from lmforge.plugins.retrieval.when_unsure import RetrievalConfig
+    from lmforge.plugins.samplers.server import running_server
+
+    retrieval = RetrievalConfig(retriever={"name": "bm25", "collection": str(collection)}, threshold=0.0, k=2)
+    question = {"model": "forge-tiny", "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": "What is the capital of Velmora?"}]}
+    with running_server(varied_model_dir, retrieval=retrieval) as served:
+        body = httpx.post(f"{served.url}/chat/completions", json=question, timeout=60).json()
+        record = body["lmforge_retrieval"]
+        assert record["fired"] and "Drestholm" in record["passages"][0]["text"]
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        with httpx.stream("POST", f"{served.url}/chat/completions", json={**question, "stream": True},
+                          timeout=60) as response:
+            first = json.loads(next(line for line in response.iter_lines() if line.startswith("data: "))[6:])
+        assert first["lmforge_retrieval"]["fired"] and first["choices"][0]["delta"]["role"] == "assistant"
+    served_without = RetrievalConfig(retriever={"name": "bm25", "collection": str(collection)}, threshold=1e9)
+    with running_server(varied_model_dir, retrieval=served_without) as served:
+        body = httpx.post(f"{served.url}/chat/completions", json=question, timeout=60).json()
+        assert body["lmforge_retrieval"]["fired"] is False and body["lmforge_retrieval"]["passages"] == []

@@ -13,11 +13,11 @@ from pathlib import Path
 import lmforge
 import pytest
 
-FAST = ["tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
+FAST = ["model=tiny", "evaluation=null", "reward_model.max_steps=2", "tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
         "pretrainer.eval_steps=10", "pretrainer.logging_steps=5", "finetuner.max_steps=4", "aligner.max_steps=2",
         "aligner.logging_steps=1",
         "sampler.max_new_tokens=8", "run.quiet=true"]
-STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "aligner", "sampler"]
+STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model", "aligner", "sampler"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,13 +44,14 @@ def test_report_renders_with_real_plots_matching_manifests(default_run):
         seconds = lmforge.read_manifest(result.artifacts[name])["seconds"]
         assert f"| {name} | " in report and f"| {seconds:.1f} |" in report
     cleaner = json.loads((result.artifacts["cleaner"] / "report.json").read_text())
-    assert f"Kept {cleaner['docs_out']} of {cleaner['docs_in']} documents" in report
+    assert f"Kept **{cleaner['docs_out']}** of {cleaner['docs_in']} documents" in report
     plots = sorted((result.run_dir / "report_plots").glob("*.png"))
-    assert any(p.name == "pretrainer_loss.png" for p in plots) and any(p.name.startswith("aligner_") for p in plots)
+    names = [p.name for p in plots]
+    assert any(n.startswith("pretrainer_loss") for n in names) and any(n.startswith("aligner_") for n in names), names
     for plot in plots:
         assert f"report_plots/{plot.name}" in report
         assert plot.stat().st_size > 5000
-        assert Image.open(plot).size == (600, 350)
+        assert Image.open(plot).size == (640, 360)
 
 
 def test_tensorboard_events_hold_the_training_loss(default_run):
@@ -71,7 +72,7 @@ def test_unknown_tracker_fails_before_any_stage(tmp_path):
     assert not list(tmp_path.rglob("manifest.json"))
 
 
-def test_default_pipeline_runs_all_six_stages(default_run):
+def test_default_pipeline_runs_all_seven_stages(default_run):
     root, result = default_run
     assert result.ran == STAGES
     for name in STAGES:
@@ -83,7 +84,7 @@ def test_default_pipeline_runs_all_six_stages(default_run):
     assert lmforge.read_manifest(result.artifacts["pretrainer"])["metrics"]["eval_loss"] > 0
     assert lmforge.read_manifest(result.artifacts["finetuner"])["inputs"]["model"]["hash"].startswith("artifact:")
     lines = (result.artifacts["sampler"] / "completions.jsonl").read_text().splitlines()
-    assert len(lines) == 8 and all("completion" in json.loads(line) for line in lines)
+    assert len(lines) == 55 and all("completion" in json.loads(line) for line in lines)  # the held-out prompts
 
 
 def test_final_model_opens_with_vanilla_transformers(default_run):
@@ -110,13 +111,13 @@ def test_final_model_opens_with_vanilla_transformers(default_run):
 def test_rerun_skips_complete_stages_and_override_swaps_aligner(default_run):
     root, _ = default_run
     second = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
-    assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner"]
+    assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model"]
     assert second.ran == ["aligner", "sampler"]
     assert "skipped" not in json.dumps(second.manifests["aligner"]["metrics"])
     manifest = lmforge.read_manifest(second.artifacts["aligner"])
     assert manifest["plugin"] == "orpo" and manifest["implementation"].endswith(":ORPOAligner")
     third = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
-    assert third.ran == [] and len(third.skipped) == 6
+    assert third.ran == [] and len(third.skipped) == 7
 
 
 def test_one_stage_alone_takes_an_earlier_artifact_by_path(default_run, tmp_path):
@@ -156,7 +157,7 @@ def test_malformed_data_line_names_file_and_line(tiny_model_dir, tmp_path):
 
 
 def test_kill_during_pretraining_then_rerun_resumes(tmp_path):
-    args = ["run", f"run.root={tmp_path}", "run.name=killed", "pipeline=pretrain_only", "tokenizer.vocab_size=512",
+    args = ["run", f"run.root={tmp_path}", "run.name=killed", "pipeline=pretrain_only", "model=tiny", "tokenizer.vocab_size=512",
             "pretrainer.max_steps=120", "pretrainer.save_steps=20", "pretrainer.logging_steps=5", "run.quiet=true"]
     checkpoint = tmp_path / "killed" / ".work" / "pretrainer" / "checkpoint-20" / "trainer_state.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -171,11 +172,16 @@ def test_kill_during_pretraining_then_rerun_resumes(tmp_path):
     run_dir = tmp_path / "killed"
     assert lmforge.is_complete(run_dir / "tokenizer") and not (run_dir / "pretrainer").exists()
 
+    restarted = time.time()
     rerun = cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "skipped as complete: cleaner, tokenizer" in rerun.stdout
-    steps = [json.loads(line)["step"] for line in (run_dir / "pretrainer" / "metrics.jsonl").read_text().splitlines()]
-    assert min(s for s in steps if s is not None) > 20, "the re-run started from scratch instead of resuming"
+    rows = [json.loads(line) for line in (run_dir / "pretrainer" / "metrics.jsonl").read_text().splitlines()]
+    steps = sorted(r["step"] for r in rows if r.get("step") is not None and "loss" in r)
+    assert steps[0] <= 20 and steps[-1] == 120, "metrics before the kill are kept, the run ends at max_steps"
+    # Steps up to the checkpoint were logged before the kill; the re-run logged only the steps after it.
+    assert all(r["time"] < restarted for r in rows if r.get("step") is not None and r["step"] <= 20), \
+        "the re-run started from scratch instead of resuming"
     assert lmforge.read_manifest(run_dir / "pretrainer")["metrics"]["epoch"] > 0
     assert not (run_dir / ".work" / "pretrainer").exists()
 
@@ -217,7 +223,7 @@ def test_whole_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "-m", "lmforge.cli", "run", "hardware=cpu", "pipeline=pretrain_only", f"run.root={tmp_path}",
-         "tokenizer.vocab_size=512", "pretrainer.max_steps=10", "pretrainer.save_steps=5", "run.quiet=true"],
+         "model=tiny", "tokenizer.vocab_size=512", "pretrainer.max_steps=10", "pretrainer.save_steps=5", "run.quiet=true"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = lmforge.read_manifest(tmp_path / "default" / "pretrainer")

@@ -239,10 +239,10 @@ def test_the_25_line_aligner_of_the_docs_trains(shared_data, tiny_model_dir, tin
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "write-a-plugin.md").read_text()
     section = text.split("## An aligner in 25 lines", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 40
     namespace: dict = {}
-    exec(compile(code, "my_simpo.py", "exec"), namespace)
+    exec(compile(code, "my_simpo.py", "exec"), namespace)  # noqa: S102 (the documented example, run as written)
     data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 16))
     stage = namespace["SimPOAligner"](max_steps=3, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=0,
                                       logging_steps=1, eval_fraction=0.25)

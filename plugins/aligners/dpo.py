@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
+from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
 from ..training import (
     TrainerParams,
@@ -47,7 +48,8 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOTrainer as trainer_class
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
-    dataset = Dataset.from_list(preferences_for(tokenizer, inputs["data"], cfg.format))  # plain strings: no template
+    pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
+    dataset = Dataset.from_list(drop_identical_pairs(pairs, str(inputs["data"]))[0])
     dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     args = config_class(**trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,

@@ -21,8 +21,7 @@ its group. This file also holds what GRPO and RLOO share (``build_online_rl``, u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import Aligner
 from lmforge.config import ParamError
@@ -40,7 +39,7 @@ from ..training import (
     train_resume_save,
     trainer_arguments,
 )
-from .rewards import for_trl, last_user_text, reward_components
+from .rewards import check_reward_spec, for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
 RESERVED_COLUMNS = ("prompt", "completion", "completion_ids", "prompt_messages")
@@ -120,6 +119,7 @@ class OnlineRLParams(TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
+        check_reward_spec(self.rewards, self.reward_params)  # a misspelt reward fails before any stage runs
         if self.num_generations < 2 or (self.batch_size * self.grad_accum) % self.num_generations:
             raise ParamError(f"batch_size: batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must "
                               f"be a multiple of num_generations ({self.num_generations}, at least 2)")
@@ -161,13 +161,13 @@ class GRPOAligner(Aligner):
     """GRPO: sample a group per prompt, score with reward functions, reinforce the better-than-group."""
 
     config_class = GRPOParams
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     def run(self, inputs, output_dir, context):
         from trl import GRPOConfig, GRPOTrainer
 
         cfg = self.config
-        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,  # noqa: E731
+        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,
                                         loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
         train_resume_save(build, cfg, inputs, output_dir, context)
         return output_dir

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.config import ParamError
 
+from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
 from ..training import (
     TrainerParams,
@@ -47,6 +48,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
 
     tokenizer = tokenizer_for(inputs["model"], cfg)
     pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
+    pairs, _ = drop_identical_pairs(pairs, str(inputs["data"]))
     for pair in pairs:
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])

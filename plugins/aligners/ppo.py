@@ -8,10 +8,14 @@ recipe the project's sources describe. This file follows "The N Implementation D
    no top-k/top-p, so the log-probabilities used below are those of the sampling distribution). A
    response ends at its first stop token (end of turn / end of text) or at ``max_response_length``.
 2. **Score.** The task reward comes from a reward model dir (input ``reward_model``, e.g. the output of
-   ``aligner=reward_model``) and/or named ``reward_function`` plugins, weighted and summed. Responses that
-   never emitted a stop token lose ``missing_eos_penalty``.
-3. **Per-token reward.** ``-kl_coef * (logp_policy - logp_reference)`` at every response token, plus the
-   score on the last one. The reference is a frozen copy of the input model. ``kl_coef`` is fixed or
+   ``aligner=reward_model``) and/or named ``reward_function`` plugins, weighted and summed. Reward-model
+   scores are first normalised (``normalize_reward_model``: z-scores under running mean and variance over all
+   rollouts so far, resumed with the checkpoint), because a reward model's raw scale is arbitrary: a raw
+   score of ±0.15 beside a missing-EOS penalty of 1.0 lets the penalty dominate the signal. Responses that
+   never emitted a stop token then lose ``missing_eos_penalty``.
+3. **Per-token reward.** ``-kl_coef * KL`` at every response token, plus the score on the last one; the KL
+   estimator is ``kl_estimator`` (k1 = ``logp_policy - logp_reference``, or k3), and ``kl`` is logged with
+   that same estimator (``kl_k1`` and ``kl_k3`` both also logged). The reference is a frozen copy of the input model. ``kl_coef`` is fixed or
    adapted towards ``target_kl`` (Ziegler et al., 2019).
 4. **Advantages.** Generalised advantage estimation (``gamma``, ``lam``) against the value model's per-token
    estimates; returns = advantages + values; advantages whitened over the batch's response tokens.
@@ -33,20 +37,19 @@ uninterrupted run would have made and ends with the same weights. Works in one C
 
 from __future__ import annotations
 
-import json
-import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import Aligner
 from lmforge.errors import ConfigError, DataError
 
+from ..checkpoints import latest_checkpoint, loop_state, save_atomic
 from ..common import read_records
 from ..data import is_text_only
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
 from ..formats import load_prompts
+from ..models import load_causal_lm, load_tokenizer, save_model_dir
 
 STATE_FILE = "ppo_state.json"
 
@@ -66,11 +69,13 @@ class PPOParams:
     temperature: float = 0.7
     stop_tokens: list[str] = field(default_factory=lambda: ["<|end|>"])  # besides the tokenizer's EOS
     missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response with no stop token
+    normalize_reward_model: bool = True  # reward-model scores -> running z-scores before weights and penalties
     kl_coef: float = 0.05
     adaptive_kl: bool = False
     target_kl: float = 6.0  # per-sequence KL the adaptive controller aims at
     kl_horizon: int = 10000
-    kl_estimator: str = "k1"  # k1: logp - logp_ref; k3: (r - 1) - log r, r = p_ref / p (non-negative)
+    kl_estimator: str = "k1"  # k1: logp - logp_ref; k3: (r - 1) - log r, r = p_ref / p (non-negative); the
+    #                            penalty, the logged `kl` and the adaptive controller all use this one
     gamma: float = 1.0
     lam: float = 0.95
     cliprange: float = 0.2
@@ -167,6 +172,7 @@ class PPOAligner(Aligner):
     """RLHF with PPO against a reward model and/or reward functions, with a frozen reference model."""
 
     config_class = PPOParams
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     # ---- setup -----------------------------------------------------------------------------------------
 
@@ -254,8 +260,9 @@ class PPOAligner(Aligner):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
         checkpoint_root = context.checkpoint_dir() / "ppo"
-        resume = self._latest_checkpoint(checkpoint_root)
-        state = json.loads((resume / STATE_FILE).read_text()) if resume else {"step": 0, "kl_coef": cfg.kl_coef}
+        resume = latest_checkpoint(checkpoint_root, prefix="step-", marker=STATE_FILE)
+        state = loop_state(resume, STATE_FILE) if resume else {"step": 0, "kl_coef": cfg.kl_coef}
+        self._moments = list(state.get("score_moments", [0.0, 0.0, 0.0]))  # count, mean, sum of squared deviations
 
         torch.manual_seed(context.seed)
         reference = load_causal_lm(inputs["model"], context).eval().requires_grad_(False)
@@ -391,8 +398,15 @@ class PPOAligner(Aligner):
         del ref_logits
 
         texts = tokenizer.batch_decode(responses.masked_fill(~response_mask, pad_id), skip_special_tokens=True)
-        score = self._score([p for _, p, _ in batch], texts, [i for i, _, _ in batch], scorer, reward_functions,
-                            columns).to(device)
+        prompts = [p for _, p, _ in batch]
+        function_score, model_score = self._score(prompts, texts, [i for i, _, _ in batch], scorer, reward_functions,
+                                                  columns)
+        score = function_score.to(device)
+        if model_score is not None:
+            model_score = model_score.to(device)
+            if cfg.normalize_reward_model:
+                model_score = self._normalise(model_score, accelerator)
+            score = score + cfg.reward_model_weight * model_score
         reward = score.clone()
         if cfg.missing_eos_penalty is not None:
             reward = reward - cfg.missing_eos_penalty * (~has_stop).float()
@@ -416,10 +430,13 @@ class PPOAligner(Aligner):
         returns = advantages + values
         advantages = _masked_whiten(advantages, response_mask) * fmask
 
+        k3 = ((-log_ratio).exp() - 1 + log_ratio) * fmask
         stats = {
             "reward": reward.mean().item(),
             "score": score.mean().item(),
-            "kl": log_ratio.sum(1).mean().item(),
+            "kl": kl.sum(1).mean().item(),  # with the estimator in use (kl_estimator)
+            "kl_k1": log_ratio.sum(1).mean().item(),
+            "kl_k3": k3.sum(1).mean().item(),
             "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
             "rlhf_reward": (reward - kl_coef * kl.sum(1)).mean().item(),
             "response_length": response_mask.sum(1).float().mean().item(),
@@ -432,22 +449,29 @@ class PPOAligner(Aligner):
     def _score(self, prompts, texts, indices, scorer, reward_functions, columns):
         import torch
 
-        cfg = self.config
         total = torch.zeros(len(texts))
-        if scorer is not None:
-            total += cfg.reward_model_weight * torch.tensor(scorer.score(prompts, texts))
-        if reward_functions:
-            prompt_texts = [next((m["content"] for m in reversed(p) if m["role"] == "user"), p[-1]["content"])
-                            for p in prompts]
+        model_score = torch.tensor(scorer.score(prompts, texts), dtype=torch.float) if scorer is not None else None
+        if reward_functions:  # the one weighted sum of reward functions (rewards.CombinedReward)
+            from .rewards import CombinedReward, last_user_text
+
             extra = {k: [v[i] for i in indices] for k, v in columns.items()}
-            extra["prompt_messages"] = prompts
-            for name, function, weight in reward_functions:
-                values = function(completions=list(texts), prompts=prompt_texts, **extra)
-                if len(values) != len(texts):
-                    raise DataError(f"reward_function '{name}': returned {len(values)} rewards for "
-                                    f"{len(texts)} completions")
-                total += weight * torch.tensor([0.0 if v is None else float(v) for v in values])
-        return total
+            total += torch.tensor(CombinedReward(reward_functions)(
+                list(texts), [last_user_text(p) for p in prompts], prompt_messages=prompts, **extra))
+        return total, model_score
+
+    def _normalise(self, scores, accelerator):
+        """Reward-model scores as z-scores under the running moments of every score seen so far (all processes)."""
+
+        seen = accelerator.gather(scores.float()).cpu().double()
+        count, mean, m2 = self._moments
+        for value in seen.tolist():  # Welford: the same numbers on every process, resumable from three floats
+            count += 1
+            delta = value - mean
+            mean += delta / count
+            m2 += delta * (value - mean)
+        self._moments = [count, mean, m2]
+        std = (m2 / max(count - 1, 1)) ** 0.5
+        return (scores - mean) / max(std, 1e-6)
 
     # ---- optimisation: PPO epochs over minibatches -------------------------------------------------------
 
@@ -523,22 +547,13 @@ class PPOAligner(Aligner):
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _latest_checkpoint(root: Path) -> Path | None:
-        done = [p for p in root.glob("step-*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
-        return max(done, key=lambda p: int(p.name[5:])) if done else None
-
     def _save_checkpoint(self, accelerator, model, optimizer, tokenizer, root: Path, step: int,
                          kl_coef: float) -> None:
-        """Write ``step-N`` atomically (temp dir + rename), then drop older checkpoints."""
+        """Write ``step-N`` atomically (``checkpoints.save_atomic``), keeping only the newest."""
         import torch
 
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        def write(partial: Path) -> None:
             unwrapped = accelerator.unwrap_model(model)
-            partial = root / f"step-{step}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
             unwrapped.policy.save_pretrained(str(partial / "policy"), safe_serialization=True)
             if unwrapped.value_head is not None:
                 from safetensors.torch import save_file
@@ -549,11 +564,9 @@ class PPOAligner(Aligner):
                 unwrapped.value_model.save_pretrained(str(partial / "value"), safe_serialization=True)
                 tokenizer.save_pretrained(str(partial / "value"))
             torch.save(optimizer.state_dict(), partial / "optimizer.pt")
-            (partial / STATE_FILE).write_text(json.dumps({"step": step, "kl_coef": kl_coef}))
-            final = root / f"step-{step}"
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            for old in root.glob("step-*"):
-                if old != final and not old.name.endswith(".partial"):
-                    shutil.rmtree(old, ignore_errors=True)
+
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_atomic(root, step, write, {"kl_coef": kl_coef, "score_moments": self._moments}, keep=1,
+                        prefix="step-", marker=STATE_FILE)
         accelerator.wait_for_everyone()

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.errors import DataError
 
-from ..models import load_tokenizer
+from ..data_checks import drop_identical_pairs
 from ..formats import load_preferences
+from ..models import load_tokenizer
 from ..training import (
     TrainerParams,
     load_trained_model,
@@ -156,7 +157,8 @@ class RewardModelTrainer(Aligner):
         from datasets import Dataset
 
         cfg = self.config
-        pairs = Dataset.from_list(load_preferences(inputs["data"], cfg.format))
+        pairs = Dataset.from_list(drop_identical_pairs(load_preferences(inputs["data"], cfg.format),
+                                                       str(inputs["data"]))[0])
         train, held_out = split_heldout(pairs, cfg.eval_fraction, context.seed, inputs["data"])
 
         def report(model, tokenizer) -> dict[str, float]:  # pairwise accuracy with the scorer PPO uses

@@ -17,8 +17,9 @@ own parameters as keyword arguments with defaults (``length(target_chars=200)``)
 through ``reward_params``. Return ``None`` for a completion a function does not apply to.
 
 :func:`reward_components` resolves names, parameters and an optional reward model into weighted
-callables (GRPO/RLOO hand them to TRL one by one so each is logged); :func:`combine_rewards` sums them
-into one callable of the same signature (what PPO uses). :func:`for_trl` adapts a reward function to
+callables (GRPO/RLOO hand them to TRL one by one so each is logged); :class:`CombinedReward` sums them
+into one callable of the same signature (PPO scores its rollouts with it; :func:`combine_rewards` builds one
+from names). :func:`for_trl` adapts a reward function to
 the keyword arguments TRL's trainers pass.
 """
 

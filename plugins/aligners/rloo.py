@@ -9,6 +9,7 @@ It takes the same prompt data, reward functions and reference handling as GRPO (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from lmforge import Aligner
 
@@ -25,13 +26,13 @@ class RLOOAligner(Aligner):
     """RLOO: leave-one-out baselines over a group of sampled completions."""
 
     config_class = RLOOParams
-    optional_inputs = {"reward_model": "a reward model directory (sequence classification, 1 label)"}
+    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     def run(self, inputs, output_dir, context):
         from trl import RLOOConfig, RLOOTrainer
 
         cfg = self.config
-        build = lambda: build_online_rl(cfg, inputs, context, RLOOConfig, RLOOTrainer,  # noqa: E731
+        build = lambda: build_online_rl(cfg, inputs, context, RLOOConfig, RLOOTrainer,
                                         normalize_advantages=cfg.normalize_advantages)
         train_resume_save(build, cfg, inputs, output_dir, context)
         return output_dir

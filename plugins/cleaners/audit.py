@@ -23,12 +23,14 @@ import threading
 import webbrowser
 from collections import Counter
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lmforge.errors import DataError
+
+from ..local_page import LocalPageHandler
 
 PAGE = Path(__file__).with_name("audit.html")
 
@@ -69,56 +71,32 @@ class AuditSession:
         return {"ok": True, "allowed": len(self.allowed), "command": self.command()}
 
 
-class AuditHandler(BaseHTTPRequestHandler):
+class AuditHandler(LocalPageHandler):
     server: AuditServer
 
-    def log_message(self, format, *args):
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                         "script-src 'self' 'unsafe-inline'")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, data: Any, status: int = 200) -> None:
-        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
-
-    def _host_allowed(self) -> bool:
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-        return host in self.server.allowed_hosts
-
     def do_GET(self):
-        if not self._host_allowed():
-            return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
+        if self.refuse_foreign_host():
+            return None
         path = urlparse(self.path).path
         if path in ("/", "/index.html"):
-            return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+            return self.send_body(200, PAGE.read_bytes(), "text/html; charset=utf-8")
         if path == "/api/state":
-            return self._json(self.server.session.state())
-        return self._json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
+            return self.send_json(self.server.session.state())
+        return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
     def do_POST(self):
-        if not self._host_allowed():
-            return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
-        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-            return self._json({"error": "expected application/json"}, HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-        try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        except json.JSONDecodeError:
-            return self._json({"error": "invalid JSON body"}, HTTPStatus.BAD_REQUEST)
+        if self.refuse_foreign_host():
+            return None
+        body = self.read_json_object()
+        if body is None:
+            return None
         path = urlparse(self.path).path
         if path != "/api/mark":
-            return self._json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
+            return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
         try:
-            return self._json(self.server.session.mark(str(body.get("id")), bool(body.get("wrong"))))
+            return self.send_json(self.server.session.mark(str(body.get("id")), bool(body.get("wrong"))))
         except DataError as exc:
-            return self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            return self.send_json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
 
 
 class AuditServer(ThreadingHTTPServer):

@@ -36,7 +36,7 @@ FINAL_FACT = re.compile(r"^(?P<stem>.*\b(?:is|was|are|were|by|in|of|called|named
                         r"(?P<answer>(?:[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2})|\d[\d,.]*)\s*[.!?]$")
 WRITER_PROMPT = ("Read the passage and write one question that the passage answers, and its short answer.\n"
                  "Passage: {passage}\n\nReply exactly as:\nQ: <question>\nA: <answer>")
-QA_REPLY = re.compile(r"Q:\s*(?P<q>.+?)\s*\n+\s*A:\s*(?P<a>.+)", re.S)
+QA_REPLY = re.compile(r"Q:\s*(?P<q>.+?)\s*\n+\s*A:\s*(?P<a>.+)", re.DOTALL)
 
 
 @dataclass

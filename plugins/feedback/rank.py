@@ -39,15 +39,16 @@ import time
 import webbrowser
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from lmforge.errors import ConfigError, DataError, MissingArtifact
 
+from ..local_page import LocalPageHandler
+
 EXPORT_MODES = ("all_pairs", "best_vs_worst")
-MAX_BODY_BYTES = 1 << 20  # a judgement is a few hundred bytes; anything near this is not one
 PAGE = Path(__file__).with_name("rank.html")
 
 
@@ -386,86 +387,42 @@ def open_or_create(args) -> RankSession:
 
 # --------------------------------------------------------------------------------------------------- server
 
-class RankHandler(BaseHTTPRequestHandler):
+class RankHandler(LocalPageHandler):
     server: RankServer
 
-    def log_message(self, format, *args):
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                         "script-src 'self' 'unsafe-inline'")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, data: Any, status: int = 200) -> None:
-        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
-
-    def _host_allowed(self) -> bool:
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-        return host in self.server.allowed_hosts
+    @property
+    def quiet(self) -> bool:
+        return not self.server.verbose
 
     def do_GET(self):
-        if not self._host_allowed():
-            return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
+        if self.refuse_foreign_host():
+            return None
         url = urlparse(self.path)
         query = parse_qs(url.query)
         if url.path in ("/", "/index.html"):
-            return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+            return self.send_body(200, PAGE.read_bytes(), "text/html; charset=utf-8")
         if url.path == "/api/state":
             annotator = (query.get("annotator") or [self.server.default_annotator])[0]
-            return self._json({**self.server.session.state(annotator),
+            return self.send_json({**self.server.session.state(annotator),
                                "default_annotator": self.server.default_annotator})
         if url.path == "/api/agreement":
-            return self._json(agreement(self.server.session))
-        return self._json({"error": f"no such path {url.path}"}, HTTPStatus.NOT_FOUND)
+            return self.send_json(agreement(self.server.session))
+        return self.send_json({"error": f"no such path {url.path}"}, HTTPStatus.NOT_FOUND)
 
     def do_POST(self):
-        if not self._host_allowed():
-            return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
-        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-            return self._json({"error": "expected application/json"}, HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-        body = self._read_json_object()
+        if self.refuse_foreign_host():
+            return None
+        body = self.read_json_object()
         if body is None:
             return None
         path = urlparse(self.path).path
         try:
             return self._post(path, body)
         except (DataError, ConfigError) as exc:
-            return self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            return self.send_json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
         except Exception as exc:  # noqa: BLE001 - answer, never drop the connection with a traceback
-            return self._json({"error": f"internal error: {type(exc).__name__}: {exc}"},
+            return self.send_json({"error": f"internal error: {type(exc).__name__}: {exc}"},
                               HTTPStatus.INTERNAL_SERVER_ERROR)
-
-    def _read_json_object(self) -> dict | None:
-        """The request's JSON object body, or None after answering 400/411/413 (never reads past the body)."""
-        length = (self.headers.get("Content-Length") or "").strip()
-        if not length.isdigit():
-            self.close_connection = True  # the body's end is unknown: do not read another request from it
-            self._json({"error": f"Content-Length must be a non-negative integer, got {length!r}"},
-                       HTTPStatus.BAD_REQUEST if length else HTTPStatus.LENGTH_REQUIRED)
-            return None
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._json({"error": f"request body of {length} bytes; at most {MAX_BODY_BYTES}"},
-                       HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            return None
-        raw = self.rfile.read(int(length))
-        try:
-            body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self._json({"error": f"invalid JSON body ({exc})"}, HTTPStatus.BAD_REQUEST)
-            return None
-        if not isinstance(body, dict):
-            self._json({"error": f"expected a JSON object, got {type(body).__name__}"}, HTTPStatus.BAD_REQUEST)
-            return None
-        return body
 
     def _post(self, path: str, body: dict):
         if path == "/api/judge":
@@ -473,15 +430,15 @@ class RankHandler(BaseHTTPRequestHandler):
                 raise DataError("annotator: expected a name (a string)")
             event = self.server.session.record(body.get("annotator"), body.get("prompt_id"),
                                                body.get("ranking"), body.get("skipped") is True)
-            return self._json({"ok": True, "event": event})
+            return self.send_json({"ok": True, "event": event})
         if path == "/api/export":
             mode = body.get("mode") or "all_pairs"
             if mode not in EXPORT_MODES:  # also keeps the file name inside the session directory
                 raise ConfigError(f"mode: {mode!r} is not one of {', '.join(EXPORT_MODES)}")
             out = self.server.session.directory / f"preferences.{mode}.jsonl"
             result = export_preferences(self.server.session, out, mode)
-            return self._json({"ok": True, **result, "agreement": agreement(self.server.session)})
-        return self._json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
+            return self.send_json({"ok": True, **result, "agreement": agreement(self.server.session)})
+        return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
 
 class RankServer(ThreadingHTTPServer):

@@ -7,14 +7,21 @@ and sorts the questions into
 
 - **known**: at least ``known_threshold`` of the samples are correct -> the SFT target is the model's own
   most frequent correct answer (it keeps what it knows, in its own words);
-- **unknown**: the samples agree (the most common answer, or "no answer", takes at least
-  ``consistency_threshold`` of them) but that answer is wrong -> the target is ``unknown_reply``;
-- **inconsistent**: everything else (the samples scatter; the model is right only sometimes) -> the target
-  is ``inconsistent_reply``, which names the model's best guess and how often it reached it, so the stated
-  doubt matches the measured one.
+- **unknown**: no sample is correct, whether the wrong answers agree or scatter, or the samples agree on a
+  wrong answer (at least ``consistency_threshold`` of them) -> the target is ``unknown_reply`` (training it to
+  state its most common wrong answer would teach the error);
+- **inconsistent**: the model is right only sometimes -> the target is ``inconsistent_reply``, which names
+  the right answer it reached and how often it reached it, so the stated doubt matches the measured one.
 
-Answers are compared as numbers (``answer_type: number``: GSM8K's ``#### n``, else the last number in the
-text) or as normalised text (``answer_type: text``: case, spacing and final punctuation ignored).
+A sample is correct when its answer matches the reference: as numbers (``answer_type: number``: GSM8K's
+``#### n``, else the last number in the text) or as normalised text (``answer_type: text``: case, spacing
+and final punctuation ignored). Where the reference shows its steps (GSM8K's ``<<48/2=24>>`` calculator
+annotations) and ``require_steps`` is on, a number answer also needs every intermediate result of the
+reference: the right answer, not only the right final number.
+
+Replay: probe examples alone teach a model that hedging is the answer to everything. With a ``replay``
+input (ordinary SFT data, e.g. what the model was fine-tuned on), ``replay_ratio`` ordinary examples per
+probe example are mixed into ``sft.jsonl`` (labelled ``boundary: replay``).
 
 Output (a sampler artifact, so ``completions.jsonl`` holds every graded sample): ``sft.jsonl`` (``messages``
 records, what the finetuner reads; each with its ``boundary`` label), ``knowledge_report.json`` / ``.md``
@@ -55,12 +62,14 @@ class ProbeParams:
     answer_type: str = "number"  # number: GSM8K '#### n' or the last number | text: normalised exact match
     max_questions: int | None = None
     known_threshold: float = 0.75  # share of correct samples for "known"
-    consistency_threshold: float = 0.75  # share of samples giving one answer for "consistent"
+    consistency_threshold: float = 0.75  # share of samples agreeing on a wrong answer for "unknown"
+    require_steps: bool = True  # number answers also need the reference's <<…=v>> intermediate results
+    replay_ratio: float = 1.0  # ordinary SFT examples (the `replay` input) per probe example
     unknown_reply: str = ("I'm not sure about this one. I don't think I know the answer, and I'd rather say so "
                           "than guess.")
-    inconsistent_reply: str = ("I'm not sure. When I work this out I don't always get the same result: my most "
-                               "common answer is {guess}, but I reached it in only {agree} of {samples} tries, "
-                               "so please double-check it.")
+    inconsistent_reply: str = ("I'm not sure. When I work this out I don't always get the same result: I think "
+                               "it is {guess}, but I reached that in only {agree} of {samples} tries, so please "
+                               "double-check it.")
 
 
 def normalise_number(text: str) -> str | None:
@@ -84,21 +93,41 @@ def extract_answer(text: str, answer_type: str) -> str | None:
     return cleaned or None
 
 
+STEP = re.compile(r"<<[^<>=]*=\s*(-?[\d,]*\.?\d+)\s*>>")
+
+
+def reference_steps(reference_text: str) -> list[str]:
+    """The intermediate results a reference solution shows (GSM8K calculator annotations ``<<a*b=c>>``)."""
+    return [n for n in (normalise_number(v) for v in STEP.findall(reference_text)) if n is not None]
+
+
+def has_steps(text: str, steps: list[str]) -> bool:
+    found = {normalise_number(n) for n in NUMBER.findall(text)}
+    return all(step in found for step in steps)
+
+
 def classify(answers: list[str | None], reference: str, known_threshold: float,
-             consistency_threshold: float) -> dict:
-    """Accuracy, consistency, the majority answer and the boundary label of one question's samples."""
+             consistency_threshold: float, correct_flags: list[bool] | None = None) -> dict:
+    """Accuracy, consistency, the majority answer and the boundary label of one question's samples.
+
+    ``correct_flags`` (default: answer == reference) lets a stricter grader decide what counts as correct.
+    Never correct is "unknown" however the wrong answers spread; sometimes correct is "inconsistent", and
+    its ``guess`` is then the right answer (with ``agree`` = how often it was reached), never a wrong one.
+    """
     total = len(answers)
-    correct = sum(answer == reference for answer in answers)
-    guess, agree = Counter(answers).most_common(1)[0]
+    flags = correct_flags if correct_flags is not None else [answer == reference for answer in answers]
+    correct = sum(flags)
+    majority, agree = Counter(answers).most_common(1)[0]
     accuracy, consistency = correct / total, agree / total
     if accuracy >= known_threshold:
         label = "known"
-    elif consistency >= consistency_threshold and guess != reference:
-        label = "unknown"
+    elif correct == 0 or (consistency >= consistency_threshold and majority != reference):
+        label = "unknown"  # never right, or confidently wrong
     else:
         label = "inconsistent"
-    return {"label": label, "accuracy": accuracy, "consistency": consistency, "guess": guess, "agree": agree,
-            "correct": correct, "samples": total}
+    guess, reached = (reference, correct) if correct else (majority, agree)
+    return {"label": label, "accuracy": accuracy, "consistency": consistency, "guess": guess, "agree": reached,
+            "majority": majority, "correct": correct, "samples": total}
 
 
 class SelfInterrogation(Sampler):
@@ -108,6 +137,8 @@ class SelfInterrogation(Sampler):
     inputs: ClassVar[dict[str, str]] = {"model": "a model directory",
                                         "prompts": "questions with reference answers (.jsonl/.json, e.g. "
                                                    "GSM8K {question, answer})"}
+    optional_inputs: ClassVar[dict[str, str]] = {"replay": "ordinary SFT data mixed into sft.jsonl (replay), so "
+                                                           "the model does not learn to hedge everything"}
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)
@@ -138,7 +169,9 @@ class SelfInterrogation(Sampler):
             if reference is None:
                 raise DataError(f"{path}: record {index}: no {cfg.answer_type} answer found in "
                                 f"'{cfg.answer_key}'")
-            questions.append({"question": record[cfg.question_key], "reference": reference})
+            steps = reference_steps(str(record[cfg.answer_key])) if cfg.answer_type == "number" and \
+                cfg.require_steps else []
+            questions.append({"question": record[cfg.question_key], "reference": reference, "steps": steps})
         return questions
 
     def run(self, inputs, output_dir, context):
@@ -164,14 +197,15 @@ class SelfInterrogation(Sampler):
         by_question: dict[int, list[dict]] = {}
         for row in rows:
             row["answer"] = extract_answer(row["completion"], cfg.answer_type)
-            row["correct"] = row["answer"] == questions[row["index"]]["reference"]
+            question = questions[row["index"]]
+            row["correct"] = row["answer"] == question["reference"] and has_steps(row["completion"], question["steps"])
             by_question.setdefault(row["index"], []).append(row)
 
         examples, details = [], []
         for index, question in enumerate(questions):
             samples = by_question[index]
             verdict = classify([s["answer"] for s in samples], question["reference"], cfg.known_threshold,
-                               cfg.consistency_threshold)
+                               cfg.consistency_threshold, [s["correct"] for s in samples])
             if verdict["label"] == "known":
                 correct = Counter(s["completion"] for s in samples if s["correct"])
                 reply = correct.most_common(1)[0][0]
@@ -187,6 +221,8 @@ class SelfInterrogation(Sampler):
                              "accuracy": verdict["accuracy"], "consistency": verdict["consistency"]})
             details.append({"index": index, "question": question["question"], "reference": question["reference"],
                             **verdict, "answers": [s["answer"] for s in samples]})
+        replayed = self._replay(inputs.get("replay"), len(examples), context.seed)
+        examples += replayed
 
         with open(output_dir / "completions.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -194,15 +230,34 @@ class SelfInterrogation(Sampler):
             handle.writelines(json.dumps(example, ensure_ascii=False) + "\n" for example in examples)
         counts = Counter(d["label"] for d in details)
         summary = {label: counts.get(label, 0) for label in ("known", "unknown", "inconsistent")}
-        report = {"questions": len(questions), **summary, "samples_per_question": cfg.samples,
+        report = {"questions": len(questions), **summary, "replayed": len(replayed), "samples_per_question": cfg.samples,
                   "mean_accuracy": sum(d["accuracy"] for d in details) / len(details),
                   "known_threshold": cfg.known_threshold, "consistency_threshold": cfg.consistency_threshold,
                   "per_question": details}
         (output_dir / "knowledge_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False),
                                                           encoding="utf-8")
         (output_dir / "knowledge_report.md").write_text(markdown_report(report), encoding="utf-8")
-        context.log_metrics({"questions": len(questions), **summary, "mean_accuracy": report["mean_accuracy"]})
+        context.log_metrics({"questions": len(questions), **summary, "replayed": len(replayed),
+                             "mean_accuracy": report["mean_accuracy"]})
         return output_dir
+
+    def _replay(self, path, probe_examples: int, seed: int) -> list[dict]:
+        """``replay_ratio`` x ``probe_examples`` ordinary SFT conversations (seeded draw, repeats if short)."""
+        import random
+
+        if not path or self.config.replay_ratio <= 0:
+            return []
+        from ..formats import load_conversations
+
+        conversations = load_conversations(path)
+        if not conversations:
+            raise DataError(f"{path}: the replay input holds no conversations")
+        wanted = round(self.config.replay_ratio * probe_examples)
+        rng = random.Random(seed)
+        order: list[int] = []
+        while len(order) < wanted:
+            order += rng.sample(range(len(conversations)), len(conversations))
+        return [{"messages": conversations[i], "boundary": "replay"} for i in order[:wanted]]
 
 
 def markdown_report(report: dict) -> str:

@@ -187,10 +187,6 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if context.quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
     tokenizer = tokenizer_for(inputs["model"], cfg)
     examples, data_format = load_examples(inputs["data"], cfg)
     stats = {"examples": len(examples), "dropped_too_long": 0}
@@ -203,8 +199,8 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
         examples, stats["cut_prompt_side"], stats["dropped_too_long"] = keep_last_reply(
             examples, tokenizer, cfg.max_length)
         if not examples:
-            raise DataError(f"{inputs['data']}: no example's last reply fits finetuner.max_length={cfg.max_length} "
-                            "tokens; raise max_length")
+            raise DataError(f"{inputs['data']}: none of the {stats['dropped_too_long']} examples' last reply fits "
+                            f"finetuner.max_length={cfg.max_length} tokens; raise max_length")
     if cfg.truncation == "drop":
         examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length,
                                                             str(inputs["data"]))

@@ -37,7 +37,7 @@ class WordEmbeddings:
 
     words: list[str]
     token_ids: list[int]
-    vectors: "object"  # numpy array (len(words), hidden)
+    vectors: object  # numpy array (len(words), hidden)
 
 
 def whole_word_tokens(tokenizer, limit: int, ranked_text: str | None = None) -> list[tuple[str, int]]:

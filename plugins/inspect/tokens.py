@@ -76,10 +76,9 @@ def rich_view(spans: list[TokenSpan]):
 
 def tokenize_main(argv: list[str]) -> int:
     """``lmforge tokenize TOKENIZER TEXT...``: the token view in the terminal."""
+    from lmforge.errors import LmforgeError
     from rich.console import Console
     from rich.table import Table
-
-    from lmforge.errors import LmforgeError
 
     parser = argparse.ArgumentParser(prog="lmforge tokenize",
                                      description="show how a tokenizer cuts text: coloured pieces and their ids")

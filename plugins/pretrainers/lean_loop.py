@@ -23,6 +23,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge import Pretrainer
@@ -56,6 +57,39 @@ from .shared import (
     without_loss,
 )
 
+
+@dataclass
+class Corpus:
+    """The token windows a run trains and validates on."""
+
+    train: Windows
+    val: Windows
+    train_tokens: int
+    val_tokens: int
+    bytes_per_token: float
+
+
+@dataclass
+class Loop:
+    """What every step of the loop uses: the prepared model and optimizer, the data, where it runs."""
+
+    cfg: PretrainConfig
+    context: object
+    accelerator: object
+    model: object  # the language model with its loss, as accelerate prepared it
+    forward: object  # ``model``, compiled or not
+    optimizer: object
+    corpus: Corpus
+    order: SampleOrder
+    checkpoints: Path
+    flops_token: float
+    peak: float | None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
 class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
 
@@ -65,161 +99,29 @@ class LeanPretrainer(Pretrainer):
         check_model_config(context.model)
 
     def run(self, inputs, output_dir, context):
-        import torch
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
-
         cfg = self.config
         cfg.check()
-        hardware = context.hardware
-        precision = hardware.dtype_name()
-        accelerator = Accelerator(cpu=not hardware.use_cuda(),
-                                  mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision, "no"))
-        if accelerator.state.deepspeed_plugin is not None:
-            raise ConfigError("pretrainer=lean drives DDP and FSDP; DeepSpeed owns its own step and accumulation, "
-                              "so launch DeepSpeed with pretrainer=hf_trainer")
-        main = accelerator.is_main_process
-        world, rank = accelerator.num_processes, accelerator.process_index
+        accelerator = make_accelerator(context.hardware)
         accelerator.wait_for_everyone()  # the main process prepared the work dir first (lmforge.pipeline)
-        checkpoints = Path(context.checkpoint_dir())
-
-        tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
-        tokenizer = load_tokenizer(tokenizer_dir)
-        # the first process of each machine to take the cache's file lock tokenises (all cores); the others
-        # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
-        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                        cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
-        train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
-        train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
-        val = Windows(val_tokens, cfg.block_size, cfg.block_size)
-        if len(train) == 0:
-            raise split_too_short(len(train_tokens), cfg.block_size)
-        order = SampleOrder(len(train), context.seed)
-
-        set_seed(context.seed)
-        lm = initial_model(cfg, tokenizer, context)
-        flops_token = flops_per_token(lm, cfg.block_size)
-        if hardware.use_cuda():
-            torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
-            torch.backends.cudnn.allow_tf32 = True
-        # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
-        optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
-        # the model and its loss as one module: compiled together, the logits never leave the graph in fp32
-        model, optimizer = accelerator.prepare(with_loss(lm), optimizer)
-        compile_model = hardware.compile if cfg.compile is None else cfg.compile
-        forward = torch.compile(model) if compile_model else model
-        pin = accelerator.device.type == "cuda"
-        peak = peak_flops(cfg.peak_tflops, hardware.use_cuda())
-
+        tokenizer, corpus = load_corpus(cfg, inputs, context, accelerator.is_main_process)
+        loop = prepare_loop(cfg, context, accelerator, tokenizer, corpus)
         start_step = 0
-        resume_from = latest_checkpoint(checkpoints)
+        resume_from = latest_checkpoint(loop.checkpoints)
         if resume_from is not None:
             accelerator.load_state(str(resume_from))
             start_step = loop_state(resume_from)["step"]
-
-        def loss_of(batch):
-            # pinned host memory: the copy is truly asynchronous, so the CPU prepares the next batch while
-            # the GPU still runs this step (a pageable copy would wait for the GPU to drain first)
-            batch = (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True)
-            with accelerator.autocast():
-                return forward(batch)
-
-        @torch.no_grad()
-        def evaluate() -> float | None:
-            if len(val) == 0:
-                return None
-            model.eval()
-            size = cfg.eval_batch_size or cfg.batch_size
-            starts = list(range(0, len(val), size))[:cfg.eval_batches] if cfg.eval_batches else \
-                list(range(0, len(val), size))
-            total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
-            for start in starts[rank::world]:
-                batch = val.batch(range(start, min(start + size, len(val))))
-                total[0] += loss_of(batch).double() * batch.shape[0]
-                total[1] += batch.shape[0]
-            total = accelerator.reduce(total, reduction="sum")
-            model.train()
-            return float(total[0] / total[1])
-
-        bytes_per_token = meta["bytes"] / max(meta["tokens"], 1)
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * world * cfg.block_size
-        model.train()
-        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretraining", unit="step",
-                   disable=context.quiet or not main)
-        window_started, window_steps = time.perf_counter(), 0
-        val_loss = None
-        loss = torch.zeros((), device=accelerator.device)
-        for step in range(start_step, cfg.max_steps):
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = torch.zeros((), device=accelerator.device)
-            for micro in range(cfg.grad_accum):
-                first = sample_position(step, micro, rank, grad_accum=cfg.grad_accum, world=world,
-                                        batch_size=cfg.batch_size)
-                batch = train.batch(order.windows(first, cfg.batch_size))
-                sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 else nullcontext()
-                with sync:
-                    micro_loss = loss_of(batch) / cfg.grad_accum
-                    accelerator.backward(micro_loss)
-                loss += micro_loss.detach()
-            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else None)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            window_steps += 1
-            bar.update(1)
-
-            if done % cfg.logging_steps == 0 or done == cfg.max_steps:
-                loss_value = float(accelerator.reduce(loss, reduction="mean"))
-                stop_if_not_finite(loss_value, done, checkpoints)
-                elapsed = time.perf_counter() - window_started
-                tokens_per_s = tokens_per_step * window_steps / max(elapsed, 1e-9)
-                metrics = {"loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
-                           "ms_per_step": 1000 * elapsed / window_steps}
-                if grad_norm is not None:
-                    metrics["grad_norm"] = float(grad_norm)
-                if peak:
-                    metrics["mfu"] = flops_token * tokens_per_s / world / peak
-                if main:
-                    context.log_metrics(metrics, step=done)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-                window_started, window_steps = time.perf_counter(), 0
-            if cfg.eval_steps > 0 and (done % cfg.eval_steps == 0 or done == cfg.max_steps):
-                val_loss = evaluate()
-                if val_loss is not None and main:
-                    context.log_metrics({"val_loss": val_loss}, step=done)
-                    if not context.quiet:
-                        tqdm.write(f"step {done}: val loss {val_loss:.4f}")
-                window_started, window_steps = time.perf_counter(), 0
-            if cfg.save_steps > 0 and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, checkpoints)
-                self._save(accelerator, checkpoints, done)
-                window_started, window_steps = time.perf_counter(), 0
-        bar.close()
-
-        final_loss = float(accelerator.reduce(loss, reduction="mean"))
-        stop_if_not_finite(final_loss, cfg.max_steps, checkpoints)
+        final_loss, val_loss = train_steps(loop, start_step)
+        stop_if_not_finite(final_loss, cfg.max_steps, loop.checkpoints)
         if val_loss is None or cfg.eval_steps <= 0 or cfg.max_steps % max(cfg.eval_steps, 1):
-            val_loss = evaluate()
-        summary = {"train_windows": len(train), "val_windows": len(val), "train_tokens": len(train_tokens),
-                   "val_tokens": len(val_tokens), "bytes_per_token": bytes_per_token, "final_train_loss": final_loss,
-                   "steps": cfg.max_steps, "resumed_from_step": start_step, "world_size": world}
+            val_loss = evaluate(loop)
+        summary = {"train_windows": len(corpus.train), "val_windows": len(corpus.val),
+                   "train_tokens": corpus.train_tokens, "val_tokens": corpus.val_tokens,
+                   "bytes_per_token": corpus.bytes_per_token, "final_train_loss": final_loss,
+                   "steps": cfg.max_steps, "resumed_from_step": start_step, "world_size": accelerator.num_processes}
         if val_loss is not None:
             summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
-                           bits_per_byte=val_loss / math.log(2) / bytes_per_token)
-        accelerator.wait_for_everyone()
-        unwrapped = accelerator.unwrap_model(model).lm
-        state_dict = without_loss(accelerator.get_state_dict(model))
-        if main:
-            context.log_metrics(summary, step=cfg.max_steps)
-            unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(str(output_dir))
-            (Path(output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        accelerator.wait_for_everyone()
+                           bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
+        save_final(loop, tokenizer, summary, Path(output_dir))
         # no accelerator.end_training(): it destroys the process group, and under `accelerate launch` the
         # pipeline's later stages (SFT, alignment) train on the same group
         return output_dir
@@ -235,6 +137,180 @@ class LeanPretrainer(Pretrainer):
         if accelerator.is_main_process:
             commit_partial(checkpoints, step, keep=keep)
         accelerator.wait_for_everyone()
+
+
+def make_accelerator(hardware):
+    """An ``Accelerator`` for the hardware (bf16/fp16 autocast on GPU); DeepSpeed is refused with the way out."""
+    from accelerate import Accelerator
+
+    precision = hardware.dtype_name()
+    accelerator = Accelerator(cpu=not hardware.use_cuda(),
+                              mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision, "no"))
+    if accelerator.state.deepspeed_plugin is not None:
+        raise ConfigError("pretrainer=lean drives DDP and FSDP; DeepSpeed owns its own step and accumulation, "
+                          "so launch DeepSpeed with pretrainer=hf_trainer")
+    return accelerator
+
+
+def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
+    """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
+    tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    # the first process of each machine to take the cache's file lock tokenises (all cores); the others
+    # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
+    tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
+                                    cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
+    train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+    train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
+    if len(train) == 0:
+        raise split_too_short(len(train_tokens), cfg.block_size)
+    return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
+                             len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))
+
+
+def prepare_loop(cfg: PretrainConfig, context, accelerator, tokenizer, corpus: Corpus) -> Loop:
+    """Seeded model init, fused AdamW with decay on matrices only, accelerate's prepare, optional compile."""
+    import torch
+    from accelerate.utils import set_seed
+
+    hardware = context.hardware
+    set_seed(context.seed)
+    lm = initial_model(cfg, tokenizer, context)
+    flops_token = flops_per_token(lm, cfg.block_size)
+    if hardware.use_cuda():
+        torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 leftovers (norms, loss) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    # fused AdamW (one kernel per step, CPU and CUDA) is ~5x faster than the per-tensor default at small sizes
+    optimizer = torch.optim.AdamW(decay_groups(lm, cfg.weight_decay), lr=cfg.learning_rate,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
+    # the model and its loss as one module: compiled together, the logits never leave the graph in fp32
+    model, optimizer = accelerator.prepare(with_loss(lm), optimizer)
+    compile_model = hardware.compile if cfg.compile is None else cfg.compile
+    return Loop(cfg, context, accelerator, model, torch.compile(model) if compile_model else model, optimizer,
+                corpus, SampleOrder(len(corpus.train), context.seed), Path(context.checkpoint_dir()), flops_token,
+                peak_flops(cfg.peak_tflops, hardware.use_cuda()))
+
+
+def loss_of(loop: Loop, batch):
+    """The mean next-token loss of a batch of windows."""
+    accelerator = loop.accelerator
+    # pinned host memory: the copy is truly asynchronous, so the CPU prepares the next batch while
+    # the GPU still runs this step (a pageable copy would wait for the GPU to drain first)
+    batch = (batch.pin_memory() if accelerator.device.type == "cuda" else batch).to(accelerator.device,
+                                                                                   non_blocking=True)
+    with accelerator.autocast():
+        return loop.forward(batch)
+
+
+def evaluate(loop: Loop) -> float | None:
+    """Validation loss over (the first ``eval_batches`` of) the validation windows, shared across processes."""
+    import torch
+
+    val, cfg, accelerator = loop.corpus.val, loop.cfg, loop.accelerator
+    if len(val) == 0:
+        return None
+    loop.model.eval()
+    size = cfg.eval_batch_size or cfg.batch_size
+    starts = list(range(0, len(val), size))
+    starts = starts[:cfg.eval_batches] if cfg.eval_batches else starts
+    total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+    with torch.no_grad():
+        for start in starts[accelerator.process_index::accelerator.num_processes]:
+            batch = val.batch(range(start, min(start + size, len(val))))
+            total[0] += loss_of(loop, batch).double() * batch.shape[0]
+            total[1] += batch.shape[0]
+    total = accelerator.reduce(total, reduction="sum")
+    loop.model.train()
+    return float(total[0] / total[1])
+
+
+def optimizer_step(loop: Loop, step: int):
+    """One optimiser step: nanoGPT's lr for ``step``, ``grad_accum`` micro-batches (DDP sync on the last only),
+    clipping. Returns (summed loss tensor, grad norm or None, lr)."""
+    import torch
+
+    cfg, accelerator = loop.cfg, loop.accelerator
+    lr = lr_at(step, cfg)
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    loss = torch.zeros((), device=accelerator.device)
+    for micro in range(cfg.grad_accum):
+        first = sample_position(step, micro, accelerator.process_index, grad_accum=cfg.grad_accum,
+                                world=accelerator.num_processes, batch_size=cfg.batch_size)
+        batch = loop.corpus.train.batch(loop.order.windows(first, cfg.batch_size))
+        sync = accelerator.no_sync(loop.model) if micro < cfg.grad_accum - 1 else nullcontext()
+        with sync:
+            micro_loss = loss_of(loop, batch) / cfg.grad_accum
+            accelerator.backward(micro_loss)
+        loss += micro_loss.detach()
+    grad_norm = accelerator.clip_grad_norm_(loop.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    loop.optimizer.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, lr
+
+
+def train_steps(loop: Loop, start_step: int) -> tuple[float, float | None]:
+    """Steps ``start_step`` .. ``max_steps`` with logging, evaluation and checkpoints on their intervals.
+    Returns the last step's loss and the last validation loss (None when none was taken)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, context, accelerator = loop.cfg, loop.context, loop.accelerator
+    world = accelerator.num_processes
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * world * cfg.block_size
+    loop.model.train()
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretraining", unit="step",
+               disable=context.quiet or not loop.main)
+    window_started, window_steps = time.perf_counter(), 0
+    val_loss = None
+    loss = torch.zeros((), device=accelerator.device)
+    for step in range(start_step, cfg.max_steps):
+        loss, grad_norm, lr = optimizer_step(loop, step)
+        done = step + 1
+        window_steps += 1
+        bar.update(1)
+        if done % cfg.logging_steps == 0 or done == cfg.max_steps:
+            loss_value = float(accelerator.reduce(loss, reduction="mean"))
+            stop_if_not_finite(loss_value, done, loop.checkpoints)
+            elapsed = time.perf_counter() - window_started
+            tokens_per_s = tokens_per_step * window_steps / max(elapsed, 1e-9)
+            metrics = {"loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
+                       "ms_per_step": 1000 * elapsed / window_steps}
+            if grad_norm is not None:
+                metrics["grad_norm"] = float(grad_norm)
+            if loop.peak:
+                metrics["mfu"] = loop.flops_token * tokens_per_s / world / loop.peak
+            if loop.main:
+                context.log_metrics(metrics, step=done)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            window_started, window_steps = time.perf_counter(), 0
+        if cfg.eval_steps > 0 and (done % cfg.eval_steps == 0 or done == cfg.max_steps):
+            val_loss = evaluate(loop)
+            if val_loss is not None and loop.main:
+                context.log_metrics({"val_loss": val_loss}, step=done)
+                if not context.quiet:
+                    tqdm.write(f"step {done}: val loss {val_loss:.4f}")
+            window_started, window_steps = time.perf_counter(), 0
+        if cfg.save_steps > 0 and done % cfg.save_steps == 0 and done < cfg.max_steps:
+            stop_if_not_finite(float(accelerator.reduce(loss, reduction="mean")), done, loop.checkpoints)
+            LeanPretrainer._save(accelerator, loop.checkpoints, done)
+            window_started, window_steps = time.perf_counter(), 0
+    bar.close()
+    return float(accelerator.reduce(loss, reduction="mean")), val_loss
+
+
+def save_final(loop: Loop, tokenizer, summary: dict, output_dir: Path) -> None:
+    """The main process writes the model dir (safetensors), the tokenizer and ``train_summary.json``."""
+    accelerator = loop.accelerator
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(loop.model).lm
+    state_dict = without_loss(accelerator.get_state_dict(loop.model))
+    if loop.main:
+        loop.context.log_metrics(summary, step=loop.cfg.max_steps)
+        unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(str(output_dir))
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
 
 
 # Re-exported for callers that build the same model outside a run.

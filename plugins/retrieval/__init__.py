@@ -25,5 +25,5 @@ def _context_qa(argv):
 
 @hookimpl
 def lmforge_cli_commands():
-    return {"context-qa": ("write the context-QA set: documents to retrieve from and SFT data that teaches "
-                           "answering from passages", _context_qa)}
+    return {"context-qa": (("write the context-QA set: documents to retrieve from and SFT data that teaches "
+                            "answering from passages"), _context_qa)}

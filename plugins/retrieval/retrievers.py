@@ -138,7 +138,7 @@ class HTTPRetriever:
             request = urllib.request.Request(cfg.url, data=json.dumps({cfg.query_param: query, "k": k}).encode(),
                                              headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=cfg.timeout) as response:  # noqa: S310 (user's URL)
+            with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
                 body = json.loads(response.read().decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise LmforgeError(f"retriever http: {cfg.url}: {exc}") from None

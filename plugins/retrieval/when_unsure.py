@@ -151,3 +151,23 @@ def sample_when_unsure(model, tokenizer, prompts: list[list[dict]], gen_cfg, cfg
         row["prompt"] = prompts[row["index"]]
         row["retrieval"] = asdict(record)
     return rows
+
+
+def add_retrieval_arguments(parser) -> None:
+    """``--retrieve`` / ``--retrieve-url`` / ``--threshold`` / ``--k`` for ``lmforge chat`` and ``lmforge serve``."""
+    parser.add_argument("--retrieve", default=None, metavar="COLLECTION",
+                        help="look it up when unsure: a BM25 index over this file/folder/dataset")
+    parser.add_argument("--retrieve-url", default=None, metavar="URL",
+                        help="look it up when unsure: a JSON search service (GET URL?q=…&k=…)")
+    parser.add_argument("--threshold", type=float, default=1.0,
+                        help="retrieve when the answer's mean entropy over its first tokens exceeds this (nats)")
+    parser.add_argument("--k", type=int, default=3, help="passages added to the context when retrieval fires")
+
+
+def retrieval_from_args(args) -> RetrievalConfig | None:
+    """A RetrievalConfig from those arguments (None when neither ``--retrieve`` nor ``--retrieve-url`` is given)."""
+    if not (args.retrieve or args.retrieve_url):
+        return None
+    retriever = ({"name": "bm25", "collection": args.retrieve} if args.retrieve
+                 else {"name": "http", "url": args.retrieve_url})
+    return RetrievalConfig(retriever=retriever, threshold=args.threshold, k=args.k)

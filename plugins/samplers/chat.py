@@ -214,25 +214,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--retrieve", default=None, metavar="COLLECTION",
-                        help="look it up when unsure: a BM25 index over this file/folder/dataset")
-    parser.add_argument("--retrieve-url", default=None, metavar="URL",
-                        help="look it up when unsure: a JSON search service (GET URL?q=…&k=…)")
-    parser.add_argument("--threshold", type=float, default=1.0,
-                        help="retrieve when the answer's mean entropy over its first tokens exceeds this (nats)")
-    parser.add_argument("--k", type=int, default=3, help="passages added to the context when retrieval fires")
+    from ..retrieval.when_unsure import add_retrieval_arguments
+
+    add_retrieval_arguments(parser)
     return parser
-
-
-def retrieval_from_args(args):
-    """A RetrievalConfig from ``--retrieve`` / ``--retrieve-url`` (None when neither is given)."""
-    if not (args.retrieve or args.retrieve_url):
-        return None
-    from ..retrieval.when_unsure import RetrievalConfig
-
-    retriever = ({"name": "bm25", "collection": args.retrieve} if args.retrieve
-                 else {"name": "http", "url": args.retrieve_url})
-    return RetrievalConfig(retriever=retriever, threshold=args.threshold, k=args.k)
 
 
 def show_retrieval(record: dict | None, write) -> None:
@@ -250,10 +235,13 @@ def show_retrieval(record: dict | None, write) -> None:
 
 def chat_main(argv: list[str], input_fn=input, output=None) -> int:
     """The ``lmforge chat`` command; ``input_fn``/``output`` are replaceable to drive it from code."""
+    from ..retrieval.when_unsure import retrieval_from_args
+
     output = output or sys.stdout
     args = _parser().parse_args(argv)
     session = ChatSession(args.model_dir, system_prompt=args.system, context_files=args.context,
-                          device=args.device, retrieval=retrieval_from_args(args), max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                          device=args.device, retrieval=retrieval_from_args(args),
+                          max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed, stop_strings=args.stop)
     write = output.write

@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
@@ -363,13 +362,11 @@ class ModelServer:
     """The model, its tokenizer and the generation worker behind the HTTP app."""
 
     def __init__(self, model_dir, model_name: str | None = None, device: str = "auto", max_batch_size: int = 16,
-                 batch_wait_s: float = 0.005, stop_tokens=("<|end|>",)):
+                 batch_wait_s: float = 0.005, stop_tokens=("<|end|>",), retrieval=None):
         import torch
 
-        from ..models import load_causal_lm, load_tokenizer
+        from ..models import load_causal_lm, load_tokenizer, resolve_model_ref
         from .hf_generate import eos_token_ids
-
-        from ..models import resolve_model_ref
 
         resolved = resolve_model_ref(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         model_dir = resolved.path
@@ -384,6 +381,23 @@ class ModelServer:
         self.context_window = getattr(model.config, "max_position_embeddings", None) or 2048
         self.worker = GenerationWorker(model, self.tokenizer, eos_token_ids(self.tokenizer, stop_tokens),
                                        max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+        # Look it up when unsure (chat requests): a RetrievalConfig, its retriever, and the stop tokens it probes with
+        self.retrieval, self.retriever, self.stop_tokens = retrieval, None, tuple(stop_tokens)
+        if retrieval is not None:
+            from ..retrieval.when_unsure import build_retriever
+
+            self.retriever = build_retriever(retrieval)
+
+    def look_up_when_unsure(self, messages: list[dict]) -> tuple[list[dict], dict]:
+        """The messages with passages added when the model is unsure, and the record (the response's
+        ``lmforge_retrieval`` field). Runs in a worker thread: it generates a few probe tokens."""
+        from dataclasses import asdict
+
+        from ..retrieval.when_unsure import add_context_when_unsure
+
+        (augmented,), (record,) = add_context_when_unsure(self.worker.model, self.tokenizer, [messages],
+                                                          self.retrieval, self.retriever, None, self.stop_tokens)
+        return augmented, asdict(record)
 
     def close(self) -> None:
         self.worker.close()
@@ -645,13 +659,18 @@ async def answer_chat(server: ModelServer, request: ChatRequest, http_request: R
 
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 for m in request.messages]
+    extension = {}  # lmforge_retrieval: whether the answer was looked up, why, and with which passages
+    if server.retrieval is not None:
+        from starlette.concurrency import run_in_threadpool
+
+        messages, extension["lmforge_retrieval"] = await run_in_threadpool(server.look_up_when_unsure, messages)
     ids = await tokenize(encode_prompt, server.tokenizer, with_system_prompt(messages, None))
     events, emit = channel()
     job = make_job(server, request, ids, request.max_completion_tokens or request.max_tokens, emit)
     chunks = Chunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), server.model_name, chat=True)
     server.worker.submit(job)
     if request.stream:
-        first = [chunks(index, text="", role="assistant") for index in range(job.n)]
+        first = [{**chunks(index, text="", role="assistant"), **extension} for index in range(job.n)]
         include_usage = bool((request.stream_options or {}).get("include_usage"))
         return StreamingResponse(stream_events([job], events, http_request, chunks, len(ids) * job.n,
                                                include_usage, first), media_type="text/event-stream")
@@ -660,7 +679,7 @@ async def answer_chat(server: ModelServer, request: ChatRequest, http_request: R
                 "logprobs": None, "finish_reason": results[index].reason} for index in sorted(results)]
     return {"id": chunks.response_id, "object": "chat.completion", "created": chunks.created,
             "model": server.model_name, "choices": choices,
-            "usage": usage(len(ids) * job.n, sum(r.tokens for r in results.values()))}
+            "usage": usage(len(ids) * job.n, sum(r.tokens for r in results.values())), **extension}
 
 
 class APIKeyCheck:
@@ -810,6 +829,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also answer requests whose Host header is this name (repeatable); a server bound "
                              "to 127.0.0.1 answers only 127.0.0.1, localhost and ::1")
     parser.add_argument("--log-level", default="info")
+    from ..retrieval.when_unsure import add_retrieval_arguments
+
+    add_retrieval_arguments(parser)  # chat requests look the answer up when the model is unsure
     return parser
 
 
@@ -821,8 +843,11 @@ def serve_main(argv: list[str]) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"lmforge serve: warning: binding {args.host} without --api-key; anyone who can reach this "
               "address can use the model", file=sys.stderr)
+    from ..retrieval.when_unsure import retrieval_from_args
+
     server = ModelServer(args.model_dir, model_name=args.model_name, device=args.device,
-                         max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
+                         max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
+                         retrieval=retrieval_from_args(args))
     print(f"lmforge serve: '{server.model_name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
     try:
         app = create_app(server, args.api_key, int(args.max_body_mb * 2**20), allowed_hosts(args.host, args.allow_host))

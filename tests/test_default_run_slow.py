@@ -1,0 +1,53 @@
+"""The real default pipeline, as `lmforge run` runs it, and the numbers that say each stage worked.
+
+Slow (four to five minutes on two idle CPU cores): CI runs it. The thresholds are below the numbers measured
+(docs/quickstart.md) so that they hold run to run; the numbers it reaches are printed (pytest -s) and are in
+the run's manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(run_dir, stage):
+    return json.loads((run_dir / stage / "manifest.json").read_text())["metrics"]
+
+
+def test_default_run_yields_a_model_that_visibly_works(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the user's default threads
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lmforge.cli", "run", f"run.root={tmp_path}", "run.quiet=true"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "default"
+    base, sft, rm, aligned = (_metrics(run, s) for s in ("pretrainer", "finetuner", "reward_model", "aligner"))
+    numbers = {"seconds": round(seconds), "base_val_loss": base["eval_loss"],
+               "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"], "sft_val_loss": sft["eval_loss"],
+               "sft_identity": sft["eval/answers/identity"], "rm_accuracy": rm["eval_accuracy"],
+               **{k.removeprefix("eval/answers/"): v for k, v in aligned.items() if k.startswith("eval/answers/")},
+               "win_rate": aligned["eval/judged_win_rate/win_rate"]}
+    print("default run:", json.dumps(numbers))
+    # the base model continues with English words, not digit soup
+    assert base["eval/answers/alpha_words"] >= 0.6
+    # fine-tuning made an assistant: it ends its turns, in English, and its held-out loss fell
+    assert sft["eval_loss"] < base["eval_loss"]
+    assert sft["eval/answers/ends_turn"] >= 0.9 and sft["eval/answers/english"] >= 0.8
+    # the reward model learnt the judge's preferences on held-out pairs (chance is 0.5)
+    assert rm["eval_accuracy"] >= 0.6
+    # the aligned model still ends its turns (identity, English share and win rate are printed above)
+    assert aligned["eval/answers/ends_turn"] >= 0.5
+    # every stage's effect is in the report, the same held-out prompts side by side
+    report = (run / "report.md").read_text()
+    assert "## What each stage did" in report and "| Who are you? |" in report
+    answers = [json.loads(line) for line in (run / "aligner" / "answers.jsonl").read_text().splitlines()]
+    assert answers[0]["prompt"] == "Who are you?" and len(answers) == 55

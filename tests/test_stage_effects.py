@@ -1,0 +1,88 @@
+"""Stage effects: the held-out answer evaluators, the rule judge, and the report section built from them."""
+
+from __future__ import annotations
+
+import json
+
+import lmforge
+import pytest
+from lmforge.errors import ConfigError
+from lmforge.plugins.stage_effects import (
+    Answers,
+    JudgedWinRate,
+    english_share,
+    is_correct,
+    markdown_section,
+    reference_score,
+)
+
+
+def test_rule_judge_needs_the_answer_word_beyond_the_question():
+    assert is_correct("The opposite of hot is cold.", "The opposite of hot is cold.", "What is the opposite of hot?")
+    assert not is_correct("The opposite of hot is hot.", "The opposite of hot is cold.", "What is the opposite of hot?")
+    assert not is_correct("The opposite of wet is slow.", "The opposite of hot is cold.", "What is the opposite of hot?")
+    assert is_correct("6 plus 7 is 13.", "6 plus 7 is 13.", "What is 6 + 7?")
+    ended = reference_score("6 plus 7 is 13.", "6 plus 7 is 13.", "What is 6 + 7?", True)
+    looping = reference_score("6 plus 7 is 6 plus 7 is 6 plus 7 is", "6 plus 7 is 13.", "What is 6 + 7?", False)
+    assert ended > looping
+
+
+def test_english_share_uses_the_cleaners_language_id():
+    assert english_share(["The capital of France is Paris.", "I am Forge, a small assistant."]) == 1.0
+    assert english_share(["Die Hauptstadt von Frankreich ist Paris.", "8 8 8 8 8 8"]) == 0.0
+
+
+def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_context, tmp_path):
+    prompts = tmp_path / "held_out.jsonl"
+    rows = [{"prompt": "Who are you?", "reference": "I am {{name}}.", "kind": "identity"},
+            {"prompt": "What is 2 + 2?", "reference": "2 plus 2 is 4.", "kind": "sum"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    artifact = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(varied_model_dir, artifact)
+    metrics = Answers({"prompts": str(prompts), "max_new_tokens": 4, "samples": 2, "system_prompt": None,
+                       "placeholders": {"name": "Forge"}}).evaluate(artifact, {}, tiny_context)
+    assert metrics["prompts"] == 2 and 0.0 <= metrics["ends_turn"] <= 1.0 and metrics["identity"] == 0.0
+    written = [json.loads(line) for line in (artifact / "answers.jsonl").read_text().splitlines()]
+    assert [w["reference"] for w in written] == ["I am Forge.", "2 plus 2 is 4."]
+    base = Answers({"prompts": str(prompts), "max_new_tokens": 4, "mode": "continuation"}).evaluate(
+        artifact, {}, tiny_context)
+    assert "ends_turn" not in base and "identity" not in base
+    with pytest.raises(ConfigError, match="evaluation.answers.mode"):
+        Answers({"mode": "chatty"}).evaluate(artifact, {}, tiny_context)
+
+
+def test_judged_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):
+    prompts = tmp_path / "held_out.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 + 2?", "reference": "2 plus 2 is 4."}) + "\n")
+    judge = JudgedWinRate({"prompts": str(prompts), "judge": "reference", "max_new_tokens": 4, "samples": 2,
+                           "system_prompt": None})
+    result = judge.evaluate(varied_model_dir, {"model": varied_model_dir}, tiny_context)
+    assert result["win_rate"] == 0.5 and result["pairs"] == 2
+    with pytest.raises(ConfigError, match="judged_win_rate.baseline"):
+        JudgedWinRate({"baseline": "nowhere"}).evaluate(varied_model_dir, {}, tiny_context)
+
+
+def test_report_section_puts_stages_side_by_side(tmp_path):
+    manifests = {"pretrainer": {"metrics": {"eval_loss": 5.0, "eval/answers/alpha_words": 0.9}},
+                 "finetuner": {"metrics": {"eval/answers/identity": 1.0, "eval/answers/ends_turn": 0.95}}}
+    for stage, answer in (("pretrainer", "the cat sat on the"), ("finetuner", "I am *Forge*.")):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "answers.jsonl").write_text(json.dumps({"prompt": "Who are you?", "answer": answer}) + "\n")
+    section = markdown_section(tmp_path, manifests)
+    assert "| finetuner | identity answered (greedy) | 1 |" in section
+    assert "| Who are you? | the cat sat on the | I am \\*Forge\\*\\. |" in section
+    assert markdown_section(tmp_path, {"cleaner": {"metrics": {}}}) == ""
+
+
+def test_default_pipeline_asks_every_stage_the_held_out_prompts():
+    cfg = lmforge.resolve_config(lmforge.compose([]))
+    assert list(cfg["pipeline"]["stages"]) == ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model",
+                                               "aligner", "sampler"]
+    assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
+    assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "judged_win_rate"}
+    held_out = [json.loads(line) for line in open(lmforge.sample_data_path("prompts.jsonl"))]  # noqa: SIM115
+    trained = {json.loads(line)["messages"][0]["content"] for line in open(lmforge.sample_data_path("sft.jsonl"))}  # noqa: SIM115
+    facts = [r for r in held_out if r["kind"] not in ("identity", "chat")]
+    assert facts and not any(r["prompt"] in trained for r in facts)
