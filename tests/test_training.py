@@ -99,7 +99,7 @@ def test_every_trl_stage_takes_the_shared_knobs():
 def test_epochs_train_whole_passes_over_the_data(shared_data, tiny_model_dir, tiny_context, tmp_path):
     data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 12))
     out = tmp_path / "dpo"
-    lmforge.run_stage(_dpo(max_steps=0, epochs=2), {"model": tiny_model_dir, "data": data}, out,
+    lmforge.run_stage(_dpo(max_steps=0, epochs=2, max_length=512), {"model": tiny_model_dir, "data": data}, out,
                       _context(tiny_context, tmp_path / "work"))
     trained = [m for m in _metrics(out) if "loss" in m]
     assert [m["step"] for m in trained] == [1, 2, 3, 4, 5, 6]  # 12 pairs / batch 4 = 3 steps an epoch, 2 epochs
