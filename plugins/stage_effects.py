@@ -156,6 +156,9 @@ class Answers(Evaluator):
         prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
         tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
         questions = [p["messages"][-1]["content"] for p in prompts]
+        from .common import seed_everything
+
+        seed_everything(context.seed)  # the same draws for every stage's model
         rows = []
         if cfg.mode == "continuation":
             greedy = continuation(model, tokenizer, questions, cfg.max_new_tokens, cfg.batch_size)

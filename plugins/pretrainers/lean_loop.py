@@ -6,7 +6,10 @@ reproducing a reference run (nanoGPT's Tiny Shakespeare) wants its exact loop: p
 from nanoGPT's warmup + cosine formula, AdamW with decay on matrices only, gradient clipping, gradient
 accumulation with DDP's sync skipped on inner micro-steps, random windows of the token stream. The loop
 is ``accelerate`` (DDP / FSDP / DeepSpeed come from ``accelerate launch``), bf16 autocast and SDPA on GPU
-with optional ``torch.compile``, fp32 on CPU.
+with optional ``torch.compile``, fp32 on CPU. On a GPU the step is shaped for throughput: the model and
+its loss are one compiled module (``shared.with_loss``: the logits never leave the graph in fp32), AdamW
+is fused, batches go through pinned memory with an asynchronous copy, and nothing in a step waits for the
+GPU except the logging step, so the CPU prepares the next batch while the GPU runs.
 
 Checkpoints (``accelerator.save_state``: model as safetensors, optimizer, RNG states) are written every
 ``save_steps`` to ``checkpoint-N.partial`` and renamed when whole, so a kill never leaves a checkpoint
