@@ -8,33 +8,16 @@ solutions in capitals, which a tiny random model picks up in a few steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lmforge
 import pytest
 from lmforge.errors import ConfigError
 
-
-def _pairs(shared_data: Path, count: int, start: int = 0) -> list[dict]:
-    lines = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[start:start + count]
-    rows = [json.loads(line) for line in lines]
-    return [{"prompt": r["question"], "chosen": r["answer"][:160], "rejected": r["answer"][:160].upper()}
-            for r in rows]
-
-
-def _write(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def _context(tiny_context, work_dir: Path) -> lmforge.RunContext:
-    return lmforge.RunContext(stage_name="aligner", work_dir=work_dir, hardware=tiny_context.hardware,
-                              quiet=True, model=dict(tiny_context.model))
-
-
-def _metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+# the learning signal and helpers of tests/test_aligner_pref.py
+from test_aligner_pref import _context, _metrics
+from test_aligner_pref import _shouting_pairs as _pairs
+from test_aligner_pref import _write_jsonl as _write
 
 
 def _dpo(**params):
