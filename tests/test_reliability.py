@@ -280,7 +280,7 @@ def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
     """A run that fails after taking the lock leaves it free for the next run (no stale holder file)."""
     root = tmp_path / "runs"
     (tmp_path / "bad.txt").write_bytes(b"")
-    code, err = cli(capsys, "run", f"run.root={root}", "run.name=r", "pipeline=clean_only",
+    code, err = cli(capsys, "run", f"run.root={root}", "run.name=r", "pipeline=clean_only", "cleaner=basic",
                     f"data.raw_text={textwrap.dedent(str(tmp_path / 'bad.txt'))}", "run.report=false")
     assert code != 0
     one_error_line(err)
