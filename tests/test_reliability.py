@@ -83,6 +83,9 @@ CONFIG_ROWS = [
     (["tokenizer.vocab_size=0"], ["tokenizer.vocab_size", ">= 1"]),
     (["tokenizer=char", "tokenizer.chat_tokens=[a]"], ["tokenizer.chat_tokens", "expected 4"]),
     (["sampler.top_p=0"], ["sampler.top_p", "(0, 1]"]),
+    (["cleaner.steps=[normalise]"], ["unknown cleaning_step 'normalise'", "did you mean 'normalize'"]),
+    (["cleaner=basic", "cleaner.steps=[{name: quality, min_words: 500, max_words: 100}]"],
+     ["cleaning_step.quality.min_words", "above max_words"]),
     (["data.sft=/nonexistent/sft.jsonl"], ["finetuner", "data", "not found", "/nonexistent/sft.jsonl"]),
 ]
 
