@@ -83,6 +83,9 @@ CONFIG_ROWS = [
     (["tokenizer.vocab_size=0"], ["tokenizer.vocab_size", ">= 1"]),
     (["tokenizer=char", "tokenizer.chat_tokens=[a]"], ["tokenizer.chat_tokens", "expected 4"]),
     (["sampler.top_p=0"], ["sampler.top_p", "(0, 1]"]),
+    (["cleaner.steps=[normalise]"], ["unknown cleaning_step 'normalise'", "did you mean 'normalize'"]),
+    (["cleaner=basic", "cleaner.steps=[{name: quality, min_words: 500, max_words: 100}]"],
+     ["cleaning_step.quality.min_words", "above max_words"]),
     (["data.sft=/nonexistent/sft.jsonl"], ["finetuner", "data", "not found", "/nonexistent/sft.jsonl"]),
 ]
 
@@ -539,6 +542,13 @@ def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_l
     huge = json.dumps({"prompt": "word " * 100_000, "max_tokens": 1}).encode()  # ~500 kB > the 256 kB limit
     status, answer = _post_json(port, "/v1/completions", huge)
     assert status == 413 and answer["error"]["code"] == "request_too_large"
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as refused:  # a plain client that sends it all gets the 413 too
+        urllib.request.urlopen(urllib.request.Request(served_tiny.url + "/completions", data=huge, headers={
+            "Content-Type": "application/json"}), timeout=60)
+    assert refused.value.code == 413
     head = "POST /v1/completions HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
     for length in ("abc", "-1"):
         status, _ = _raw_request(port, head + f"Content-Length: {length}\n", b"{}")

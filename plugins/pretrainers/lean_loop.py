@@ -29,44 +29,23 @@ from pathlib import Path
 from lmforge import Pretrainer
 from lmforge.errors import ConfigError
 
-from ..checkpoints import (
-    begin_partial,
-    commit_partial,
-    latest_checkpoint,
-    loop_state,
-    split_too_short,
-    stop_if_not_finite,
-)
-from ..models import load_tokenizer
+from ..checkpoints import begin_partial, commit_partial, latest_checkpoint, loop_state, stop_if_not_finite
 from .shared import (
+    Corpus,
     PretrainConfig,
     SampleOrder,
-    Windows,
     build_model_config,
     check_model_config,
     decay_groups,
     flops_per_token,
     initial_model,
+    load_corpus,
     lr_at,
     peak_flops,
-    pretrain_tokenizer_dir,
     sample_position,
-    split_tokens,
-    tokenized_corpus,
     with_loss,
     without_loss,
 )
-
-
-@dataclass
-class Corpus:
-    """The token windows a run trains and validates on."""
-
-    train: Windows
-    val: Windows
-    train_tokens: int
-    val_tokens: int
-    bytes_per_token: float
 
 
 @dataclass
@@ -150,22 +129,6 @@ def make_accelerator(hardware):
         raise ConfigError("pretrainer=lean drives DDP and FSDP; DeepSpeed owns its own step and accumulation, "
                           "so launch DeepSpeed with pretrainer=hf_trainer")
     return accelerator
-
-
-def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
-    """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
-    tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    # the first process of each machine to take the cache's file lock tokenises (all cores); the others
-    # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
-    tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                    cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
-    train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
-    train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
-    if len(train) == 0:
-        raise split_too_short(len(train_tokens), cfg.block_size)
-    return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
-                             len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))
 
 
 def prepare_loop(cfg: PretrainConfig, context, accelerator, tokenizer, corpus: Corpus) -> Loop:
