@@ -60,6 +60,7 @@ CONFIG_ROWS = [
     (["run.seed=-1"], ["run.seed", "2**32"]),
     (["run.name=../../x"], ["run.name", "'../../x'", "inside run.root"]),
     (["run.name=/etc/x"], ["run.name", "relative"]),
+    (["-m", "run.name=../../x", "aligner=dpo,orpo"], ["run.name", "inside run.root"]),  # a sweep, checked too
     (["run.nme=x"], ["run.nme", "unknown key", "did you mean 'name'"]),
     (["aligner=dpp"], ["aligner=dpp", "no such aligner option", "available"]),
     (["model.hidden_size=65"], ["model", "hidden size (65)", "attention heads (4)"]),
