@@ -10,7 +10,8 @@ size and worker count:
   num_proc=workers)`` with the same tokenizer (``AutoTokenizer``), into a fresh datasets cache.
 
 Each run is a fresh process; it prints tokens, seconds, tokens/s, the speed-up of all cores over one worker,
-and the peak RSS of the whole process tree (main + workers, sampled every 50 ms). Both tools must produce
+and the peak memory of the whole process tree (main + workers, sampled every 50 ms) as PSS, so pages a
+forked worker shares with its parent count once. Both tools must produce
 the same number of tokens (checked). The load average is printed too: on a shared machine compare only
 numbers of the same run.
 
@@ -98,9 +99,9 @@ def measure(tool: str, corpus: Path, tokenizer_dir: Path, workers: int) -> dict:
                              str(scratch)], stdout=subprocess.PIPE, text=True, env=env)
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:
+        try:  # PSS: pages a forked worker shares with its parent count once, split between them
             tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
         except psutil.Error:
             pass
         time.sleep(0.05)
@@ -129,7 +130,7 @@ def main() -> None:
         make_tokenizer(tokenizer_dir)
     print(f"cores: {many}, load average at start: {os.getloadavg()[0]:.2f}")
     print(f"{'size':>6} {'tool':>9} {'workers':>7} {'tokens':>12} {'seconds':>8} {'Mtok/s':>7} {'x 1 worker':>10} "
-          f"{'peak RSS MB':>11}")
+          f"{'peak PSS MB':>11}")
     for size in (int(s) for s in args.sizes.split(",")):
         corpus = work / f"corpus_{size}mb.jsonl"
         if not corpus.is_file():

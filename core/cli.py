@@ -122,14 +122,16 @@ def _run(args: list[str]) -> None:
     _register_resolvers()
     register_plugin_searchpath()
     config_name = load_config_file(config_file) if config_file else "config"
-    if not flags:
-        # Compose once through lmforge's own path first: a Hydra override error (unknown key, missing
-        # option, bad syntax) becomes one line with exit 2 instead of Hydra's multi-line report, and run.*
-        # is checked before Hydra creates <run dir>/.hydra for its own files.
-        from .config import compose, to_container
-        from .rundir import check_run_location, run_settings
+    # Compose once through lmforge's own path first: a Hydra override error (unknown key, missing option,
+    # bad syntax) becomes one line with exit 2 instead of Hydra's multi-line report, and run.* is checked
+    # before Hydra creates <run dir>/.hydra (or .hydra-sweep) for its own files. With Hydra flags (-m, --cfg)
+    # only the run.* overrides that are not swept are composed: the compose API takes no sweep syntax.
+    from .config import compose, to_container
+    from .rundir import check_run_location, run_settings
 
-        check_run_location(run_settings(to_container(compose(overrides, config_name=config_name).get("run"))))
+    checked = overrides if not flags else [o for o in overrides if o.lstrip("+").startswith("run.")
+                                           and "," not in o.partition("=")[2]]
+    check_run_location(run_settings(to_container(compose(checked, config_name=config_name).get("run"))))
     _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in overrides if "," in a.partition("=")[2])
     main = hydra.main(config_path="pkg://lmforge.conf", config_name=config_name, version_base="1.3")(_task)
     sys.argv = ["lmforge run", *flags, *parameter_overrides(overrides)]

@@ -214,6 +214,21 @@ def in_range(params, key: str, low: float, high: float) -> None:
         raise ParamError(f"{key}: must be in [{low}, {high}], got {value}")
 
 
+def check_bounds(params) -> None:
+    """Generic sanity for threshold dataclasses: numbers named ``min_*``/``max_*`` are >= 0, a ``min_x`` is at
+    most its ``max_x``, and a ``*fraction*`` lies in [0, 1]."""
+    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for key, value in numbers.items():
+        if "fraction" in key:
+            in_range(params, key, 0.0, 1.0)
+        elif key.startswith(("min_", "max_")) and value < 0:
+            raise ParamError(f"{key}: must be >= 0, got {value}")
+        partner = "max_" + key[4:] if key.startswith("min_") else None
+        if partner in numbers and value > numbers[partner]:
+            raise ParamError(f"{key}: {value} is above {partner} ({numbers[partner]})")
+
+
 def one_of(params, key: str, choices) -> None:
     value = getattr(params, key)
     if value is not None and value not in choices:

@@ -103,6 +103,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return (f"a data file is not UTF-8 text (byte {exc.start}: {exc.reason}) at {_where(exc)}; "
                 f"convert it to UTF-8")
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = exc.name.split(".")[0]
+        return f"the Python package '{package}' is not installed (needed at {_where(exc)}); pip install {package}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return f"out of memory at {_where(exc)}; lower the batch size or the model/sequence size"
     message = one_line(str(exc)) or "(no message)"

@@ -329,7 +329,10 @@ def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, An
     """Checks that need the run's context, for every stage before any runs: :meth:`~Stage.preflight`
     (e.g. the pretrainer's model preset against its model type)."""
     for name, (stage_obj, _) in planned.items():
-        stage_obj.preflight(context_for(cfg, name, None))
+        context = context_for(cfg, name, None)
+        if context.hardware.device == "cuda":
+            context.hardware.use_cuda()  # hardware=gpu on a machine without one fails now, not at the first GPU stage
+        stage_obj.preflight(context)
 
 
 def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:

@@ -124,15 +124,11 @@ class RewardAccuracy(Evaluator):
     config_class = RewardAccuracyConfig
 
     def evaluate(self, artifact, inputs, context):
+        from .aligners.reward_model import RewardScorer, pairwise_accuracy  # the reward model's own report
         from .formats import load_preferences
-        from .samplers.hf_generate import score_with_reward_model
 
         pairs = load_preferences(self.config.data)[: self.config.limit]
-        chosen = score_with_reward_model(artifact, [p["prompt"] + p["chosen"] for p in pairs])
-        rejected = score_with_reward_model(artifact, [p["prompt"] + p["rejected"] for p in pairs])
-        wins = [c > r for c, r in zip(chosen, rejected)]
-        return {"accuracy": sum(wins) / len(wins), "pairs": len(wins),
-                "margin": sum(c - r for c, r in zip(chosen, rejected)) / len(wins)}
+        return pairwise_accuracy(RewardScorer.from_dir(artifact, context), pairs)
 
 
 @dataclass

@@ -27,7 +27,9 @@ SECURITY_HEADERS = {
 class LocalPageHandler(BaseHTTPRequestHandler):
     """Sends with security headers, checks the Host header and reads JSON bodies strictly.
 
-    The server it belongs to has ``allowed_hosts`` (a set of host names); subclasses write ``do_GET``/``do_POST``.
+    The server it belongs to has ``allowed_hosts`` (a set of host names); subclasses write ``do_GET`` and
+    ``handle_post(path, body)`` (``do_POST`` checks the host, reads the JSON object body, and answers a
+    ``LmforgeError`` with 400 and anything else with 500 — never a dropped connection).
     """
 
     quiet = True  # no access log on the terminal
@@ -56,6 +58,27 @@ class LocalPageHandler(BaseHTTPRequestHandler):
             return False
         self.send_json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
         return True
+
+    def do_POST(self):
+        from urllib.parse import urlparse
+
+        from lmforge.errors import LmforgeError
+
+        if self.refuse_foreign_host():
+            return None
+        body = self.read_json_object()
+        if body is None:
+            return None
+        try:
+            return self.handle_post(urlparse(self.path).path, body)
+        except LmforgeError as exc:
+            return self.send_json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except Exception as exc:  # noqa: BLE001 - answer, never drop the connection with a traceback
+            return self.send_json({"error": f"internal error: {type(exc).__name__}: {exc}"},
+                                  HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def handle_post(self, path: str, body: dict):
+        return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
     def read_json_object(self) -> dict | None:
         """The request's JSON object body, or None after answering 400/411/413/415 (never reads past the body)."""

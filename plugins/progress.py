@@ -347,9 +347,8 @@ def _stage_total(stage) -> int | None:
 def lmforge_pipeline_start(run_dir, config, context):
     if not context.is_main_process:
         return
-    previous = _consoles.pop(str(run_dir), None)
-    if previous is not None:
-        previous.stop()
+    for leftover in list(_consoles):  # a run that failed before any stage (e.g. an evaluator's config) left one
+        _consoles.pop(leftover).stop()
     console = _consoles[str(run_dir)] = RunConsole(run_dir, quiet=context.quiet)
     console.start()
 
@@ -367,7 +366,7 @@ def lmforge_stage_start(stage_name, stage, inputs, context):
         console.stage_start(stage_name, plugin, _stage_total(stage))
 
 
-@hookimpl(wrapper=True)
+@hookimpl(wrapper=True, tryfirst=True)  # outermost: also sees failures of the evaluators' wrapper inside it
 def lmforge_run_stage(stage, inputs, output_dir, context):
     console = _console(context)
     try:

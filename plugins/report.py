@@ -208,8 +208,10 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         lines += _metrics_table(manifest.get("metrics", {}))
         lines += _samples(artifact)
     markdown = "\n".join(lines) + "\n"
-    (run_dir / "report.md").write_text(markdown)
-    (run_dir / "report.html").write_text(render_html(markdown, f"Run report: {run_dir.name}"))
+    # Text read from data may hold a lone surrogate (JSON's "\ud800"): written as \ud800, never a crash.
+    (run_dir / "report.md").write_text(markdown, encoding="utf-8", errors="backslashreplace")
+    (run_dir / "report.html").write_text(render_html(markdown, f"Run report: {run_dir.name}"), encoding="utf-8",
+                                         errors="backslashreplace")
     return run_dir / "report.md"
 
 
@@ -292,9 +294,10 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
                       + " |" for k in metric_keys]
             lines.append("")
     markdown = "\n".join(lines) + "\n"
-    (out_dir / "compare.md").write_text(markdown)
+    (out_dir / "compare.md").write_text(markdown, encoding="utf-8", errors="backslashreplace")
     page = out_dir / "compare.html"
-    page.write_text(render_html(markdown, f"Compare: {' vs '.join(labels)}"))
+    page.write_text(render_html(markdown, f"Compare: {' vs '.join(labels)}"), encoding="utf-8",
+                    errors="backslashreplace")
     return page
 
 

@@ -268,6 +268,19 @@ def split_heldout(dataset, fraction: float, seed: int, source):
     return split["train"], split["test"]
 
 
+def reference_trainer(trainer_class, args, cfg: TrainerParams, inputs: dict, context, tokenizer, dataset, heldout,
+                      completion_columns: tuple[str, ...], **extra):
+    """A TRL trainer that learns against a frozen reference (DPO, KTO and their kin): the policy in
+    ``cfg.dtype``, the reference from :func:`reference_model` (none with LoRA), completions cut at the end of
+    the turn."""
+    trainer = trainer_class(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
+                            ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
+                            train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
+                            peft_config=peft_config(cfg), **extra)
+    end_completions_at_turn_end(trainer, completion_columns)
+    return trainer
+
+
 def end_completions_at_turn_end(trainer, columns: tuple[str, ...]) -> None:
     """Cut the tokenized completions of a trainer's datasets right after the chat template's end-of-turn token.
 
@@ -365,6 +378,20 @@ def train_resume_save(build: Callable[[], Any], params: TrainerParams, inputs: d
     if trainer.is_world_process_zero():
         save_model_dir(model, tokenizer, output_dir)
     return Trained(model, summary, step_of(resume) if resume else 0)
+
+
+def run_trainer(build: Callable[[Any, dict, Any], Any]):
+    """The ``run`` method of a stage whose whole work is the trainer ``build(cfg, inputs, context)`` returns::
+
+        class DPOAligner(lmforge.Aligner):
+            config_class = DPOParams
+            run = training.run_trainer(build_dpo)
+    """
+    def run(self, inputs, output_dir, context):
+        train_resume_save(lambda: build(self.config, inputs, context), self.config, inputs, output_dir, context)
+        return output_dir
+
+    return run
 
 
 def _probe_logits(model):

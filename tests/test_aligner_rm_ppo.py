@@ -244,3 +244,15 @@ def test_ppo_raises_a_known_reward_with_bounded_kl(tmp_path, pretrained_policy, 
     assert tight["last3_reward"] > tight["first3_reward"] + 0.3, tight
     assert max(loose["kl"]) < 20  # nats per 12-token response
     assert tight["last3_kl"] < loose["last3_kl"] / 2, results
+
+
+def test_reward_accuracy_evaluator_is_the_reward_models_own_pairwise_accuracy(reward_model_dir, shouting_preferences,
+                                                                              tiny_context):
+    from lmforge.plugins.aligners.reward_model import RewardScorer, pairwise_accuracy
+    from lmforge.plugins.evaluation import RewardAccuracy
+    from lmforge.plugins.formats import load_preferences
+
+    out, _ = reward_model_dir
+    result = RewardAccuracy(data=str(shouting_preferences), limit=40).evaluate(out, {}, _context(tiny_context))
+    expected = pairwise_accuracy(RewardScorer.from_dir(out), load_preferences(shouting_preferences)[:40])
+    assert result == pytest.approx(expected) and result["pairs"] == 40 and result["accuracy"] >= 0.85

@@ -26,6 +26,8 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 PLACEHOLDER = re.compile(r"<[A-Za-z_][^<>]*>|…|\.\.\.|\bRUN_[AB]\b")  # `lmforge <command> …`: a template, not a command
 
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@\S+)?$")  # org/name[:subset][@revision], not a local path
+FILE_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".parquet", ".csv", ".gz", ".yaml")
 INLINE = "(inline)"  # an inline code span: prose may name a command without its required arguments
 
 # Commands that show a shape rather than something to run here; each names why.
@@ -113,7 +115,9 @@ def check_run(args: list[str], typed: str) -> None:
             for key, value in (wiring or {}).items():
                 if isinstance(value, str) and value.startswith("stage:"):
                     assert value[6:].split("/")[0] in earlier, f"pipeline.stages.{name}.{key}: {value} is not earlier"
-                elif isinstance(value, str) and value and value not in typed and "://" not in value:
+                elif (isinstance(value, str) and value and value not in typed and "://" not in value
+                      and not (HUB_ID.match(value) and Path(value).suffix not in FILE_SUFFIXES)):
+                    # (Hub ids are resolved against a Hub cache at run time, not checked here)
                     assert Path(value).exists() or any(ch in value for ch in "*?["), \
                         f"pipeline.stages.{name}.{key}: {value} (from lmforge's defaults) does not exist"
             missing = [k for k in stage.inputs if (wiring or {}).get(k) in (None, "")]

@@ -213,7 +213,7 @@ def test_lm_eval_runs_inside_a_stage_from_config(local_tasks, tiny_model_dir, tm
     root, _ = local_tasks
     cfg = lmforge.compose([f"run.root={tmp_path}", "run.name=lme", "pipeline=sft_only", "run.quiet=true",
                            f"pipeline.stages.finetuner.model={tiny_model_dir}", "finetuner.max_steps=1",
-                           "finetuner.learning_rate=0.0",
+                           "finetuner.learning_rate=1e-12",  # one step that leaves the weights as they are
                            f"evaluation.finetuner=[{{name:lm_eval,tasks:[tiny_quiz_favourite],include_path:{root}}}]"])
     result = lmforge.run(cfg)
     evaluation = json.loads((result.artifacts["finetuner"] / "eval.json").read_text())

@@ -60,6 +60,7 @@ CONFIG_ROWS = [
     (["run.seed=-1"], ["run.seed", "2**32"]),
     (["run.name=../../x"], ["run.name", "'../../x'", "inside run.root"]),
     (["run.name=/etc/x"], ["run.name", "relative"]),
+    (["-m", "run.name=../../x", "aligner=dpo,orpo"], ["run.name", "inside run.root"]),  # a sweep, checked too
     (["run.nme=x"], ["run.nme", "unknown key", "did you mean 'name'"]),
     (["aligner=dpp"], ["aligner=dpp", "no such aligner option", "available"]),
     (["model.hidden_size=65"], ["model", "hidden size (65)", "attention heads (4)"]),
@@ -83,6 +84,9 @@ CONFIG_ROWS = [
     (["tokenizer.vocab_size=0"], ["tokenizer.vocab_size", ">= 1"]),
     (["tokenizer=char", "tokenizer.chat_tokens=[a]"], ["tokenizer.chat_tokens", "expected 4"]),
     (["sampler.top_p=0"], ["sampler.top_p", "(0, 1]"]),
+    (["cleaner.steps=[normalise]"], ["unknown cleaning_step 'normalise'", "did you mean 'normalize'"]),
+    (["cleaner=basic", "cleaner.steps=[{name: quality, min_words: 500, max_words: 100}]"],
+     ["cleaning_step.quality.min_words", "above max_words"]),
     (["data.sft=/nonexistent/sft.jsonl"], ["finetuner", "data", "not found", "/nonexistent/sft.jsonl"]),
 ]
 
@@ -240,7 +244,7 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_p
             if "stage started" in line:
                 break
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=240)  # a loaded machine unwinds slowly
     finally:
         proc.kill()
     assert proc.returncode == code, err
@@ -250,6 +254,17 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_p
     assert not (root / "c" / ".lock.holder.json").exists()  # the lock was released on the way out
     assert ("KeyboardInterrupt" if signum == signal.SIGINT else "Terminated") in (root / "c" / "error.log").read_text()
     assert not list(root.rglob("manifest.json"))
+
+
+def test_gpu_requested_without_one_fails_before_the_first_stage(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = cli(capsys, "run", f"run.root={tmp_path / 'runs'}", "hardware=gpu")
+    line = one_error_line(err)
+    assert code == 2 and "hardware.device" in line and "no CUDA GPU" in line, line
+    assert not (tmp_path / "runs" / "default" / "cleaner").exists()
 
 
 def test_non_utf8_data_names_the_file_and_line(capsys, tmp_path):
@@ -266,7 +281,7 @@ def test_run_lock_is_released_after_a_failed_run(capsys, tmp_path):
     """A run that fails after taking the lock leaves it free for the next run (no stale holder file)."""
     root = tmp_path / "runs"
     (tmp_path / "bad.txt").write_bytes(b"")
-    code, err = cli(capsys, "run", f"run.root={root}", "run.name=r", "pipeline=clean_only",
+    code, err = cli(capsys, "run", f"run.root={root}", "run.name=r", "pipeline=clean_only", "cleaner=basic",
                     f"data.raw_text={textwrap.dedent(str(tmp_path / 'bad.txt'))}", "run.report=false")
     assert code != 0
     one_error_line(err)
@@ -326,8 +341,10 @@ def test_report_escapes_model_text(tmp_path):
     sampler.mkdir()
     hostile = ["![x](http://evil.example/x.png)", "[click](javascript:alert(1))", "<script>alert(1)</script>",
                "# heading\n| a | b |\n|---|---|", "![", "<img src=http://evil.example/y.png>"]
-    with open(sampler / "completions.jsonl", "w") as handle:
-        for text in hostile:
+    hostile.append("a lone \ud800 surrogate")  # JSON data may carry one ("\\ud800"): the report must not crash
+    with open(sampler / "completions.jsonl", "w") as handle:  # the report shows the first 4 samples
+        for start in range(4):
+            text = "\n".join(hostile[start::4])
             handle.write(json.dumps({"prompt": "![p](http://evil.example/p.png)", "completion": text}) + "\n")
     (sampler / "manifest.json").write_text(json.dumps({"plugin": "hf_generate", "seconds": 1.0, "metrics": {}}))
     build_report(tmp_path, {"sampler": json.loads((sampler / "manifest.json").read_text())})
@@ -335,6 +352,7 @@ def test_report_escapes_model_text(tmp_path):
     assert "evil.example" in html  # the text is there …
     assert "<img" not in html.replace('<img src="report_plots/', "") and "<script" not in html
     assert 'href="javascript' not in html and 'href="http://evil' not in html  # … as text, never markup
+    assert "lone \\ud800 surrogate" in (tmp_path / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- data that cannot teach, reward names
@@ -525,6 +543,13 @@ def test_serve_limits_bodies_refuses_foreign_hosts_and_tokenises_off_the_event_l
     huge = json.dumps({"prompt": "word " * 100_000, "max_tokens": 1}).encode()  # ~500 kB > the 256 kB limit
     status, answer = _post_json(port, "/v1/completions", huge)
     assert status == 413 and answer["error"]["code"] == "request_too_large"
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as refused:  # a plain client that sends it all gets the 413 too
+        urllib.request.urlopen(urllib.request.Request(served_tiny.url + "/completions", data=huge, headers={
+            "Content-Type": "application/json"}), timeout=60)
+    assert refused.value.code == 413
     head = "POST /v1/completions HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
     for length in ("abc", "-1"):
         status, _ = _raw_request(port, head + f"Content-Length: {length}\n", b"{}")

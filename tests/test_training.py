@@ -8,33 +8,16 @@ solutions in capitals, which a tiny random model picks up in a few steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lmforge
 import pytest
 from lmforge.errors import ConfigError
 
-
-def _pairs(shared_data: Path, count: int, start: int = 0) -> list[dict]:
-    lines = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[start:start + count]
-    rows = [json.loads(line) for line in lines]
-    return [{"prompt": r["question"], "chosen": r["answer"][:160], "rejected": r["answer"][:160].upper()}
-            for r in rows]
-
-
-def _write(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def _context(tiny_context, work_dir: Path) -> lmforge.RunContext:
-    return lmforge.RunContext(stage_name="aligner", work_dir=work_dir, hardware=tiny_context.hardware,
-                              quiet=True, model=dict(tiny_context.model))
-
-
-def _metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+# the learning signal and helpers of tests/test_aligner_pref.py
+from test_aligner_pref import _context, _metrics
+from test_aligner_pref import _shouting_pairs as _pairs
+from test_aligner_pref import _write_jsonl as _write
 
 
 def _dpo(**params):
@@ -99,7 +82,7 @@ def test_every_trl_stage_takes_the_shared_knobs():
 def test_epochs_train_whole_passes_over_the_data(shared_data, tiny_model_dir, tiny_context, tmp_path):
     data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 12))
     out = tmp_path / "dpo"
-    lmforge.run_stage(_dpo(max_steps=0, epochs=2), {"model": tiny_model_dir, "data": data}, out,
+    lmforge.run_stage(_dpo(max_steps=0, epochs=2, max_length=512), {"model": tiny_model_dir, "data": data}, out,
                       _context(tiny_context, tmp_path / "work"))
     trained = [m for m in _metrics(out) if "loss" in m]
     assert [m["step"] for m in trained] == [1, 2, 3, 4, 5, 6]  # 12 pairs / batch 4 = 3 steps an epoch, 2 epochs

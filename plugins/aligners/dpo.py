@@ -15,23 +15,13 @@ from dataclasses import dataclass, field
 
 from lmforge import Aligner
 
+from .. import training
 from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
-from ..training import (
-    TrainerParams,
-    end_completions_at_turn_end,
-    load_trained_model,
-    peft_config,
-    reference_model,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 
 
 @dataclass
-class DPOParams(TrainerParams):
+class DPOParams(training.TrainerParams):
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # any of TRL's DPO loss types
     loss_weights: list[float] | None = None  # one per loss_type when combining several (e.g. MPO)
@@ -47,19 +37,15 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
         from trl import DPOConfig as config_class
         from trl import DPOTrainer as trainer_class
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
     pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
     dataset = Dataset.from_list(drop_identical_pairs(pairs, str(inputs["data"]))[0])
-    dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
-    args = config_class(**trainer_arguments(
+    dataset, heldout = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
+    args = config_class(**training.trainer_arguments(
         cfg, context, beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None, **algorithm))
-    trainer = trainer_class(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
-                            ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
-                            train_dataset=dataset, eval_dataset=heldout, peft_config=peft_config(cfg),
-                            processing_class=tokenizer)
-    end_completions_at_turn_end(trainer, ("chosen_ids", "rejected_ids"))
-    return trainer
+    return training.reference_trainer(trainer_class, args, cfg, inputs, context, tokenizer, dataset, heldout,
+                                      ("chosen_ids", "rejected_ids"))
 
 
 class DPOAligner(Aligner):
@@ -67,7 +53,4 @@ class DPOAligner(Aligner):
 
     config_class = DPOParams
 
-    def run(self, inputs, output_dir, context):
-        train_resume_save(lambda: build_dpo(self.config, inputs, context), self.config, inputs, output_dir,
-                          context)
-        return output_dir
+    run = training.run_trainer(build_dpo)

@@ -27,18 +27,10 @@ from lmforge import Aligner
 from lmforge.config import ParamError
 from lmforge.errors import DataError
 
+from .. import training
 from ..common import read_records
 from ..data import is_text_only
 from ..models import model_path
-from ..training import (
-    TrainerParams,
-    load_trained_model,
-    peft_config,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 from .rewards import check_reward_spec, for_trl, last_user_text, reward_components
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
@@ -99,7 +91,7 @@ def fit_prompt(messages: list[dict] | str, tokenizer, max_tokens: int) -> list[d
 
 
 @dataclass
-class OnlineRLParams(TrainerParams):
+class OnlineRLParams(training.TrainerParams):
     batch_size: int = 8  # completions per device step: a multiple of num_generations
     learning_rate: float = 1e-5
     num_generations: int = 4  # completions sampled per prompt (the group)
@@ -131,30 +123,34 @@ class GRPOParams(OnlineRLParams):
     scale_rewards: str = "group"  # group | batch | none
 
 
-def build_online_rl(cfg: OnlineRLParams, inputs, context, config_class, trainer_class, **algorithm):
-    """A GRPO-family trainer: prompts with their columns, reward functions, the shared and sampling knobs."""
+def build_online_rl(cfg: OnlineRLParams, inputs, context, trainer: str, **algorithm):
+    """A GRPO-family trainer (``trainer``: TRL's ``GRPO``, ``RLOO`` …): prompts with their columns, reward
+    functions, the shared and sampling knobs."""
+    import trl
     from datasets import Dataset
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
+    config_class, trainer_class = getattr(trl, f"{trainer}Config"), getattr(trl, f"{trainer}Trainer")
+
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
     components = reward_components(list(cfg.rewards), dict(cfg.reward_params), inputs.get("reward_model"),
                                    cfg.reward_model_weight)
     rows = load_prompt_records(inputs["data"], cfg.format, cfg.prompt_field)
     for row in rows:
         row["prompt"] = fit_prompt(row["prompt"], tokenizer, cfg.max_prompt_length)
     check_rewards(components, rows[0])
-    dataset, heldout = split_heldout(Dataset.from_list(rows), cfg.eval_fraction, context.seed, inputs["data"])
-    policy = load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
+    dataset, heldout = training.split_heldout(Dataset.from_list(rows), cfg.eval_fraction, context.seed, inputs["data"])
+    policy = training.load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
     # The reference TRL builds (beta > 0, no LoRA) reloads `_name_or_path` in the policy's dtype: pointed at
     # the input model, that is the frozen starting weights, as `training.reference_model` gives DPO and KTO.
     policy.config._name_or_path = str(model_path(inputs["model"]).resolve())
-    args = config_class(**trainer_arguments(
+    args = config_class(**training.trainer_arguments(
         cfg, context, num_generations=cfg.num_generations, beta=cfg.beta,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
         top_p=cfg.top_p, num_iterations=cfg.num_iterations, epsilon=cfg.epsilon,
         reward_weights=[weight for _, _, weight in components], **algorithm))
     return trainer_class(model=policy, reward_funcs=[for_trl(name, fn) for name, fn, _ in components], args=args,
                          train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
-                         peft_config=peft_config(cfg))
+                         peft_config=training.peft_config(cfg))
 
 
 class GRPOAligner(Aligner):
@@ -163,14 +159,8 @@ class GRPOAligner(Aligner):
     config_class = GRPOParams
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
-    def run(self, inputs, output_dir, context):
-        from trl import GRPOConfig, GRPOTrainer
-
-        cfg = self.config
-        build = lambda: build_online_rl(cfg, inputs, context, GRPOConfig, GRPOTrainer,
-                                        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards)
-        train_resume_save(build, cfg, inputs, output_dir, context)
-        return output_dir
+    run = training.run_trainer(lambda cfg, inputs, context: build_online_rl(
+        cfg, inputs, context, "GRPO", loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards))
 
 
 def check_rewards(components, row: dict[str, Any]) -> None:

@@ -17,18 +17,8 @@ from lmforge import Aligner
 from lmforge.config import ParamError
 from lmforge.errors import DataError
 
+from .. import training
 from ..common import read_records
-from ..training import (
-    TrainerParams,
-    end_completions_at_turn_end,
-    load_trained_model,
-    peft_config,
-    reference_model,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 
 LABEL_KEYS = ("label", "kto_tag")
 
@@ -77,7 +67,7 @@ def _text_fields(record: dict, where: str) -> dict[str, str]:
 
 
 @dataclass
-class KTOParams(TrainerParams):
+class KTOParams(training.TrainerParams):
     batch_size: int = 4  # at least 2: KTO estimates its KL term from mismatched pairs within a batch
     beta: float = 0.1
     desirable_weight: float = 1.0
@@ -97,18 +87,14 @@ def build_kto(cfg: KTOParams, inputs, context):
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
     dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format, tokenizer))
-    dataset, heldout = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
-    args = KTOConfig(**trainer_arguments(
+    dataset, heldout = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
+    args = KTOConfig(**training.trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
         undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
-    trainer = KTOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer),
-                         ref_model=reference_model(inputs["model"], cfg, context, tokenizer), args=args,
-                         train_dataset=dataset, eval_dataset=heldout, processing_class=tokenizer,
-                         peft_config=peft_config(cfg))
-    end_completions_at_turn_end(trainer, ("completion_ids", "KL_completion_ids"))
-    return trainer
+    return training.reference_trainer(KTOTrainer, args, cfg, inputs, context, tokenizer, dataset, heldout,
+                                      ("completion_ids", "KL_completion_ids"))
 
 
 class KTOAligner(Aligner):
@@ -116,7 +102,4 @@ class KTOAligner(Aligner):
 
     config_class = KTOParams
 
-    def run(self, inputs, output_dir, context):
-        train_resume_save(lambda: build_kto(self.config, inputs, context), self.config, inputs, output_dir,
-                          context)
-        return output_dir
+    run = training.run_trainer(build_kto)

@@ -8,28 +8,19 @@ answers, so a prompt that fills ``max_length`` leaves an empty answer and a NaN 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from lmforge import Aligner
 from lmforge.config import ParamError
 
+from .. import training
 from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
-from ..training import (
-    TrainerParams,
-    load_trained_model,
-    peft_config,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 from .grpo import fit_prompt
 
 
 @dataclass
-class ORPOParams(TrainerParams):
+class ORPOParams(training.TrainerParams):
     beta: float = 0.1  # weight of the odds-ratio term (lambda in the paper)
     max_length: int = 256
     max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see grpo.fit_prompt)
@@ -46,15 +37,17 @@ def build_orpo(cfg: ORPOParams, inputs, context):
     from datasets import Dataset
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
     pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
     pairs, _ = drop_identical_pairs(pairs, str(inputs["data"]))
     for pair in pairs:
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
-    dataset, heldout = split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed, inputs["data"])
-    args = ORPOConfig(**trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
-    return ORPOTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer), args=args, train_dataset=dataset,
-                       eval_dataset=heldout, processing_class=tokenizer, peft_config=peft_config(cfg))
+    dataset, heldout = training.split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed,
+                                              inputs["data"])
+    args = ORPOConfig(**training.trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
+    model = training.load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
+    return ORPOTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=heldout,
+                       processing_class=tokenizer, peft_config=training.peft_config(cfg))
 
 
 class ORPOAligner(Aligner):
@@ -62,8 +55,4 @@ class ORPOAligner(Aligner):
 
     config_class = ORPOParams
 
-    def run(self, inputs, output_dir, context):
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-        train_resume_save(lambda: build_orpo(self.config, inputs, context), self.config, inputs, output_dir,
-                          context)
-        return output_dir
+    run = training.run_trainer(build_orpo)

@@ -21,22 +21,14 @@ from dataclasses import dataclass
 from lmforge import Aligner
 from lmforge.errors import DataError
 
+from .. import training
 from ..data_checks import drop_identical_pairs
 from ..formats import load_preferences
 from ..models import load_tokenizer
-from ..training import (
-    TrainerParams,
-    load_trained_model,
-    peft_config,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 
 
 @dataclass
-class RewardModelParams(TrainerParams):
+class RewardModelParams(training.TrainerParams):
     max_steps: int = 50
     batch_size: int = 8
     learning_rate: float = 1e-4
@@ -136,13 +128,13 @@ def build_reward_trainer(cfg: RewardModelParams, inputs, context, train_pairs: l
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
-    model = load_trained_model(inputs["model"], cfg, context, "AutoModelForSequenceClassification", num_labels=1,
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
+    model = training.load_trained_model(inputs["model"], cfg, context, "AutoModelForSequenceClassification", num_labels=1,
                                pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer)
-    args = RewardConfig(**trainer_arguments(cfg, context, max_length=cfg.max_length,
+    args = RewardConfig(**training.trainer_arguments(cfg, context, max_length=cfg.max_length,
                                             center_rewards_coefficient=cfg.center_rewards_coefficient))
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_pairs),
-                            processing_class=tokenizer, peft_config=peft_config(cfg, task_type="SEQ_CLS"))
+                            processing_class=tokenizer, peft_config=training.peft_config(cfg, task_type="SEQ_CLS"))
     if len(trainer.train_dataset) == 0:
         raise DataError(f"{inputs['data']}: no preference pair fits aligner.max_length={cfg.max_length} tokens")
     return trainer
@@ -159,7 +151,7 @@ class RewardModelTrainer(Aligner):
         cfg = self.config
         pairs = Dataset.from_list(drop_identical_pairs(load_preferences(inputs["data"], cfg.format),
                                                        str(inputs["data"]))[0])
-        train, held_out = split_heldout(pairs, cfg.eval_fraction, context.seed, inputs["data"])
+        train, held_out = training.split_heldout(pairs, cfg.eval_fraction, context.seed, inputs["data"])
 
         def report(model, tokenizer) -> dict[str, float]:  # pairwise accuracy with the scorer PPO uses
             if held_out is None:
@@ -167,6 +159,6 @@ class RewardModelTrainer(Aligner):
             scorer = RewardScorer(model, tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size)
             return {f"eval_{k}": v for k, v in pairwise_accuracy(scorer, held_out.to_list()).items()}
 
-        train_resume_save(lambda: build_reward_trainer(cfg, inputs, context, train.to_list()), cfg, inputs,
+        training.train_resume_save(lambda: build_reward_trainer(cfg, inputs, context, train.to_list()), cfg, inputs,
                           output_dir, context, report=report)
         return output_dir

@@ -41,7 +41,8 @@ NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
 TRL_INTERNAL_KWARGS = ("completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
 
 
-def _normalise_number(text: str) -> str | None:
+def normalise_number(text: str) -> str | None:
+    """``'1,300'`` -> ``'1300'``, ``'7.50'`` -> ``'7.5'``; None for what is not a number."""
     text = text.replace(",", "").strip().rstrip(".")
     try:
         value = float(text)
@@ -54,9 +55,9 @@ def final_answer(text: str) -> str | None:
     """The number a solution commits to: after its last ``####``, else its last number."""
     marked = GSM8K_ANSWER.findall(text)
     if marked:
-        return _normalise_number(marked[-1])
+        return normalise_number(marked[-1])
     numbers = NUMBER.findall(text)
-    return _normalise_number(numbers[-1]) if numbers else None
+    return normalise_number(numbers[-1]) if numbers else None
 
 
 def _column(columns: dict, name: str, function: str) -> list:

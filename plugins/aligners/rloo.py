@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from lmforge import Aligner
 
-from ..training import train_resume_save
+from .. import training
 from .grpo import OnlineRLParams, build_online_rl
 
 
@@ -28,11 +28,5 @@ class RLOOAligner(Aligner):
     config_class = RLOOParams
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
-    def run(self, inputs, output_dir, context):
-        from trl import RLOOConfig, RLOOTrainer
-
-        cfg = self.config
-        build = lambda: build_online_rl(cfg, inputs, context, RLOOConfig, RLOOTrainer,
-                                        normalize_advantages=cfg.normalize_advantages)
-        train_resume_save(build, cfg, inputs, output_dir, context)
-        return output_dir
+    run = training.run_trainer(lambda cfg, inputs, context: build_online_rl(
+        cfg, inputs, context, "RLOO", normalize_advantages=cfg.normalize_advantages))

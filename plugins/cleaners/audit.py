@@ -84,19 +84,10 @@ class AuditHandler(LocalPageHandler):
             return self.send_json(self.server.session.state())
         return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
-    def do_POST(self):
-        if self.refuse_foreign_host():
-            return None
-        body = self.read_json_object()
-        if body is None:
-            return None
-        path = urlparse(self.path).path
+    def handle_post(self, path: str, body: dict):
         if path != "/api/mark":
-            return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
-        try:
-            return self.send_json(self.server.session.mark(str(body.get("id")), bool(body.get("wrong"))))
-        except DataError as exc:
-            return self.send_json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            return super().handle_post(path, body)
+        return self.send_json(self.server.session.mark(str(body.get("id")), bool(body.get("wrong"))))
 
 
 class AuditServer(ThreadingHTTPServer):

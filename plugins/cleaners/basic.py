@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Cleaner, CleaningStep, Drop, registry
-from lmforge.config import named_spec
+from lmforge.config import check_bounds, named_spec
 from lmforge.errors import DataError
 
 from ..common import iter_texts, write_dataset_card
@@ -86,6 +86,9 @@ class QualityConfig:
     min_mean_word_length: float = 3.0
     max_mean_word_length: float = 10.0
     min_alpha_word_fraction: float = 0.8  # words holding at least one letter (Gopher)
+
+    def __post_init__(self):
+        check_bounds(self)
 
 
 class Quality(CleaningStep):
@@ -154,6 +157,17 @@ def edit_steps(steps: list[Any], add: list[Any], remove: list[str]) -> list[Any]
     return steps
 
 
+def check_steps(specs: list[Any]) -> None:
+    """Each step's name and parameters, checked without building the step (no models loaded): a typo or an
+    impossible threshold fails before any stage runs (``Stage.preflight``)."""
+    from lmforge.config import build_params
+
+    for index, spec in enumerate(specs):
+        name, params = named_spec(spec, f"cleaner.steps[{index}]")
+        cls = registry().get("cleaning_step", name)
+        build_params(getattr(cls, "config_class", None), params, where=f"cleaning_step.{name}")
+
+
 def build_steps(specs: list[Any]) -> list[CleaningStep]:
     """``["normalize", {"name": "quality", "min_words": 20}]`` -> step instances, looked up by name."""
     steps = []
@@ -168,6 +182,9 @@ class BasicCleaner(Cleaner):
     """Runs the configured steps in order over every document and writes parquet + report.json."""
 
     config_class = BasicCleanerConfig
+
+    def preflight(self, context):
+        check_steps(self.config.steps)
 
     def run(self, inputs, output_dir, context):
         import pyarrow as pa

@@ -35,7 +35,7 @@ from lmforge.errors import ConfigError, DataError
 
 from ..common import write_dataset_card
 from ..data import BadRecord, iter_rows
-from .basic import build_steps, edit_steps
+from .basic import build_steps, check_steps, edit_steps
 
 STANDARD_STEPS = [
     "normalize",
@@ -155,6 +155,9 @@ class StandardCleaner(Cleaner):
         super().__init__(config, **params)
         if self.config.allow_list:  # the ids become part of the config, so the run's fingerprint follows them
             self.config.allowed_ids = read_allow_list(self.config.allow_list)
+
+    def preflight(self, context):
+        check_steps(self.config.steps)
 
     def run(self, inputs, output_dir, context):
         cfg = self.config

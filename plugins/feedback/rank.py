@@ -409,22 +409,7 @@ class RankHandler(LocalPageHandler):
             return self.send_json(agreement(self.server.session))
         return self.send_json({"error": f"no such path {url.path}"}, HTTPStatus.NOT_FOUND)
 
-    def do_POST(self):
-        if self.refuse_foreign_host():
-            return None
-        body = self.read_json_object()
-        if body is None:
-            return None
-        path = urlparse(self.path).path
-        try:
-            return self._post(path, body)
-        except (DataError, ConfigError) as exc:
-            return self.send_json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
-        except Exception as exc:  # noqa: BLE001 - answer, never drop the connection with a traceback
-            return self.send_json({"error": f"internal error: {type(exc).__name__}: {exc}"},
-                              HTTPStatus.INTERNAL_SERVER_ERROR)
-
-    def _post(self, path: str, body: dict):
+    def handle_post(self, path: str, body: dict):
         if path == "/api/judge":
             if not isinstance(body.get("annotator"), str):
                 raise DataError("annotator: expected a name (a string)")

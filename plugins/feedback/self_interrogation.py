@@ -40,11 +40,10 @@ from typing import ClassVar
 from lmforge import Hardware, RunContext, Sampler
 from lmforge.errors import ConfigError, DataError
 
+from ..aligners.rewards import NUMBER, final_answer, normalise_number
 from ..common import read_records
 
 ANSWER_TYPES = ("number", "text")
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-FINAL_MARK = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
 
 
 @dataclass
@@ -72,23 +71,10 @@ class ProbeParams:
                                "double-check it.")
 
 
-def normalise_number(text: str) -> str | None:
-    text = text.replace(",", "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return str(int(value)) if value == int(value) else repr(value)
-
-
 def extract_answer(text: str, answer_type: str) -> str | None:
     """The final answer in a text: a number (``#### n`` first, else the last number) or normalised text."""
     if answer_type == "number":
-        marked = FINAL_MARK.findall(text)
-        if marked:
-            return normalise_number(marked[-1])
-        numbers = NUMBER.findall(text)
-        return normalise_number(numbers[-1]) if numbers else None
+        return final_answer(text)  # the one extractor, shared with the gsm8k_answer reward
     cleaned = " ".join(text.lower().split()).rstrip(".!? ")
     return cleaned or None
 

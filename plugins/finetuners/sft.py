@@ -30,17 +30,8 @@ from lmforge import Finetuner
 from lmforge.config import ParamError
 from lmforge.errors import ConfigError, DataError
 
+from .. import training
 from ..formats import load_conversations, load_prompt_completions, read_format
-from ..training import (
-    TrainerParams,
-    choice,
-    load_trained_model,
-    peft_config,
-    split_heldout,
-    tokenizer_for,
-    train_resume_save,
-    trainer_arguments,
-)
 
 TRUNCATION = ("keep_start", "drop")
 LOSS_ON = ("assistant", "all")
@@ -49,7 +40,7 @@ GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
-class SFTParams(TrainerParams):
+class SFTParams(training.TrainerParams):
     """SFT's own knobs; the shared ones (steps/epochs, batch, LoRA, dtype, …) come from ``TrainerParams``."""
 
     max_steps: int = 30
@@ -76,9 +67,9 @@ class SFTParams(TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
-        choice("truncation", self.truncation, TRUNCATION)
-        choice("loss_on", self.loss_on, LOSS_ON)
-        choice("prompt_completion", self.prompt_completion, PROMPT_COMPLETION)
+        training.choice("truncation", self.truncation, TRUNCATION)
+        training.choice("loss_on", self.loss_on, LOSS_ON)
+        training.choice("prompt_completion", self.prompt_completion, PROMPT_COMPLETION)
         if self.max_length < 8:
             raise ParamError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
 
@@ -187,7 +178,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = tokenizer_for(inputs["model"], cfg)
+    tokenizer = training.tokenizer_for(inputs["model"], cfg)
     examples, data_format = load_examples(inputs["data"], cfg)
     stats = {"examples": len(examples), "dropped_too_long": 0}
     if cfg.max_examples > 0:
@@ -210,16 +201,17 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     if evaluation is not None:
         evaluation = Dataset.from_list(evaluation)
     else:
-        dataset, evaluation = split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
+        dataset, evaluation = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     eval_steps = cfg.eval_steps or cfg.save_steps or cfg.max_steps  # 0 (epochs, no saves): start and end only
-    args = SFTConfig(**trainer_arguments(
+    args = SFTConfig(**training.trainer_arguments(
         cfg, context, max_length=cfg.max_length, truncation_mode="keep_start", packing=cfg.packing,
         packing_strategy="bfd", assistant_only_loss=cfg.loss_on == "assistant" and conversational,
         completion_only_loss=cfg.loss_on == "assistant" and "prompt" in dataset.column_names,
         eval_strategy="steps" if evaluation is not None and eval_steps else "no", eval_steps=eval_steps or None,
         dataset_num_proc=None))
-    trainer = SFTTrainer(model=load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer), args=args, train_dataset=dataset,
-                         eval_dataset=evaluation, processing_class=tokenizer, peft_config=peft_config(cfg))
+    model = training.load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=evaluation,
+                         processing_class=tokenizer, peft_config=training.peft_config(cfg))
     stats.update(format=data_format, train_examples=len(dataset),
                  eval_examples=len(evaluation) if evaluation is not None else 0,
                  train_rows=len(trainer.train_dataset),
@@ -239,5 +231,5 @@ class SFTFinetuner(Finetuner):
             context.log_metrics({k: v for k, v in stats.items() if k != "format"}, step=0)
             return trainer
 
-        train_resume_save(build, self.config, inputs, output_dir, context)
+        training.train_resume_save(build, self.config, inputs, output_dir, context)
         return output_dir

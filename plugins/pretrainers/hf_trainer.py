@@ -20,9 +20,9 @@ from pathlib import Path
 
 from lmforge import Pretrainer
 
-from ..checkpoints import latest_checkpoint, split_too_short, step_of, stop_if_not_finite
+from ..checkpoints import latest_checkpoint, step_of, stop_if_not_finite
 from ..common import seed_everything
-from ..models import load_tokenizer, save_model_dir
+from ..models import save_model_dir
 from ..training import base_arguments, route_logs_to_lmforge
 from .shared import (
     PretrainConfig,
@@ -31,10 +31,8 @@ from .shared import (
     check_model_config,
     flops_per_token,
     initial_model,
+    load_corpus,
     peak_flops,
-    pretrain_tokenizer_dir,
-    split_tokens,
-    tokenized_corpus,
 )
 
 __all__ = ["HFTrainerPretrainer", "PretrainConfig", "build_model_config"]
@@ -78,6 +76,56 @@ def collate_windows(rows):
     return {"input_ids": input_ids, "labels": labels, "shift_labels": labels}
 
 
+def throughput_and_finite_loss(cfg: PretrainConfig, flops_token: float, peak: float | None):
+    """A ``TrainerCallback`` adding tokens/s (and MFU) to each log line and stopping on a non-finite loss with
+    the last good checkpoint named."""
+    from transformers import TrainerCallback
+
+    class ThroughputAndFiniteLoss(TrainerCallback):
+        def __init__(self):
+            self.last_time, self.last_step = None, 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.last_time is None:
+                self.last_time, self.last_step = time.perf_counter(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs if logs is not None else {}
+            loss = logs.get("loss")
+            if loss is None:
+                return
+            stop_if_not_finite(loss, state.global_step, args.output_dir)
+            if self.last_time is not None and state.global_step > self.last_step:
+                elapsed = time.perf_counter() - self.last_time
+                tokens = ((state.global_step - self.last_step) * cfg.batch_size * cfg.grad_accum
+                          * args.world_size * cfg.block_size)
+                logs["tokens_per_s"] = tokens / max(elapsed, 1e-9)
+                if peak:
+                    logs["mfu"] = flops_token * logs["tokens_per_s"] / args.world_size / peak
+                self.last_time, self.last_step = time.perf_counter(), state.global_step
+
+    return ThroughputAndFiniteLoss()
+
+
+def training_arguments(cfg: PretrainConfig, context, evaluate: bool):
+    """``TrainingArguments`` with lmforge's schedule names, AdamW betas, clipping and compile setting."""
+    from transformers import TrainingArguments
+
+    common = base_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                            learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
+                            logging_steps=cfg.logging_steps)
+    common["torch_compile"] = context.hardware.compile if cfg.compile is None else cfg.compile
+    return TrainingArguments(
+        **common, **scheduler_arguments(cfg),
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_eps, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 0.0,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        eval_strategy="steps" if evaluate and cfg.eval_steps > 0 else "no",
+        eval_steps=max(cfg.eval_steps, 1), remove_unused_columns=False,
+    )
+
+
 class HFTrainerPretrainer(Pretrainer):
     """Builds the model from ``model`` config, windows the cached tokens, trains with the HF Trainer, resumes."""
 
@@ -87,80 +135,33 @@ class HFTrainerPretrainer(Pretrainer):
         check_model_config(context.model)
 
     def run(self, inputs, output_dir, context):
-        from transformers import Trainer, TrainerCallback, TrainingArguments
+        from transformers import Trainer
 
         cfg = self.config
         cfg.check()
+        tokenizer, corpus = load_corpus(cfg, inputs, context, context.is_main_process)
         seed_everything(context.seed)
-        tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
-        tokenizer = load_tokenizer(tokenizer_dir)
         model = initial_model(cfg, tokenizer, context)
-        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                        cfg.cache_dir, quiet=context.quiet, workers=cfg.tokenize_workers)
-        train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
-        train = WindowDataset(Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size))
-        if len(train) < 1:
-            raise split_too_short(len(train_tokens), cfg.block_size)
         eval_size = cfg.eval_batch_size or cfg.batch_size
-        val_windows = Windows(val_tokens, cfg.block_size, cfg.block_size)
-        evaluation = WindowDataset(val_windows, cfg.eval_batches * eval_size if cfg.eval_batches else None) \
-            if len(val_windows) else None
-        bytes_per_token = meta["bytes"] / max(meta["tokens"], 1)
-        flops_token = flops_per_token(model, cfg.block_size)
-        peak = peak_flops(cfg.peak_tflops, context.hardware.use_cuda())
-
-        class SpeedAndSafety(TrainerCallback):
-            """Adds tokens/s and MFU to each log line; stops on a non-finite loss naming the last checkpoint."""
-
-            def __init__(self):
-                self.last_time, self.last_step = None, 0
-
-            def on_step_begin(self, args, state, control, **kwargs):
-                if self.last_time is None:
-                    self.last_time, self.last_step = time.perf_counter(), state.global_step
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                logs = logs if logs is not None else {}
-                loss = logs.get("loss")
-                if loss is not None:
-                    stop_if_not_finite(loss, state.global_step, args.output_dir)
-                if loss is not None and self.last_time is not None and state.global_step > self.last_step:
-                    elapsed = time.perf_counter() - self.last_time
-                    tokens = ((state.global_step - self.last_step) * cfg.batch_size * cfg.grad_accum
-                              * args.world_size * cfg.block_size)
-                    logs["tokens_per_s"] = tokens / max(elapsed, 1e-9)
-                    if peak:
-                        logs["mfu"] = flops_token * logs["tokens_per_s"] / args.world_size / peak
-                    self.last_time, self.last_step = time.perf_counter(), state.global_step
-
-        common = base_arguments(context, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                                   learning_rate=cfg.learning_rate, save_steps=cfg.save_steps,
-                                   logging_steps=cfg.logging_steps)
-        common["torch_compile"] = context.hardware.compile if cfg.compile is None else cfg.compile
-        args = TrainingArguments(
-            **common, **scheduler_arguments(cfg),
-            gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
-            weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
-            adam_epsilon=cfg.adam_eps, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 0.0,
-            per_device_eval_batch_size=eval_size,
-            eval_strategy="steps" if evaluation is not None and cfg.eval_steps > 0 else "no",
-            eval_steps=max(cfg.eval_steps, 1), remove_unused_columns=False,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                          data_collator=collate_windows, processing_class=tokenizer,
-                          callbacks=[SpeedAndSafety()])
+        evaluation = WindowDataset(corpus.val, cfg.eval_batches * eval_size if cfg.eval_batches else None) \
+            if len(corpus.val) else None
+        args = training_arguments(cfg, context, evaluation is not None)
+        callback = throughput_and_finite_loss(cfg, flops_per_token(model, cfg.block_size),
+                                              peak_flops(cfg.peak_tflops, context.hardware.use_cuda()))
+        trainer = Trainer(model=model, args=args, train_dataset=WindowDataset(corpus.train), eval_dataset=evaluation,
+                          data_collator=collate_windows, processing_class=tokenizer, callbacks=[callback])
         route_logs_to_lmforge(trainer, context)
         resume_from = latest_checkpoint(args.output_dir)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        summary = {"train_windows": len(train), "val_windows": len(evaluation or []),
-                   "train_tokens": len(train_tokens), "val_tokens": len(val_tokens),
-                   "bytes_per_token": bytes_per_token, "steps": trainer.state.global_step,
+        summary = {"train_windows": len(corpus.train), "val_windows": len(evaluation or []),
+                   "train_tokens": corpus.train_tokens, "val_tokens": corpus.val_tokens,
+                   "bytes_per_token": corpus.bytes_per_token, "steps": trainer.state.global_step,
                    "resumed_from_step": step_of(resume_from) if resume_from else 0,
                    "world_size": args.world_size}
         if evaluation is not None:
             val_loss = trainer.evaluate()["eval_loss"]
             summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
-                           bits_per_byte=val_loss / math.log(2) / bytes_per_token)
+                           bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
         context.log_metrics(summary, step=trainer.state.global_step)
         if trainer.is_world_process_zero():
             save_model_dir(trainer.model, tokenizer, output_dir)

@@ -6,7 +6,10 @@ reproducing a reference run (nanoGPT's Tiny Shakespeare) wants its exact loop: p
 from nanoGPT's warmup + cosine formula, AdamW with decay on matrices only, gradient clipping, gradient
 accumulation with DDP's sync skipped on inner micro-steps, random windows of the token stream. The loop
 is ``accelerate`` (DDP / FSDP / DeepSpeed come from ``accelerate launch``), bf16 autocast and SDPA on GPU
-with optional ``torch.compile``, fp32 on CPU.
+with optional ``torch.compile``, fp32 on CPU. On a GPU the step is shaped for throughput: the model and
+its loss are one compiled module (``shared.with_loss``: the logits never leave the graph in fp32), AdamW
+is fused, batches go through pinned memory with an asynchronous copy, and nothing in a step waits for the
+GPU except the logging step, so the CPU prepares the next batch while the GPU runs.
 
 Checkpoints (``accelerator.save_state``: model as safetensors, optimizer, RNG states) are written every
 ``save_steps`` to ``checkpoint-N.partial`` and renamed when whole, so a kill never leaves a checkpoint
@@ -26,44 +29,23 @@ from pathlib import Path
 from lmforge import Pretrainer
 from lmforge.errors import ConfigError
 
-from ..checkpoints import (
-    begin_partial,
-    commit_partial,
-    latest_checkpoint,
-    loop_state,
-    split_too_short,
-    stop_if_not_finite,
-)
-from ..models import load_tokenizer
+from ..checkpoints import begin_partial, commit_partial, latest_checkpoint, loop_state, stop_if_not_finite
 from .shared import (
+    Corpus,
     PretrainConfig,
     SampleOrder,
-    Windows,
     build_model_config,
     check_model_config,
     decay_groups,
     flops_per_token,
     initial_model,
+    load_corpus,
     lr_at,
     peak_flops,
-    pretrain_tokenizer_dir,
     sample_position,
-    split_tokens,
-    tokenized_corpus,
     with_loss,
     without_loss,
 )
-
-
-@dataclass
-class Corpus:
-    """The token windows a run trains and validates on."""
-
-    train: Windows
-    val: Windows
-    train_tokens: int
-    val_tokens: int
-    bytes_per_token: float
 
 
 @dataclass
@@ -147,22 +129,6 @@ def make_accelerator(hardware):
         raise ConfigError("pretrainer=lean drives DDP and FSDP; DeepSpeed owns its own step and accumulation, "
                           "so launch DeepSpeed with pretrainer=hf_trainer")
     return accelerator
-
-
-def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
-    """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
-    tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    # the first process of each machine to take the cache's file lock tokenises (all cores); the others
-    # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
-    tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                    cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
-    train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
-    train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
-    if len(train) == 0:
-        raise split_too_short(len(train_tokens), cfg.block_size)
-    return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
-                             len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))
 
 
 def prepare_loop(cfg: PretrainConfig, context, accelerator, tokenizer, corpus: Corpus) -> Loop:

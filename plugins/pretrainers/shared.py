@@ -374,3 +374,35 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
         return peak
     progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
     return peak + (floor - peak) * progress
+
+
+# --- the corpus both pretrainers train on (lean_loop.py and hf_trainer.py) ---------------------------------
+
+@dataclass
+class Corpus:
+    """The token windows a run trains and validates on."""
+
+    train: Windows
+    val: Windows
+    train_tokens: int
+    val_tokens: int
+    bytes_per_token: float
+
+
+def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
+    """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
+    from ..checkpoints import split_too_short
+    from ..models import load_tokenizer
+
+    tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    # the first process of each machine to take the cache's file lock tokenises (all cores); the others
+    # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
+    tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
+                                    cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
+    train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+    train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
+    if len(train) == 0:
+        raise split_too_short(len(train_tokens), cfg.block_size)
+    return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
+                             len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))

@@ -405,6 +405,7 @@ class ModelServer:
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_BODY_BYTES = 4 << 20  # default request body limit: far above any prompt the context window holds
+DRAIN_BYTES = 64 << 20  # a refused body up to this size is read and dropped, so the client gets the 413
 
 
 def create_app(server: ModelServer, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
@@ -737,7 +738,7 @@ class BodyLimit:
             return await error_response(400, f"Content-Length must be a non-negative integer, got "
                                              f"{length.decode('latin-1')!r}")(scope, receive, send)
         if length is not None and int(length) > self.max_bytes:
-            return await self._too_large(scope, receive, send)
+            return await self._too_large(scope, receive, send, drain=int(length) <= DRAIN_BYTES)
         body, more = b"", scope["method"] in ("POST", "PUT", "PATCH")
         while more:
             message = await receive()
@@ -746,7 +747,7 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                return await self._too_large(scope, receive, send)
+                return await self._too_large(scope, receive, send, drain=more)
         replayed = False
 
         async def replay():
@@ -758,7 +759,16 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope, receive, send):
+    async def _too_large(self, scope, receive, send, drain: bool):
+        """413. A body of sane size is read and dropped first: a client still sending when the connection
+        closes sees a reset instead of the answer. A huge declared one is answered at once."""
+        drained = 0
+        while drain and drained <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            drain = message.get("more_body", False)
         await error_response(413, f"request body over {self.max_bytes} bytes (lmforge serve --max-body-mb)",
                              code="request_too_large")(scope, receive, send)
 
