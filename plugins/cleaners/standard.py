@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 from collections import Counter, defaultdict, deque
@@ -250,8 +249,9 @@ class StandardCleaner(Cleaner):
                     progress.update(len(batch))
                 yield batch, results, seconds
             return
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
+        from .web import worker_context
+
+        pool = worker_context().Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
         try:
             pending: deque = deque()
             for batch in record_batches():

@@ -36,6 +36,25 @@ METADATA = ("url", "title", "date", "author", "hostname")
 PROBLEM = "__problem__"  # a file that could not be read: the reader turns it into a bad record
 
 
+
+def worker_context():
+    """The multiprocessing context for the cleaner's worker pools.
+
+    ``fork`` is the cheap one, but forking a process that other threads are running in can copy a lock some
+    thread holds and hang the child for ever: under ``accelerate launch`` the main process cleans while
+    torch.distributed's (C++) threads run, and tests clean beside in-process servers. Then the workers come from a
+    ``forkserver`` (a clean single-threaded process that forks them) instead.
+    """
+    import sys
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    torch = sys.modules.get("torch")
+    distributed = bool(torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized())
+    if "fork" in methods and threading.active_count() == 1 and not distributed:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
 def extract_article(html: bytes | str, url: str = "") -> dict[str, str]:
     """The main text of one HTML page and its metadata, by trafilatura (tables kept, comments out)."""
     import trafilatura
@@ -72,8 +91,7 @@ def ordered_map(function: Callable, items: Iterable, workers: int = 1) -> Iterat
     if workers <= 1:
         yield from map(function, items)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(workers)
+    pool = worker_context().Pool(workers)
     try:
         pending: deque = deque()
         for item in items:
