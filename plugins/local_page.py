@@ -11,8 +11,9 @@ or a MemoryError), and a body that is not a JSON object gets 400.
 from __future__ import annotations
 
 import json
+import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -106,3 +107,23 @@ class LocalPageHandler(BaseHTTPRequestHandler):
             self.send_json({"error": f"expected a JSON object, got {type(body).__name__}"}, HTTPStatus.BAD_REQUEST)
             return None
         return body
+
+
+class LocalPageServer(ThreadingHTTPServer):
+    """A page's server: answers its own address and the loopback names only; ``url`` is what to open."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, handler: type[LocalPageHandler]):
+        super().__init__((host, port), handler)
+        self.allowed_hosts = {*LOCAL_HOSTS, host}
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+
+    def serve_in_background(self, name: str):
+        """Serve from a daemon thread (tests, notebooks); ``.shutdown()`` stops it. Returns the server."""
+        threading.Thread(target=self.serve_forever, name=name, daemon=True).start()
+        return self

@@ -23,14 +23,13 @@ import threading
 import webbrowser
 from collections import Counter
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lmforge.errors import DataError
 
-from ..local_page import LocalPageHandler
+from ..local_page import LocalPageHandler, LocalPageServer
 
 PAGE = Path(__file__).with_name("audit.html")
 
@@ -90,25 +89,15 @@ class AuditHandler(LocalPageHandler):
         return self.send_json(self.server.session.mark(str(body.get("id")), bool(body.get("wrong"))))
 
 
-class AuditServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class AuditServer(LocalPageServer):
     def __init__(self, session: AuditSession, host: str = "127.0.0.1", port: int = 0):
-        super().__init__((host, port), AuditHandler)
+        super().__init__(host, port, AuditHandler)
         self.session = session
-        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", host}
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
 
 
 def start_server(session: AuditSession, host: str = "127.0.0.1", port: int = 0) -> AuditServer:
     """Serve the audit page in a background thread (port 0: any free port); ``.shutdown()`` stops it."""
-    server = AuditServer(session, host, port)
-    threading.Thread(target=server.serve_forever, name="lmforge-audit", daemon=True).start()
-    return server
+    return AuditServer(session, host, port).serve_in_background("lmforge-audit")
 
 
 def audit_main(argv: list[str] | None = None) -> int:

@@ -39,14 +39,13 @@ import time
 import webbrowser
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from lmforge.errors import ConfigError, DataError, MissingArtifact
 
-from ..local_page import LocalPageHandler
+from ..local_page import LocalPageHandler, LocalPageServer
 
 EXPORT_MODES = ("all_pairs", "best_vs_worst")
 PAGE = Path(__file__).with_name("rank.html")
@@ -426,28 +425,18 @@ class RankHandler(LocalPageHandler):
         return self.send_json({"error": f"no such path {path}"}, HTTPStatus.NOT_FOUND)
 
 
-class RankServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class RankServer(LocalPageServer):
     def __init__(self, session: RankSession, host: str = "127.0.0.1", port: int = 0,
                  default_annotator: str = "", verbose: bool = False):
-        super().__init__((host, port), RankHandler)
+        super().__init__(host, port, RankHandler)
         self.session = session
         self.default_annotator = default_annotator
         self.verbose = verbose
-        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", host}
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
 
 
 def start_server(session: RankSession, host: str = "127.0.0.1", port: int = 0, annotator: str = "") -> RankServer:
     """Serve the ranking page in a background thread (port 0: any free port); ``.shutdown()`` stops it."""
-    server = RankServer(session, host, port, annotator)
-    threading.Thread(target=server.serve_forever, name="lmforge-rank", daemon=True).start()
-    return server
+    return RankServer(session, host, port, annotator).serve_in_background("lmforge-rank")
 
 
 # --------------------------------------------------------------------------------------------------- terminal
