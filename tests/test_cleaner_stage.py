@@ -172,3 +172,17 @@ def test_standard_option_composes_from_hydra():
     cleaner = lmforge.stage("cleaner", cfg)
     assert isinstance(cleaner, StandardCleaner) and cleaner.config.workers == 1
     assert [s if isinstance(s, str) else s["name"] for s in cleaner.config.steps][-1] == "pii"
+
+
+def test_auto_workers_use_every_core_only_for_large_inputs(tmp_path):
+    import os
+
+    from lmforge.plugins.cleaners.standard import AUTO_POOL_BYTES, auto_workers
+
+    small = tmp_path / "small.jsonl"
+    small.write_text('{"text": "a"}\n')
+    large = tmp_path / "large.jsonl"
+    with open(large, "wb") as handle:
+        handle.truncate(AUTO_POOL_BYTES + 1)  # sparse: only its size matters here
+    assert auto_workers(str(small)) == 1  # the bundled data and tests clean in this process: no fork
+    assert auto_workers(str(large)) == (os.cpu_count() or 1)

@@ -51,13 +51,35 @@ STANDARD_STEPS = [
 ]
 
 
+AUTO_POOL_BYTES = 32 << 20  # below this, worker start-up costs more than it saves
+
+
+def auto_workers(source) -> int:
+    """``workers: 0``: every core for a large input; this process alone for a small one (the bundled data, tests).
+
+    Small inputs clean in seconds in-process, and staying in-process avoids forking a process that other
+    threads (torch, tokenizers, a process group) run in. Inputs of unknown size (Hub, saved datasets) get every core.
+    """
+    from lmforge.sources import resolve_data
+
+    cores = os.cpu_count() or 1
+    try:
+        parts = resolve_data(source).parts
+    except Exception:  # noqa: BLE001 - the reader reports a bad input itself, with its own message
+        return cores
+    if any(part.kind != "files" for part in parts):
+        return cores
+    size = sum(f.stat().st_size for part in parts for f in part.files if f.is_file())
+    return cores if size > AUTO_POOL_BYTES else 1
+
+
 @dataclass
 class StandardCleanerConfig:
     steps: list[Any] = field(default_factory=lambda: list(STANDARD_STEPS))
     text_field: str = "text"
     txt_mode: str = "file"  # .txt inputs: file | line | paragraph (blank-line separated)
     on_bad_input: str = "skip"  # skip (count + report file:line) | fail (stop at the first bad record)
-    workers: int = 0  # processes; 0 = every core, 1 = in this process
+    workers: int = 0  # processes; 0 = every core for inputs over 32 MB (smaller ones: this process), 1 = this process
     batch_size: int = 256  # documents per task sent to a worker
     shard_docs: int = 100_000  # kept documents per output parquet shard
     examples_per_reason: int = 3
@@ -164,7 +186,7 @@ class StandardCleaner(Cleaner):
             raise ConfigError(f"cleaner.on_bad_input: '{cfg.on_bad_input}' is not one of skip, fail")
         steps = build_steps(cfg.steps)  # the main copy holds dedup state (and validates the config)
         names = [getattr(s, "name", "") or type(s).__name__ for s in steps]
-        workers = cfg.workers or os.cpu_count() or 1
+        workers = cfg.workers or auto_workers(inputs["text"])
         stats = CleaningStats(names, cfg.examples_per_reason, cfg.example_chars)
         writer = ShardWriter(Path(output_dir), cfg.shard_docs)
         started = time.perf_counter()
