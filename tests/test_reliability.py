@@ -238,7 +238,9 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_p
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
                              "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LMFORGE_DEBUG": ""})
+                            env={**os.environ, "LMFORGE_DEBUG": ""},
+                            # a terminal's Ctrl-C: whatever an earlier test left this process ignoring
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:
             if "stage started" in line:
