@@ -123,6 +123,19 @@ class LocalPageServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
 
+    def serve_until_interrupted(self, open_browser_at: str | None = None) -> None:
+        """Serve in this thread until Ctrl-C (the ``lmforge rank`` / ``audit`` commands), opening a browser tab first."""
+        import webbrowser
+
+        if open_browser_at:
+            webbrowser.open(open_browser_at)
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.server_close()
+
     def serve_in_background(self, name: str):
         """Serve from a daemon thread (tests, notebooks); ``.shutdown()`` stops it. Returns the server."""
         threading.Thread(target=self.serve_forever, name=name, daemon=True).start()

@@ -16,6 +16,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+import shutil
 from pathlib import Path
 
 import lmforge
@@ -156,3 +157,41 @@ def fake_hub(tmp_path, monkeypatch) -> FakeHub:
     except ImportError:
         pass
     return FakeHub(root)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def headless_chromium(tmp_path):
+    """Starts a headless chromium (selenium + Debian's chromedriver) when called; skips the test right there when
+    either is missing, so the parts of a test before the browser still run. Every browser started is closed."""
+    drivers = []
+
+    def start():
+        webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+        if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+            pytest.skip("needs Debian's chromium and chromedriver (apt-get install chromium chromium-driver)")
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver.set_page_load_timeout(30)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+@pytest.fixture
+def browser(headless_chromium):
+    """A headless chromium for the whole test (skipped where chromium is absent)."""
+    return headless_chromium()

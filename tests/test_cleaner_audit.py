@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,8 +16,6 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.cleaners.audit import AuditSession, start_server
 from lmforge.plugins.cleaners.standard import StandardCleaner
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 PROSE = ("The committee met on Tuesday to discuss the new library building. Members agreed that the reading "
          "rooms should stay open later in the evening, and that the children's section needs more space. The "
          "architect presented three designs, and the vote will be held next month after residents comment.")
@@ -43,39 +39,24 @@ class _Quiet:
         pass
 
 
-def mark_in_browser(url: str, tmp_path: Path) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip("needs Debian's chromium and chromedriver (apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
+def mark_in_browser(url: str, driver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.set_page_load_timeout(30)
-        driver.get(url)
-        wait = WebDriverWait(driver, 20, poll_frequency=0.1)
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1")
-        Select(driver.find_element(By.ID, "reason")).select_by_value("quality:too_few_words")
-        docs = driver.find_elements(By.CSS_SELECTOR, "article.doc")
-        assert len(docs) == 1 and "the heron waits" in docs[0].text
-        docs[0].find_element(By.CSS_SELECTOR, "button.mark").click()
-        wait.until(lambda d: d.find_element(By.ID, "allowed-count").get_attribute("data-count") == "1")
-        assert "cleaner.allow_list=" in driver.find_element(By.ID, "command").text
-        driver.refresh()  # the mark is on disk, not only in the page
-        wait.until(lambda d: d.find_element(By.ID, "allowed-count").get_attribute("data-count") == "1")
-    finally:
-        driver.quit()
+    driver.get(url)
+    wait = WebDriverWait(driver, 20, poll_frequency=0.1)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1")
+    Select(driver.find_element(By.ID, "reason")).select_by_value("quality:too_few_words")
+    docs = driver.find_elements(By.CSS_SELECTOR, "article.doc")
+    assert len(docs) == 1 and "the heron waits" in docs[0].text
+    docs[0].find_element(By.CSS_SELECTOR, "button.mark").click()
+    wait.until(lambda d: d.find_element(By.ID, "allowed-count").get_attribute("data-count") == "1")
+    assert "cleaner.allow_list=" in driver.find_element(By.ID, "command").text
+    driver.refresh()  # the mark is on disk, not only in the page
+    wait.until(lambda d: d.find_element(By.ID, "allowed-count").get_attribute("data-count") == "1")
 
 
-def test_removed_documents_are_listed_marked_in_the_browser_and_come_back(tmp_path):
+def test_removed_documents_are_listed_marked_in_the_browser_and_come_back(tmp_path, headless_chromium):
     first, report = clean(tmp_path, "cleaner")
     removed = [json.loads(line) for line in (first / "removed.jsonl").read_text().splitlines()]
     assert [(r["step"], r["reason"]) for r in removed] == [("quality", "too_few_words"), ("exact_dedup", "duplicate")]
@@ -88,7 +69,7 @@ def test_removed_documents_are_listed_marked_in_the_browser_and_come_back(tmp_pa
         request = urllib.request.Request(server.url + "api/state", headers={"Host": "evil.example"})
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(request, timeout=10)  # DNS rebinding: a foreign Host is refused
-        mark_in_browser(server.url, tmp_path)
+        mark_in_browser(server.url, headless_chromium())  # skips here where chromium is absent
     finally:
         server.shutdown()
         server.server_close()

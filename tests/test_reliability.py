@@ -208,7 +208,8 @@ def test_second_run_on_same_name_fails_naming_the_holder_and_a_killed_holder_fre
 
 
 SLOW_CLEANER = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even if the test process ignores it
 import lmforge
 from lmforge.cli import main
 
@@ -238,9 +239,7 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_leave_nothing_half_written(tmp_p
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANER, "run", f"run.root={root}", "run.name=c",
                              "pipeline=clean_only", "cleaner=basic", "cleaner.plugin=slow", "run.report=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LMFORGE_DEBUG": ""},
-                            # a terminal's Ctrl-C: whatever an earlier test left this process ignoring
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env={**os.environ, "LMFORGE_DEBUG": ""})
     try:
         for line in proc.stdout:
             if "stage started" in line:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -112,36 +111,11 @@ def test_compare_refuses_a_directory_without_a_run(two_runs, tmp_path, capsys):
     assert "no finished stage here" in capsys.readouterr().err
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-needs_browser = pytest.mark.skipif(
-    not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()),
-    reason="needs Debian's chromium and chromedriver (apt-get install chromium chromium-driver)")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
 def _loaded_images(driver) -> list[tuple[str, int]]:
     return driver.execute_script(
         "return [...document.images].map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])")
 
 
-@needs_browser
 def test_report_and_compare_pages_in_a_browser(browser, two_runs, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import threading
-import webbrowser
 from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
@@ -113,13 +112,6 @@ def audit_main(argv: list[str] | None = None) -> int:
     server = AuditServer(session, args.host, args.port)
     print(f"{len(session.removed)} removed documents; audit page at {server.url} (Ctrl-C to stop)")
     print(f"marks go to {session.allow_file}; then run: {session.command()}")
-    if not args.no_browser:
-        webbrowser.open(server.url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.serve_until_interrupted(None if args.no_browser else server.url)
     print(f"{len(session.allowed)} documents on the allow-list {session.allow_file}")
     return 0

@@ -36,7 +36,6 @@ import os
 import sys
 import threading
 import time
-import webbrowser
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -531,14 +530,7 @@ def rank_main(argv: list[str]) -> int:
     url = f"{server.url}?annotator={args.annotator}"
     print(f"lmforge rank: serving {len(session.prompts)} prompts at {url} (Ctrl-C to stop; judgements are in "
           f"{session.judgements_path})", file=sys.stderr)
-    if not args.no_browser:
-        webbrowser.open(url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.serve_until_interrupted(None if args.no_browser else url)
     return 0
 
 
