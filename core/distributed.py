@@ -23,6 +23,7 @@ from .errors import LmforgeError
 
 DEFAULT_WAIT_SECONDS = 24 * 3600.0
 _GROUP: dict = {}
+_LEAVE_REGISTERED = False
 
 
 def world_size() -> int:
@@ -44,6 +45,22 @@ def join(cpu: bool) -> None:
         PartialState._reset_state()  # a stage may have torn the group down; join afresh
         _GROUP.clear()
     PartialState(cpu=cpu)
+    global _LEAVE_REGISTERED
+    if not _LEAVE_REGISTERED:
+        import atexit
+
+        atexit.register(_leave)
+        _LEAVE_REGISTERED = True
+
+
+def _leave() -> None:
+    """Tear the process group down before the interpreter does: a gloo group left to the C++ static
+    destructors at exit can abort the process ("terminate called without an active exception") while its
+    peer is still closing the connection — a run that succeeded would then exit with SIGABRT."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _wait_group():

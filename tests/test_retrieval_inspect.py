@@ -239,8 +239,16 @@ def test_probe_documents_pipeline_writes_questions_probes_and_fine_tunes(varied_
     assert (run / "finetuner" / "model.safetensors").is_file()
 
 
+def _post(url: str, payload: dict):
+    """POST JSON with the standard library (the test needs no HTTP client package)."""
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(request, timeout=60)
+
+
 def test_server_returns_the_retrieval_record_in_its_extension_field(varied_model_dir, collection):
-    import httpx
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig
     from lmforge.plugins.samplers.server import running_server
 
@@ -248,15 +256,15 @@ def test_server_returns_the_retrieval_record_in_its_extension_field(varied_model
     question = {"model": "forge-tiny", "max_tokens": 4, "temperature": 0,
                 "messages": [{"role": "user", "content": "What is the capital of Velmora?"}]}
     with running_server(varied_model_dir, retrieval=retrieval) as served:
-        body = httpx.post(f"{served.url}/chat/completions", json=question, timeout=60).json()
+        body = json.loads(_post(f"{served.url}/chat/completions", question).read())
         record = body["lmforge_retrieval"]
         assert record["fired"] and "Drestholm" in record["passages"][0]["text"]
         assert body["choices"][0]["message"]["role"] == "assistant"
-        with httpx.stream("POST", f"{served.url}/chat/completions", json={**question, "stream": True},
-                          timeout=60) as response:
-            first = json.loads(next(line for line in response.iter_lines() if line.startswith("data: "))[6:])
+        with _post(f"{served.url}/chat/completions", {**question, "stream": True}) as response:
+            lines = (raw.decode().strip() for raw in response)
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
         assert first["lmforge_retrieval"]["fired"] and first["choices"][0]["delta"]["role"] == "assistant"
     served_without = RetrievalConfig(retriever={"name": "bm25", "collection": str(collection)}, threshold=1e9)
     with running_server(varied_model_dir, retrieval=served_without) as served:
-        body = httpx.post(f"{served.url}/chat/completions", json=question, timeout=60).json()
+        body = json.loads(_post(f"{served.url}/chat/completions", question).read())
         assert body["lmforge_retrieval"]["fired"] is False and body["lmforge_retrieval"]["passages"] == []
