@@ -184,7 +184,20 @@ def hydra_message(exc: Exception) -> str:
         leaf = str(key).rsplit(".", 1)[-1]
         allowed = f"{close_match(leaf, known)}; allowed: {', '.join(known)}" if known else "; use +key=value to add one"
         return f"{key}: unknown key{allowed}"
+    mismatch = container_mismatch(text)
+    if mismatch:
+        key = re.search(r"full_key: (\S+)", text)
+        return f"{key[1] if key else '?'}: {mismatch}"
     return one_line(text.split("Config search path")[0])
+
+
+def container_mismatch(text: str) -> str | None:
+    """OmegaConf's "Cannot merge DictConfig with ListConfig" as what was expected and given."""
+    import re
+
+    match = re.search(r"Cannot merge (Dict|List)Config with (Dict|List)Config", text)
+    kinds = {"Dict": "a mapping", "List": "a list"}
+    return f"expected {kinds[match[2]]}, got {kinds[match[1]]}" if match else None
 
 
 def _run_settings_class():
@@ -268,11 +281,26 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         raise ConfigError(f"{where}.{message}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+        mismatch = container_mismatch(str(exc))
+        if mismatch:  # a mapping given for a list (or back): OmegaConf names no key, so find it
+            key = next((k for k in values if not _merges(config_class, k, values[k])), key)
+            raise ConfigError(f"{where}.{key}: {mismatch} ({one_line(repr(values.get(key)))})") from None
         expected = ""
         field = fields.get(str(key).split(".")[0])
         if field is not None:
             expected = f"; expected {getattr(field.type, '__name__', field.type)}"
         raise ConfigError(f"{where}.{key}: invalid value{expected} ({one_line(getattr(exc, 'msg', exc))})") from None
+
+
+def _merges(config_class, key: str, value: Any) -> bool:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(config_class), OmegaConf.create({key: value}))
+    except OmegaConfBaseException:
+        return False
+    return True
 
 
 def named_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:

@@ -121,7 +121,7 @@ def test_reward_configuration_errors_are_one_line():
 
 
 def test_prompt_records_carry_columns_to_rewards(shared_data, tiny_model_dir):
-    from lmforge.plugins.aligners.grpo import fit_prompt, load_prompt_records
+    from lmforge.plugins.aligners.online_rl import fit_prompt, load_prompt_records
     from transformers import AutoTokenizer
 
     rows = load_prompt_records(shared_data / GSM8K)  # no known format: falls back to the question field
@@ -135,6 +135,38 @@ def test_prompt_records_carry_columns_to_rewards(shared_data, tiny_model_dir):
     fitted = fit_prompt(long, tokenizer, 64)
     assert len(fitted) == 1 and fitted[0]["content"].endswith("word ")
     assert len(tokenizer.apply_chat_template(fitted, add_generation_prompt=True, return_dict=False)) <= 64
+
+
+def test_online_aligners_read_prompts_and_rewards_one_way(tiny_model_dir):
+    """PPO, GRPO and RLOO take the same prompt and reward keys, in the same form, and the same prompts."""
+    from dataclasses import fields
+
+    from lmforge.plugins.aligners.grpo import GRPOParams
+    from lmforge.plugins.aligners.online_rl import PromptsAndRewards, online_prompts
+    from lmforge.plugins.aligners.ppo import PPOParams
+    from lmforge.plugins.aligners.rloo import RLOOParams
+    from transformers import AutoTokenizer
+
+    shared = {f.name for f in fields(PromptsAndRewards)}
+    assert {"rewards", "reward_params", "system_prompt", "prompt_field", "max_prompt_length"} <= shared
+    for params in (PPOParams, GRPOParams, RLOOParams):
+        assert shared <= {f.name for f in fields(params)}
+    for name in ("ppo", "grpo", "rloo"):
+        cfg = lmforge.compose([f"aligner={name}", "aligner.rewards=[gsm8k_answer,format:0.2]",
+                               "sampler.system_prompt=Answer briefly."])
+        config = lmforge.stage("aligner", cfg).config
+        assert config.rewards == ["gsm8k_answer", "format:0.2"] and config.system_prompt == "Answer briefly."
+        with pytest.raises(ConfigError, match=r"aligner\.rewards: expected a list, got a mapping"):
+            lmforge.compose([f"aligner={name}", "aligner.rewards={format: 0.2}"])
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rows = online_prompts(HH_PAIRS, PromptsAndRewards(system_prompt="Answer briefly.", max_prompt_length=64),
+                          tokenizer)
+    assert len(rows) == 300
+    for row in rows:  # the system turn leads every prompt, and stays when a long dialogue is cut to fit
+        assert row["prompt"][0] == {"role": "system", "content": "Answer briefly."}
+        assert row["prompt"][-1]["role"] == "user"
+        assert len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=False)) <= 64
 
 
 def test_kto_reads_unpaired_feedback_and_pairs(shared_data, tmp_path):

@@ -116,7 +116,7 @@ def test_reward_model_reads_hh_dialogues_and_sharegpt_pairs(data, tmp_path, tiny
 
 def _ppo(**overrides) -> PPOAligner:
     params = {"rollout_batch_size": 4, "num_mini_batches": 2, "ppo_epochs": 2, "learning_rate": 5e-4,
-                  "max_response_length": 6, "temperature": 1.0, "rewards": {"test_punctuation": 1.0},
+                  "max_response_length": 6, "temperature": 1.0, "rewards": ["test_punctuation"],
                   "missing_eos_penalty": None, "prompt_field": "question", "value_model": "shared", "save_steps": 0}
     params.update(overrides)
     return PPOAligner(**params)
@@ -126,7 +126,7 @@ def test_ppo_with_reward_model_logs_everything_and_starts_at_zero_kl(tmp_path, t
                                                                      reward_model_dir):
     from transformers import AutoModelForCausalLM
 
-    stage = _ppo(max_steps=2, rewards={}, value_model="separate", missing_eos_penalty=1.0, adaptive_kl=True,
+    stage = _ppo(max_steps=2, rewards=[], value_model="separate", missing_eos_penalty=1.0, adaptive_kl=True,
                  target_kl=0.5)
     out, _manifest = lmforge.run_stage(
         stage, {"model": tiny_model_dir, "data": gsm8k, "reward_model": reward_model_dir[0]}, tmp_path / "ppo",
@@ -179,8 +179,9 @@ def test_ppo_resumes_after_a_kill_and_ends_with_the_same_weights(tmp_path, tiny_
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"rewards": {}}, "aligner.rewards: ppo needs a reward"),
-    ({"rewards": {"no_such_reward": 1.0}}, "no_such_reward"),
+    ({"rewards": []}, "aligner.rewards: ppo needs a reward"),
+    ({"rewards": ["no_such_reward"]}, "no_such_reward"),
+    ({"rewards": {"test_punctuation": 1.0}}, "aligner.rewards: expected a list, got a mapping"),
     ({"num_mini_batches": 3}, "aligner.num_mini_batches"),
     ({"value_model": "both"}, "aligner.value_model"),
 ])
@@ -194,7 +195,7 @@ def test_ppo_config_errors_are_one_line(overrides, message, tmp_path, tiny_model
 
 def test_ppo_rejects_a_causal_lm_as_reward_model(tmp_path, tiny_model_dir, tiny_context, gsm8k):
     with pytest.raises(lmforge.DataError, match="not a reward model"):
-        lmforge.run_stage(_ppo(max_steps=1, rewards={}), {"model": tiny_model_dir, "data": gsm8k,
+        lmforge.run_stage(_ppo(max_steps=1, rewards=[]), {"model": tiny_model_dir, "data": gsm8k,
                                                           "reward_model": tiny_model_dir},
                           tmp_path / "out", _context(tiny_context))
 

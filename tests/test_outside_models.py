@@ -388,6 +388,38 @@ def test_base_model_without_template_is_aligned_on_plain_strings(aligner, gpt2_s
                           context)
 
 
+@pytest.mark.parametrize("aligner", ["grpo", "rloo"])
+def test_online_aligner_gives_a_base_model_a_template_and_a_reference_that_reads_it(aligner, gpt2_style_dir,
+                                                                                   tiny_context, tmp_path):
+    """A template adds tokens (chatml's <|im_start|>/<|im_end|>): the policy's embeddings are resized, and so
+    must be the reference's (TRL would reload the model dir without them and fail at the first new id)."""
+    import dataclasses
+
+    import lmforge
+    from lmforge.plugins.aligners.grpo import GRPOAligner, build_online_rl
+    from lmforge.plugins.aligners.rloo import RLOOAligner
+    from lmforge.plugins.models import load_tokenizer
+
+    stage_class = {"grpo": GRPOAligner, "rloo": RLOOAligner}[aligner]
+    prompts = tmp_path / "questions.jsonl"
+    prompts.write_text("".join(json.dumps({"question": q}) + "\n" for q, _ in CHATS))
+    stage = stage_class(max_steps=2, batch_size=4, num_generations=2, rewards=["length"], max_prompt_length=32,
+                        max_completion_length=8, save_steps=0, logging_steps=1, chat_template="chatml", beta=0.04,
+                        system_prompt="Answer briefly.")
+    inputs = {"model": gpt2_style_dir, "data": prompts}
+    context = dataclasses.replace(tiny_context, work_dir=tmp_path / "work")
+    vocab = len(load_tokenizer(gpt2_style_dir, chat_template="chatml"))
+    trainer = build_online_rl(stage.config, inputs, context, aligner.upper())
+    assert trainer.ref_model.get_input_embeddings().weight.shape[0] == vocab
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
+    assert trainer.train_dataset[0]["prompt"][0] == {"role": "system", "content": "Answer briefly."}
+    out, manifest = lmforge.run_stage(stage, inputs, tmp_path / aligner, context)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kls = [row["kl"] for row in logged if "kl" in row]
+    assert kls and kls[0] < 0.05  # the first samples come from a policy equal to its reference
+    assert load_tokenizer(out).chat_template and len(load_tokenizer(out)) == vocab
+
+
 def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path):
     import lmforge
     from lmforge.plugins.feedback.rank import SamplingSettings, sample_candidates

@@ -16,14 +16,14 @@ from lmforge.config import ParamError
 from .. import training
 from ..data_checks import drop_identical_pairs
 from ..formats import preferences_for
-from .grpo import fit_prompt
+from .online_rl import fit_prompt
 
 
 @dataclass
 class ORPOParams(training.TrainerParams):
     beta: float = 0.1  # weight of the odds-ratio term (lambda in the paper)
     max_length: int = 256
-    max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see grpo.fit_prompt)
+    max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see online_rl.fit_prompt)
     format: str = "auto"
 
     def __post_init__(self):

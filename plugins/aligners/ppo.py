@@ -28,6 +28,10 @@ initialised from the reward model as Huang et al. do, or from the policy when th
 a scalar head on the policy's own last hidden state (``value_model: shared``). Logged per iteration:
 reward, score, KL, entropy, clip fractions, value loss, approximate KL, response length, EOS fraction.
 
+Prompts (with ``system_prompt`` in front, fitted to ``max_prompt_length``) and ``rewards`` (NAME or
+NAME:WEIGHT) are read as every online-RL aligner reads them (``online_rl``), so PPO, GRPO and RLOO take
+the same data and the same config form.
+
 Resume: every ``save_steps`` iterations the policy and value weights (safetensors), the optimizer state,
 the step and the current ``kl_coef`` go into the stage's checkpoint dir. Randomness (prompt order,
 sampling) is derived from (seed, step, process), so a resumed run replays the exact draws the
@@ -43,19 +47,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmforge import Aligner
-from lmforge.errors import ConfigError, DataError
+from lmforge.errors import ConfigError
 
 from ..checkpoints import latest_checkpoint, loop_state, save_atomic
-from ..common import read_records
-from ..data import is_text_only
-from ..formats import load_prompts
 from ..models import load_causal_lm, load_tokenizer, save_model_dir
+from .online_rl import PromptsAndRewards, check_prompts_and_rewards, check_rewards, online_prompts
+from .rewards import CombinedReward, last_user_text, reward_components
 
 STATE_FILE = "ppo_state.json"
 
 
 @dataclass
-class PPOParams:
+class PPOParams(PromptsAndRewards):  # rewards, reward_params, reward_model_weight, system_prompt, prompt_field,
+    #                                  format, max_prompt_length: the keys every online-RL aligner takes
     max_steps: int = 20  # PPO iterations, each one rollout batch and its optimisation
     rollout_batch_size: int = 8  # prompts per iteration (per process)
     num_mini_batches: int = 2  # optimiser steps per PPO epoch
@@ -64,7 +68,6 @@ class PPOParams:
     learning_rate: float = 1e-5
     adam_eps: float = 1e-5
     max_grad_norm: float = 1.0
-    max_prompt_length: int = 256  # longer prompts are left out
     max_response_length: int = 48  # new tokens per response
     temperature: float = 0.7
     stop_tokens: list[str] = field(default_factory=lambda: ["<|end|>"])  # besides the tokenizer's EOS
@@ -83,30 +86,41 @@ class PPOParams:
     vf_coef: float = 0.1
     whiten_rewards: bool = False
     value_model: str = "separate"  # separate | shared (scalar head on the policy's last hidden state)
-    rewards: dict[str, float] = field(default_factory=dict)  # reward_function plugin -> weight
-    reward_params: dict[str, Any] = field(default_factory=dict)  # reward function -> {parameter: value}
-    reward_model_weight: float = 1.0  # weight of the optional `reward_model` input
     reward_batch_size: int = 16
-    system_prompt: str | None = None
-    prompt_field: str | None = None  # read prompts from this field of each record (GSM8K: question)
-    format: str = "auto"
     save_steps: int = 10
     logging_steps: int = 1
 
     def __post_init__(self):  # checked when the params are built, so a typo fails before any stage runs
         from lmforge.config import at_least, in_range, one_of
 
-        from .rewards import check_reward_spec
-
         one_of(self, "kl_estimator", ("k1", "k3"))
         one_of(self, "value_model", ("separate", "shared"))
         at_least(self, 1, "max_steps", "rollout_batch_size", "num_mini_batches", "micro_batch_size", "ppo_epochs",
-                 "max_prompt_length", "max_response_length", "reward_batch_size", "logging_steps")
+                 "max_response_length", "reward_batch_size", "logging_steps")
         at_least(self, 0, "learning_rate", "temperature", "adam_eps", exclusive=True)
         at_least(self, 0, "kl_coef", "max_grad_norm", "vf_coef", "cliprange", "cliprange_value", "save_steps")
         in_range(self, "gamma", 0.0, 1.0)
         in_range(self, "lam", 0.0, 1.0)
-        check_reward_spec(self.rewards, self.reward_params)
+        check_prompts_and_rewards(self)
+
+
+@dataclass
+class PPORun:
+    """What one PPO run works with, built once by :meth:`PPOAligner._setup` and read by every step."""
+
+    accelerator: Any
+    model: Any  # policy and value in one module (``_policy_and_value``), prepared by the accelerator
+    optimizer: Any
+    reference: Any  # the frozen input model
+    tokenizer: Any
+    rows: list[dict[str, Any]]  # prompt records (``online_rl.online_prompts``) with their token ``ids``
+    columns: list[str]  # the records' other fields, handed to reward functions
+    stop_ids: list[int]
+    pad_id: int
+    scorer: Any  # the reward model (``reward_model.RewardScorer``) or None
+    reward_functions: list  # ``(name, callable, weight)`` of the configured reward functions
+    checkpoint_root: Path
+    state: dict[str, Any]  # step and kl_coef: the start values, or the resumed checkpoint's
 
 
 def _policy_and_value(policy, value_model=None, hidden_size: int | None = None):
@@ -168,93 +182,94 @@ def _masked_whiten(values, mask, shift_mean: bool = True):
     return whitened if shift_mean else whitened + mean
 
 
+def _generalised_advantages(rewards, values, gamma: float, lam: float):
+    """GAE over the response tokens, last to first: advantages and returns (= advantages + values)."""
+    import torch
+
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        advantages[:, t] = running
+    return advantages, advantages + values
+
+
 class PPOAligner(Aligner):
     """RLHF with PPO against a reward model and/or reward functions, with a frozen reference model."""
 
     config_class = PPOParams
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
-    # ---- setup -----------------------------------------------------------------------------------------
+    # ---- the run ---------------------------------------------------------------------------------------
+
+    def run(self, inputs, output_dir, context):
+        import torch
+
+        cfg = self.config
+        run = self._setup(inputs, context)
+        accelerator, rank, world = run.accelerator, run.accelerator.process_index, run.accelerator.num_processes
+        kl_coef = float(run.state["kl_coef"])
+        progress = self._progress(accelerator, context, run.state["step"])
+        for step in range(run.state["step"] + 1, cfg.max_steps + 1):
+            torch.manual_seed(context.seed * 1_000_003 + step * 101 + rank)
+            batch = self._batch_rows(run.rows, step, world, rank, context.seed)
+            with accelerator.autocast():
+                rollout = self._rollout(run, batch, kl_coef)
+            stats = self._optimise(accelerator, run.model, run.optimizer, rollout, step)
+            stats.update(rollout["stats"])
+            stats = {k: accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean").item()
+                     for k, v in stats.items()}
+            if cfg.adaptive_kl:
+                error = max(-0.2, min(0.2, stats["kl"] / cfg.target_kl - 1))
+                kl_coef *= 1 + error * cfg.rollout_batch_size * world / cfg.kl_horizon
+            stats["kl_coef"] = kl_coef
+            if accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == cfg.max_steps):
+                context.log_metrics(stats, step=step)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < cfg.max_steps:
+                self._save_checkpoint(run, step, kl_coef)
+        if progress is not None:
+            progress.close()
+        if accelerator.is_main_process:
+            save_model_dir(accelerator.unwrap_model(run.model).policy, run.tokenizer, Path(output_dir))
+        accelerator.wait_for_everyone()
+        return output_dir
+
+    # ---- setup: config, prompts, rewards, models, resume ------------------------------------------------
 
     def _check_config(self, inputs):
         cfg = self.config
         if "reward_model" not in inputs and not cfg.rewards:
             raise ConfigError("aligner.rewards: ppo needs a reward: give the 'reward_model' input (a reward model "
-                              "dir) or name reward functions, e.g. aligner.rewards='{length: 1.0}'")
-        if cfg.value_model not in ("separate", "shared"):
-            raise ConfigError(f"aligner.value_model: '{cfg.value_model}'; expected 'separate' or 'shared'")
-        if cfg.kl_estimator not in ("k1", "k3"):
-            raise ConfigError(f"aligner.kl_estimator: '{cfg.kl_estimator}'; expected 'k1' or 'k3'")
+                              "dir) or name reward functions, e.g. 'aligner.rewards=[length]'")
         if cfg.rollout_batch_size % cfg.num_mini_batches:
             raise ConfigError(f"aligner.num_mini_batches: {cfg.num_mini_batches} does not divide "
                               f"aligner.rollout_batch_size={cfg.rollout_batch_size}")
-        for name in ("max_steps", "rollout_batch_size", "num_mini_batches", "ppo_epochs", "max_response_length"):
-            if getattr(cfg, name) < 1:
-                raise ConfigError(f"aligner.{name}: must be at least 1, got {getattr(cfg, name)}")
-        if cfg.temperature <= 0:
-            raise ConfigError("aligner.temperature: must be > 0 (PPO samples from the full distribution)")
 
-    def _load_prompts(self, path, tokenizer):
-        """Prompts as message lists, their token ids, and the other columns of their records for reward fns."""
-        cfg = self.config
-        if cfg.prompt_field:
-            records = read_records(path)
-            for index, record in enumerate(records):
-                if not isinstance(record.get(cfg.prompt_field), str):
-                    raise DataError(f"{path}: record {index} has no string field '{cfg.prompt_field}' "
-                                    "(aligner.prompt_field)")
-            prompts = [[{"role": "user", "content": r[cfg.prompt_field]}] for r in records]
-        else:
-            prompts = load_prompts(path, cfg.format)
-        if cfg.system_prompt:
-            prompts = [p if p[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}] + p
-                       for p in prompts]
-        columns: dict[str, list] = {}
-        if not is_text_only(path):
-            records = read_records(path)
-            names = {k for r in records for k in r} - {"prompt", "prompts", "completion", "completions",
-                                                       "prompt_messages"}
-            columns = {k: [r.get(k) for r in records] for k in sorted(names)}
-        rows = []
-        for index, prompt in enumerate(prompts):
-            ids = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                     return_dict=False))
-            if len(ids) <= cfg.max_prompt_length:
-                rows.append((index, prompt, ids))
-        if not rows:
-            raise DataError(f"{path}: no prompt fits aligner.max_prompt_length={cfg.max_prompt_length} tokens")
-        return rows, columns
-
-    def _reward_functions(self):
-        """``(name, callable, weight)`` of the configured reward_function plugins (shared with GRPO/RLOO)."""
-        if not self.config.rewards:
-            return []
-        from .rewards import reward_components
-
-        return reward_components(dict(self.config.rewards), dict(self.config.reward_params))
-
-    # ---- the run ---------------------------------------------------------------------------------------
-
-    def run(self, inputs, output_dir, context):
-        import dataclasses
-
+    def _setup(self, inputs, context) -> PPORun:
+        """Accelerator, prompts, rewards, the resumed state, models and optimizer, in that order."""
         import torch
         from accelerate import Accelerator
 
-        from .reward_model import RewardScorer, load_reward_model
-
         cfg = self.config
         self._check_config(inputs)
-        reward_functions = self._reward_functions()
         # Trained weights stay fp32 (bf16 weights would round away small Adam updates); on GPU the forward
         # passes run under bf16/fp16 autocast. The frozen reference and reward model load in that dtype.
         precision = context.hardware.dtype_name()
         accelerator = Accelerator(cpu=not context.hardware.use_cuda(),
                                   mixed_precision=precision if precision in ("bf16", "fp16") else "no")
-        fp32 = dataclasses.replace(context, hardware=dataclasses.replace(context.hardware, precision="fp32"))
-        device, rank = accelerator.device, accelerator.process_index
         tokenizer = load_tokenizer(inputs["model"])
-        rows, columns = self._load_prompts(inputs["data"], tokenizer)
+        rows = online_prompts(inputs["data"], cfg, tokenizer)
+        reward_functions = reward_components(cfg.rewards, cfg.reward_params) if cfg.rewards else []
+        check_rewards(reward_functions, rows[0])
+        columns = sorted({key for row in rows for key in row} - {"prompt"})
+        for row in rows:
+            row["ids"] = list(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
+                                                            tokenize=True, return_dict=False))
         stop_ids = sorted({tokenizer.eos_token_id} | {tokenizer.convert_tokens_to_ids(t) for t in cfg.stop_tokens
                                                       if t in tokenizer.get_vocab()})
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -266,6 +281,29 @@ class PPOAligner(Aligner):
 
         torch.manual_seed(context.seed)
         reference = load_causal_lm(inputs["model"], context).eval().requires_grad_(False)
+        model, scorer = self._policy_value_and_scorer(inputs, context, tokenizer, resume, accelerator.device)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                      eps=cfg.adam_eps, weight_decay=0.0)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        if resume:
+            optimizer.load_state_dict(torch.load(resume / "optimizer.pt", map_location="cpu", weights_only=True))
+        reference.to(accelerator.device)
+        return PPORun(accelerator=accelerator, model=model, optimizer=optimizer, reference=reference,
+                      tokenizer=tokenizer, rows=rows, columns=columns, stop_ids=stop_ids, pad_id=pad_id,
+                      scorer=scorer, reward_functions=reward_functions, checkpoint_root=checkpoint_root,
+                      state=state)
+
+    def _policy_value_and_scorer(self, inputs, context, tokenizer, resume: Path | None, device):
+        """The trained module (policy + value, fp32, from the checkpoint when resuming) and the reward model.
+
+        A separate value model starts from the reward model when it reads the policy's vocabulary, else from
+        the policy with a zeroed head; a shared one is a zeroed scalar head on the policy."""
+        import dataclasses
+
+        from .reward_model import RewardScorer, load_reward_model
+
+        cfg = self.config
+        fp32 = dataclasses.replace(context, hardware=dataclasses.replace(context.hardware, precision="fp32"))
         policy = load_causal_lm(resume / "policy" if resume else inputs["model"], fp32)
         policy.requires_grad_(True)
         scorer = None
@@ -287,47 +325,14 @@ class PPOAligner(Aligner):
 
             model.value_head.load_state_dict(load_file(str(resume / "value_head.safetensors")))
         model.eval()  # no dropout anywhere: the PPO ratio must compare the same function
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                      eps=cfg.adam_eps, weight_decay=0.0)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        if resume:
-            optimizer.load_state_dict(torch.load(resume / "optimizer.pt", map_location="cpu", weights_only=True))
-        reference.to(device)
+        return model, scorer
 
-        kl_coef = float(state["kl_coef"])
-        world = accelerator.num_processes
-        progress = None
-        if accelerator.is_main_process and not context.quiet:
-            from tqdm.auto import tqdm
+    def _progress(self, accelerator, context, done: int):
+        if not accelerator.is_main_process or context.quiet:
+            return None
+        from tqdm.auto import tqdm
 
-            progress = tqdm(total=cfg.max_steps, initial=state["step"], desc="ppo", unit="it")
-        for step in range(state["step"] + 1, cfg.max_steps + 1):
-            torch.manual_seed(context.seed * 1_000_003 + step * 101 + rank)
-            batch = self._batch_rows(rows, step, world, rank, context.seed)
-            with accelerator.autocast():
-                rollout = self._rollout(accelerator, model, reference, tokenizer, batch, stop_ids, pad_id,
-                                        kl_coef, scorer, reward_functions, columns)
-            stats = self._optimise(accelerator, model, optimizer, rollout, step)
-            stats.update(rollout["stats"])
-            stats = {k: accelerator.reduce(torch.tensor(v, device=device), "mean").item() for k, v in stats.items()}
-            if cfg.adaptive_kl:
-                error = max(-0.2, min(0.2, stats["kl"] / cfg.target_kl - 1))
-                kl_coef *= 1 + error * cfg.rollout_batch_size * world / cfg.kl_horizon
-            stats["kl_coef"] = kl_coef
-            if accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == cfg.max_steps):
-                context.log_metrics(stats, step=step)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
-            if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < cfg.max_steps:
-                self._save_checkpoint(accelerator, model, optimizer, tokenizer, checkpoint_root, step, kl_coef)
-        if progress is not None:
-            progress.close()
-        if accelerator.is_main_process:
-            final = accelerator.unwrap_model(model).policy
-            save_model_dir(final, tokenizer, Path(output_dir))
-        accelerator.wait_for_everyone()
-        return output_dir
+        return tqdm(total=self.config.max_steps, initial=done, desc="ppo", unit="it")
 
     def _batch_rows(self, rows, step, world, rank, seed):
         """This process's prompts for ``step``: epochs walk a fresh seeded permutation of all prompts."""
@@ -358,79 +363,29 @@ class PPOAligner(Aligner):
                 values.append(out_values[:, width - 1:-1].float())
         return torch.cat(logits), torch.cat(values)
 
-    def _rollout(self, accelerator, model, reference, tokenizer, batch, stop_ids, pad_id, kl_coef, scorer,
-                 reward_functions, columns):
+    def _rollout(self, run: PPORun, batch, kl_coef: float):
+        """One rollout batch, ready to optimise: sequences, old log-probabilities and values, advantages."""
         import torch
 
         cfg = self.config
-        device = accelerator.device
-        width = max(len(ids) for _, _, ids in batch)
-        query = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        query_mask = torch.zeros_like(query)
-        for row, (_, _, ids) in enumerate(batch):
-            query[row, width - len(ids):] = torch.tensor(ids)
-            query_mask[row, width - len(ids):] = 1
-        query, query_mask = query.to(device), query_mask.to(device)
-        unwrapped = accelerator.unwrap_model(model)
-        with torch.no_grad():
-            generated = unwrapped.policy.generate(
-                input_ids=query, attention_mask=query_mask, max_new_tokens=cfg.max_response_length,
-                do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, eos_token_id=stop_ids,
-                pad_token_id=pad_id)
-        responses = generated[:, width:]
-        is_stop = torch.isin(responses, torch.tensor(stop_ids, device=device))
-        has_stop = is_stop.any(1)
-        last = torch.where(has_stop, is_stop.int().argmax(1), responses.shape[1] - 1)
-        positions_r = torch.arange(responses.shape[1], device=device)
-        response_mask = positions_r.unsqueeze(0) <= last.unsqueeze(1)
-        responses = responses.masked_fill(~response_mask, pad_id)
-        ids = torch.cat([query, responses], 1)
-        mask = torch.cat([query_mask, response_mask.long()], 1)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        sequences = self._generate(run, batch)
+        logprobs, ref_logprobs, values = self._logprobs_and_values(run, sequences)
+        texts = run.tokenizer.batch_decode(sequences["responses"], skip_special_tokens=True)
+        score, reward = self._task_reward(run, batch, texts, sequences["has_stop"])
 
-        logits, values = self._forward_chunks(unwrapped, ids, mask, positions, width)
-        logprobs = _token_logprobs(logits, responses, cfg.temperature)
-        del logits
-        with torch.no_grad():
-            ref_logits = reference(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                   use_cache=False).logits[:, width - 1:-1]
-            ref_logprobs = _token_logprobs(ref_logits, responses, cfg.temperature)
-        del ref_logits
-
-        texts = tokenizer.batch_decode(responses.masked_fill(~response_mask, pad_id), skip_special_tokens=True)
-        prompts = [p for _, p, _ in batch]
-        function_score, model_score = self._score(prompts, texts, [i for i, _, _ in batch], scorer, reward_functions,
-                                                  columns)
-        score = function_score.to(device)
-        if model_score is not None:
-            model_score = model_score.to(device)
-            if cfg.normalize_reward_model:
-                model_score = self._normalise(model_score, accelerator)
-            score = score + cfg.reward_model_weight * model_score
-        reward = score.clone()
-        if cfg.missing_eos_penalty is not None:
-            reward = reward - cfg.missing_eos_penalty * (~has_stop).float()
-
+        response_mask = sequences["response_mask"]
         fmask = response_mask.float()
         log_ratio = (logprobs - ref_logprobs) * fmask
-        kl = log_ratio if cfg.kl_estimator == "k1" else ((-log_ratio).exp() - 1 + log_ratio) * fmask
+        k3 = ((-log_ratio).exp() - 1 + log_ratio) * fmask
+        kl = log_ratio if cfg.kl_estimator == "k1" else k3
         rewards = -kl_coef * kl
-        rewards[torch.arange(len(batch), device=device), last] += reward
+        rewards[torch.arange(len(batch), device=reward.device), sequences["last"]] += reward
         if cfg.whiten_rewards:
             rewards = _masked_whiten(rewards, response_mask, shift_mean=False) * fmask
         values = values * fmask
-
-        advantages = torch.zeros_like(rewards)
-        running = torch.zeros(len(batch), device=device)
-        for t in reversed(range(rewards.shape[1])):
-            next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
-            delta = rewards[:, t] + cfg.gamma * next_value - values[:, t]
-            running = delta + cfg.gamma * cfg.lam * running
-            advantages[:, t] = running
-        returns = advantages + values
+        advantages, returns = _generalised_advantages(rewards, values, cfg.gamma, cfg.lam)
         advantages = _masked_whiten(advantages, response_mask) * fmask
 
-        k3 = ((-log_ratio).exp() - 1 + log_ratio) * fmask
         stats = {
             "reward": reward.mean().item(),
             "score": score.mean().item(),
@@ -440,24 +395,77 @@ class PPOAligner(Aligner):
             "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
             "rlhf_reward": (reward - kl_coef * kl.sum(1)).mean().item(),
             "response_length": response_mask.sum(1).float().mean().item(),
-            "eos_fraction": has_stop.float().mean().item(),
+            "eos_fraction": sequences["has_stop"].float().mean().item(),
         }
-        return {"ids": ids, "mask": mask, "positions": positions, "responses": responses,
-                "response_mask": response_mask, "width": width, "logprobs": logprobs, "values": values,
-                "returns": returns, "advantages": advantages, "stats": stats}
+        return {**sequences, "logprobs": logprobs, "values": values, "returns": returns, "advantages": advantages,
+                "stats": stats}
 
-    def _score(self, prompts, texts, indices, scorer, reward_functions, columns):
+    def _generate(self, run: PPORun, batch):
+        """Left-padded prompts, one sampled response each, cut after its first stop token."""
         import torch
 
-        total = torch.zeros(len(texts))
-        model_score = torch.tensor(scorer.score(prompts, texts), dtype=torch.float) if scorer is not None else None
-        if reward_functions:  # the one weighted sum of reward functions (rewards.CombinedReward)
-            from .rewards import CombinedReward, last_user_text
+        cfg = self.config
+        device = run.accelerator.device
+        width = max(len(row["ids"]) for row in batch)
+        query = torch.full((len(batch), width), run.pad_id, dtype=torch.long)
+        query_mask = torch.zeros_like(query)
+        for index, row in enumerate(batch):
+            query[index, width - len(row["ids"]):] = torch.tensor(row["ids"])
+            query_mask[index, width - len(row["ids"]):] = 1
+        query, query_mask = query.to(device), query_mask.to(device)
+        with torch.no_grad():
+            generated = run.accelerator.unwrap_model(run.model).policy.generate(
+                input_ids=query, attention_mask=query_mask, max_new_tokens=cfg.max_response_length,
+                do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, eos_token_id=run.stop_ids,
+                pad_token_id=run.pad_id)
+        responses = generated[:, width:]
+        is_stop = torch.isin(responses, torch.tensor(run.stop_ids, device=device))
+        has_stop = is_stop.any(1)
+        last = torch.where(has_stop, is_stop.int().argmax(1), responses.shape[1] - 1)
+        response_mask = torch.arange(responses.shape[1], device=device).unsqueeze(0) <= last.unsqueeze(1)
+        responses = responses.masked_fill(~response_mask, run.pad_id)
+        mask = torch.cat([query_mask, response_mask.long()], 1)
+        return {"ids": torch.cat([query, responses], 1), "mask": mask, "positions": (mask.cumsum(1) - 1).clamp(min=0),
+                "responses": responses, "response_mask": response_mask, "has_stop": has_stop, "last": last,
+                "width": width}
 
-            extra = {k: [v[i] for i in indices] for k, v in columns.items()}
-            total += torch.tensor(CombinedReward(reward_functions)(
-                list(texts), [last_user_text(p) for p in prompts], prompt_messages=prompts, **extra))
-        return total, model_score
+    def _logprobs_and_values(self, run: PPORun, sequences):
+        """Per response token: the policy's and the reference's log-probabilities, and the value estimates."""
+        import torch
+
+        ids, mask, positions, width = (sequences[k] for k in ("ids", "mask", "positions", "width"))
+        logits, values = self._forward_chunks(run.accelerator.unwrap_model(run.model), ids, mask, positions, width)
+        logprobs = _token_logprobs(logits, sequences["responses"], self.config.temperature)
+        del logits
+        with torch.no_grad():
+            ref_logits = run.reference(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                       use_cache=False).logits[:, width - 1:-1]
+            ref_logprobs = _token_logprobs(ref_logits, sequences["responses"], self.config.temperature)
+        return logprobs, ref_logprobs, values
+
+    def _task_reward(self, run: PPORun, batch, texts, has_stop):
+        """(score, reward) per response: weighted reward functions plus the (normalised) reward model; the
+        reward also loses ``missing_eos_penalty`` where no stop token came."""
+        import torch
+
+        cfg = self.config
+        device = run.accelerator.device
+        prompts = [row["prompt"] for row in batch]
+        score = torch.zeros(len(texts))
+        if run.reward_functions:  # the one weighted sum of reward functions (rewards.CombinedReward)
+            columns = {key: [row.get(key) for row in batch] for key in run.columns}
+            score += torch.tensor(CombinedReward(run.reward_functions)(
+                list(texts), [last_user_text(p) for p in prompts], prompt_messages=prompts, **columns))
+        score = score.to(device)
+        if run.scorer is not None:
+            model_score = torch.tensor(run.scorer.score(prompts, texts), dtype=torch.float).to(device)
+            if cfg.normalize_reward_model:
+                model_score = self._normalise(model_score, run.accelerator)
+            score = score + cfg.reward_model_weight * model_score
+        reward = score.clone()
+        if cfg.missing_eos_penalty is not None:
+            reward = reward - cfg.missing_eos_penalty * (~has_stop).float()
+        return score, reward
 
     def _normalise(self, scores, accelerator):
         """Reward-model scores as z-scores under the running moments of every score seen so far (all processes)."""
@@ -547,13 +555,14 @@ class PPOAligner(Aligner):
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
-    def _save_checkpoint(self, accelerator, model, optimizer, tokenizer, root: Path, step: int,
-                         kl_coef: float) -> None:
+    def _save_checkpoint(self, run: PPORun, step: int, kl_coef: float) -> None:
         """Write ``step-N`` atomically (``checkpoints.save_atomic``), keeping only the newest."""
         import torch
 
+        accelerator = run.accelerator
+
         def write(partial: Path) -> None:
-            unwrapped = accelerator.unwrap_model(model)
+            unwrapped = accelerator.unwrap_model(run.model)
             unwrapped.policy.save_pretrained(str(partial / "policy"), safe_serialization=True)
             if unwrapped.value_head is not None:
                 from safetensors.torch import save_file
@@ -562,11 +571,11 @@ class PPOAligner(Aligner):
                           str(partial / "value_head.safetensors"))
             else:
                 unwrapped.value_model.save_pretrained(str(partial / "value"), safe_serialization=True)
-                tokenizer.save_pretrained(str(partial / "value"))
-            torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+                run.tokenizer.save_pretrained(str(partial / "value"))
+            torch.save(run.optimizer.state_dict(), partial / "optimizer.pt")
 
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_atomic(root, step, write, {"kl_coef": kl_coef, "score_moments": self._moments}, keep=1,
+            save_atomic(run.checkpoint_root, step, write, {"kl_coef": kl_coef, "score_moments": self._moments}, keep=1,
                         prefix="step-", marker=STATE_FILE)
         accelerator.wait_for_everyone()

@@ -129,16 +129,24 @@ class RewardModelScorer:
 
 
 def parse_rewards(spec, where: str = "aligner") -> dict[str, float]:
-    """``["gsm8k_answer", "format:0.2"]`` (weight 1 when omitted) or ``{"format": 0.2}`` -> name: weight."""
-    if isinstance(spec, dict):
-        return {str(k): float(v) for k, v in spec.items()}
+    """The one reading of ``rewards``: ``["gsm8k_answer", "format:0.2"]`` (weight 1 when omitted) -> name: weight.
+
+    A mapping (``{format: 0.2}``) is refused with the form expected, so every online aligner takes one form."""
+    prefix = f"{where}.rewards" if where else "rewards"
+    if spec is None:
+        return {}
+    if isinstance(spec, str) or hasattr(spec, "items") or not hasattr(spec, "__iter__"):
+        got = "a mapping" if hasattr(spec, "items") else repr(spec)
+        raise ConfigError(f"{prefix}: expected a list of reward functions as NAME or NAME:WEIGHT "
+                          f"(e.g. [length, format:0.2]), got {got}")
     weights = {}
     for item in spec:
-        name, _, weight = str(item).partition(":")
+        name, _, weight = (part.strip() for part in str(item).partition(":"))
         try:
-            weights[name.strip()] = float(weight) if weight else 1.0
+            weights[name] = float(weight) if weight else 1.0
         except ValueError:
-            raise ConfigError(f"{where}.rewards: '{item}' should be NAME or NAME:WEIGHT") from None
+            raise ConfigError(f"{prefix}: '{item}': weight of '{name}' is '{weight}'; expected a number "
+                              "(NAME or NAME:WEIGHT)") from None
     return weights
 
 
@@ -152,24 +160,17 @@ def check_reward_spec(rewards, reward_params: dict[str, Any] | None = None) -> N
     from lmforge import registry
     from lmforge.errors import close_match
 
-    if isinstance(rewards, dict):
-        items = [(str(name), weight) for name, weight in rewards.items()]
-    else:
-        items = [(str(item).partition(":")[0].strip(), str(item).partition(":")[2] or 1.0) for item in rewards or []]
+    weights = parse_rewards(rewards, where="")
     known = registry().names("reward_function")
-    weights = {}
-    for name, weight in items:
+    for name in weights:
         if name not in known:
             raise ConfigError(f"rewards: '{name}' is not a reward function{close_match(name, known)}; "
                               f"registered: {', '.join(known) or '(none)'}")
-        try:
-            weights[name] = float(weight)
-        except (TypeError, ValueError):
-            raise ConfigError(f"rewards: weight of '{name}' is {weight!r}; expected a number "
-                              f"(NAME or NAME:WEIGHT)") from None
-    for name, extra in dict(reward_params or {}).items():
-        if name not in weights:
-            raise ConfigError(f"reward_params: '{name}' is not one of the rewards ({', '.join(weights) or 'none'})")
+    for name, extra in dict(reward_params or {}).items():  # a registered function's, in use or not (a config's
+        #                                                    defaults may set one that an override of rewards drops)
+        if name not in known:
+            raise ConfigError(f"reward_params: '{name}' is not one of the rewards ({', '.join(weights) or 'none'}) "
+                              f"nor a reward function{close_match(name, known)}")
         if not isinstance(extra, dict):
             raise ConfigError(f"reward_params: {name}: expected {{parameter: value}}, got {extra!r}")
         signature = inspect.signature(registry().get("reward_function", name))
@@ -188,7 +189,7 @@ def check_reward_spec(rewards, reward_params: dict[str, Any] | None = None) -> N
                                   f"(like the default {default!r}), got {value!r}")
 
 
-def reward_components(weights: dict[str, float] | list[str], params: dict[str, dict[str, Any]] | None = None,
+def reward_components(weights: list[str], params: dict[str, dict[str, Any]] | None = None,
                       reward_model: str | Path | None = None, reward_model_weight: float = 1.0,
                       where: str = "aligner") -> list[tuple[str, RewardFn, float]]:
     """``(name, callable, weight)`` for each named reward function, plus the reward model when given."""
@@ -198,9 +199,9 @@ def reward_components(weights: dict[str, float] | list[str], params: dict[str, d
     weights = parse_rewards(weights, where)
     params = dict(params or {})
     for name in params:
-        if name not in weights:
+        if name not in weights and name not in registry().names("reward_function"):
             raise ConfigError(f"{where}.reward_params.{name}: '{name}' is not one of the rewards "
-                              f"({', '.join(weights) or 'none'})")
+                              f"({', '.join(weights) or 'none'}) nor a reward function")
     components = []
     for name, weight in weights.items():
         try:
@@ -246,7 +247,7 @@ class CombinedReward:
         return total
 
 
-def combine_rewards(weights: dict[str, float] | list[str], params: dict[str, dict[str, Any]] | None = None,
+def combine_rewards(weights: list[str], params: dict[str, dict[str, Any]] | None = None,
                     reward_model: str | Path | None = None, reward_model_weight: float = 1.0) -> CombinedReward:
     """One callable summing named reward functions (and a reward model dir) with their weights."""
     return CombinedReward(reward_components(weights, params, reward_model, reward_model_weight))

@@ -2,7 +2,7 @@
 
 Why RLOO beside GRPO: each completion's baseline is the mean reward of the *other* completions for the
 same prompt — an unbiased baseline without a value model, and with a KL penalty folded into the reward.
-It takes the same prompt data, reward functions and reference handling as GRPO (``grpo.build_online_rl``), so
+It takes the same prompt data, reward functions and reference as GRPO (``grpo.build_online_rl``), so
 ``aligner=rloo`` is a one-word swap.
 """
 
