@@ -16,7 +16,9 @@ prompt, and ``columns`` the other fields of the prompt records, one list entry p
 own parameters as keyword arguments with defaults (``length(target_chars=200)``); configs set them
 through ``reward_params``. Return ``None`` for a completion a function does not apply to.
 
-:func:`reward_components` resolves names, parameters and an optional reward model into weighted
+:func:`parse_rewards` is the one reading of the ``rewards`` key (a list of NAME or NAME:WEIGHT, for GRPO, RLOO
+and PPO alike; a mapping is refused with the form expected). :func:`reward_components` resolves names,
+parameters and an optional reward model into weighted
 callables (GRPO/RLOO hand them to TRL one by one so each is logged); :class:`CombinedReward` sums them
 into one callable of the same signature (PPO scores its rollouts with it; :func:`combine_rewards` builds one
 from names). :func:`for_trl` adapts a reward function to
