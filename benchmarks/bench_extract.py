@@ -30,12 +30,18 @@ def norm(text: str) -> str:
 
 
 def load_pages(directory: Path = WEB) -> list[dict]:
+    """The pages of ``index.jsonl``, their HTML from the ``response`` records of ``pages.warc.gz`` (by URL)
+    and their labelled lines from ``labels/``."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(directory / "pages.warc.gz", "rb") as handle:
+        html_by_url = {record.rec_headers.get_header("WARC-Target-URI"): record.content_stream().read()
+                       for record in ArchiveIterator(handle) if record.rec_type == "response"}
     pages = []
     for row in (directory / "index.jsonl").read_text().splitlines():
         meta = json.loads(row)
         labelled = [line.split("\t", 1) for line in (directory / "labels" / f"{meta['page']}.tsv").read_text().splitlines()]
-        pages.append({**meta, "html": (directory / "pages" / f"{meta['page']}.html").read_bytes(),
-                      "lines": [(label, text) for label, text in labelled]})
+        pages.append({**meta, "html": html_by_url[meta["url"]], "lines": [(label, text) for label, text in labelled]})
     return pages
 
 

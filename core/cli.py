@@ -31,13 +31,24 @@ commands:
 
 
 def plugin_commands() -> dict:
-    """Subcommands contributed by plugins through ``lmforge_cli_commands``."""
+    """Subcommands contributed by plugins through ``lmforge_cli_commands``, each as ``(help, function)``; a
+    function given as a lazy ``"module:function"`` string is imported only when its command runs."""
     from .registry import plugin_manager
 
     commands = {}
     for result in plugin_manager().hook.lmforge_cli_commands():
-        commands.update(result or {})
+        for name, (help_text, function) in (result or {}).items():
+            commands[name] = (help_text, _imported_when_called(function) if isinstance(function, str) else function)
     return commands
+
+
+def _imported_when_called(target: str):
+    from .registry import load_target
+
+    def command(argv: list[str]):
+        return load_target(target)(argv)
+
+    return command
 
 
 def _fail(message: str, code: int = 2) -> None:

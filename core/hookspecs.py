@@ -139,9 +139,11 @@ def lmforge_pipeline_end(run_dir: Path, manifests: dict[str, dict[str, Any]], co
 
 
 @hookspec
-def lmforge_cli_commands() -> dict[str, tuple[str, Callable[[list[str]], int | None]]]:
+def lmforge_cli_commands() -> dict[str, tuple[str, Callable[[list[str]], int | None] | str]]:
     """Return ``{name: (one-line help, function)}`` to add ``lmforge <name> …`` subcommands.
 
     ``function(argv: list[str])`` receives the arguments after the command name and returns an exit code
-    (or None for 0). Built-in commands (``serve``, ``chat`` …) are added this same way.
+    (or None for 0). As in ``registry.add``, it may be a lazy ``"module:function"`` string, imported only when
+    its command runs, so ``lmforge --help`` imports nothing heavy. Built-in commands (``serve``, ``chat`` …)
+    are added this same way.
     """

@@ -21,6 +21,12 @@ ENTRY_POINT_GROUP = "lmforge"
 BUILTIN = "lmforge "  # the origin of lmforge's own registrations: "lmforge <version>"
 
 
+def load_target(target: str):
+    """The object a lazy ``"module:attribute"`` string names, imported now."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 @dataclass
 class Entry:
     kind: str
@@ -31,11 +37,7 @@ class Entry:
 
     def load(self):
         if self._loaded is None:
-            if isinstance(self.target, str):
-                module_name, _, attribute = self.target.partition(":")
-                self._loaded = getattr(importlib.import_module(module_name), attribute)
-            else:
-                self._loaded = self.target
+            self._loaded = load_target(self.target) if isinstance(self.target, str) else self.target
         return self._loaded
 
 

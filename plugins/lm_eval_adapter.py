@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.config import one_line
+from lmforge.config import ParamError, at_least, one_line
 from lmforge.errors import ConfigError, close_match
 
 from .models import load_causal_lm, load_tokenizer
@@ -48,6 +48,13 @@ class LMEvalConfig:
     system_instruction: str | None = None
     bootstrap_iters: int = 1000  # resamples for the standard error of non-mean metrics; 0 skips standard errors
     seed: int = 1234
+
+    def __post_init__(self):
+        if not self.tasks:
+            raise ParamError("tasks: name at least one lm-eval task, group or tag")
+        if self.include_path is not None and not Path(self.include_path).is_dir():
+            raise ParamError(f"include_path: '{self.include_path}' is not a directory of task YAMLs")
+        at_least(self, 1, "limit")
 
 
 @contextlib.contextmanager
@@ -103,16 +110,6 @@ class LMEvalHarness(Evaluator):
 
     name = "lm_eval"
     config_class = LMEvalConfig
-
-    def __init__(self, config=None, **params):
-        super().__init__(config, **params)
-        cfg = self.config
-        if not cfg.tasks:
-            raise ConfigError(f"{WHERE}.tasks: name at least one lm-eval task, group or tag")
-        if cfg.include_path is not None and not Path(cfg.include_path).is_dir():
-            raise ConfigError(f"{WHERE}.include_path: '{cfg.include_path}' is not a directory of task YAMLs")
-        if cfg.limit is not None and cfg.limit < 1:
-            raise ConfigError(f"{WHERE}.limit: expected a positive number of documents, got {cfg.limit}")
 
     def task_manager(self):
         """Index ``include_path`` alone when it defines every requested task (indexing lm-eval's thousands of

@@ -19,16 +19,10 @@ STEPS = {
 }
 
 
-def _audit(argv):
-    from .audit import audit_main
-
-    return audit_main(argv)
-
-
 @hookimpl
 def lmforge_cli_commands():
     return {"audit": ("review what the cleaner removed in a local web page; mark wrong removals to keep them",
-                      _audit)}
+                      "lmforge.plugins.cleaners.audit:audit_main")}
 
 
 @hookimpl

@@ -16,23 +16,11 @@ def lmforge_register(registry):
     registry.add("sampler", "question_writer", "lmforge.plugins.feedback.question_writer:QuestionWriter")
 
 
-def _rank(argv):
-    from .rank import rank_main
-
-    return rank_main(argv)
-
-
-def _rank_export(argv):
-    from .rank import export_main
-
-    return export_main(argv)
-
-
 @hookimpl
 def lmforge_cli_commands():
     return {
         "rank": ("rank K sampled responses per prompt in a local web page (or --terminal) -> preference data",
-                 _rank),
+                 "lmforge.plugins.feedback.rank:rank_main"),
         "rank-export": ("write preference pairs from a ranking session and report annotator agreement",
-                        _rank_export),
+                        "lmforge.plugins.feedback.rank:export_main"),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
+from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError
 
 METHODS = ("cloze", "model")
@@ -50,14 +51,8 @@ class QuestionWriterParams:
     max_passage_chars: int = 600  # method=model: the passage shown to the writer
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            from lmforge.errors import close_match
-
-            raise ConfigError(f"sampler.method: '{self.method}' is not one of {', '.join(METHODS)}"
-                              f"{close_match(self.method, METHODS)}")
-        for key in ("max_questions", "per_document", "max_new_tokens", "max_passage_chars"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"sampler.{key}: got {getattr(self, key)}, expected at least 1")
+        one_of(self, "method", METHODS)
+        at_least(self, 1, "max_questions", "per_document", "max_new_tokens", "max_passage_chars")
 
 
 def normalise(text: str) -> str:

@@ -13,21 +13,11 @@ def lmforge_register(registry):
     registry.add("evaluator", "language_map", "lmforge.plugins.inspect.evaluator:LanguageMapEvaluator")
 
 
-def _tokenize(argv):
-    from .tokens import tokenize_main
-
-    return tokenize_main(argv)
-
-
-def _map(argv):
-    from .language_map import map_main
-
-    return map_main(argv)
-
-
 @hookimpl
 def lmforge_cli_commands():
     return {
-        "tokenize": ("show how a tokenizer cuts text: coloured tokens with their ids", _tokenize),
-        "map": ("draw a model's token embeddings in 2D (the language map) with nearest neighbours", _map),
+        "tokenize": ("show how a tokenizer cuts text: coloured tokens with their ids",
+                     "lmforge.plugins.inspect.tokens:tokenize_main"),
+        "map": ("draw a model's token embeddings in 2D (the language map) with nearest neighbours",
+                "lmforge.plugins.inspect.language_map:map_main"),
     }

@@ -138,7 +138,6 @@ class HFTrainerPretrainer(Pretrainer):
         from transformers import Trainer
 
         cfg = self.config
-        cfg.check()
         tokenizer, corpus = load_corpus(cfg, inputs, context, context.is_main_process)
         seed_everything(context.seed)
         model = initial_model(cfg, tokenizer, context)

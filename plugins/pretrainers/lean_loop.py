@@ -79,7 +79,6 @@ class LeanPretrainer(Pretrainer):
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
-        cfg.check()
         accelerator = make_accelerator(context.hardware)
         accelerator.wait_for_everyone()  # the main process prepared the work dir first (lmforge.pipeline)
         tokenizer, corpus = load_corpus(cfg, inputs, context, accelerator.is_main_process)

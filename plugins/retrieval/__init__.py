@@ -17,13 +17,7 @@ def lmforge_register(registry):
     registry.add("retriever", "http", "lmforge.plugins.retrieval.retrievers:HTTPRetriever")
 
 
-def _context_qa(argv):
-    from .context_qa import context_qa_main
-
-    return context_qa_main(argv)
-
-
 @hookimpl
 def lmforge_cli_commands():
     return {"context-qa": (("write the context-QA set: documents to retrieve from and SFT data that teaches "
-                            "answering from passages"), _context_qa)}
+                            "answering from passages"), "lmforge.plugins.retrieval.context_qa:context_qa_main")}

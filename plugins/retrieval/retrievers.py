@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError, LmforgeError
 
 
@@ -58,14 +59,12 @@ class BM25Config:
     min_score: float = 0.0  # passages scoring at or below this are not returned
 
     def __post_init__(self):
-        if self.passage_chars < 20:
-            raise ConfigError(f"retriever.passage_chars: got {self.passage_chars}, expected at least 20")
+        at_least(self, 20, "passage_chars")
 
 
 class BM25Retriever:
     """BM25 over the passages of a local document collection, indexed in memory when first used."""
 
-    name = "bm25"
     config_class = BM25Config
 
     def __init__(self, config: BM25Config):
@@ -115,14 +114,12 @@ class HTTPConfig:
     def __post_init__(self):
         if not str(self.url).startswith(("http://", "https://")):
             raise ConfigError(f"retriever.url: got {self.url!r}, expected an http:// or https:// URL")
-        if self.method not in ("GET", "POST"):
-            raise ConfigError(f"retriever.method: got {self.method!r}, expected GET or POST")
+        one_of(self, "method", ("GET", "POST"))
 
 
 class HTTPRetriever:
     """Passages from a search service speaking JSON over HTTP (a web-search API, an intranet index …)."""
 
-    name = "http"
     config_class = HTTPConfig
 
     def __init__(self, config: HTTPConfig):

@@ -9,21 +9,11 @@ def lmforge_register(registry):
     registry.add("sampler", "vllm", "lmforge.plugins.samplers.vllm_engine:VLLMSampler")
 
 
-def _serve(argv):
-    from .server import serve_main
-
-    return serve_main(argv)
-
-
-def _chat(argv):
-    from .chat import chat_main
-
-    return chat_main(argv)
-
-
 @hookimpl
 def lmforge_cli_commands():
     return {
-        "serve": ("serve a model dir over an OpenAI-compatible HTTP API (127.0.0.1 by default)", _serve),
-        "chat": ("chat with a model dir in the terminal, tokens streamed as generated", _chat),
+        "serve": ("serve a model dir over an OpenAI-compatible HTTP API (127.0.0.1 by default)",
+                  "lmforge.plugins.samplers.server:serve_main"),
+        "chat": ("chat with a model dir in the terminal, tokens streamed as generated",
+                 "lmforge.plugins.samplers.chat:chat_main"),
     }

@@ -217,6 +217,23 @@ def rerank_best_of(rows: list[dict], reward_model_dir, keep: int, batch_size: in
     return kept
 
 
+# the samplers' one optional input, the judge that best-of-N reranks by
+REWARD_MODEL_INPUT: dict[str, str] = {
+    "reward_model": "a reward model dir (sequence classification, 1 label) for best-of-N"}
+
+
+def check_best_of_input(cfg, inputs) -> None:
+    if cfg.best_of is not None and not inputs.get("reward_model"):
+        raise ConfigError("sampler.best_of: needs a 'reward_model' input to rank the samples by")
+
+
+def sampling_metrics(prompts: list, rows: list[dict], seconds: float) -> dict[str, float]:
+    """What a sampler stage logs: prompts, completions, generated tokens and their rate."""
+    tokens = sum(row["completion_tokens"] for row in rows)
+    return {"prompts": len(prompts), "completions": len(rows), "generated_tokens": tokens,
+            "tokens_per_second": tokens / max(seconds, 1e-9)}
+
+
 def write_completions(rows: list[dict], output_dir) -> Path:
     path = Path(output_dir) / "completions.jsonl"
     with open(path, "w", encoding="utf-8") as handle:
@@ -228,7 +245,7 @@ class HFGenerateSampler(Sampler):
     """Samples completions per prompt in left-padded batches and writes completions.jsonl."""
 
     config_class = GenerateParams
-    optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model dir (sequence classification, 1 label) for best-of-N"}
+    optional_inputs: ClassVar[dict[str, str]] = REWARD_MODEL_INPUT
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)
@@ -244,8 +261,7 @@ class HFGenerateSampler(Sampler):
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
-        if cfg.best_of is not None and not inputs.get("reward_model"):
-            raise ConfigError("sampler.best_of: needs a 'reward_model' input to rank the samples by")
+        check_best_of_input(cfg, inputs)
         seed_everything(context.seed if cfg.seed is None else cfg.seed)
         tokenizer = load_tokenizer(inputs["model"])
         model = load_causal_lm(inputs["model"], context).eval()
@@ -262,14 +278,12 @@ class HFGenerateSampler(Sampler):
         else:
             rows = sample(model, tokenizer, prompts, cfg, progress=not context.quiet)
         seconds = time.perf_counter() - started
-        tokens = sum(row["completion_tokens"] for row in rows)
         for row in rows:
             row["prompt"] = with_system_prompt(row["prompt"], cfg.system_prompt)
         if inputs.get("reward_model"):
             rows = rerank_best_of(rows, inputs["reward_model"], cfg.n, cfg.reward_batch_size, device)
         write_completions(rows, output_dir)
-        metrics = {"prompts": len(prompts), "completions": len(rows), "generated_tokens": tokens,
-                   "tokens_per_second": tokens / max(seconds, 1e-9)}
+        metrics = sampling_metrics(prompts, rows, seconds)
         if self.retrieval is not None:
             metrics["retrieval_fired_share"] = sum(r["retrieval"]["fired"] for r in rows) / max(len(rows), 1)
         context.log_metrics(metrics)

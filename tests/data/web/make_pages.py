@@ -3,7 +3,9 @@ written here in six site styles, as HTML and as labelled text. Deterministic; re
 
     python tests/data/web/make_pages.py /work/shared/data
 
-Each page NN gives ``pages/NN.html`` and ``labels/NN.tsv``: every line of the page's visible text (and of its
+The pages go into one gzip-compressed WARC file, ``pages.warc.gz``, a ``response`` record each (HTTP 200,
+text/html) under the URL in ``index.jsonl``: the form crawls come in, so the benchmark reads them as a
+crawl is read. Each page NN also gives ``labels/NN.tsv``: every line of the page's visible text (and of its
 inline scripts and styles, as a careless "save as text" keeps them) as ``label<TAB>line`` with label
 ``article``, ``chrome``, or ``script`` (chrome that is script or style source).
 """
@@ -15,9 +17,12 @@ import json
 import random
 import re
 import sys
+import uuid
+from io import BytesIO
 from pathlib import Path
 
 HERE = Path(__file__).parent
+CRAWLED = "2024-01-15T12:00:00Z"  # the WARC-Date of every record: a fixed date keeps the file deterministic
 PAGES = 24
 
 NAMES = ["Maria Lopez", "James Okafor", "Priya Natarajan", "Tom Becker", "Ana Sousa", "Li Wei"]
@@ -92,7 +97,7 @@ class Page:
         (self.head if head else self.body).append(markup)
         self.lines.extend((label, line) for line in lines)
 
-    def links(self, label, tag, cls, items, sep=""):
+    def links(self, label, tag, cls, items):
         anchors = "".join(f'<li><a href="/{i}">{html.escape(t)}</a></li>' for i, t in enumerate(items))
         self.block(label, f'<{tag} class="{cls}"><ul>{anchors}</ul></{tag}>', list(items))
 
@@ -112,7 +117,7 @@ def style(page: Page, rng: random.Random):
     page.block("script", "<style>\n" + "\n".join(body) + "\n</style>", body, head=True)
 
 
-def article(page: Page, title: str, paragraphs: list[str], rng: random.Random, wrap: str, headings: bool):
+def article(title: str, paragraphs: list[str], rng: random.Random, headings: bool):
     parts = [f"<h1>{html.escape(title)}</h1>"]
     lines = [title]
     names = rng.sample(["Background", "What happens next", "History", "Details", "Reaction",
@@ -127,9 +132,14 @@ def article(page: Page, title: str, paragraphs: list[str], rng: random.Random, w
     return parts, lines
 
 
-def news(title, paragraphs, rng, site):
-    page = Page()
-    style(page, rng)
+def footer(page: Page, rng: random.Random, links: list[str], notice) -> None:
+    """Footer links, then a notice paragraph. ``notice(rng)`` is called for the markup and again for the label,
+    as when the set was generated: a number in it (a year, a company number) is drawn twice and may differ."""
+    page.links("chrome", "footer", "footer", links)
+    page.block("chrome", f"<p>{notice(rng)}</p>", [notice(rng)])
+
+
+def news(page, title, paragraphs, rng, site):
     script(page, rng, 4, head=True)
     script(page, rng, 0, head=True, json_ld=True)
     page.links("chrome", "nav", "nav", ["Home", "News", "World", "Business", "Sport", "Culture", "Weather"])
@@ -138,7 +148,7 @@ def news(title, paragraphs, rng, site):
                '<button>Manage preferences</button></div>',
                ["We use cookies to give you the best experience on our website. By continuing you agree to "
                 "our use of cookies.", "Accept all", "Manage preferences"])
-    parts, lines = article(page, title, paragraphs, rng, "article", headings=rng.random() < 0.5)
+    parts, lines = article(title, paragraphs, rng, headings=rng.random() < 0.5)
     author = rng.choice(NAMES)
     byline = f"By {author} | Published {rng.randint(1, 28)} March 20{rng.randint(15, 24)}, {rng.randint(6, 22)}:{rng.randint(10, 59)}"
     page.body.append('<main><article>' + parts[0] + f'<p class="byline">{byline}</p>')
@@ -158,21 +168,16 @@ def news(title, paragraphs, rng, site):
     page.block("chrome", "<div class='newsletter'><h3>Get the morning briefing</h3><p>Sign up for our newsletter and "
                "never miss a story.</p><input placeholder='Your email'><button>Subscribe</button></div>",
                ["Get the morning briefing", "Sign up for our newsletter and never miss a story.", "Subscribe"])
-    footer = ["About us", "Contact", "Advertise", "Privacy policy", "Terms of use"]
-    page.links("chrome", "footer", "footer", footer)
-    page.block("chrome", f"<p>© 20{rng.randint(18, 24)} {site}. All rights reserved.</p>",
-               [f"© 20{rng.randint(18, 24)} {site}. All rights reserved."])
+    footer(page, rng, ["About us", "Contact", "Advertise", "Privacy policy", "Terms of use"],
+           lambda rng: f"© 20{rng.randint(18, 24)} {site}. All rights reserved.")
     script(page, rng, rng.randint(3, 8))
-    return page
 
 
-def blog(title, paragraphs, rng, site):
-    page = Page()
-    style(page, rng)
+def blog(page, title, paragraphs, rng, site):
     page.block("chrome", f"<header><p class='site'>{site}</p><p>Notes on food, travel and everything in between</p></header>",
                [site, "Notes on food, travel and everything in between"])
     page.links("chrome", "nav", "menu", ["Home", "About me", "Recipes", "Travel", "Contact"])
-    parts, lines = article(page, title, paragraphs, rng, "div", headings=rng.random() < 0.5)
+    parts, lines = article(title, paragraphs, rng, headings=rng.random() < 0.5)
     posted = f"Posted on {rng.choice(['May', 'June', 'July'])} {rng.randint(1, 28)}, 20{rng.randint(12, 23)} by {rng.choice(NAMES).split()[0].lower()}"
     page.body.append("<div class='post'>" + parts[0] + f"<p class='meta'>{posted}</p>" + "".join(parts[1:]))
     page.lines.append(("article", lines[0]))
@@ -199,17 +204,14 @@ def blog(title, paragraphs, rng, site):
     page.block("chrome", f"<footer><p>Proudly powered by WordPress | Theme: Twenty Twenty by {site}.</p></footer>",
                [f"Proudly powered by WordPress | Theme: Twenty Twenty by {site}."])
     script(page, rng, rng.randint(2, 5))
-    return page
 
 
-def wiki(title, paragraphs, rng, site):
-    page = Page()
-    style(page, rng)
+def wiki(page, title, paragraphs, rng, site):
     page.block("chrome", "<div class='top'><a href='#content'>Jump to content</a></div>", ["Jump to content"])
     page.links("chrome", "nav", "sidebar", ["Main page", "Contents", "Current events", "Random article",
                                             "About Wikipedia", "Contact us", "Donate"])
     page.block("chrome", "<div class='tools'><a>Create account</a> <a>Log in</a></div>", ["Create account", "Log in"])
-    parts, lines = article(page, title, paragraphs, rng, "div", headings=True)
+    parts, lines = article(title, paragraphs, rng, headings=True)
     page.body.append("<div id='content'>" + parts[0])
     page.lines.append(("article", lines[0]))
     page.block("chrome", "<div class='tabs'><a>Article</a> <a>Talk</a> <a>Read</a> <a>Edit</a> <a>View history</a></div>",
@@ -229,12 +231,9 @@ def wiki(title, paragraphs, rng, site):
             "Privacy policy", "About Wikipedia", "Disclaimers", "Mobile view"]
     page.block("chrome", "<footer>" + "".join(f"<p>{f}</p>" for f in foot) + "</footer>", foot)
     script(page, rng, rng.randint(2, 4))
-    return page
 
 
-def shop(title, paragraphs, rng, site):
-    page = Page()
-    style(page, rng)
+def shop(page, title, paragraphs, rng, site):
     script(page, rng, 3, head=True)
     page.block("chrome", "<div class='promo'>Free delivery on orders over £30</div>", ["Free delivery on orders over £30"])
     page.links("chrome", "nav", "nav", ["Shop", "Guides", "Offers", "Stores", "Sign in", "Basket (0)"])
@@ -242,32 +241,25 @@ def shop(title, paragraphs, rng, site):
     page.block("chrome", f"<div class='breadcrumbs'>{crumbs}</div>", [crumbs])
     rating = f"{rng.randint(3, 4)}.{rng.randint(0, 9)} out of 5 stars ({rng.randint(10, 400)} reviews)"
     page.block("chrome", f"<div class='rating'>{rating}</div><div><a>Print</a> <a>Save</a></div>", [rating, "Print", "Save"])
-    parts, lines = article(page, title, paragraphs, rng, "div", headings=rng.random() < 0.5)
-    page.body.append("<div class='guide'>" + "".join(parts) + "</div>")
-    page.lines.extend(("article", line) for line in lines)
+    parts, lines = article(title, paragraphs, rng, headings=rng.random() < 0.5)
+    page.block("article", "<div class='guide'>" + "".join(parts) + "</div>", lines)
     page.block("chrome", "<div class='paywall'><p>Subscribe to keep reading. Already a subscriber? Log in</p>"
                "<button>Start your free trial</button></div>",
                ["Subscribe to keep reading. Already a subscriber? Log in", "Start your free trial"])
     also = ["You may also like", *rng.sample(HEADLINES, 3)]
     page.block("chrome", "<div class='also'>" + "".join(f"<p>{a}</p>" for a in also) + "</div>", also)
-    foot = ["Customer service", "Delivery & returns", "Store finder", "Careers", "Cookie settings"]
-    page.links("chrome", "footer", "footer", foot)
-    page.block("chrome", f"<p>Registered in England No. {rng.randint(1000000, 9999999)}. © {site} Ltd</p>",
-               [f"Registered in England No. {rng.randint(1000000, 9999999)}. © {site} Ltd"])
+    footer(page, rng, ["Customer service", "Delivery & returns", "Store finder", "Careers", "Cookie settings"],
+           lambda rng: f"Registered in England No. {rng.randint(1000000, 9999999)}. © {site} Ltd")
     script(page, rng, rng.randint(3, 6))
-    return page
 
 
-def docs(title, paragraphs, rng, site):
-    page = Page()
-    style(page, rng)
+def docs(page, title, paragraphs, rng, site):
     page.block("chrome", f"<header><p>{site} documentation</p><input placeholder='Search docs'></header>",
                [f"{site} documentation"])
     page.links("chrome", "nav", "lang", ["English", "Deutsch", "Français", "Español", "日本語"])
     page.links("chrome", "aside", "toc", ["Getting started", "Installation", "Tutorials", "Reference", "FAQ"])
-    parts, lines = article(page, title, paragraphs, rng, "div", headings=True)
-    page.body.append("<div role='main'>" + "".join(parts) + "</div>")
-    page.lines.extend(("article", line) for line in lines)
+    parts, lines = article(title, paragraphs, rng, headings=True)
+    page.block("article", "<div role='main'>" + "".join(parts) + "</div>", lines)
     page.block("chrome", "<div class='feedback'><p>Was this page helpful?</p><button>Yes</button><button>No</button></div>",
                ["Was this page helpful?", "Yes", "No"])
     page.block("chrome", "<div class='pager'><a>‹ Previous</a> <a>1</a> <a>2</a> <a>3</a> <a>Next ›</a></div>",
@@ -276,48 +268,62 @@ def docs(title, paragraphs, rng, site):
     page.block("chrome", f"<footer><p>Last updated on {rng.randint(1, 28)} Jan 2024. Built with Sphinx using a theme provided by Read the Docs.</p></footer>",
                [f"Last updated on {rng.randint(1, 28)} Jan 2024. Built with Sphinx using a theme provided by Read the Docs."])
     script(page, rng, rng.randint(2, 4))
-    return page
 
 
-def publication(title, paragraphs, rng, site):
+def publication(page, title, paragraphs, rng, site):
     """An article followed by hundreds of lines of inline JavaScript (the issue's second page)."""
-    page = Page()
-    style(page, rng)
     page.links("chrome", "nav", "nav", ["Latest", "Magazine", "Podcasts", "Events", "Subscribe"])
-    parts, lines = article(page, title, paragraphs, rng, "article", headings=rng.random() < 0.5)
-    page.body.append("<article>" + "".join(parts) + "</article>")
-    page.lines.extend(("article", line) for line in lines)
+    parts, lines = article(title, paragraphs, rng, headings=rng.random() < 0.5)
+    page.block("article", "<article>" + "".join(parts) + "</article>", lines)
     page.block("chrome", "<noscript><p>Please enable JavaScript to view the comments.</p></noscript>",
                ["Please enable JavaScript to view the comments."])
     script(page, rng, rng.randint(120, 250))
     page.block("chrome", f"<footer><p>{site} is published by Example Media Group.</p></footer>",
                [f"{site} is published by Example Media Group."])
-    return page
 
 
 STYLES = [news, blog, wiki, shop, docs, publication]
 SITES = ["Valley Gazette", "The Morning Post", "Northern Courier", "Green Thumb", "Daily Ledger", "Field Notes"]
 
 
+def write_warc(path: Path, pages: list[tuple[str, str]]) -> None:
+    """``(url, html)`` pages as WARC ``response`` records; record ids derive from the URL, so a rerun writes
+    the same bytes."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        for url, markup in pages:
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            record = writer.create_warc_record(
+                url, "response", payload=BytesIO(markup.encode("utf-8")), http_headers=http,
+                warc_headers_dict={"WARC-Date": CRAWLED,
+                                   "WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>"})
+            writer.write_record(record)
+
+
 def main(data: Path) -> None:
     sources = [(t, p, "Wikipedia") for t, p in wiki_articles(data, PAGES // 2)]
     sources += [(t, p, "C4") for t, p in c4_articles(data, PAGES // 2)]
-    (HERE / "pages").mkdir(exist_ok=True)
     (HERE / "labels").mkdir(exist_ok=True)
-    index = []
+    index, pages = [], []
     for number, (title, paragraphs, origin) in enumerate(sources):
         rng = random.Random(number)
         make = STYLES[number % len(STYLES)] if origin == "C4" or number % 3 else wiki
         site = SITES[number % len(SITES)]
-        page = make(title, paragraphs, rng, site)
+        page = Page()
+        style(page, rng)
+        make(page, title, paragraphs, rng, site)
         url = f"https://{site.lower().replace(' ', '')}.example/{number:02d}"
         markup = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
                   f"<title>{html.escape(title)} - {site}</title><link rel='canonical' href='{url}'>"
                   + "".join(page.head) + "</head>\n<body>\n" + "\n".join(page.body) + "\n</body></html>\n")
-        (HERE / "pages" / f"{number:02d}.html").write_text(markup)
+        pages.append((url, markup))
         (HERE / "labels" / f"{number:02d}.tsv").write_text(
             "".join(f"{label}\t{' '.join(line.split())}\n" for label, line in page.lines if line.strip()))
         index.append({"page": f"{number:02d}", "style": make.__name__, "source": origin, "url": url, "title": title})
+    write_warc(HERE / "pages.warc.gz", pages)
     (HERE / "index.jsonl").write_text("".join(json.dumps(row) + "\n" for row in index))
 
 
