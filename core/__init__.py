@@ -16,7 +16,7 @@ from .config import STAGE_KINDS, build_params, compose, sample_data_path
 from .errors import ConfigError, DataError, LmforgeError, MissingArtifact, PluginNotFound
 from .hookspecs import hookimpl, hookspec
 from .pipeline import RunResult, resolve_config, run, run_stage, stage
-from .registry import plugin_manager, register_plugin, registry, unregister_plugin
+from .registry import plugin_manager, register_plugin, registered, registry, unregister_plugin
 from .stages import (
     Aligner,
     Cleaner,
@@ -60,6 +60,7 @@ __all__ = [
     "plugin_manager",
     "read_manifest",
     "register_plugin",
+    "registered",
     "registry",
     "resolve_config",
     "run",

@@ -7,6 +7,7 @@ so building the registry imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import warnings
 from dataclasses import dataclass, field
@@ -148,6 +149,24 @@ def unregister_plugin(plugin) -> None:
     global _registry
     plugin_manager().unregister(plugin)
     _registry = None
+
+
+@contextlib.contextmanager
+def registered(kind: str, name: str, obj):
+    """``obj`` (a class, function or ``"module:attribute"``) as ``kind``/``name`` for the length of a ``with``
+    block (a notebook, a test): a plugin whose ``lmforge_register`` adds it, unregistered on the way out."""
+
+    class OneImplementation:
+        @hookspecs.hookimpl
+        def lmforge_register(self, registry):
+            registry.add(kind, name, obj)
+
+    plugin = OneImplementation()
+    register_plugin(plugin, name=f"{kind}:{name}")
+    try:
+        yield
+    finally:
+        unregister_plugin(plugin)
 
 
 def reset() -> None:

@@ -50,18 +50,10 @@ class Noisy(lmforge.Sampler):
         return output_dir
 
 
-class NoisyPlugin:
-    @lmforge.hookimpl
-    def lmforge_register(self, registry):
-        registry.add("sampler", "noisy_test", Noisy)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def noisy_plugin():
-    plugin = NoisyPlugin()
-    lmforge.register_plugin(plugin)
-    yield
-    lmforge.unregister_plugin(plugin)
+    with lmforge.registered("sampler", "noisy_test", Noisy):
+        yield
 
 
 def _cfg(root: Path, name: str, quiet: bool = False, fail: bool = False) -> dict:

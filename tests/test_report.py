@@ -44,18 +44,10 @@ class Curvy(lmforge.Sampler):
         return output_dir
 
 
-class CurvyPlugin:
-    @lmforge.hookimpl
-    def lmforge_register(self, registry):
-        registry.add("sampler", "curvy_test", Curvy)
-
-
 @pytest.fixture(scope="module")
 def curvy_plugin():
-    plugin = CurvyPlugin()
-    lmforge.register_plugin(plugin)
-    yield
-    lmforge.unregister_plugin(plugin)
+    with lmforge.registered("sampler", "curvy_test", Curvy):
+        yield
 
 
 def _run(root: Path, name: str, lr: float) -> Path:

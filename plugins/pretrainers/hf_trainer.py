@@ -14,7 +14,6 @@ features (every ``TrainingArguments`` integration), the lean one is faster on sm
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from .shared import (
     initial_model,
     load_corpus,
     peak_flops,
+    training_summary,
 )
 
 __all__ = ["HFTrainerPretrainer", "PretrainConfig", "build_model_config"]
@@ -152,15 +152,10 @@ class HFTrainerPretrainer(Pretrainer):
         route_logs_to_lmforge(trainer, context)
         resume_from = latest_checkpoint(args.output_dir)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        summary = {"train_windows": len(corpus.train), "val_windows": len(evaluation or []),
-                   "train_tokens": corpus.train_tokens, "val_tokens": corpus.val_tokens,
-                   "bytes_per_token": corpus.bytes_per_token, "steps": trainer.state.global_step,
-                   "resumed_from_step": step_of(resume_from) if resume_from else 0,
-                   "world_size": args.world_size}
-        if evaluation is not None:
-            val_loss = trainer.evaluate()["eval_loss"]
-            summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
-                           bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
+        val_loss = trainer.evaluate()["eval_loss"] if evaluation is not None else None
+        summary = training_summary(corpus, len(evaluation or []), val_loss, steps=trainer.state.global_step,
+                                   resumed_from_step=step_of(resume_from) if resume_from else 0,
+                                   world_size=args.world_size)
         context.log_metrics(summary, step=trainer.state.global_step)
         if trainer.is_world_process_zero():
             save_model_dir(trainer.model, tokenizer, output_dir)

@@ -20,7 +20,6 @@ loads the newest checkpoint and ends bit-for-bit where an uninterrupted run ends
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from .shared import (
     lr_at,
     peak_flops,
     sample_position,
+    training_summary,
     with_loss,
     without_loss,
 )
@@ -92,13 +92,9 @@ class LeanPretrainer(Pretrainer):
         stop_if_not_finite(final_loss, cfg.max_steps, loop.checkpoints)
         if val_loss is None or cfg.eval_steps <= 0 or cfg.max_steps % max(cfg.eval_steps, 1):
             val_loss = evaluate(loop)
-        summary = {"train_windows": len(corpus.train), "val_windows": len(corpus.val),
-                   "train_tokens": corpus.train_tokens, "val_tokens": corpus.val_tokens,
-                   "bytes_per_token": corpus.bytes_per_token, "final_train_loss": final_loss,
-                   "steps": cfg.max_steps, "resumed_from_step": start_step, "world_size": accelerator.num_processes}
-        if val_loss is not None:
-            summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
-                           bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
+        summary = training_summary(corpus, len(corpus.val), val_loss, final_train_loss=final_loss,
+                                   steps=cfg.max_steps, resumed_from_step=start_step,
+                                   world_size=accelerator.num_processes)
         save_final(loop, tokenizer, summary, Path(output_dir))
         # no accelerator.end_training(): it destroys the process group, and under `accelerate launch` the
         # pipeline's later stages (SFT, alignment) train on the same group

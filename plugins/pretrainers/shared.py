@@ -406,3 +406,15 @@ def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
         raise split_too_short(len(train_tokens), cfg.block_size)
     return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
                              len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))
+
+
+def training_summary(corpus: Corpus, val_windows: int, val_loss: float | None, **run) -> dict:
+    """What a pretrainer reports at the end (metrics and ``train_summary.json``): windows and tokens of each
+    split, bytes per token, the ``run`` facts it passes (steps, resumed step, world size …), and from the
+    validation loss, when there is one, its perplexity and bits per byte."""
+    summary = {"train_windows": len(corpus.train), "val_windows": val_windows, "train_tokens": corpus.train_tokens,
+               "val_tokens": corpus.val_tokens, "bytes_per_token": corpus.bytes_per_token, **run}
+    if val_loss is not None:
+        summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
+                       bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
+    return summary

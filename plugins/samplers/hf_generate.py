@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmforge import Sampler
+from lmforge.config import ParamError
 from lmforge.errors import ConfigError
 
 from ..common import seed_everything
@@ -55,9 +56,14 @@ class GenerateParams:
     # plugins/retrieval/when_unsure.py); every completion then records whether retrieval fired and why.
     retrieval: dict | None = None
 
+    def __post_init__(self):
+        check_generation_settings(self)
 
-def check_generation_settings(cfg, where: str = "sampler") -> None:
-    """Reject settings ``generate`` would misread or silently ignore; one line naming the key."""
+
+def check_generation_settings(cfg, where: str = "") -> None:
+    """Reject settings ``generate`` would misread or silently ignore; one line naming the key, as ``where.key``
+    (without ``where``, as ``key``: :func:`~lmforge.config.build_params` names the section, ``sampler.key``)."""
+    prefix = f"{where}." if where else ""
     checks = [
         ("max_new_tokens", cfg.max_new_tokens >= 1, "at least 1"),
         ("temperature", not cfg.do_sample or cfg.temperature > 0, ("> 0 when do_sample is true "
@@ -78,10 +84,10 @@ def check_generation_settings(cfg, where: str = "sampler") -> None:
                    "true when several samples per prompt are drawn (greedy would repeat one answer)"))
     for key, ok, expected in checks:
         if not ok:
-            raise ConfigError(f"{where}.{key}: got {getattr(cfg, key)!r}, expected {expected}")
+            raise ParamError(f"{prefix}{key}: got {getattr(cfg, key)!r}, expected {expected}")
     for stop in cfg.stop_strings:
         if not isinstance(stop, str) or not stop:
-            raise ConfigError(f"{where}.stop_strings: {stop!r} is not a non-empty string")
+            raise ParamError(f"{prefix}stop_strings: {stop!r} is not a non-empty string")
 
 
 def eos_token_ids(tokenizer, stop_tokens) -> list[int]:
@@ -249,7 +255,6 @@ class HFGenerateSampler(Sampler):
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)
-        check_generation_settings(self.config)
         self.retrieval = None
         if self.config.retrieval is not None:  # bad retrieval settings fail before any stage runs
             from lmforge.config import build_params

@@ -25,7 +25,6 @@ from .hf_generate import (
     REWARD_MODEL_INPUT,
     GenerateParams,
     check_best_of_input,
-    check_generation_settings,
     cut_at_stop,
     encode_prompt,
     eos_token_ids,
@@ -59,10 +58,6 @@ class VLLMSampler(Sampler):
 
     config_class = VLLMParams
     optional_inputs: ClassVar[dict[str, str]] = REWARD_MODEL_INPUT
-
-    def __init__(self, config=None, **params):
-        super().__init__(config, **params)
-        check_generation_settings(self.config)
 
     def run(self, inputs, output_dir, context):
         reason = vllm_unavailable_reason()
