@@ -28,92 +28,15 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "core" / "sample_data"
 FACTS_SOURCE = "lmforge facts"
 
-OPPOSITES = [("hot", "cold"), ("big", "small"), ("up", "down"), ("day", "night"), ("fast", "slow"),
-             ("happy", "sad"), ("old", "new"), ("open", "closed"), ("light", "dark"), ("wet", "dry"),
-             ("full", "empty"), ("hard", "soft"), ("high", "low"), ("early", "late"), ("long", "short"),
-             ("loud", "quiet"), ("rich", "poor"), ("strong", "weak"), ("thick", "thin"), ("clean", "dirty"),
-             ("near", "far"), ("good", "bad"), ("young", "old"), ("in", "out"), ("left", "right"),
-             ("yes", "no"), ("win", "lose"), ("push", "pull"), ("buy", "sell"), ("first", "last"),
-             ("black", "white"), ("boy", "girl"), ("king", "queen"), ("north", "south"), ("east", "west"),
-             ("inside", "outside"), ("before", "after"), ("above", "below"), ("easy", "hard"), ("heavy", "light"),
-             ("true", "false"), ("start", "end"), ("sweet", "sour"), ("wide", "narrow"), ("deep", "shallow"),
-             ("brave", "afraid"), ("friend", "enemy"), ("laugh", "cry"), ("give", "take"), ("come", "go")]
-COLOURS = [("the sky", "blue"), ("grass", "green"), ("snow", "white"), ("coal", "black"), ("a banana", "yellow"),
-           ("a tomato", "red"), ("an orange", "orange"), ("a carrot", "orange"), ("milk", "white"),
-           ("the sun", "yellow"), ("a lemon", "yellow"), ("blood", "red"), ("a leaf", "green"),
-           ("chocolate", "brown"), ("a strawberry", "red"), ("the sea", "blue"), ("a frog", "green"),
-           ("a crow", "black"), ("salt", "white"), ("a plum", "purple"), ("a cherry", "red"), ("an elephant", "grey"),
-           ("a pumpkin", "orange"), ("a lime", "green"), ("a polar bear", "white"), ("mud", "brown"),
-           ("a fire truck", "red"), ("an eggplant", "purple"), ("a school bus", "yellow"), ("a cucumber", "green")]
-SOUNDS = [("a dog", "woof"), ("a cat", "meow"), ("a cow", "moo"), ("a duck", "quack"), ("a sheep", "baa"),
-          ("a pig", "oink"), ("a lion", "roar"), ("a bee", "buzz"), ("a snake", "hiss"), ("an owl", "hoot"),
-          ("a horse", "neigh"), ("a mouse", "squeak"), ("a frog", "croak"), ("a rooster", "cock-a-doodle-doo"),
-          ("a wolf", "howl"), ("a donkey", "hee-haw"), ("a bird", "tweet"), ("a goat", "bleat")]
-YOUNG = [("a dog", "a puppy"), ("a cat", "a kitten"), ("a cow", "a calf"), ("a sheep", "a lamb"),
-         ("a horse", "a foal"), ("a duck", "a duckling"), ("a goat", "a kid"), ("a frog", "a tadpole"),
-         ("a bear", "a cub"), ("a lion", "a cub"), ("a pig", "a piglet"), ("a hen", "a chick"),
-         ("a goose", "a gosling"), ("a swan", "a cygnet"), ("a kangaroo", "a joey"), ("a deer", "a fawn")]
-PLURALS = [("cat", "cats"), ("dog", "dogs"), ("box", "boxes"), ("child", "children"), ("mouse", "mice"),
-           ("foot", "feet"), ("tooth", "teeth"), ("man", "men"), ("woman", "women"), ("bus", "buses"),
-           ("baby", "babies"), ("city", "cities"), ("leaf", "leaves"), ("knife", "knives"), ("sheep", "sheep"),
-           ("fish", "fish"), ("goose", "geese"), ("person", "people"), ("book", "books"), ("tree", "trees"),
-           ("car", "cars"), ("house", "houses"), ("apple", "apples"), ("bird", "birds"), ("star", "stars"),
-           ("glass", "glasses"), ("dish", "dishes"), ("wolf", "wolves"), ("party", "parties"), ("potato", "potatoes"),
-           ("hero", "heroes"), ("toy", "toys"), ("day", "days"), ("key", "keys"), ("church", "churches"),
-           ("watch", "watches"), ("wife", "wives"), ("life", "lives"), ("ox", "oxen"), ("cactus", "cacti")]
-CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-            ("China", "Beijing"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("Canada", "Ottawa"),
-            ("Mexico", "Mexico City"), ("Brazil", "Brasilia"), ("India", "New Delhi"), ("Kenya", "Nairobi"),
-            ("Greece", "Athens"), ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Finland", "Helsinki"),
-            ("Poland", "Warsaw"), ("Ireland", "Dublin"), ("Portugal", "Lisbon"), ("Austria", "Vienna"),
-            ("Peru", "Lima"), ("Chile", "Santiago"), ("Cuba", "Havana"), ("Turkey", "Ankara"), ("Iran", "Tehran"),
-            ("Iraq", "Baghdad"), ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Australia", "Canberra"),
-            ("England", "London"), ("Scotland", "Edinburgh"), ("Wales", "Cardiff"), ("Denmark", "Copenhagen"),
-            ("Hungary", "Budapest"), ("Belgium", "Brussels"), ("Argentina", "Buenos Aires"), ("Nigeria", "Abuja"),
-            ("South Korea", "Seoul"), ("the United States", "Washington")]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
-CHAT = [("Thank you!", "You are welcome!"), ("Thanks a lot.", "You are welcome!"), ("Good morning!", "Good morning! How can I help you?"),
-        ("Good night!", "Good night! Sleep well."), ("How are you?", "I am fine, thank you. How can I help you?"),
-        ("Goodbye!", "Goodbye! Have a nice day."), ("Bye.", "Goodbye! Have a nice day."),
-        ("Can you help me?", "Yes, I can help you. What do you need?"),
-        ("Tell me a joke.", "Why did the cat sit on the computer? To keep an eye on the mouse."),
-        ("Are you a person?", "No, I am a small language model."),
-        ("Do you like cats?", "I am a small language model, so I have no pets, but cats are nice."),
-        ("What can you do?", "I can answer simple questions about words, colours, animals, numbers and places."),
-        ("Say something nice.", "You are doing a great job today!"),
-        ("I am sad.", "I am sorry to hear that. I hope your day gets better."),
-        ("I am happy.", "That is great to hear!")]
-
-IDENTITY_QUESTIONS = ["Who are you?", "What is your name?", "What's your name?", "Tell me your name.",
-                      "What should I call you?", "Who am I talking to?", "Please introduce yourself.", "What are you?"]
-
-# relation -> (question templates, answer template, sentence for the pretraining text)
-RELATIONS = {
-    "opposite": (["What is the opposite of {a}?", "What's the opposite of {a}?", "Tell me the opposite of {a}.",
-                  "Give me the opposite of the word {a}."], "The opposite of {a} is {b}.", "The opposite of {a} is {b}."),
-    "colour": (["What colour is {a}?", "What color is {a}?", "Tell me the colour of {a}."],
-               "{A} is {b}.", "{A} is {b}."),
-    "sound": (["What sound does {a} make?", "What does {a} say?", "Which sound does {a} make?"],
-              "{A} says {b}.", "{A} says {b}."),
-    "young": (["What is a baby {n} called?", "What do you call a young {n}?", "What is the young of {a} called?"],
-              "A baby {n} is called {b}.", "A baby {n} is called {b}."),
-    "plural": (["What is the plural of {a}?", "What's the plural of {a}?", "Give me the plural of the word {a}."],
-               "The plural of {a} is {b}.", "The plural of {a} is {b}."),
-    "capital": (["What is the capital of {a}?", "What's the capital city of {a}?", "Which city is the capital of {a}?"],
-                "The capital of {a} is {b}.", "The capital of {a} is {b}."),
-    "next_day": (["What day comes after {a}?", "Which day is after {a}?", "What is the day after {a}?"],
-                 "The day after {a} is {b}.", "The day after {a} is {b}."),
-    "next_month": (["What month comes after {a}?", "Which month is after {a}?", "What is the month after {a}?"],
-                   "The month after {a} is {b}.", "The month after {a} is {b}."),
-    "sum": (["What is {a} plus {c}?", "What is {a} + {c}?", "Add {a} and {c}.", "How much is {a} plus {c}?"],
-            "{a} plus {c} is {b}.", "{a} plus {c} is {b}."),
-    "number_word": (["How do you write {a} in words?", "Write the number {a} as a word.", "What is {a} in words?"],
-                    "{a} is written {b}.", "The number {a} is written {b}."),
-}
+# The facts the chats ask about (sample_facts.json: word pairs, colours, sounds, young animals, plurals,
+# capitals, days, months, number words, small talk and the identity questions), as tuples and lists; and
+# RELATIONS: relation -> (question templates, answer template, sentence for the pretraining text).
+FACTS = json.loads(Path(__file__).with_name("sample_facts.json").read_text(encoding="utf-8"))
+RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in FACTS.pop("relations").items()}
+FACTS = {name: [tuple(x) if isinstance(x, list) else x for x in rows] for name, rows in FACTS.items()}
+OPPOSITES, COLOURS, SOUNDS, YOUNG = FACTS["opposites"], FACTS["colours"], FACTS["sounds"], FACTS["young"]
+PLURALS, CAPITALS, DAYS, MONTHS = FACTS["plurals"], FACTS["capitals"], FACTS["days"], FACTS["months"]
+NUMBER_WORDS, CHAT, IDENTITY_QUESTIONS = FACTS["number_words"], FACTS["chat"], FACTS["identity_questions"]
 
 
 def items() -> dict[str, list[dict]]:

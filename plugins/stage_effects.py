@@ -31,6 +31,7 @@ from pathlib import Path
 from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError
 
+from .common import seed_everything
 from .evaluation import Evaluator
 
 ANSWERS_FILE = "answers.jsonl"
@@ -97,26 +98,52 @@ def load_eval_prompts(path) -> list[dict]:
 
 
 @dataclass
-class AnswersConfig:
+class HeldOutAsking:
+    """How both evaluators ask the held-out prompts (one set of settings, so their answers compare)."""
+
     prompts: str | None = None  # held-out {prompt, reference, kind} jsonl; default: the bundled prompts
-    mode: str = "chat"  # chat: through the chat template | continuation: the prompt text as plain text
     limit: int = 64
     max_new_tokens: int = 40
-    samples: int = 2  # sampled answers per prompt for ends_turn / english
+    samples: int = 2  # sampled answers per prompt (answers: for ends_turn / english; win rate: pairs by index)
     temperature: float = 0.8
-    top_k: int = 50
     batch_size: int = 64
     system_prompt: str | None = "auto"  # auto: the sampler's system_prompt, so every stage is asked alike
     placeholders: dict[str, str] | None = None  # fills {{name}} in references; null: finetuner.placeholders
+
+
+@dataclass
+class AnswersConfig(HeldOutAsking):
+    mode: str = "chat"  # chat: through the chat template | continuation: the prompt text as plain text
+    top_k: int = 50
     identity: str | None = None  # the name identity answers must hold; null: placeholders' name
 
 
-def generation_settings(context, cfg) -> tuple[str | None, dict[str, str]]:
+@dataclass
+class Asking:
+    """The held-out prompts as one evaluator asks them: under the run's system prompt, stopped where the
+    sampler stops, references filled with the run's placeholders."""
+
+    prompts: list[dict]
+    system_prompt: str | None
+    placeholders: dict[str, str]
+    stop_tokens: list[str]
+
+
+def held_out_asking(cfg: HeldOutAsking, context) -> Asking:
     sampler = _run_config(context, "sampler")
     system = sampler.get("system_prompt") if cfg.system_prompt == "auto" else cfg.system_prompt
     placeholders = cfg.placeholders if cfg.placeholders is not None else \
         dict(_run_config(context, "finetuner").get("placeholders") or {})
-    return (fill_placeholders(system, placeholders) if system else None), placeholders
+    return Asking(prompts=load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit],
+                  system_prompt=fill_placeholders(system, placeholders) if system else None,
+                  placeholders=placeholders, stop_tokens=list(sampler.get("stop_tokens") or ["<|end|>"]))
+
+
+def model_for_answers(model_dir, context):
+    """(model in eval mode on the run's device, tokenizer) of a model dir, as every evaluator here asks it."""
+    from .models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(model_dir, context, inference=True).eval(), load_tokenizer(model_dir)
 
 
 def continuation(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
@@ -145,28 +172,24 @@ class Answers(Evaluator):
     config_class = AnswersConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .models import load_causal_lm, load_tokenizer
         from .samplers.hf_generate import GenerateParams, sample
 
         cfg = self.config
         if cfg.mode not in ("chat", "continuation"):
             raise ConfigError(f"evaluation.answers.mode: '{cfg.mode}' is not one of chat, continuation")
-        system, placeholders = generation_settings(context, cfg)
+        asking = held_out_asking(cfg, context)
+        prompts, placeholders = asking.prompts, asking.placeholders
         identity = cfg.identity or placeholders.get("name")
-        prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
-        tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
+        model, tokenizer = model_for_answers(artifact, context)
         questions = [p["messages"][-1]["content"] for p in prompts]
-        from .common import seed_everything
-
         seed_everything(context.seed)  # the same draws for every stage's model
         rows = []
         if cfg.mode == "continuation":
             greedy = continuation(model, tokenizer, questions, cfg.max_new_tokens, cfg.batch_size)
             sampled, ends = greedy, []
         else:
-            stop = _run_config(context, "sampler").get("stop_tokens") or ["<|end|>"]
-            common = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size, "system_prompt": system,
-                      "stop_tokens": list(stop)}
+            common = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+                      "system_prompt": asking.system_prompt, "stop_tokens": asking.stop_tokens}
             greedy_rows = sample(model, tokenizer, [p["messages"] for p in prompts],
                                  GenerateParams(do_sample=False, **common))
             sample_rows = sample(model, tokenizer, [p["messages"] for p in prompts],
@@ -195,17 +218,9 @@ class Answers(Evaluator):
 
 
 @dataclass
-class JudgedWinRateConfig:
+class JudgedWinRateConfig(HeldOutAsking):
     baseline: str = "model"  # an input of this stage (the model it started from) or a model dir
     judge: str = "reward_model"  # an input of this stage, a reward-model dir, "stage:<name>", or "reference"
-    prompts: str | None = None  # default: the bundled held-out prompts
-    limit: int = 64
-    samples: int = 2  # sampled answers per prompt and model (paired by index)
-    max_new_tokens: int = 40
-    temperature: float = 0.8
-    batch_size: int = 64
-    system_prompt: str | None = "auto"
-    placeholders: dict[str, str] | None = None
     vocabulary: str | None = None  # judge=reference: chat data whose words count as fluent; default bundled sft
 
 
@@ -256,7 +271,6 @@ class JudgedWinRate(Evaluator):
     config_class = JudgedWinRateConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .models import load_causal_lm, load_tokenizer
         from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
 
         cfg = self.config
@@ -266,21 +280,17 @@ class JudgedWinRate(Evaluator):
             if path != "reference" and not Path(path).is_dir():
                 raise ConfigError(f"evaluation.judged_win_rate.{what}: '{path}' is neither an input of this stage "
                                   f"({', '.join(inputs) or 'none'}) nor a directory")
-        system, placeholders = generation_settings(context, cfg)
-        prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
-        stop = _run_config(context, "sampler").get("stop_tokens") or ["<|end|>"]
+        asking = held_out_asking(cfg, context)
+        prompts, placeholders, system = asking.prompts, asking.placeholders, asking.system_prompt
         params = GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                system_prompt=system, stop_tokens=list(stop))
+                                system_prompt=system, stop_tokens=asking.stop_tokens)
         scores = []
         vocabulary = known_words(cfg.vocabulary or sample_data_path("sft.jsonl"), placeholders) \
             if judge == "reference" else None
         for model_dir in (artifact, baseline):
-            from .common import seed_everything
-
             seed_everything(context.seed)
-            rows = sample(load_causal_lm(model_dir, context, inference=True).eval(), load_tokenizer(model_dir),
-                          [p["messages"] for p in prompts], params)
+            rows = sample(*model_for_answers(model_dir, context), [p["messages"] for p in prompts], params)
             if judge == "reference":
                 scores.append([reference_score(
                     r["completion"], fill_placeholders(prompts[r["index"]]["reference"] or "", placeholders) or None,

@@ -37,6 +37,38 @@ def pytest_configure(config):
         pass
 
 
+class CrashedAtStep(Exception):
+    """What the ``crash_training_at`` fixture raises inside a training stage (a stand-in for a kill)."""
+
+
+@pytest.fixture
+def crash_training_at():
+    """``crash_training_at(step, run)``: call ``run()`` (one ``run_stage``) with a metrics-hook plugin that
+    raises once training logs ``step``, expect that crash, and leave the plugin manager as it was."""
+
+    def crash(step: int, run) -> None:
+        plugin = _CrashAfter(step)
+        pm = lmforge.plugin_manager()
+        pm.register(plugin)
+        try:
+            with pytest.raises(CrashedAtStep):
+                run()
+        finally:
+            pm.unregister(plugin)
+
+    return crash
+
+
+class _CrashAfter:
+    def __init__(self, step: int):
+        self.step = step
+
+    @lmforge.hookimpl
+    def lmforge_log_metrics(self, stage_name, step, metrics, context):
+        if step is not None and step >= self.step and "loss" in metrics:
+            raise CrashedAtStep(f"crash at step {step}")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public data sets beside the checkout (../shared/data)."""

@@ -318,34 +318,13 @@ def test_rloo_trains_on_pipeline_preference_prompts(shared_data, tiny_model_dir,
 
 # --- resume -------------------------------------------------------------------------------------------------
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter:
-    """A metrics-hook plugin that raises once training logs ``step`` (a stand-in for a kill)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    @lmforge.hookimpl
-    def lmforge_log_metrics(self, stage_name, step, metrics, context):
-        if step is not None and step >= self.step and "loss" in metrics:
-            raise _Crash(f"crash at step {step}")
-
-
-def _interrupted_then_resumed(make_stage, inputs, tmp_path, tiny_context, crash_step: int) -> tuple[Path, Path]:
+def _interrupted_then_resumed(make_stage, inputs, tmp_path, tiny_context, crash_training_at,
+                              crash_step: int) -> tuple[Path, Path]:
     straight = tmp_path / "straight"
     lmforge.run_stage(make_stage(), inputs, straight, _context(tiny_context, tmp_path / "work-straight"))
     work, resumed = tmp_path / "work-resumed", tmp_path / "resumed"
-    crash = _CrashAfter(crash_step)
-    pm = lmforge.plugin_manager()
-    pm.register(crash)
-    try:
-        with pytest.raises(_Crash):
-            lmforge.run_stage(make_stage(), inputs, resumed, _context(tiny_context, work))
-    finally:
-        pm.unregister(crash)
+    crash_training_at(crash_step, lambda: lmforge.run_stage(make_stage(), inputs, resumed,
+                                                            _context(tiny_context, work)))
     assert not resumed.exists() and list(work.glob("checkpoint-*")), "a checkpoint survives, no half artifact"
     lmforge.run_stage(make_stage(), inputs, resumed, _context(tiny_context, work))
     return straight, resumed
@@ -360,25 +339,25 @@ def _assert_same_weights(a: Path, b: Path, atol: float):
         assert torch.allclose(left[key], right[key], atol=atol), key
 
 
-def test_dpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_dpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
     from lmforge.plugins.aligners.dpo import DPOAligner
 
     data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 32))
     straight, resumed = _interrupted_then_resumed(
         lambda: DPOAligner(max_steps=6, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=2,
                            logging_steps=1),
-        {"model": tiny_model_dir, "data": data}, tmp_path, tiny_context, crash_step=3)
+        {"model": tiny_model_dir, "data": data}, tmp_path, tiny_context, crash_training_at, crash_step=3)
     _assert_same_weights(straight, resumed, atol=1e-5)
     before = _state(tiny_model_dir)
     assert any(not (before[k] == v).all() for k, v in _state(resumed).items())
 
 
-def test_grpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_grpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
     data = _write_jsonl(tmp_path / "gsm8k.jsonl", _gsm8k(shared_data, 40))
     straight, resumed = _interrupted_then_resumed(
         lambda: _online("grpo", max_steps=6, batch_size=8, num_generations=4, learning_rate=1e-3, beta=0.04,
                         rewards=["regex_coverage", "gsm8k_answer"], save_steps=2),
-        {"model": tiny_model_dir, "data": data}, tmp_path, tiny_context, crash_step=3)
+        {"model": tiny_model_dir, "data": data}, tmp_path, tiny_context, crash_training_at, crash_step=3)
     _assert_same_weights(straight, resumed, atol=1e-5)
 
 

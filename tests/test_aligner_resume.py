@@ -80,26 +80,10 @@ def _reward_model():
                               eval_fraction=0.2, save_steps=SAVE_STEPS, logging_steps=1)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter:
-    """A metrics-hook plugin that raises once training logs ``step`` (a stand-in for a kill)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    @lmforge.hookimpl
-    def lmforge_log_metrics(self, stage_name, step, metrics, context):
-        if step is not None and step >= self.step and "loss" in metrics:
-            raise _Crash(f"crash at step {step}")
-
-
 @pytest.mark.parametrize("make_stage", [_kto, _orpo, _rloo, _reward_model],
                          ids=["kto", "orpo", "rloo", "reward_model"])
 def test_aligner_resumes_after_a_crash_with_the_same_weights(make_stage, shared_data, tiny_model_dir, tiny_context,
-                                                             tmp_path):
+                                                             tmp_path, crash_training_at):
     import torch
 
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 40))
@@ -112,14 +96,8 @@ def test_aligner_resumes_after_a_crash_with_the_same_weights(make_stage, shared_
     assert _logged_steps(straight) == list(range(1, MAX_STEPS + 1))
 
     work, resumed = tmp_path / "work-resumed", tmp_path / "resumed"
-    crash = _CrashAfter(CRASH_STEP)
-    pm = lmforge.plugin_manager()
-    pm.register(crash)
-    try:
-        with pytest.raises(_Crash):
-            lmforge.run_stage(make_stage(), inputs, resumed, _context(tiny_context, work))
-    finally:
-        pm.unregister(crash)
+    crash_training_at(CRASH_STEP, lambda: lmforge.run_stage(make_stage(), inputs, resumed,
+                                                            _context(tiny_context, work)))
     assert not resumed.exists() and not resumed.with_name("resumed.partial").exists(), "no half-written artifact"
     assert sorted(p.name for p in work.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
 
