@@ -184,9 +184,13 @@ def lmforge_register(registry):
 
 def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
     specs = (config.get("evaluation") or {}).get(stage_name) or []
-    evaluators = []
+    evaluators, first_at = [], {}
     for index, spec in enumerate(specs):
         name, params = named_spec(spec, f"evaluation.{stage_name}[{index}]")
+        if name in first_at:  # its metrics (eval/<name>/...) would silently replace the first one's
+            raise ConfigError(f"evaluation.{stage_name}[{index}]: '{name}' is already listed at "
+                              f"[{first_at[name]}]; each evaluator may run once per stage")
+        first_at[name] = index
         evaluators.append(registry().get("evaluator", name)(params))
     return evaluators
 

@@ -82,3 +82,9 @@ def test_evaluators_run_inside_the_stage_and_land_in_its_manifest(tiny_model_dir
     with pytest.raises(lmforge.PluginNotFound, match="did you mean 'perplexity'"):
         lmforge.run(bad)
     assert not (tmp_path / "ev2" / "sampler").exists()
+    twice = lmforge.compose([f"run.root={tmp_path}", "run.name=ev3", "pipeline=sample_only",
+                             f"pipeline.stages.sampler.model={tiny_model_dir}",
+                             "evaluation.sampler=[answers,{name:answers,limit:2}]"])
+    with pytest.raises(lmforge.ConfigError, match=r"evaluation.sampler\[1\]: 'answers' is already listed at \[0\]"):
+        lmforge.run(twice)
+    assert not (tmp_path / "ev3" / "sampler").exists()
