@@ -10,6 +10,8 @@ size and worker count:
   num_proc=workers)`` with the same tokenizer (``AutoTokenizer``), into a fresh datasets cache.
 
 Each run is a fresh process; it prints tokens, seconds, tokens/s, the speed-up of all cores over one worker,
+"cores busy" (CPU seconds of the process and its workers over wall seconds: how many cores the tool kept
+working — on a shared machine whose speed drifts between runs this is the steadier measure of parallelism),
 and the peak memory of the whole process tree (main + workers, sampled every 50 ms) as PSS, so pages a
 forked worker shares with its parent count once. Both tools must produce
 the same number of tokens (checked). The load average is printed too: on a shared machine compare only
@@ -18,6 +20,7 @@ numbers of the same run.
     python benchmarks/bench_tokenize.py                 # 50 MB
     python benchmarks/bench_tokenize.py --sizes 50,500  # and 500 MB (needs ~2.5 GB of free disk)
     python benchmarks/bench_tokenize.py --sizes 20 --tools lmforge
+    python benchmarks/bench_tokenize.py --sizes 50 --repeat 5  # median of 5 interleaved runs each
 """
 
 from __future__ import annotations
@@ -71,8 +74,13 @@ CHILD = r"""
 import json, os, sys, time
 tool, corpus, tokenizer_dir, workers, scratch = sys.argv[1:6]
 workers = int(workers)
+import resource
 from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+def cpu():  # this process and its finished children (the pool's workers), user + system
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+cpu_started = cpu()
 started = time.perf_counter()
 if tool == "lmforge":
     from pathlib import Path
@@ -86,8 +94,19 @@ else:
     tokenized = data.map(lambda b: tokenizer(b["text"], add_special_tokens=False), batched=True,
                          num_proc=workers if workers > 1 else None, remove_columns=["text"])
     tokens = sum(len(ids) for batch in tokenized.iter(batch_size=10_000) for ids in batch["input_ids"])
-print(json.dumps({"seconds": time.perf_counter() - started, "tokens": tokens}))
+print(json.dumps({"seconds": time.perf_counter() - started, "cpu_seconds": cpu() - cpu_started, "tokens": tokens}))
 """
+
+
+def _pss(pid: int) -> int:
+    """A process's PSS in bytes from /proc/<pid>/smaps_rollup: one short read. (psutil's memory_full_info
+    parses the whole smaps file; sampled every 50 ms for three processes it took a share of the two cores the
+    workers were measured on, and the 2-worker figure with it.)"""
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def measure(tool: str, corpus: Path, tokenizer_dir: Path, workers: int) -> dict:
@@ -101,10 +120,10 @@ def measure(tool: str, corpus: Path, tokenizer_dir: Path, workers: int) -> dict:
     while proc.poll() is None:
         try:  # PSS: pages a forked worker shares with its parent count once, split between them
             tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
-        except psutil.Error:
+            peak = max(peak, sum(_pss(p.pid) for p in tree))
+        except (psutil.Error, OSError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     out = proc.stdout.read()
     shutil.rmtree(scratch, ignore_errors=True)
     if proc.returncode:
@@ -119,6 +138,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="all-cores worker count (default: every core)")
     parser.add_argument("--tools", default="lmforge,datasets", help="lmforge and/or datasets")
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per (tool, workers), interleaved; the median time is printed (a shared machine "
+                             "varies by 20%% from one run to the next)")
     args = parser.parse_args()
     from lmforge.plugins.pretrainers.token_shards import default_workers
 
@@ -130,21 +152,26 @@ def main() -> None:
         make_tokenizer(tokenizer_dir)
     print(f"cores: {many}, load average at start: {os.getloadavg()[0]:.2f}")
     print(f"{'size':>6} {'tool':>9} {'workers':>7} {'tokens':>12} {'seconds':>8} {'Mtok/s':>7} {'x 1 worker':>10} "
-          f"{'peak PSS MB':>11}")
+          f"{'cores busy':>10} {'peak PSS MB':>11}")
     for size in (int(s) for s in args.sizes.split(",")):
         corpus = work / f"corpus_{size}mb.jsonl"
         if not corpus.is_file():
             write_corpus(corpus, size)
         counts = {}
         for tool in args.tools.split(","):
-            single = None
-            for workers in (1, many):
-                result = measure(tool, corpus, tokenizer_dir, workers)
+            single, runs = None, {1: [], many: []}
+            for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits both counts
+                for workers in runs:
+                    runs[workers].append(measure(tool, corpus, tokenizer_dir, workers))
+            for workers, results in runs.items():
+                result = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
+                result["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
                 rate = result["tokens"] / result["seconds"]
                 single = single or rate
                 counts.setdefault(tool, result["tokens"])
                 print(f"{size:>4}MB {tool:>9} {workers:>7} {result['tokens']:>12,} {result['seconds']:>8.1f} "
-                      f"{rate / 1e6:>7.2f} {rate / single:>9.2f}x {result['peak_rss_mb']:>11.0f}", flush=True)
+                      f"{rate / 1e6:>7.2f} {rate / single:>9.2f}x {result['cpu_seconds'] / result['seconds']:>10.2f} "
+                      f"{result['peak_rss_mb']:>11.0f}", flush=True)
         if len(set(counts.values())) > 1:
             print(f"  token counts differ: {counts}")
         corpus.unlink()

@@ -156,3 +156,17 @@ def test_no_documents_is_a_clear_error_and_leaves_nothing(bpe, tmp_path):
     with pytest.raises(lmforge.LmforgeError, match="no records|no documents"):
         token_shards.build_shards(empty, bpe, "text", tmp_path / "cache" / "k", workers=1)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k.lock"]
+
+
+def test_shard_size_follows_the_corpus_size_not_the_core_count(tmp_path):
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    with open(small, "wb") as handle:  # sparse files: the size on disk is what counts, not the bytes written
+        handle.truncate(40 << 20)
+    with open(large, "wb") as handle:
+        handle.truncate(400 << 20)
+    assert token_shards.shard_size_for(small) == (40 << 20) // token_shards.SHARDS_AT_LEAST  # 16 shards, not 5
+    assert token_shards.shard_size_for(large) == token_shards.SHARD_CHARS
+    assert token_shards.shard_size_for(tmp_path / "tiny.txt") == token_shards.SHARD_CHARS  # not there: a Hub id
+    (tmp_path / "tiny.txt").write_text("a few words")
+    assert token_shards.shard_size_for(tmp_path / "tiny.txt") == token_shards.MIN_SHARD_CHARS
+    assert token_shards.shard_size_for(tmp_path) >= token_shards.MIN_SHARD_CHARS  # a folder: its files' sizes
