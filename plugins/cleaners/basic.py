@@ -81,10 +81,12 @@ class ExactDedup(CleaningStep):
 
 @dataclass
 class QualityConfig:
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
+    """Gopher's first rules with its values, on whitespace-split words (``gopher_quality`` has them all)."""
+
+    min_words: int = 50  # fewer words: a fragment, not a document
+    max_words: int = 100_000  # more: a dump or a concatenation
+    min_mean_word_length: float = 3.0  # shorter on average: symbol or number lists
+    max_mean_word_length: float = 10.0  # longer: URLs, hashes, glued words
     min_alpha_word_fraction: float = 0.8  # words holding at least one letter (Gopher)
 
     def __post_init__(self):

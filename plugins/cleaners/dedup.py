@@ -58,10 +58,12 @@ def _combining_marks() -> dict[int, None]:
 
 @dataclass
 class MinHashConfig:
-    n_grams: int = 5
-    num_buckets: int = 14
-    hashes_per_bucket: int = 8
-    seed: int = 1
+    """datatrove's FineWeb values: 14 bands of 8 hashes flag pairs above Jaccard ~0.72 ((1/14) ** (1/8))."""
+
+    n_grams: int = 5  # word 5-grams are the shingles compared
+    num_buckets: int = 14  # LSH bands: documents sharing all hashes of any one band are duplicates
+    hashes_per_bucket: int = 8  # hashes per band (more: stricter; 14 x 8 = 112 hashes per document)
+    seed: int = 1  # of the hash functions, so two runs flag the same pairs
     # 0: any shared band drops the document (datatrove). > 0: a candidate must also agree on at least this
     # share of all hashes (the estimated Jaccard), which removes LSH's chance merges below the threshold
     # at ~1 KB more memory per document.

@@ -74,13 +74,15 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
 
 @dataclass
 class GopherQualityConfig:
-    min_doc_words: int = 50
-    max_doc_words: int = 100_000
-    min_avg_word_length: float = 3
-    max_avg_word_length: float = 10
+    """Gopher's values (Rae et al. 2021, §A.1.1, as datatrove ships them); 0 or null turns a rule off."""
+
+    min_doc_words: int = 50  # fewer words (not counting punctuation-only tokens): a fragment, dropped
+    max_doc_words: int = 100_000  # more: a dump or concatenation, dropped
+    min_avg_word_length: float = 3  # mean word length below this: symbol or number lists
+    max_avg_word_length: float = 10  # above: URLs, hashes, glued words
     max_symbol_word_ratio: float = 0.1  # '#' and '...'/'…', each over all words
-    max_bullet_lines_ratio: float = 0.9
-    max_ellipsis_lines_ratio: float = 0.3
+    max_bullet_lines_ratio: float = 0.9  # share of lines starting with a bullet ('•', '-'): a list, not prose
+    max_ellipsis_lines_ratio: float = 0.3  # share of lines ending in '...': teasers and truncated snippets
     max_non_alpha_words_ratio: float = 0.8  # documents where fewer words than this hold a letter are dropped
     min_stop_words: int = 2
     stop_words: list[str] = field(default_factory=lambda: list(STOP_WORDS))
@@ -129,10 +131,12 @@ class GopherQuality(CleaningStep):
 
 @dataclass
 class GopherRepetitionConfig:
-    dup_line_frac: float = 0.3
-    dup_para_frac: float = 0.3
-    dup_line_char_frac: float = 0.2
-    dup_para_char_frac: float = 0.2
+    """Gopher's Table A1 limits on repetition inside one document; 0 turns a rule off."""
+
+    dup_line_frac: float = 0.3  # share of lines that repeat an earlier line
+    dup_para_frac: float = 0.3  # share of paragraphs (blank-line separated) that repeat an earlier one
+    dup_line_char_frac: float = 0.2  # share of the characters inside repeated lines
+    dup_para_char_frac: float = 0.2  # share of the characters inside repeated paragraphs
     # [n, max share of the text in the most common n-gram]
     top_n_grams: list[Any] = field(default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]])
     # [n, max share of the text in repeated n-grams]
@@ -279,12 +283,14 @@ class C4Quality(CleaningStep):
 
 @dataclass
 class FineWebQualityConfig:
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
+    """FineWeb's values (Penedo et al. 2024, as datatrove ships them)."""
+
+    line_punct_thr: float = 0.12  # at least this share of lines must end in terminal punctuation
+    line_punct_exclude_zero: bool = False  # true: a text with no such line at all passes that rule
+    short_line_thr: float = 0.67  # at most this share of lines may be short (navigation, lists) …
+    short_line_length: int = 30  # … where short is at most this many characters
     char_duplicates_ratio: float = 0.01  # datatrove's value (built FineWeb); the paper's text says 0.1
-    new_line_ratio: float = 0.3
+    new_line_ratio: float = 0.3  # newlines per word above this: a list of items, not running text
 
 
 class FineWebQuality(CleaningStep):

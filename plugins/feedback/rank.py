@@ -319,11 +319,13 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
 
 @dataclass
 class SamplingSettings:
-    k: int = 4
+    """How the K candidate answers of each prompt are drawn for people to rank (``lmforge rank --k …``)."""
+
+    k: int = 4  # candidates per prompt: every pair of them can become a preference pair
     max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 0.95
-    seed: int = 0
+    temperature: float = 1.0  # the model's own distribution: candidates differ enough to be worth ranking
+    top_p: float = 0.95  # but no tail tokens that make every candidate obviously broken
+    seed: int = 0  # the same candidates when a session is restarted
     system_prompt: str | None = None
     max_prompts: int | None = None
 

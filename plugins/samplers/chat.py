@@ -38,9 +38,11 @@ HELP = """commands: /retry  new answer to your last message     /clear  forget t
 
 @dataclass
 class ChatSettings:
-    max_new_tokens: int = 256
-    do_sample: bool = True
-    temperature: float = 0.7
+    """Generation settings of ``lmforge chat`` (the sampler's keys; ``--temperature`` etc. on the command line)."""
+
+    max_new_tokens: int = 256  # per answer; Ctrl-C stops one sooner
+    do_sample: bool = True  # false: greedy, the same answer every time
+    temperature: float = 0.7  # a little sharper than the model's own distribution: fewer odd words in chat
     top_k: int = 50
     top_p: float = 0.95
     min_p: float | None = None
