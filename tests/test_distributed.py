@@ -114,6 +114,7 @@ def test_lean_pretraining_then_sft_then_dpo_under_two_processes(tmp_path):
                    "pretrainer.max_steps=3", "pretrainer.save_steps=2", "pretrainer.block_size=32",
                    "finetuner.max_steps=2", "aligner.max_steps=2", "~pipeline.stages.sampler"], tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("lmforge: run complete") == 1, done.stdout  # said by the main process only
     run = tmp_path / "default"
     for stage in ("cleaner", "tokenizer", "pretrainer", "finetuner", "aligner"):
         assert lmforge.is_complete(run / stage), stage
@@ -155,6 +156,7 @@ def test_hf_pretrainer_and_every_aligner_under_two_processes(tmp_path, tiny_mode
     done = launch([str(script), str(tmp_path), str(tiny_model_dir), *TINY, "pretrainer=hf_trainer"], tmp_path,
                   timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("lmforge: run complete") == 1, done.stdout  # said by the main process only
     run = tmp_path / "default"
     for stage in ("pretrainer", "orpo", "kto", "grpo", "rloo", "reward_model", "ppo"):
         assert lmforge.is_complete(run / stage), stage
