@@ -8,7 +8,7 @@ artifact looking complete. Choose evaluators per stage name::
 
     evaluation:
       pretrainer: [{name: perplexity, text: held_out.jsonl}]
-      aligner: [{name: win_rate, reward_model: runs/rm/reward_model}, {name: gsm8k, limit: 50}]
+      aligner: [{name: win_rate, judge: runs/rm/reward_model}, {name: gsm8k, limit: 50}]
 
 Each evaluator is a plugin of kind ``evaluator``: a class with a ``config_class`` and
 ``evaluate(artifact, inputs, context) -> dict`` of numbers.
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import hookimpl, registry
-from lmforge.config import build_params, named_spec, sample_data_path
-from lmforge.errors import ConfigError, MissingArtifact
+from lmforge.config import build_params, named_spec
+from lmforge.errors import ConfigError
 
 from .common import iter_texts, read_records
-from .models import load_causal_lm, load_tokenizer, model_path
+from .models import load_causal_lm, load_tokenizer
 
 
 class Evaluator:
@@ -131,46 +131,7 @@ class RewardAccuracy(Evaluator):
         return pairwise_accuracy(RewardScorer.from_dir(artifact, context), pairs)
 
 
-@dataclass
-class WinRateConfig:
-    reward_model: str = "???"  # the judge: a reward-model dir
-    baseline: str = "model"  # a model dir, or the name of this stage's input holding the baseline
-    prompts: str | None = None  # default: the bundled prompts
-    limit: int = 32
-    max_new_tokens: int = 64
-    batch_size: int = 8
-
-
-class WinRate(Evaluator):
-    """How often the artifact's answer out-scores the baseline's under a reward model (ties count half)."""
-
-    name = "win_rate"
-    config_class = WinRateConfig
-
-    def evaluate(self, artifact, inputs, context):
-        from .formats import load_prompts
-        from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
-
-        cfg = self.config
-        baseline = inputs.get(cfg.baseline, cfg.baseline)
-        try:
-            baseline = model_path(baseline)  # an input's artifact, a model dir, or a Hub id in the HF cache
-        except MissingArtifact:
-            raise ConfigError(f"evaluation.win_rate.baseline: '{cfg.baseline}' is neither an input of this stage "
-                              f"({', '.join(inputs) or 'none'}) nor a model directory or cached Hub id") from None
-        prompts = load_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
-        params = GenerateParams(do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        scores = []
-        for model_dir in (artifact, baseline):
-            rows = sample(load_causal_lm(model_dir, context, inference=True).eval(), load_tokenizer(model_dir), prompts, params)
-            scores.append(score_with_reward_model(
-                cfg.reward_model, [r["prompt"] + [{"role": "assistant", "content": r["completion"]}] for r in rows]))
-        outcome = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*scores)]
-        return {"win_rate": sum(outcome) / len(outcome), "prompts": len(outcome),
-                "reward": sum(scores[0]) / len(outcome), "baseline_reward": sum(scores[1]) / len(outcome)}
-
-
-BUILTIN = (Perplexity, GSM8K, RewardAccuracy, WinRate)
+BUILTIN = (Perplexity, GSM8K, RewardAccuracy)
 
 
 @hookimpl
@@ -179,7 +140,7 @@ def lmforge_register(registry):
         registry.add("evaluator", cls.name, cls)
     registry.add("evaluator", "lm_eval", "lmforge.plugins.lm_eval_adapter:LMEvalHarness")
     registry.add("evaluator", "answers", "lmforge.plugins.stage_effects:Answers")
-    registry.add("evaluator", "judged_win_rate", "lmforge.plugins.stage_effects:JudgedWinRate")
+    registry.add("evaluator", "win_rate", "lmforge.plugins.stage_effects:WinRate")
 
 
 def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:

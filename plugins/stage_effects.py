@@ -14,9 +14,10 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluation.py) 
   the configured identity), ``correct`` (greedy answers holding the reference's answer words), ``ends_turn``
   (sampled answers that stop with an end-of-turn token), ``english`` (sampled answers that the cleaner's
   language ID calls English), ``alpha_words`` (share of words made of letters: English words, not digit soup).
-* ``judged_win_rate``: this model against a baseline model (an input such as the aligner's ``model``) on
-  held-out prompts, judged by a reward model that did not train the policy (e.g. the run's ``reward_model``
-  stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties counting half.
+* ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
+  a cached Hub id) on held-out prompts, judged by a reward model that did not train the policy (e.g. the run's
+  ``reward_model`` stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties
+  counting half; sampled answers paired by index, or greedy ones with ``temperature: 0``.
 
 ``markdown_section(run_dir, manifests)`` returns the report section (plugins/report.py calls it).
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import sample_data_path
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, MissingArtifact
 
 from .common import seed_everything
 from .evaluation import Evaluator
@@ -218,9 +219,9 @@ class Answers(Evaluator):
 
 
 @dataclass
-class JudgedWinRateConfig(HeldOutAsking):
+class WinRateConfig(HeldOutAsking):
     baseline: str = "model"  # an input of this stage (the model it started from) or a model dir
-    judge: str = "reward_model"  # an input of this stage, a reward-model dir, "stage:<name>", or "reference"
+    judge: str = "reward_model"  # an input of this stage, "stage:<name>", a reward-model dir or Hub id, or "reference"
     vocabulary: str | None = None  # judge=reference: chat data whose words count as fluent; default bundled sft
 
 
@@ -254,37 +255,41 @@ def reference_score(answer: str, reference: str | None, question: str, ended: bo
     return score - repetition_fraction(answer) - 0.002 * max(len(answer) - 120, 0)
 
 
-def _resolve(value: str, inputs: dict, context) -> str:
+def _resolve_model(value: str, inputs: dict, context, key: str) -> str:
+    """An input of this stage, ``stage:<name>`` of this run, a model dir or a Hub id in the HF cache."""
+    from .models import model_path
+
     if value in inputs:
         return str(inputs[value])
     if value.startswith("stage:"):
         if context.run_dir is None:
-            raise ConfigError(f"evaluation: '{value}' needs a pipeline run")
+            raise ConfigError(f"evaluation.win_rate.{key}: '{value}' needs a pipeline run")
         return str(Path(context.run_dir) / value.removeprefix("stage:"))
-    return value
+    try:
+        return str(model_path(value))
+    except MissingArtifact:
+        raise ConfigError(f"evaluation.win_rate.{key}: '{value}' is neither an input of this stage "
+                          f"({', '.join(inputs) or 'none'}) nor a model directory or cached Hub id") from None
 
 
-class JudgedWinRate(Evaluator):
+class WinRate(Evaluator):
     """Win rate of this model over a baseline on held-out prompts, by a judge that did not train it."""
 
-    name = "judged_win_rate"
-    config_class = JudgedWinRateConfig
+    name = "win_rate"
+    config_class = WinRateConfig
 
     def evaluate(self, artifact, inputs, context):
         from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
 
         cfg = self.config
-        baseline = _resolve(cfg.baseline, inputs, context)
-        judge = cfg.judge if cfg.judge == "reference" else _resolve(cfg.judge, inputs, context)
-        for what, path in (("baseline", baseline), ("judge", judge)):
-            if path != "reference" and not Path(path).is_dir():
-                raise ConfigError(f"evaluation.judged_win_rate.{what}: '{path}' is neither an input of this stage "
-                                  f"({', '.join(inputs) or 'none'}) nor a directory")
+        baseline = _resolve_model(cfg.baseline, inputs, context, "baseline")
+        judge = cfg.judge if cfg.judge == "reference" else _resolve_model(cfg.judge, inputs, context, "judge")
         asking = held_out_asking(cfg, context)
         prompts, placeholders, system = asking.prompts, asking.placeholders, asking.system_prompt
-        params = GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
-                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                system_prompt=system, stop_tokens=asking.stop_tokens)
+        drawn = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0, "n": cfg.samples} \
+            if cfg.temperature > 0 else {"do_sample": False}  # temperature 0: one greedy answer per prompt
+        params = GenerateParams(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, system_prompt=system,
+                                stop_tokens=asking.stop_tokens, **drawn)
         scores = []
         vocabulary = known_words(cfg.vocabulary or sample_data_path("sft.jsonl"), placeholders) \
             if judge == "reference" else None
@@ -320,9 +325,9 @@ STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
     ("eval/perplexity/bits_per_byte", "held-out bits per byte"),
     ("eval_accuracy", "reward model held-out accuracy"),
     ("eval/reward_accuracy/accuracy", "reward model held-out accuracy"),
-    ("eval/judged_win_rate/win_rate", "win rate over its input model"),
-    ("eval/judged_win_rate/score", "judge score"),
-    ("eval/judged_win_rate/baseline_score", "judge score of the input model"),
+    ("eval/win_rate/win_rate", "win rate over its input model"),
+    ("eval/win_rate/score", "judge score"),
+    ("eval/win_rate/baseline_score", "judge score of the input model"),
 )
 
 

@@ -35,7 +35,7 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
                "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"], "sft_val_loss": sft["eval_loss"],
                "sft_identity": sft["eval/answers/identity"], "rm_accuracy": rm["eval_accuracy"],
                **{k.removeprefix("eval/answers/"): v for k, v in aligned.items() if k.startswith("eval/answers/")},
-               "win_rate": aligned["eval/judged_win_rate/win_rate"]}
+               "win_rate": aligned["eval/win_rate/win_rate"]}
     print("default run:", json.dumps(numbers))
     # the base model continues with English words, not digit soup
     assert base["eval/answers/alpha_words"] >= 0.6

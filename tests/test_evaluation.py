@@ -47,12 +47,14 @@ def test_perplexity_matches_loss_and_drops_after_training(tiny_model_dir, tiny_c
     assert after["loss"] < before["loss"] - 0.3 and after["bits_per_byte"] < before["bits_per_byte"]
 
 
-def test_win_rate_of_a_model_against_itself_is_one_half(tiny_model_dir, reward_model_dir, tiny_context):
-    from lmforge.plugins.evaluation import WinRate
+def test_greedy_win_rate_under_a_reward_model_of_a_model_against_itself_is_one_half(tiny_model_dir, reward_model_dir,
+                                                                                  tiny_context):
+    from lmforge.plugins.stage_effects import WinRate
 
-    result = WinRate(reward_model=str(reward_model_dir), max_new_tokens=6, limit=4).evaluate(
-        tiny_model_dir, {"model": tiny_model_dir}, tiny_context)
-    assert result["win_rate"] == 0.5 and result["reward"] == result["baseline_reward"]
+    greedy = WinRate(judge=str(reward_model_dir), temperature=0, max_new_tokens=6, limit=4, system_prompt=None)
+    result = greedy.evaluate(tiny_model_dir, {"model": tiny_model_dir}, tiny_context)
+    assert result["win_rate"] == 0.5 and result["pairs"] == 4  # one greedy answer per prompt
+    assert result["score"] == result["baseline_score"]
 
 
 def test_gsm8k_exact_match_scores_final_numbers(tiny_model_dir, tiny_context, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from lmforge.errors import ConfigError
 from lmforge.plugins.stage_effects import (
     Answers,
-    JudgedWinRate,
+    WinRate,
     english_share,
     is_correct,
     markdown_section,
@@ -53,15 +53,15 @@ def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_con
         Answers({"mode": "chatty"}).evaluate(artifact, {}, tiny_context)
 
 
-def test_judged_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):
+def test_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):
     prompts = tmp_path / "held_out.jsonl"
     prompts.write_text(json.dumps({"prompt": "What is 2 + 2?", "reference": "2 plus 2 is 4."}) + "\n")
-    judge = JudgedWinRate({"prompts": str(prompts), "judge": "reference", "max_new_tokens": 4, "samples": 2,
-                           "system_prompt": None})
+    judge = WinRate({"prompts": str(prompts), "judge": "reference", "max_new_tokens": 4, "samples": 2,
+                     "system_prompt": None})
     result = judge.evaluate(varied_model_dir, {"model": varied_model_dir}, tiny_context)
     assert result["win_rate"] == 0.5 and result["pairs"] == 2
-    with pytest.raises(ConfigError, match="judged_win_rate.baseline"):
-        JudgedWinRate({"baseline": "nowhere"}).evaluate(varied_model_dir, {}, tiny_context)
+    with pytest.raises(ConfigError, match="win_rate.baseline: 'nowhere' is neither an input"):
+        WinRate({"baseline": "nowhere"}).evaluate(varied_model_dir, {}, tiny_context)
 
 
 def test_report_section_puts_stages_side_by_side(tmp_path):
@@ -81,7 +81,7 @@ def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     assert list(cfg["pipeline"]["stages"]) == ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model",
                                                "aligner", "sampler"]
     assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
-    assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "judged_win_rate"}
+    assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "win_rate"}
     held_out = [json.loads(line) for line in open(lmforge.sample_data_path("prompts.jsonl"))]  # noqa: SIM115
     trained = {json.loads(line)["messages"][0]["content"] for line in open(lmforge.sample_data_path("sft.jsonl"))}  # noqa: SIM115
     facts = [r for r in held_out if r["kind"] not in ("identity", "chat")]
