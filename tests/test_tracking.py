@@ -30,12 +30,10 @@ def _cfg(root, trackers) -> dict:
 @pytest.fixture(scope="module")
 def curvy():
     sys.path.insert(0, str(TESTS))
-    from test_report import CurvyPlugin
+    from test_report import Curvy
 
-    plugin = CurvyPlugin()
-    lmforge.register_plugin(plugin)
-    yield
-    lmforge.unregister_plugin(plugin)
+    with lmforge.registered("sampler", "curvy_test", Curvy):
+        yield
     sys.path.remove(str(TESTS))
 
 
