@@ -156,7 +156,6 @@ def test_hf_pretrainer_and_every_aligner_under_two_processes(tmp_path, tiny_mode
     done = launch([str(script), str(tmp_path), str(tiny_model_dir), *TINY, "pretrainer=hf_trainer"], tmp_path,
                   timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert done.stdout.count("lmforge: run complete") == 1, done.stdout  # said by the main process only
     run = tmp_path / "default"
     for stage in ("pretrainer", "orpo", "kto", "grpo", "rloo", "reward_model", "ppo"):
         assert lmforge.is_complete(run / stage), stage
