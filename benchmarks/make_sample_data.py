@@ -31,9 +31,9 @@ FACTS_SOURCE = "lmforge facts"
 # The facts the chats ask about (sample_facts.json: word pairs, colours, sounds, young animals, plurals,
 # capitals, days, months, number words, small talk and the identity questions), as tuples and lists; and
 # RELATIONS: relation -> (question templates, answer template, sentence for the pretraining text).
-FACTS = json.loads(Path(__file__).with_name("sample_facts.json").read_text(encoding="utf-8"))
-RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in FACTS.pop("relations").items()}
-FACTS = {name: [tuple(x) if isinstance(x, list) else x for x in rows] for name, rows in FACTS.items()}
+_TABLES = json.loads(Path(__file__).with_name("sample_facts.json").read_text(encoding="utf-8"))
+RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in _TABLES.pop("relations").items()}
+FACTS = {name: [tuple(x) if isinstance(x, list) else x for x in rows] for name, rows in _TABLES.items()}
 OPPOSITES, COLOURS, SOUNDS, YOUNG = FACTS["opposites"], FACTS["colours"], FACTS["sounds"], FACTS["young"]
 PLURALS, CAPITALS, DAYS, MONTHS = FACTS["plurals"], FACTS["capitals"], FACTS["days"], FACTS["months"]
 NUMBER_WORDS, CHAT, IDENTITY_QUESTIONS = FACTS["number_words"], FACTS["chat"], FACTS["identity_questions"]

@@ -75,7 +75,9 @@ def _task(cfg) -> None:
         with open_dict(cfg):
             cfg.run.name = f"{cfg.run.name}/{label.replace('/', '_')}"
     result = guarded(run, cfg, run_dir=_run_dir_or_none(cfg))
-    if int(os.environ.get("RANK", "0")):  # under `accelerate launch` the main process says it, once
+    from .distributed import rank
+
+    if rank():  # under `accelerate launch` the main process says it, once
         return
     print(f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
           f"skipped as complete: {', '.join(result.skipped) or 'none'})")

@@ -30,6 +30,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    """This process's rank under ``accelerate launch`` (0: the main process, or a run of one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def wait_seconds() -> float:
     return float(os.environ.get("LMFORGE_RANK_WAIT", DEFAULT_WAIT_SECONDS))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import distributed
 from .config import build_params
 from .errors import MissingArtifact
 
@@ -85,8 +86,8 @@ class RunContext:
     config: dict[str, Any] = field(default_factory=dict)  # the whole resolved config, for reference
     quiet: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)  # last value of each metric
-    rank: int = field(default_factory=lambda: int(os.environ.get("RANK", "0")))  # under `accelerate launch`
-    world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", "1")))
+    rank: int = field(default_factory=distributed.rank)  # under `accelerate launch`
+    world_size: int = field(default_factory=distributed.world_size)
     _metrics_file: Path | None = None
 
     @property

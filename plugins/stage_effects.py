@@ -279,7 +279,7 @@ class WinRate(Evaluator):
     config_class = WinRateConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model
+        from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model, with_system_prompt
 
         cfg = self.config
         baseline = _resolve_model(cfg.baseline, inputs, context, "baseline")
@@ -302,8 +302,6 @@ class WinRate(Evaluator):
                     prompts[r["index"]]["messages"][-1]["content"], r["finish_reason"] == "stop", vocabulary)
                     for r in rows])
             else:
-                from .samplers.hf_generate import with_system_prompt
-
                 scores.append(score_with_reward_model(judge, [
                     with_system_prompt(r["prompt"], system) + [{"role": "assistant", "content": r["completion"]}]
                     for r in rows]))

@@ -35,6 +35,7 @@ from lmforge.errors import DataError
 
 from ..common import read_records
 from ..data import is_text_only
+from ..samplers.hf_generate import with_system_prompt
 from .rewards import check_reward_spec, last_user_text
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
@@ -91,13 +92,6 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
                    if k not in RESERVED_COLUMNS and k != prompt_field and isinstance(v, (str, int, float, bool))}
         rows.append({"prompt": prompt, **columns})
     return rows
-
-
-def with_system_prompt(messages: list[dict] | str, system_prompt: str | None) -> list[dict] | str:
-    """``system_prompt`` as the first turn of a conversation that has no system turn (plain text as it is)."""
-    if not system_prompt or isinstance(messages, str) or (messages and messages[0]["role"] == "system"):
-        return messages
-    return [{"role": "system", "content": system_prompt}, *messages]
 
 
 def fit_prompt(messages: list[dict] | str, tokenizer, max_tokens: int) -> list[dict] | str:

@@ -55,11 +55,10 @@ def shard_size_for(text_path: Any) -> int:
     into at least SHARDS_AT_LEAST shards. With 8M-character shards a 50 MB corpus made 6 shards, and a 2-core
     pool spent its last round with one core idle (1.65x instead of ~1.9x over one worker). A pure function
     of the input's size on disk (never of the core count), so a resumed build plans the same shards."""
-    paths = [Path(text_path)] if isinstance(text_path, (str, os.PathLike)) else []
-    if not paths or not paths[0].exists():
+    path = Path(text_path) if isinstance(text_path, (str, os.PathLike)) else None
+    if path is None or not path.exists():
         return SHARD_CHARS  # a glob, mixture or Hub dataset: size unknown up front
-    size = sum(p.stat().st_size for p in paths[0].rglob("*") if p.is_file()) if paths[0].is_dir() \
-        else paths[0].stat().st_size
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     return int(min(SHARD_CHARS, max(MIN_SHARD_CHARS, size // SHARDS_AT_LEAST)))
 
 

@@ -114,8 +114,9 @@ def generate_kwargs(cfg, tokenizer) -> dict[str, Any]:
     return kwargs
 
 
-def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    if not system_prompt or (messages and messages[0]["role"] == "system"):
+def with_system_prompt(messages: list[dict] | str, system_prompt: str | None) -> list[dict] | str:
+    """``system_prompt`` as the first turn of a conversation that has no system turn (plain text as it is)."""
+    if not system_prompt or isinstance(messages, str) or (messages and messages[0]["role"] == "system"):
         return messages
     return [{"role": "system", "content": system_prompt}, *messages]
 
