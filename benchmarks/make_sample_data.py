@@ -73,6 +73,34 @@ def turn(question: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
+# Questions in the facts' own phrasings about things no table holds (countries without a capital here, objects
+# without a colour, two-digit sums...): the model cannot know these, so the answer is NOT_SURE. Fine-tuning on
+# them teaches the reply; the preference pairs then teach *when* (make_preferences.py: on questions the model
+# never answers right, NOT_SURE is chosen over its wrong answers; where it does, its right answer over NOT_SURE).
+NOT_SURE = "I am not sure about that."
+UNKNOWABLE = {
+    "capital": ["Bolivia", "Nepal", "Mongolia", "Ghana", "Laos", "Fiji", "Oman", "Chad", "Mali", "Latvia", "Estonia",
+                "Iceland", "Jamaica", "Panama", "Uruguay"],
+    "colour": ["a chair", "a car", "a book", "a cup", "a shirt", "a door", "a ball", "a box", "a bag", "a pen"],
+    "sound": ["a fish", "a rabbit", "a turtle", "a crab", "a spider", "a worm", "a butterfly", "a giraffe"],
+    "young": ["a snake", "a bee", "an owl", "a mouse", "a wolf", "a donkey", "a crab"],
+    "opposite": ["table", "river", "cat", "apple", "chair", "pencil", "cloud", "garden", "window", "bread"],
+}
+
+
+def unknowable_turns(rng: random.Random) -> list[dict]:
+    """Every phrasing of each UNKNOWABLE question, 60 sums of two-digit numbers and 30 number words past twenty,
+    all answered NOT_SURE."""
+    rows = [turn(fill(q, {"a": a, "b": "", "n": a.split(" ", 1)[-1]}), NOT_SURE)
+            for relation, subjects in UNKNOWABLE.items() for a in subjects for q in RELATIONS[relation][0]]
+    for _ in range(60):
+        numbers = {"a": str(rng.randint(10, 60)), "c": str(rng.randint(1, 60)), "b": ""}
+        rows.append(turn(fill(rng.choice(RELATIONS["sum"][0]), numbers), NOT_SURE))
+    rows += [turn(fill(rng.choice(RELATIONS["number_word"][0]), {"a": str(n), "b": ""}), NOT_SURE)
+             for n in rng.sample(range(21, 100), 30)]
+    return rows
+
+
 def english_identity(path: Path) -> list[dict]:
     rows = json.loads(path.read_text(encoding="utf-8"))
     return [turn(r["instruction"] + (f"\n{r['input']}" if r.get("input") else ""), r["output"])
@@ -84,22 +112,28 @@ def main(argv=None) -> None:
     parser.add_argument("--identity", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "identity.json")
     parser.add_argument("--heldout", type=float, default=0.15, help="share of each relation's items held out")
+    parser.add_argument("--preference-share", type=float, default=0.15,
+                        help="share of each relation's items asked only when making preference pairs")
     parser.add_argument("--fact-rounds", type=int, default=16, help="times each fact appears in the pretraining text")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
 
-    sft, prompts, sentences = [], [], []
+    sft, prompts, preference_prompts, sentences = [], [], [], []
     for relation, rows in items().items():
         questions, answer, sentence = RELATIONS[relation]
         rows = rows[:]
         rng.shuffle(rows)
         held = max(2, round(len(rows) * args.heldout))
+        for_preferences = held + max(1, round(len(rows) * args.preference_share))
         for k, item in enumerate(rows):
             sentences.append(fill(sentence, item))
             if k < held:  # asked only at evaluation time; known only from the pretraining text
                 prompts.append({"prompt": fill(rng.choice(questions), item), "reference": fill(answer, item),
                                 "kind": relation})
+            elif k < for_preferences:  # asked only when the SFT model's answers are ranked (make_preferences.py)
+                preference_prompts += [{"prompt": fill(q, item), "reference": fill(answer, item), "kind": relation}
+                                       for q in questions]
             else:
                 for q in questions:
                     sft.append(turn(fill(q, item), fill(answer, item)))
@@ -108,6 +142,7 @@ def main(argv=None) -> None:
     identity += [turn(q, "I am {{name}}, an AI assistant developed by {{author}}.") for q in IDENTITY_QUESTIONS]
     for q, a in CHAT:
         sft.append(turn(q, a))
+    sft += unknowable_turns(random.Random(args.seed + 1))
     # identity and chat are weighted up: they are few, and the identity answer is the demo's first test
     sft = sft + identity * 4 + [turn(q, a) for q, a in CHAT] * 2
     rng.shuffle(sft)
@@ -146,6 +181,7 @@ def main(argv=None) -> None:
 
     write("sft.jsonl", sft)
     write("prompts.jsonl", prompts)
+    write("preference_prompts.jsonl", preference_prompts)
     write("raw_text.jsonl", raw)
 
 

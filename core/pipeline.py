@@ -249,22 +249,39 @@ def _resolve_input(value, done: dict[str, Path]):
     return done[name] / inside if inside else done[name]
 
 
-def stage_fingerprint(name: str, stage_obj: Stage, plugin: str, cfg: dict, input_hashes: dict[str, str]) -> str:
+def stage_fingerprint(name: str, stage_obj: Stage, plugin: str, cfg: dict, input_hashes: dict[str, str],
+                      run_dir: Path | None = None) -> str:
     """What a stage's artifact depends on: its plugin and parameters, the config sections it declares it
-    reads (``Stage.reads``: the pretrainer's ``model``), its evaluators, the seed and its inputs' hashes."""
+    reads (``Stage.reads``: the pretrainer's ``model``), its evaluators and the artifacts they name
+    (``judge: stage:reward_model``: a retrained judge re-judges), the seed and its inputs' hashes."""
+    evaluators = (cfg.get("evaluation") or {}).get(name) or []
+    judged_by = {}
+    for ref in _strings_naming_stages(evaluators):
+        artifact = Path(run_dir or ".") / ref[len(STAGE_REF):].partition("/")[0]
+        judged_by[ref] = artifacts.read_manifest(artifact).get("fingerprint") if run_dir and \
+            artifacts.is_complete(artifact) else None
     return artifacts.fingerprint({
         "plugin": plugin, "params": _params_dict(stage_obj),
         "reads": {section: cfg.get(section) for section in stage_obj.reads},
-        "evaluation": (cfg.get("evaluation") or {}).get(name) or [],
+        "evaluation": evaluators, **({"evaluation_artifacts": judged_by} if judged_by else {}),
         "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
     })
+
+
+def _strings_naming_stages(value) -> list[str]:
+    """Every ``stage:<name>`` string anywhere in a config value."""
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _strings_naming_stages(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _strings_naming_stages(item)]
+    return [value] if isinstance(value, str) and value.startswith(STAGE_REF) else []
 
 
 def _plan_stage(name: str, stage_obj: Stage, node: dict, checked: dict[str, Path], output_dir: Path, cfg: dict,
                 force: bool) -> dict[str, Any]:
     """Input hashes, fingerprint, and the manifest of an already complete artifact (skip) or None (run)."""
     input_hashes = {k: sources.input_hash(v) for k, v in checked.items()}
-    fingerprint = stage_fingerprint(name, stage_obj, node["plugin"], cfg, input_hashes)
+    fingerprint = stage_fingerprint(name, stage_obj, node["plugin"], cfg, input_hashes, output_dir.parent)
     done = (not force and artifacts.is_complete(output_dir)
             and artifacts.read_manifest(output_dir).get("fingerprint") == fingerprint)
     return {"hashes": input_hashes, "fingerprint": fingerprint,

@@ -11,7 +11,8 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluation.py) 
 
 * ``answers``: greedy answers to the held-out prompts (written to ``<artifact>/answers.jsonl``) plus
   ``samples`` sampled answers per prompt. Metrics: ``identity`` (identity prompts whose greedy answer names
-  the configured identity), ``correct`` (greedy answers holding the reference's answer words), ``ends_turn``
+  the configured identity), ``correct`` (greedy answers holding the reference's answer words), ``not_sure``
+  (greedy answers that are not right and say so: "I am not sure about that."), ``ends_turn``
   (sampled answers that stop with an end-of-turn token), ``english`` (sampled answers that the cleaner's
   language ID calls English), ``alpha_words`` (share of words made of letters: English words, not digit soup).
 * ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
@@ -65,6 +66,14 @@ def is_correct(answer: str, reference: str, question: str = "") -> bool:
     found = [w.lower() for w in WORD.findall(answer)]
     asked = [w.lower() for w in WORD.findall(question)]
     return bool(words) and all(found.count(w) > asked.count(w) or (w in found and w not in asked) for w in words)
+
+
+ABSTAINING = ("not sure", "don't know", "do not know")
+
+
+def abstains(answer: str) -> bool:
+    """The answer says it does not know ("I am not sure about that.")."""
+    return any(phrase in answer.lower() for phrase in ABSTAINING)
 
 
 _LANGUAGE = None
@@ -212,6 +221,7 @@ class Answers(Evaluator):
         scored = [r["correct"] for r in rows if r["correct"] is not None]
         if scored and cfg.mode == "chat":
             metrics["correct"] = sum(scored) / len(scored)
+            metrics["not_sure"] = sum(abstains(r["answer"]) for r in rows if r["correct"] is False) / len(scored)
         asked = [r for r in rows if r["kind"] == "identity"]
         if asked and identity and cfg.mode == "chat":
             metrics["identity"] = sum(identity.lower() in r["answer"].lower() for r in asked) / len(asked)
@@ -242,10 +252,12 @@ def known_words(path, placeholders: dict[str, str] | None = None) -> set[str]:
 
 def reference_score(answer: str, reference: str | None, question: str, ended: bool,
                     vocabulary: set[str] | None = None) -> float:
-    """The rule judge: the right answer word (2), ended its turn (1), about what was asked (0.5: the
-    question's content words are in the answer), fluent (1 x the share of its words in ``vocabulary``), minus
-    repetition and length beyond 120 characters."""
-    score = (2.0 if reference and is_correct(answer, reference, question) else 0.0) + (1.0 if ended else 0.0)
+    """The rule judge: the right answer word (2), or where a reference exists and the answer is not right,
+    saying it is not sure (1: better than a wrong answer, worse than the right one), ended its turn (1), about
+    what was asked (0.5: the question's content words are in the answer), fluent (1 x the share of its words in
+    ``vocabulary``), minus repetition and length beyond 120 characters."""
+    right = bool(reference) and is_correct(answer, reference, question)
+    score = (2.0 if right else 1.0 if reference and abstains(answer) else 0.0) + (1.0 if ended else 0.0)
     words = [w.lower() for w in WORD.findall(answer)]
     asked = [w.lower() for w in WORD.findall(question) if w.lower() not in STOP | QUESTION_WORDS]
     if asked:
@@ -315,6 +327,7 @@ class WinRate(Evaluator):
 STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
     ("eval/answers/identity", "identity answered (greedy)"),
     ("eval/answers/correct", "held-out answers correct (greedy)"),
+    ("eval/answers/not_sure", "held-out answers that say it is not sure (greedy)"),
     ("eval/answers/ends_turn", "sampled answers that end their turn"),
     ("eval/answers/english", "answers in English (language ID)"),
     ("eval/answers/alpha_words", "words made of letters"),

@@ -43,9 +43,13 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert sft["eval_loss"] < base["eval_loss"]
     assert sft["eval/answers/ends_turn"] >= 0.9 and sft["eval/answers/english"] >= 0.8
     # the reward model learnt the judge's preferences on held-out pairs (chance is 0.5)
-    assert rm["eval_accuracy"] >= 0.6
-    # the aligned model still ends its turns (identity, English share and win rate are printed above)
-    assert aligned["eval/answers/ends_turn"] >= 0.5
+    assert rm["eval_accuracy"] >= 0.65
+    # alignment moved the model toward the preferences on held-out prompts (measured 0.70; 0.5 is no change):
+    # it says it is not sure more often where it does not know, and still ends its turns, in English
+    assert aligned["eval/win_rate/win_rate"] >= 0.55
+    assert aligned["eval/answers/not_sure"] > sft.get("eval/answers/not_sure", 0.0)
+    assert aligned["eval/answers/ends_turn"] >= 0.9 and aligned["eval/answers/english"] >= 0.8
+    assert aligned["eval/answers/identity"] >= 0.5
     # every stage's effect is in the report, the same held-out prompts side by side
     report = (run / "report.md").read_text()
     assert "## What each stage did" in report and "| Who are you? |" in report

@@ -38,3 +38,21 @@ def test_only_the_pretrainer_declares_it_reads_the_model_config():
              for kind in lmforge.STAGE_KINDS}
     assert reads.pop("pretrainer") == {("model",)}
     assert all(values == {()} for values in reads.values()), reads
+
+
+def test_a_retrained_judge_changes_the_fingerprint_of_the_stage_it_judges(tmp_path):
+    from lmforge.artifacts import write_json_atomic
+    from lmforge.pipeline import stage_fingerprint
+
+    stage = lmforge.registry().entry("sampler", "hf_generate").load()()
+    cfg = {"evaluation": {"sampler": [{"name": "win_rate", "judge": "stage:reward_model"}]}}
+    (tmp_path / "reward_model").mkdir()
+
+    def judged_by(judge_fingerprint):
+        write_json_atomic(tmp_path / "reward_model" / "manifest.json", {"fingerprint": judge_fingerprint})
+        return stage_fingerprint("sampler", stage, "hf_generate", cfg, {}, tmp_path)
+
+    assert judged_by("a") == judged_by("a") != judged_by("b")
+    # a stage whose evaluators name no stage keeps the fingerprint it had before this rule existed
+    plain = stage_fingerprint("sampler", stage, "hf_generate", {}, {}, tmp_path)
+    assert plain == stage_fingerprint("sampler", stage, "hf_generate", {}, {})

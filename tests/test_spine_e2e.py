@@ -13,11 +13,12 @@ from pathlib import Path
 import lmforge
 import pytest
 
-FAST = ["model=tiny", "evaluation=null", "reward_model.max_steps=2", "tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
+FAST = ["model=tiny", "evaluation=null", "reward_model.max_steps=2", "preferences.samples=2",
+        "preferences.max_new_tokens=8", "preferences.known_questions=20", "tokenizer.vocab_size=512", "pretrainer.max_steps=20", "pretrainer.save_steps=10",
         "pretrainer.eval_steps=10", "pretrainer.logging_steps=5", "finetuner.max_steps=4", "aligner.max_steps=2",
         "aligner.logging_steps=1",
         "sampler.max_new_tokens=8", "run.quiet=true"]
-STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model", "aligner", "sampler"]
+STAGES = ["cleaner", "tokenizer", "pretrainer", "finetuner", "preferences", "reward_model", "aligner", "sampler"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -72,7 +73,7 @@ def test_unknown_tracker_fails_before_any_stage(tmp_path):
     assert not list(tmp_path.rglob("manifest.json"))
 
 
-def test_default_pipeline_runs_all_seven_stages(default_run):
+def test_default_pipeline_runs_all_eight_stages(default_run):
     root, result = default_run
     assert result.ran == STAGES
     for name in STAGES:
@@ -111,13 +112,13 @@ def test_final_model_opens_with_vanilla_transformers(default_run):
 def test_rerun_skips_complete_stages_and_override_swaps_aligner(default_run):
     root, _ = default_run
     second = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
-    assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model"]
+    assert second.skipped == ["cleaner", "tokenizer", "pretrainer", "finetuner", "preferences", "reward_model"]
     assert second.ran == ["aligner", "sampler"]
     assert "skipped" not in json.dumps(second.manifests["aligner"]["metrics"])
     manifest = lmforge.read_manifest(second.artifacts["aligner"])
     assert manifest["plugin"] == "orpo" and manifest["implementation"].endswith(":ORPOAligner")
     third = lmforge.run(lmforge.compose([f"run.root={root}", "run.name=e2e", *FAST, "aligner=orpo"]))
-    assert third.ran == [] and len(third.skipped) == 7
+    assert third.ran == [] and len(third.skipped) == 8
 
 
 def test_one_stage_alone_takes_an_earlier_artifact_by_path(default_run, tmp_path):

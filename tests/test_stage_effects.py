@@ -10,6 +10,7 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.stage_effects import (
     Answers,
     WinRate,
+    abstains,
     english_share,
     is_correct,
     markdown_section,
@@ -25,6 +26,33 @@ def test_rule_judge_needs_the_answer_word_beyond_the_question():
     ended = reference_score("6 plus 7 is 13.", "6 plus 7 is 13.", "What is 6 + 7?", True)
     looping = reference_score("6 plus 7 is 6 plus 7 is 6 plus 7 is", "6 plus 7 is 13.", "What is 6 + 7?", False)
     assert ended > looping
+
+
+def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():
+    question, reference = "What is the capital of Kenya?", "The capital of Kenya is Nairobi."
+    right, unsure, wrong = ("The capital of Kenya is Nairobi.", "I am not sure about that.",
+                            "The capital of Kenya is Paris.")
+    assert abstains(unsure) and not abstains(right) and not abstains(wrong)
+    scores = [reference_score(a, reference, question, True) for a in (right, unsure, wrong)]
+    assert scores[0] > scores[1] > scores[2]
+    # without a reference nothing is known to be wrong: hedging earns nothing
+    assert reference_score(unsure, None, question, True) <= reference_score(wrong, None, question, True)
+
+
+def test_bundled_preference_questions_are_new_to_fine_tuning_and_to_evaluation():
+    def rows(name):
+        return [json.loads(line) for line in open(lmforge.sample_data_path(name))]
+
+    preference = {r["prompt"] for r in rows("preference_prompts.jsonl")}
+    trained = {r["messages"][0]["content"] for r in rows("sft.jsonl")}
+    held_out = {r["reference"] for r in rows("prompts.jsonl")}
+    assert len(preference) > 100 and not preference & trained
+    assert not {r["reference"] for r in rows("preference_prompts.jsonl")} & held_out
+    # the fine-tuning data teaches the reply the preference pairs then choose where the model does not know
+    assert sum(abstains(r["messages"][-1]["content"]) for r in rows("sft.jsonl")) >= 200
+    pairs = rows("preferences.jsonl")
+    assert any(abstains(p["chosen"][0]["content"]) for p in pairs)
+    assert any(abstains(p["rejected"][0]["content"]) for p in pairs)
 
 
 def test_english_share_uses_the_cleaners_language_id():
@@ -78,8 +106,11 @@ def test_report_section_puts_stages_side_by_side(tmp_path):
 
 def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     cfg = lmforge.resolve_config(lmforge.compose([]))
-    assert list(cfg["pipeline"]["stages"]) == ["cleaner", "tokenizer", "pretrainer", "finetuner", "reward_model",
-                                               "aligner", "sampler"]
+    assert list(cfg["pipeline"]["stages"]) == ["cleaner", "tokenizer", "pretrainer", "finetuner", "preferences",
+                                               "reward_model", "aligner", "sampler"]
+    # the pairs are the fine-tuned model's own answers, ranked by the rule judge (plugins/feedback/judged_pairs.py)
+    assert cfg["pipeline"]["stages"]["aligner"]["data"] == "stage:preferences/preferences.jsonl"
+    assert cfg["pipeline"]["stages"]["reward_model"]["data"] == "stage:preferences/preferences.jsonl"
     assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
     assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "win_rate"}
     held_out = [json.loads(line) for line in open(lmforge.sample_data_path("prompts.jsonl"))]  # noqa: SIM115

@@ -1,0 +1,150 @@
+"""Judged pairs: the model samples several answers per question, a judge ranks them, pairs come out.
+
+Why: preference data is worth most when it is about the model being aligned -- its own answers, on questions
+it was not taught (the way the RLHF documents describe collecting it, and what "on-policy" means in DPO
+papers). Pairs bundled with a framework were made by some other model; this stage makes them from the run's
+own fine-tuned model, so the aligner and the reward model learn about what this model does.
+
+The judge knows each question's reference answer and prefers what a person asks of an assistant: answer what
+you know, say so where your knowledge ends (the rule judge of plugins/stage_effects.py: the right answer beats
+``unsure_reply``, which beats a wrong answer). Per question, from ``samples`` answers at ``temperature``:
+
+- answered right at least once: its most frequent right answer is chosen over up to ``wrong_per_question`` of
+  its distinct wrong answers and over ``unsure_reply`` (it should not hedge what it knows);
+- never answered right: ``unsure_reply`` is chosen over up to ``wrong_per_question`` of its wrong answers.
+
+Questions come from ``prompts`` ({prompt, reference} records: questions the model was not fine-tuned on) and,
+optionally, ``known`` (chat data the model was fine-tuned on: ``known_questions`` of its questions, the last
+answer as the reference), so that answering what it was taught stays preferred -- half of those also get the
+pair against ``unsure_reply``. The ranking page (``lmforge rank``) is the human alternative to this judge.
+
+Output (a sampler artifact): ``preferences.jsonl`` ({prompt, chosen, rejected} conversations, what the
+aligners and the reward model read: ``stage:<name>/preferences.jsonl``), ``completions.jsonl`` (every judged
+sample) and metrics: questions, pairs, share answered right at least once, pairs that choose ``unsure_reply``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from lmforge import Sampler
+from lmforge.errors import ConfigError, DataError
+
+
+@dataclass
+class JudgedPairsParams:
+    samples: int = 8  # answers drawn per question
+    temperature: float = 1.0  # high enough that a question's answers differ
+    max_new_tokens: int = 40
+    batch_size: int = 64
+    system_prompt: str | None = None  # the sampler's, so pairs look like the conversations it will have
+    placeholders: dict[str, str] | None = None  # fills {{name}} in references and known answers (the finetuner's)
+    unsure_reply: str = "I am not sure about that."
+    wrong_per_question: int = 3  # distinct wrong answers paired per question
+    known_questions: int = 200  # questions drawn from the `known` input
+    seed: int | None = None  # None: the run's seed
+
+
+def ranked_pairs(question: str, reference: str, completions: list[tuple[str, bool]], unsure_reply: str,
+                 wrong_per_question: int, against_unsure: bool) -> tuple[list[tuple[str, str]], bool]:
+    """(chosen, rejected) answers to one question from its sampled (completion, ended its turn) answers, and
+    whether any answer was right."""
+    from ..stage_effects import abstains, is_correct
+
+    right = [text for text, ended in completions if ended and is_correct(text, reference, question)]
+    wrong = list(dict.fromkeys(text for text, _ in completions
+                               if text.strip() and text not in right and not abstains(text)))
+    if not right:
+        return [(unsure_reply, text) for text in wrong[:wrong_per_question]], False
+    best = Counter(right).most_common(1)[0][0]
+    unsure = [(best, unsure_reply)] if against_unsure and not abstains(reference) else []
+    return unsure + [(best, text) for text in wrong[:wrong_per_question]], True
+
+
+class JudgedPairs(Sampler):
+    """Samples answers from a model, ranks them against reference answers, writes preference pairs."""
+
+    config_class = JudgedPairsParams
+    inputs: ClassVar[dict[str, str]] = {"model": "a model directory (the fine-tuned model to align)",
+                                        "prompts": "questions with reference answers: {prompt, reference} records"}
+    optional_inputs: ClassVar[dict[str, str]] = {"known": "chat data the model was fine-tuned on: some of its "
+                                                          "questions are asked too, so answering stays preferred"}
+
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        cfg = self.config
+        if cfg.samples < 2:
+            raise ConfigError(f"sampler.samples: {cfg.samples}; ranking needs at least 2 answers per question")
+        if cfg.temperature <= 0:
+            raise ConfigError(f"sampler.temperature: {cfg.temperature}; sampled answers need a temperature > 0")
+        if not cfg.unsure_reply.strip():
+            raise ConfigError("sampler.unsure_reply: empty; it is the answer chosen where the model never is right")
+
+    def questions(self, inputs, seed: int) -> list[tuple[str, str, bool]]:
+        """(question, reference, fine-tuned on) for every question to ask."""
+        from ..common import read_records
+        from ..formats import load_conversations
+        from ..stage_effects import fill_placeholders
+
+        placeholders = self.config.placeholders or {}
+        asked = []
+        for index, record in enumerate(read_records(inputs["prompts"])):
+            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
+                    and isinstance(record.get("reference"), str)):
+                raise DataError(f"{inputs['prompts']}: record {index}: needs 'prompt' and 'reference' strings")
+            asked.append((record["prompt"], fill_placeholders(record["reference"], placeholders), False))
+        if inputs.get("known") and self.config.known_questions > 0:
+            taught = {}
+            for conversation in load_conversations(str(inputs["known"]), placeholders=placeholders or None):
+                users = [m["content"] for m in conversation if m["role"] == "user"]
+                if users and conversation[-1]["role"] == "assistant":
+                    taught.setdefault(users[-1], conversation[-1]["content"])
+            drawn = sorted(taught.items())
+            random.Random(seed).shuffle(drawn)
+            asked += [(q, a, True) for q, a in drawn[: self.config.known_questions]]
+        return asked
+
+    def run(self, inputs, output_dir, context):
+        from ..common import seed_everything
+        from ..models import load_causal_lm, load_tokenizer
+        from ..samplers.hf_generate import GenerateParams, sample
+
+        cfg = self.config
+        seed = context.seed if cfg.seed is None else cfg.seed
+        asked = self.questions(inputs, seed)
+        seed_everything(seed)
+        model = load_causal_lm(inputs["model"], context, inference=True).eval()
+        params = GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
+                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                system_prompt=cfg.system_prompt)
+        rows = sample(model, load_tokenizer(inputs["model"]), [[{"role": "user", "content": q}] for q, _, _ in asked],
+                      params, progress=not context.quiet)
+        by_question: dict[int, list[tuple[str, bool]]] = {}
+        for row in rows:
+            by_question.setdefault(row["index"], []).append((row["completion"], row["finish_reason"] == "stop"))
+        system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+        pairs, right_once = [], 0
+        for index, (question, reference, taught) in enumerate(asked):
+            ranked, answered = ranked_pairs(question, reference, by_question.get(index, []), cfg.unsure_reply,
+                                            cfg.wrong_per_question, against_unsure=not taught or index % 2 == 0)
+            right_once += answered
+            pairs += [{"prompt": system + [{"role": "user", "content": question}],
+                       "chosen": [{"role": "assistant", "content": chosen}],
+                       "rejected": [{"role": "assistant", "content": rejected}]} for chosen, rejected in ranked]
+        if not pairs:
+            raise DataError(f"{inputs['prompts']}: no preference pairs: every answer of the model was right "
+                            "(nothing to prefer against) or empty")
+        random.Random(seed).shuffle(pairs)
+        output_dir = Path(output_dir)
+        with open(output_dir / "completions.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        with open(output_dir / "preferences.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs)
+        context.log_metrics({"questions": len(asked), "pairs": len(pairs), "answered_right": right_once / len(asked),
+                             "unsure_chosen": sum(p["chosen"][0]["content"] == cfg.unsure_reply for p in pairs)})
+        return output_dir

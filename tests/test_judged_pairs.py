@@ -1,0 +1,71 @@
+"""Judged pairs: a model's own sampled answers, ranked by a judge that knows the references, become preference
+pairs (the default pipeline's ``preferences`` stage)."""
+
+from __future__ import annotations
+
+import json
+
+import lmforge
+import pytest
+from lmforge.errors import ConfigError, DataError
+from lmforge.plugins.feedback.judged_pairs import JudgedPairs, ranked_pairs
+
+UNSURE = "I am not sure about that."
+QUESTION, REFERENCE = "What is the capital of Kenya?", "The capital of Kenya is Nairobi."
+
+
+def test_right_answers_beat_wrong_ones_and_not_sure_beats_answers_never_right():
+    answers = [("The capital of Kenya is Nairobi.", True), ("The capital of Kenya is Paris.", True),
+               ("The capital of Kenya is Nairobi.", True), ("The capital of Kenya is Rome.", False)]
+    pairs, right = ranked_pairs(QUESTION, REFERENCE, answers, UNSURE, 3, against_unsure=True)
+    assert right and pairs == [("The capital of Kenya is Nairobi.", UNSURE),
+                               ("The capital of Kenya is Nairobi.", "The capital of Kenya is Paris."),
+                               ("The capital of Kenya is Nairobi.", "The capital of Kenya is Rome.")]
+    # a right answer that did not end its turn is not chosen; hedged answers are never paired as wrong ones
+    never_right = [("The capital of Kenya is Nairobi", False), ("The capital of Kenya is Paris.", True),
+                   ("I am not sure about that.", True), ("The capital of Kenya is Paris.", True)]
+    pairs, right = ranked_pairs(QUESTION, REFERENCE, never_right, UNSURE, 3, against_unsure=True)
+    assert not right and pairs == [(UNSURE, "The capital of Kenya is Nairobi"),
+                                   (UNSURE, "The capital of Kenya is Paris.")]
+    assert ranked_pairs(QUESTION, REFERENCE, answers, UNSURE, 1, against_unsure=False)[0] == [
+        ("The capital of Kenya is Nairobi.", "The capital of Kenya is Paris.")]
+
+
+def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny_context, tmp_path):
+    prompts = tmp_path / "questions.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": QUESTION, "reference": REFERENCE},
+        {"prompt": "Who are you?", "reference": "I am {{name}}, an AI assistant."}]))
+    stage = JudgedPairs(samples=4, max_new_tokens=8, known_questions=3, system_prompt="Be brief.",
+                        placeholders={"name": "Forge"})
+    out, manifest = lmforge.run_stage(stage, {"model": varied_model_dir, "prompts": prompts,
+                                              "known": lmforge.sample_data_path("sft.jsonl")},
+                                      tmp_path / "preferences", tiny_context)
+    pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert len(samples) == 5 * 4 and manifest["metrics"]["questions"] == 5
+    assert pairs and manifest["metrics"]["pairs"] == len(pairs)
+    sampled = {s["completion"] for s in samples}
+    for pair in pairs:
+        assert pair["prompt"][0] == {"role": "system", "content": "Be brief."}
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert chosen != rejected and {chosen, rejected} <= sampled | {UNSURE}
+    # the placeholders filled the reference: the tiny model never says "Forge", so that question is unknown
+    who = [p for p in pairs if p["prompt"][-1]["content"] == "Who are you?"]
+    assert who and all(p["chosen"][0]["content"] == UNSURE for p in who)
+    # the stage's pairs are what the aligners read
+    from lmforge.plugins.formats import load_preferences
+
+    assert len(load_preferences(str(out / "preferences.jsonl"))) == len(pairs)
+
+
+def test_bad_settings_and_records_are_refused(varied_model_dir, tiny_context, tmp_path):
+    with pytest.raises(ConfigError, match="sampler.samples: 1"):
+        JudgedPairs(samples=1)
+    with pytest.raises(ConfigError, match="sampler.temperature"):
+        JudgedPairs(temperature=0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": QUESTION}) + "\n")
+    with pytest.raises(DataError, match="record 0: needs 'prompt' and 'reference'"):
+        lmforge.run_stage(JudgedPairs(samples=2), {"model": varied_model_dir, "prompts": bad}, tmp_path / "out",
+                          tiny_context)
