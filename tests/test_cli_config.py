@@ -87,6 +87,8 @@ def test_config_file_replaces_the_default_pipeline(tmp_path, capsys):
     assert cfg["finetuner"]["max_steps"] == 5 and cfg["finetuner"]["batch_size"] == 2  # file, then command line
     composed = lmforge.resolve_config(lmforge.compose(["finetuner.batch_size=2"], config_file=path))
     assert composed["pipeline"]["stages"]["aligner"]["model"] == "stage:finetuner"
+    # a pipeline without the default's `preferences` stage aligns on the bundled pairs
+    assert composed["pipeline"]["stages"]["aligner"]["data"] == lmforge.sample_data_path("preferences.jsonl")
     assert composed["finetuner"]["batch_size"] == 2 and composed["aligner"]["plugin"] == "orpo"
 
 

@@ -129,7 +129,7 @@ ALIGNERS_SCRIPT = textwrap.dedent("""
 
     root, model, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     cfg = resolve_config(lmforge.compose([f"run.root={root}", *overrides]))
-    prefs, prompts = cfg["data"]["preferences"], cfg["data"]["prompts"]
+    prefs, prompts = lmforge.sample_data_path("preferences.jsonl"), cfg["data"]["prompts"]
     steps = {"max_steps": 2, "save_steps": 0}
     stages = {}
     for name in ("orpo", "kto", "grpo", "rloo", "reward_model", "ppo"):

@@ -188,9 +188,13 @@ def test_kill_during_pretraining_then_rerun_resumes(tmp_path):
 
 
 def test_third_party_plugin_package_selected_by_override(tmp_path):
-    target = tmp_path / "site"
+    import shutil
+
+    target, source = tmp_path / "site", tmp_path / "lmforge-shouting"  # built from a copy: no build/ in the repo
+    shutil.copytree(REPO / "examples" / "lmforge-shouting", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-                              "--target", str(target), str(REPO / "examples" / "lmforge-shouting")],
+                              "--target", str(target), str(source)],
                              capture_output=True, text=True, check=False)
     assert install.returncode == 0, install.stderr
     env = {"PYTHONPATH": str(target)}

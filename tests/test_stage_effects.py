@@ -111,6 +111,11 @@ def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     # the pairs are the fine-tuned model's own answers, ranked by the rule judge (plugins/feedback/judged_pairs.py)
     assert cfg["pipeline"]["stages"]["aligner"]["data"] == "stage:preferences/preferences.jsonl"
     assert cfg["pipeline"]["stages"]["reward_model"]["data"] == "stage:preferences/preferences.jsonl"
+    # your own pairs instead, or a pipeline without that stage: the bundled pairs
+    mine = lmforge.resolve_config(lmforge.compose(["data.preferences=mine.jsonl"]))["pipeline"]["stages"]
+    assert mine["aligner"]["data"] == mine["reward_model"]["data"] == "mine.jsonl"
+    dropped = lmforge.resolve_config(lmforge.compose(["~pipeline.stages.preferences"]))["pipeline"]["stages"]
+    assert dropped["aligner"]["data"] == lmforge.sample_data_path("preferences.jsonl")
     assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
     assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "win_rate"}
     held_out = [json.loads(line) for line in open(lmforge.sample_data_path("prompts.jsonl"))]  # noqa: SIM115
