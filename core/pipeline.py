@@ -322,6 +322,7 @@ def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
     for name, wiring in stages_cfg.items():
         stage_obj = stage(name, cfg)
         wiring = dict(wiring or {})
+        given = {}  # inputs that exist before the run, resolved: the stage's check_data reads them now
         for key, value in wiring.items():
             references = _stage_refs(value)
             for reference in references:
@@ -331,12 +332,13 @@ def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
                                       f"pipeline{close_match(ref, planned)}; earlier: {', '.join(planned) or '(none)'}")
             known = key in stage_obj.inputs or key in stage_obj.optional_inputs
             if known and not references and value not in (None, "", []):  # a glob matching nothing fails now
-                sources.resolve_input(sources.input_kind(type(stage_obj), key), value,
-                                          f"{stage_obj.kind}: input '{key}'")
+                given[key] = sources.resolve_input(sources.input_kind(type(stage_obj), key), value,
+                                                   f"{stage_obj.kind}: input '{key}'")
         for required in stage_obj.inputs:
             if wiring.get(required) in (None, ""):
                 raise MissingArtifact(f"pipeline.stages.{name}.{required}: required input "
                                       f"({stage_obj.inputs[required]}) is not set")
+        stage_obj.check_data(given)
         planned[name] = (stage_obj, wiring)
     check_plan(cfg, planned)
     return planned

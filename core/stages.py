@@ -155,6 +155,13 @@ class Stage:
         """Checks that need the run's context (the model preset, the hardware), called for every stage of a
         pipeline before any of them runs; raise a one-line :class:`~lmforge.ConfigError`. Default: none."""
 
+    def check_data(self, inputs: dict[str, Any]) -> None:
+        """Content checks on the inputs that exist before the run (files and data sets the user named, not an
+        earlier stage's artifact), called for every stage of a pipeline before any of them runs, so that bad
+        data fails before the stages ahead of this one train; raise a one-line :class:`~lmforge.DataError`
+        naming the file and line. ``inputs`` maps input names to what :meth:`check_inputs` resolves them to.
+        Default: none (a stage checks its data when it reads it)."""
+
     def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Resolve each input by its kind (see :mod:`lmforge.sources`) and fail with one line when a required
         one is absent, or one cannot be found: a missing path, a glob matching nothing, a Hub id not cached.

@@ -380,6 +380,17 @@ def train_resume_save(build: Callable[[], Any], params: TrainerParams, inputs: d
     return Trained(model, summary, step_of(resume) if resume else 0)
 
 
+def check_preference_data(stage, inputs: dict) -> None:
+    """``check_data`` of the pairwise aligners (``check_data = training.check_preference_data``): a preference
+    file the user named is read now, before the stages ahead of this one train -- a malformed record or a set of
+    identical pairs fails with its one line here, not after pretraining and fine-tuning."""
+    from .data_checks import drop_identical_pairs
+    from .formats import load_preferences
+
+    if "data" in inputs:
+        drop_identical_pairs(load_preferences(inputs["data"], stage.config.format), str(inputs["data"]), where=stage.kind)
+
+
 def run_trainer(build: Callable[[Any, dict, Any], Any]):
     """The ``run`` method of a stage whose whole work is the trainer ``build(cfg, inputs, context)`` returns::
 

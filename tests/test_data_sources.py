@@ -296,3 +296,20 @@ def test_model_inputs_take_a_hub_id_and_the_manifest_records_its_commit(tiny_mod
         lmforge.Finetuner().check_inputs({"model": "org/absent", "data": specs["jsonl"]})
     with pytest.raises(MissingArtifact, match=r"^finetuner: input 'model' not found: /no/such/model$"):
         lmforge.Finetuner().check_inputs({"model": "/no/such/model", "data": specs["jsonl"]})
+
+
+@pytest.mark.parametrize(("key", "lines", "message"), [
+    ("data.sft", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+                  {"foo": 1}], r"sft.jsonl:2: unrecognised record \(keys: foo\)"),
+    ("data.preferences", [{"prompt": "a", "chosen": "b", "rejected": "b"}] * 2,
+     r"2 of 2 preference pairs have identical chosen and rejected sides"),
+    ("data.preferences", [{"prompt": "a", "chosen": "b"}], r"holds no preference pairs"),
+])
+def test_bad_chats_or_pairs_fail_before_any_stage_trains(tmp_path, key, lines, message):
+    """The finetuner's and the pairwise aligners' check_data read the user's file when the run is planned: a
+    bad record at the end of the SFT data fails before cleaning, tokenizer training and pretraining."""
+    path = tmp_path / ("sft.jsonl" if key == "data.sft" else "pairs.jsonl")
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(DataError, match=message):
+        lmforge.run(lmforge.compose([f"run.root={tmp_path}", "run.quiet=true", f"{key}={path}"]))
+    assert not list(tmp_path.rglob("manifest.json"))

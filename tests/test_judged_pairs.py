@@ -66,6 +66,14 @@ def test_bad_settings_and_records_are_refused(varied_model_dir, tiny_context, tm
         JudgedPairs(temperature=0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": QUESTION}) + "\n")
-    with pytest.raises(DataError, match="record 0: needs 'prompt' and 'reference'"):
+    with pytest.raises(DataError, match="bad.jsonl:1: needs 'prompt' and 'reference'"):
         lmforge.run_stage(JudgedPairs(samples=2), {"model": varied_model_dir, "prompts": bad}, tmp_path / "out",
                           tiny_context)
+
+
+def test_a_questions_file_without_references_fails_before_any_stage_runs(tmp_path):
+    bad = tmp_path / "questions.jsonl"
+    bad.write_text(json.dumps({"prompt": "2 + 2?", "reference": "4"}) + "\n" + json.dumps({"prompt": "Hi?"}) + "\n")
+    with pytest.raises(DataError, match=r"questions.jsonl:2: needs 'prompt' and 'reference' strings.*fields: prompt"):
+        lmforge.run(lmforge.compose([f"run.root={tmp_path}", "run.quiet=true", f"data.preference_prompts={bad}"]))
+    assert not list(tmp_path.rglob("manifest.json"))  # not even the cleaner ran

@@ -54,3 +54,4 @@ class DPOAligner(Aligner):
     config_class = DPOParams
 
     run = training.run_trainer(build_dpo)
+    check_data = training.check_preference_data

@@ -56,3 +56,4 @@ class ORPOAligner(Aligner):
     config_class = ORPOParams
 
     run = training.run_trainer(build_orpo)
+    check_data = training.check_preference_data

@@ -144,6 +144,7 @@ class RewardModelTrainer(Aligner):
     """Trains a scalar reward model on preference pairs (TRL RewardTrainer) and reports held-out accuracy."""
 
     config_class = RewardModelParams
+    check_data = training.check_preference_data
 
     def run(self, inputs, output_dir, context):
         from datasets import Dataset

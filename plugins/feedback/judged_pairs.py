@@ -66,6 +66,18 @@ def ranked_pairs(question: str, reference: str, completions: list[tuple[str, boo
     return unsure + [(best, text) for text in wrong[:wrong_per_question]], True
 
 
+def questions_with_references(source) -> list[dict]:
+    """The {prompt, reference} records of a questions input; one line naming the file:line that is not one."""
+    from ..data import read_rows
+
+    rows = read_rows(source)
+    for row in rows:
+        if not (isinstance(row.fields.get("prompt"), str) and isinstance(row.fields.get("reference"), str)):
+            raise DataError(f"{row.where}: needs 'prompt' and 'reference' strings (a question and its right "
+                            f"answer); fields: {', '.join(map(str, row.fields)) or 'none'}")
+    return [row.fields for row in rows]
+
+
 class JudgedPairs(Sampler):
     """Samples answers from a model, ranks them against reference answers, writes preference pairs."""
 
@@ -85,19 +97,18 @@ class JudgedPairs(Sampler):
         if not cfg.unsure_reply.strip():
             raise ConfigError("sampler.unsure_reply: empty; it is the answer chosen where the model never is right")
 
+    def check_data(self, inputs):
+        if "prompts" in inputs:  # before the stages ahead of this one train
+            questions_with_references(inputs["prompts"])
+
     def questions(self, inputs, seed: int) -> list[tuple[str, str, bool]]:
         """(question, reference, fine-tuned on) for every question to ask."""
-        from ..common import read_records
         from ..formats import load_conversations
         from ..stage_effects import fill_placeholders
 
         placeholders = self.config.placeholders or {}
-        asked = []
-        for index, record in enumerate(read_records(inputs["prompts"])):
-            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
-                    and isinstance(record.get("reference"), str)):
-                raise DataError(f"{inputs['prompts']}: record {index}: needs 'prompt' and 'reference' strings")
-            asked.append((record["prompt"], fill_placeholders(record["reference"], placeholders), False))
+        asked = [(r["prompt"], fill_placeholders(r["reference"], placeholders), False)
+                 for r in questions_with_references(inputs["prompts"])]
         if inputs.get("known") and self.config.known_questions > 0:
             taught = {}
             for conversation in load_conversations(str(inputs["known"]), placeholders=placeholders or None):

@@ -225,6 +225,12 @@ class SFTFinetuner(Finetuner):
     config_class = SFTParams
     optional_inputs: ClassVar[dict[str, str]] = {"eval_data": "held-out SFT data for eval loss (any format)"}
 
+    def check_data(self, inputs):
+        """The chats the user named are read now: a bad record fails before the stages ahead of this one train."""
+        for key in ("data", "eval_data"):
+            if key in inputs:
+                load_examples(inputs[key], self.config)
+
     def run(self, inputs, output_dir, context):
         def build():
             trainer, _, stats = build_trainer(self.config, inputs, context)
