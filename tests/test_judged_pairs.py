@@ -60,10 +60,13 @@ def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny
 
 
 def test_bad_settings_and_records_are_refused(varied_model_dir, tiny_context, tmp_path):
-    with pytest.raises(ConfigError, match="sampler.samples: 1"):
+    with pytest.raises(ConfigError, match="samples: must be >= 2, got 1"):
         JudgedPairs(samples=1)
-    with pytest.raises(ConfigError, match="sampler.temperature"):
+    with pytest.raises(ConfigError, match="temperature: must be > 0"):
         JudgedPairs(temperature=0)
+    # in a pipeline the message names the stage's own option
+    with pytest.raises(ConfigError, match="preferences.wrong_per_question: must be >= 1, got 0"):
+        lmforge.run(lmforge.compose([f"run.root={tmp_path}", "preferences.wrong_per_question=0"]))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": QUESTION}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:1: needs 'prompt' and 'reference'"):

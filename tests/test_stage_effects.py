@@ -94,12 +94,15 @@ def test_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_c
 
 def test_report_section_puts_stages_side_by_side(tmp_path):
     manifests = {"pretrainer": {"metrics": {"eval_loss": 5.0, "eval/answers/alpha_words": 0.9}},
-                 "finetuner": {"metrics": {"eval/answers/identity": 1.0, "eval/answers/ends_turn": 0.95}}}
+                 "finetuner": {"metrics": {"eval/answers/identity": 1.0, "eval/answers/ends_turn": 0.95}},
+                 "preferences": {"metrics": {"pairs": 940, "unsure_chosen": 390}}}
     for stage, answer in (("pretrainer", "the cat sat on the"), ("finetuner", "I am *Forge*.")):
         (tmp_path / stage).mkdir()
         (tmp_path / stage / "answers.jsonl").write_text(json.dumps({"prompt": "Who are you?", "answer": answer}) + "\n")
     section = markdown_section(tmp_path, manifests)
     assert "| finetuner | identity answered (greedy) | 1 |" in section
+    assert '| preferences | preference pairs made from its own answers | 940 |' in section
+    assert '| preferences | pairs that prefer "I am not sure" | 390 |' in section
     assert "| Who are you? | the cat sat on the | I am \\*Forge\\*\\. |" in section
     assert markdown_section(tmp_path, {"cleaner": {"metrics": {}}}) == ""
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
-from lmforge.errors import ConfigError, DataError
+from lmforge.config import ParamError, at_least
+from lmforge.errors import DataError
 
 
 @dataclass
@@ -48,6 +49,14 @@ class JudgedPairsParams:
     wrong_per_question: int = 3  # distinct wrong answers paired per question
     known_questions: int = 200  # questions drawn from the `known` input
     seed: int | None = None  # None: the run's seed
+
+    def __post_init__(self):
+        at_least(self, 2, "samples")  # ranking needs at least two answers per question
+        at_least(self, 1, "max_new_tokens", "batch_size", "wrong_per_question")
+        at_least(self, 0, "known_questions")
+        at_least(self, 0, "temperature", exclusive=True)  # sampled answers differ only above 0
+        if not self.unsure_reply.strip():
+            raise ParamError("unsure_reply: empty; it is the answer chosen where the model is never right")
 
 
 def ranked_pairs(question: str, reference: str, completions: list[tuple[str, bool]], unsure_reply: str,
@@ -86,16 +95,6 @@ class JudgedPairs(Sampler):
                                         "prompts": "questions with reference answers: {prompt, reference} records"}
     optional_inputs: ClassVar[dict[str, str]] = {"known": "chat data the model was fine-tuned on: some of its "
                                                           "questions are asked too, so answering stays preferred"}
-
-    def __init__(self, config=None, **params):
-        super().__init__(config, **params)
-        cfg = self.config
-        if cfg.samples < 2:
-            raise ConfigError(f"sampler.samples: {cfg.samples}; ranking needs at least 2 answers per question")
-        if cfg.temperature <= 0:
-            raise ConfigError(f"sampler.temperature: {cfg.temperature}; sampled answers need a temperature > 0")
-        if not cfg.unsure_reply.strip():
-            raise ConfigError("sampler.unsure_reply: empty; it is the answer chosen where the model never is right")
 
     def check_data(self, inputs):
         if "prompts" in inputs:  # before the stages ahead of this one train
