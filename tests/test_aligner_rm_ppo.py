@@ -203,8 +203,11 @@ def test_ppo_rejects_a_causal_lm_as_reward_model(tmp_path, tiny_model_dir, tiny_
 def test_rlhf_pipeline_and_one_override_swaps():
     cfg = lmforge.compose(["pipeline=rlhf", "reward_model.max_steps=3", "ppo.max_steps=2"])
     stages = dict(cfg.pipeline.stages)
-    assert list(stages)[-3:] == ["reward_model", "ppo", "sampler"]
+    assert list(stages)[-4:] == ["preferences", "reward_model", "ppo", "sampler"]
     assert stages["ppo"]["reward_model"] == "stage:reward_model"
+    resolved = lmforge.resolve_config(cfg)["pipeline"]["stages"]  # pairs of its own answers; rollouts on new questions
+    assert resolved["reward_model"]["data"] == "stage:preferences/preferences.jsonl"
+    assert resolved["ppo"]["data"] == lmforge.sample_data_path("preference_prompts.jsonl")
     reward_stage, ppo_stage = lmforge.stage("reward_model", cfg), lmforge.stage("ppo", cfg)
     assert isinstance(reward_stage, RewardModelTrainer) and reward_stage.config.max_steps == 3
     assert isinstance(ppo_stage, PPOAligner) and ppo_stage.config.max_steps == 2
