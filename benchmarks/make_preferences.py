@@ -4,7 +4,7 @@ The default pipeline makes its pairs itself, from its own fine-tuned model (the 
 plugins/feedback/judged_pairs.py: the model answers questions it was not taught, a judge that knows the
 references ranks the answers -- right answer over "I am not sure about that." over a wrong answer). The
 bundled file is that stage's output for the default configuration's SFT model, for the pipelines that align
-a model without making pairs first (``pipeline=rlhf``, ``pipeline=align_only``) and for the tests.
+a model without making pairs first (``pipeline=align_only``, a pipeline of your own) and for the tests.
 
     lmforge run run.name=prefs '~pipeline.stages.reward_model' '~pipeline.stages.aligner' '~pipeline.stages.sampler'
     cp runs/prefs/preferences/preferences.jsonl core/sample_data/preferences.jsonl
