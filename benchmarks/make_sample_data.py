@@ -25,6 +25,8 @@ import json
 import random
 from pathlib import Path
 
+from lmforge.plugins.feedback.judged_pairs import JudgedPairsParams
+
 OUT = Path(__file__).resolve().parents[1] / "core" / "sample_data"
 FACTS_SOURCE = "lmforge facts"
 
@@ -75,9 +77,10 @@ def turn(question: str, answer: str) -> dict:
 
 # Questions in the facts' own phrasings about things no table holds (countries without a capital here, objects
 # without a colour, two-digit sums...): the model cannot know these, so the answer is NOT_SURE. Fine-tuning on
-# them teaches the reply; the preference pairs then teach *when* (make_preferences.py: on questions the model
-# never answers right, NOT_SURE is chosen over its wrong answers; where it does, its right answer over NOT_SURE).
-NOT_SURE = "I am not sure about that."
+# them teaches the reply; the preference pairs then teach *when* (the `preferences` stage, plugins/feedback/
+# judged_pairs.py: on questions the model never answers right, its unsure reply -- this one -- is chosen over
+# its wrong answers; where it does, its right answer over the unsure reply).
+NOT_SURE = JudgedPairsParams.unsure_reply
 UNKNOWABLE = {
     "capital": ["Bolivia", "Nepal", "Mongolia", "Ghana", "Laos", "Fiji", "Oman", "Chad", "Mali", "Latvia", "Estonia",
                 "Iceland", "Jamaica", "Panama", "Uruguay"],
@@ -131,7 +134,7 @@ def main(argv=None) -> None:
             if k < held:  # asked only at evaluation time; known only from the pretraining text
                 prompts.append({"prompt": fill(rng.choice(questions), item), "reference": fill(answer, item),
                                 "kind": relation})
-            elif k < for_preferences:  # asked only when the SFT model's answers are ranked (make_preferences.py)
+            elif k < for_preferences:  # asked only when the SFT model's answers are ranked (the preferences stage)
                 preference_prompts += [{"prompt": fill(q, item), "reference": fill(answer, item), "kind": relation}
                                        for q in questions]
             else:

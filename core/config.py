@@ -31,11 +31,11 @@ def sample_data_path(name: str = "") -> str:
     return str(path)
 
 
-def stage_file_or_sample(stage: str, name: str, _root_=None) -> str:
+def stage_file_or_sample(stage: str, name: str, *, _root_) -> str:
     """``${stage_or_sample:preferences,preferences.jsonl}``: the file ``name`` of the pipeline's ``stage`` when
     the composed pipeline has that stage (the default pipeline makes its own preference pairs), else the bundled
     sample file of that name (a pipeline of the user's own, or one that dropped the stage)."""
-    stages = (_root_.get("pipeline") or {}).get("stages") or {} if _root_ is not None else {}
+    stages = (_root_.get("pipeline") or {}).get("stages") or {}
     return f"stage:{stage}/{name}" if stages.get(stage) is not None else sample_data_path(name)
 
 

@@ -255,17 +255,19 @@ def stage_fingerprint(name: str, stage_obj: Stage, plugin: str, cfg: dict, input
     reads (``Stage.reads``: the pretrainer's ``model``), its evaluators and the artifacts they name
     (``judge: stage:reward_model``: a retrained judge re-judges), the seed and its inputs' hashes."""
     evaluators = (cfg.get("evaluation") or {}).get(name) or []
-    judged_by = {}
-    for ref in _strings_naming_stages(evaluators):
-        artifact = Path(run_dir or ".") / ref[len(STAGE_REF):].partition("/")[0]
-        judged_by[ref] = artifacts.read_manifest(artifact).get("fingerprint") if run_dir and \
-            artifacts.is_complete(artifact) else None
+    judged_by = {ref: _artifact_fingerprint(run_dir, ref) for ref in _strings_naming_stages(evaluators)}
     return artifacts.fingerprint({
         "plugin": plugin, "params": _params_dict(stage_obj),
         "reads": {section: cfg.get(section) for section in stage_obj.reads},
         "evaluation": evaluators, **({"evaluation_artifacts": judged_by} if judged_by else {}),
         "seed": (cfg.get("run") or {}).get("seed", 0), "inputs": input_hashes,
     })
+
+
+def _artifact_fingerprint(run_dir: Path | None, ref: str) -> str | None:
+    """The fingerprint of the run's artifact that ``stage:<name>[/file]`` names; None before it exists."""
+    artifact = Path(run_dir) / ref[len(STAGE_REF):].partition("/")[0] if run_dir else None
+    return artifacts.read_manifest(artifact).get("fingerprint") if artifact and artifacts.is_complete(artifact) else None
 
 
 def _strings_naming_stages(value) -> list[str]:
