@@ -5,6 +5,7 @@ near-duplicates of known Jaccard similarity, language ID with the bundled model,
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -13,6 +14,8 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.cleaners.content import HarmfulContent, LanguageFilter, PIIRedact
 from lmforge.plugins.cleaners.dedup import MinHashDedup
 from lmforge.plugins.cleaners.heuristics import (
+    WORD_PATTERN,
+    WORD_RULES,
     BoilerplateLines,
     C4Quality,
     FineWebQuality,
@@ -117,6 +120,26 @@ def test_repetition_counts_match_gophers_definitions():
         for n in range(5, 11):
             if n in grams:
                 assert repeated_ngram_chars(grams[n], n, offsets) == reference_dup(words, n)
+
+
+def test_split_words_is_the_word_pattern_token_for_token():
+    """The fast paths change no token: the chunked splitter and the pattern with its fast paths give exactly
+    the plain rules' tokens on tricky pieces glued in random ways."""
+    pieces = ["cannot", "Cannot,", "CANNOT", "can", "not", "Mr.", "mrs.", "A.", "U.S.", "e.g.", "example.com",
+              "www.x.org", "http://a.b/c", "https:", "end.The", "word.--", "thus--", "you,--", "so..", "a...b",
+              "...", "IL-3", "11-12", "don't", "they're", "I'd", "o'er", "dogs'", "it's", "1,000", "3.5", "10:30",
+              "(hello)", '"quoted"', "[x]", "naïve", "cafe\u0301", "日本語", "_under_", "x_y", "#tag", "—", "--",
+              "St.", "Inc.", "\u00a0", "word,", "word;", "word:", "word!", "word?", "word)", "word]", 'word"']
+    separators = [" ", "  ", "\n", "\n\n", "\t", "\u00a0", "", "\x1c"]
+    rules = re.compile(WORD_RULES, re.IGNORECASE)
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(separators) for _ in range(rng.randrange(1, 12)))
+        if rng.random() < 0.5:
+            text = text.rstrip()
+        expected = rules.findall(text)
+        assert split_words(text) == expected, repr(text)
+        assert WORD_PATTERN.findall(text) == expected, repr(text)
 
 
 def test_gopher_repetition_top_ngram_boundary():
