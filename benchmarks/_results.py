@@ -64,7 +64,8 @@ def median(values) -> float:
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, log=print) -> dict[str, list]:
-    """Every contender once per round, the order rotated each round (a b c, b c a, …); its return values."""
+    """Every contender once per round, the order rotated each round (a b c, b c a, …); their return values
+    (a float or a tuple starting with one is shown in the log line as seconds)."""
     names = list(contenders)
     results: dict[str, list] = {name: [] for name in names}
     for index in range(rounds):
@@ -72,7 +73,9 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, log=pr
         for name in names[shift:] + names[:shift]:
             results[name].append(contenders[name]())
             if log:
-                log(f"round {index + 1}/{rounds}: {name}: {results[name][-1]}")
+                value = results[name][-1]
+                seconds = value[0] if isinstance(value, tuple) and value and isinstance(value[0], float) else value
+                log(f"round {index + 1}/{rounds}: {name}" + (f": {seconds:.3f}" if isinstance(seconds, float) else ""))
     return results
 
 

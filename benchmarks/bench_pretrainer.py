@@ -4,15 +4,16 @@
 
 Setup: Tiny Shakespeare with the character tokenizer, nanoGPT's CPU reference (batch 12, block 64,
 AdamW lr 1e-3 beta2 0.99, clip 1.0) on the ``model`` preset (default ``nanogpt_char``: a 0.8M Llama).
-Each round runs, one after another in this process: the plain loop, ``pretrainer=lean`` and
-``pretrainer=hf_trainer``, each for 2 x ``--steps`` steps; only the second half is timed (steady state,
+Each round runs, one after another in this process (the order rotated each round): the plain loop,
+``pretrainer=lean`` and ``pretrainer=hf_trainer``, each for 2 x ``--steps`` steps; only the second half is timed (steady state,
 no evaluation, no checkpoints). The plain loop is what a user would write by hand: random windows as
 nanoGPT's ``get_batch``, forward, cross-entropy, backward, clip, AdamW step. Each run reports wall-clock
 and process CPU ms/step (torch on one thread by default): on a shared machine wall time swings with
 other people's jobs while CPU time counts only this process's work, so the CPU ratio is the robust one.
 Medians over rounds (and the fastest round's CPU time, the least disturbed); the ratio is lmforge's
-ms/step over the plain loop's (goal <= 1.03). Compare only
-numbers printed side by side by one run.
+ms/step over the plain loop's (goal <= 1.03). Compare only numbers printed side by side by one run. The raw
+result (every round, the machine, its load, the versions) goes to benchmarks/results/pretrainer_<date>.json
+(GPU mode: pretrainer_gpu_<date>.json).
 
 GPU mode (``--gpu``): the ``llama_124m`` preset (12 layers, width 768, tied embeddings) with a 32,768-token
 vocabulary, bf16, ``torch.compile``, SDPA (flash) attention, fused AdamW, batch x block sized for an H100
@@ -40,6 +41,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _results import Recorder
 from lmforge import hookimpl  # lmforge itself imports no torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -236,6 +238,8 @@ def gpu_main(args) -> int:
         return 2
     from lmforge.plugins.pretrainers.shared import split_tokens, tokenized_corpus
 
+    recorder = Recorder("pretrainer_gpu" if not args.smoke else "pretrainer_gpu_smoke",
+                        packages=("lmforge", "torch", "transformers", "accelerate"))
     work = Path(tempfile.mkdtemp(prefix="bench-pretrainer-gpu-"))
     cache = str(work / "cache")
     model_cfg = load_model_preset("llama_124m")
@@ -272,6 +276,10 @@ def gpu_main(args) -> int:
     for variant, r in results.items():
         print(f"{variant:<12}{r['ms_per_step']:>9.1f}{r['tokens_per_s']:>12,.0f}{r['mfu']:>7.3f}"
               f"{r['tokens_per_s'] / base:>9.2f}x")
+    if not args.smoke:  # a smoke check's numbers mean nothing
+        recorder.write({"mode": "gpu", "card": card, "model": "llama_124m", "vocab": args.vocab, "batch": args.batch,
+                        "block": args.block, "timed_steps": args.steps, "note": "one run per loop, in turn (not rounds)"},
+                       results, args.out)
     return 0
 
 
@@ -289,6 +297,7 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=32768, help="--gpu: vocabulary size")
     parser.add_argument("--corpus-tokens", type=int, default=4_000_000, help="--gpu: random tokens to train on")
     parser.add_argument("--smoke", action="store_true", help="--gpu's code path on CPU with a tiny model")
+    parser.add_argument("--out", type=Path, help="raw result file (default: benchmarks/results/pretrainer_<date>.json)")
     args = parser.parse_args()
     if args.smoke:
         args.gpu = True
@@ -311,6 +320,7 @@ def main() -> int:
     if not args.data.is_file():
         print(f"data not found: {args.data} (pass --data)", file=sys.stderr)
         return 2
+    recorder = Recorder("pretrainer", packages=("lmforge", "torch", "transformers", "accelerate"))
     model_cfg = load_model_preset(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-pretrainer-"))
     cache = str(work / "cache")
@@ -323,7 +333,8 @@ def main() -> int:
     variants = ["plain", "lean"] + ([] if args.skip_hf else ["hf_trainer"])
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for round_index in range(args.rounds):
-        for variant in variants:
+        shift = round_index % len(variants)  # the order rotates: each loop goes first in turn
+        for variant in variants[shift:] + variants[:shift]:
             if variant == "plain":
                 ms = plain_loop(train, model_cfg, tokenizer, args.steps, args.batch, args.block, seed=round_index)
             else:
@@ -346,6 +357,13 @@ def main() -> int:
         print(f"{variant:<12}{wall:>14.1f}{1000 * tokens_per_step / wall:>10,.0f}{wall / base_wall:>8.3f}"
               f"{cpu:>14.1f}{1000 * tokens_per_step / cpu:>14,.0f}{cpu / base_cpu:>11.3f}"
               f"{fastest:>12.1f}{fastest / base_min:>11.3f}")
+    results = {variant: {"wall_ms_per_step": [round(t[0], 2) for t in times[variant]],
+                         "cpu_ms_per_step": [round(t[1], 2) for t in times[variant]],
+                         "median_wall_ms": round(medians[variant][0], 2), "median_cpu_ms": round(medians[variant][1], 2),
+                         "wall_ratio_to_plain": round(medians[variant][0] / base_wall, 3),
+                         "cpu_ratio_to_plain": round(medians[variant][1] / base_cpu, 3)} for variant in variants}
+    recorder.write({"mode": "cpu", "model": args.model, "batch": args.batch, "block": args.block,
+                    "threads": args.threads, "rounds": args.rounds, "timed_steps_per_run": args.steps}, results, args.out)
     return 0
 
 

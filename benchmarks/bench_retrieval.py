@@ -10,6 +10,8 @@
 3. Greedy answers on held-out questions: bare (no retrieval) vs retrieval always on (BM25 over documents/) vs
    retrieval when unsure (entropy threshold); firing rate on known vs held-out questions at that threshold.
 The threshold is chosen on half of the questions (calibration) and the rates are reported on the other half.
+No peer runs beside it (it measures what retrieval buys, not speed); the raw result (the settings, the
+machine, the versions, every rate) goes to benchmarks/results/retrieval_<date>.json.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import Recorder
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,7 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="keep the artifacts here (default: a temp dir)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--distractors", type=int, default=2, help="other places' passages beside the right one")
+    parser.add_argument("--results", type=Path, help="raw result file (default: benchmarks/results/retrieval_<date>.json)")
     args = parser.parse_args(argv)
+    recorder = Recorder("retrieval", packages=("lmforge", "torch", "transformers", "bm25s"))
 
     import torch
 
@@ -135,6 +141,9 @@ def main(argv=None) -> int:
     result["sft_steps"], result["sft_seconds"] = args.steps, round(sft_seconds)
     result["model"] = f"llama hidden {args.hidden}, {args.layers} layers, device {args.device}"
     print(json.dumps(result, indent=2))
+    recorder.write({"steps": args.steps, "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size,
+                    "lr": args.lr, "device": args.device, "distractors": args.distractors,
+                    "heldout_questions": len(heldout), "known_questions": len(known)}, result, args.results)
     print("example:", json.dumps({"question": heldout[0]["question"], "bare": sample(
         model, tokenizer, prompts(heldout[:1]), gen)[0]["completion"], "with retrieval": always[0]["completion"]}))
     return 0

@@ -8,7 +8,9 @@ Prints three comparisons (greedy decoding, so every contender produces the same 
      in batches of the same size (goal: time ratio <= 1.05);
   2. batched vs one-by-one: the sampler with ``batch_size`` B vs 1;
   3. the HTTP server: the same prompts as concurrent requests vs one request at a time.
-Each timing is the best of ``--repeats`` runs taken in turns (less noise on a shared machine).
+Comparisons 1 and 2 are medians of ``--rounds`` interleaved rounds (every contender once a round, the order
+rotated); 3 is one run of each. The raw result (every round, the machine, its load, the versions) goes to
+benchmarks/results/sampler_<date>.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _results import Recorder, interleaved, median
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -89,20 +93,6 @@ def measure_time_inside_generate(model, function):
         del model.generate
 
 
-def interleaved_best_times(contenders: dict, repeats: int) -> dict:
-    """Best time of each contender, run in turns (a b c, b c a, …) so that load on a shared machine hits all."""
-    names = list(contenders)
-    best = {name: (float("inf"), None) for name in names}
-    for round_number in range(repeats):
-        for name in names[round_number % len(names):] + names[:round_number % len(names)]:
-            started = time.perf_counter()
-            result = contenders[name]()
-            seconds = time.perf_counter() - started
-            if seconds < best[name][0]:
-                best[name] = (seconds, result)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a model dir (default: build a random one)")
@@ -111,12 +101,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", "--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="raw result file (default: benchmarks/results/sampler_<date>.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-server", action="store_true")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    recorder = Recorder("sampler", packages=("lmforge", "torch", "transformers", "openai"))
     import torch
     from lmforge.plugins.samplers.hf_generate import GenerateParams, generate_kwargs, sample
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -135,7 +127,7 @@ def main() -> None:
     kwargs = generate_kwargs(settings, tokenizer)
     print(f"model {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) on {device}, "
           f"torch threads {torch.get_num_threads()}; {len(prompts)} prompts, {args.max_new_tokens} new tokens, "
-          f"greedy, best of {args.repeats}")
+          f"greedy, medians of {args.rounds} interleaved rounds")
 
     def plain_loop(order=None):
         ordered = [prompts[i] for i in order] if order else prompts
@@ -160,14 +152,24 @@ def main() -> None:
         return sample(model, tokenizer, prompts, settings)
 
     plain_loop()  # warm-up
-    timings = interleaved_best_times({"plain": plain_loop, "sorted": lambda: plain_loop(by_length),
-                                      "sampler": lmforge_sampler}, args.repeats)
-    (plain_seconds, plain_texts), (sorted_seconds, _), (sampler_seconds, rows) = timings.values()
+    lmforge_sampler()
+
+    def timed(function):
+        def run():
+            started = time.perf_counter()
+            result = function()
+            return time.perf_counter() - started, result
+        return run
+
+    runs = interleaved({"plain": timed(plain_loop), "sorted": timed(lambda: plain_loop(by_length)),
+                        "sampler": timed(lmforge_sampler), "sampler_batch_1": timed(lambda: lmforge_sampler(1))},
+                       args.rounds)
+    plain_seconds, sorted_seconds, sampler_seconds, single_seconds = (
+        median(seconds for seconds, _ in runs[name]) for name in ("plain", "sorted", "sampler", "sampler_batch_1"))
+    plain_texts, rows = runs["plain"][0][1], runs["sampler"][0][1]
     tokens = sum(row["completion_tokens"] for row in rows)
     same = sum(row["completion"] == text for row, text in zip(rows, plain_texts))
     inside = measure_time_inside_generate(model, lambda: lmforge_sampler())
-    single_seconds, _ = best_time(lambda: lmforge_sampler(1), min(2, args.repeats))
-
     print("\n| what | seconds | tokens/s | ratio |\n|---|---|---|---|")
     print(f"| plain generate loop (batch {args.batch_size}) | {plain_seconds:.2f} | {tokens / plain_seconds:.0f} | 1.00 |")
     print(f"| plain loop, batches grouped by length as the sampler does | {sorted_seconds:.2f} | "
@@ -181,8 +183,20 @@ def main() -> None:
           f"time ratio {inside[0] / inside[1]:.3f} to generate alone (its own overhead, robust to machine load)")
     print(f"{same}/{len(rows)} sampler completions identical to the plain loop's; {tokens} tokens generated")
 
+    results = {name: {"seconds": [round(seconds, 3) for seconds, _ in runs[name]],
+                      "median_s": round(median(seconds for seconds, _ in runs[name]), 3)} for name in runs}
+    results.update(tokens=tokens, identical_completions=f"{same}/{len(rows)}",
+                   sampler_over_plain=round(sampler_seconds / plain_seconds, 3),
+                   sampler_over_same_batches=round(sampler_seconds / sorted_seconds, 3),
+                   batched_speedup_over_batch_1=round(single_seconds / sampler_seconds, 2),
+                   one_run_seconds_total_and_inside_generate=[round(inside[0], 3), round(inside[1], 3)],
+                   time_ratio_to_generate_alone=round(inside[0] / inside[1], 3))
     if not args.no_server:
-        serve_comparison(model_dir, prompts, args)
+        results["server"] = serve_comparison(model_dir, prompts, args)
+    recorder.write({"model": str(args.model or f"random llama hidden {args.hidden}, {args.layers} layers"),
+                    "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                    "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "device": device}, results,
+                   args.out)
 
 
 def serve_comparison(model_dir, prompts, args) -> None:
@@ -212,6 +226,10 @@ def serve_comparison(model_dir, prompts, args) -> None:
               f"({tokens / sequential_seconds:.0f} tok/s), concurrent {concurrent_seconds:.2f} s "
               f"({tokens / concurrent_seconds:.0f} tok/s): {sequential_seconds / concurrent_seconds:.1f}x; "
               f"largest batch {max(sizes)}; {same}/{len(prompts)} answers identical")
+        return {"sequential_seconds_one_run": round(sequential_seconds, 3),
+                "concurrent_seconds_one_run": round(concurrent_seconds, 3), "tokens": tokens,
+                "speedup": round(sequential_seconds / concurrent_seconds, 2), "largest_batch": max(sizes),
+                "identical_answers": f"{same}/{len(prompts)}"}
 
 
 if __name__ == "__main__":

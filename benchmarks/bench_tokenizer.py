@@ -2,14 +2,17 @@
 
 1. Throughput: lmforge's byte-level BPE stage (``run_stage``: streaming, held-out split, training, saving, the
    report) against the same ``tokenizers`` pipeline called by hand on the same text (read, train, save).
-   Ratio = lmforge seconds / direct seconds; goal <= 1.05. Runs alternate; the best of ``--repeats`` counts.
+   Ratio = lmforge seconds / direct seconds; goal <= 1.05. One run of each per round, the order alternating,
+   for ``--rounds`` rounds; medians compared. Both in this process, imports done before the first round,
+   ``TOKENIZERS_PARALLELISM=true`` for both.
 2. Compression: bytes per token on held-out text for lmforge's bpe / unigram / wordpiece and, if the
    ``sentencepiece`` package is installed, sentencepiece BPE and Unigram models of the same vocabulary size
    trained on the same text (identity normalization, byte fallback; sentencepiece encodes line by line, so
    one token per line break is added to its count to match the newline tokens the others produce).
 
 Data: the real text in ../shared/data (Wikipedia, C4, Tiny Shakespeare), split 95/5 into train/held-out
-documents. Run: ``python benchmarks/bench_tokenizer.py [--vocab-size 2048] [--repeats 3] [--skip-unigram]``.
+documents. Run: ``python benchmarks/bench_tokenizer.py [--vocab-size 2048] [--rounds 3] [--skip-unigram]``.
+The raw result (every round, the machine, its load, the versions) goes to benchmarks/results/tokenizer_<date>.json.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from _results import Recorder, median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -127,7 +132,8 @@ def sentencepiece_rows(train: list[str], heldout: list[str], vocab_size: int, wo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab-size", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", "--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="raw result file (default: benchmarks/results/tokenizer_<date>.json)")
     parser.add_argument("--skip-unigram", action="store_true", help="Unigram training is the slow one")
     args = parser.parse_args()
 
@@ -135,6 +141,7 @@ def main() -> None:
     from lmforge.plugins.tokenizers.unigram import UnigramTokenizer
     from lmforge.plugins.tokenizers.wordpiece import WordPieceTokenizer
 
+    recorder = Recorder("tokenizer", packages=("lmforge", "tokenizers", "transformers", "sentencepiece"))
     train, heldout = split(load_documents())
     work = Path(tempfile.mkdtemp(prefix="bench-tokenizer-"))
     train_file = work / "train.jsonl"
@@ -143,20 +150,36 @@ def main() -> None:
     print(f"data: {len(train)} train docs ({train_mb:.2f} MB), {len(heldout)} held-out docs "
           f"({sum(len(d.encode()) for d in heldout) / 1e6:.2f} MB); vocab {args.vocab_size}; cpus {os.cpu_count()}")
 
+    direct_bpe(train_file, work / "direct", args.vocab_size)  # warm-ups: imports and file cache, not measured
+    lmforge_stage(ByteLevelBPE, train_file, work / "bpe", args.vocab_size)
     direct_times, stage_times, stage_train_times = [], [], []
-    for _ in range(args.repeats):
-        direct_times.append(direct_bpe(train_file, work / "direct", args.vocab_size))
-        seconds, report = lmforge_stage(ByteLevelBPE, train_file, work / "bpe", args.vocab_size)
-        stage_times.append(seconds)
-        stage_train_times.append(report["train_seconds"])
-    direct, stage, stage_train = min(direct_times), min(stage_times), min(stage_train_times)
-    print(f"\n## Training throughput, byte-level BPE (best of {args.repeats})")
+    for round_index in range(args.rounds):
+        def ours():
+            seconds, report = lmforge_stage(ByteLevelBPE, train_file, work / "bpe", args.vocab_size)
+            stage_times.append(seconds)
+            stage_train_times.append(report["train_seconds"])
+
+        def theirs():
+            direct_times.append(direct_bpe(train_file, work / "direct", args.vocab_size))
+
+        for run in (theirs, ours) if round_index % 2 == 0 else (ours, theirs):
+            run()
+        print(f"round {round_index + 1}/{args.rounds}: direct {direct_times[-1]:.2f} s, lmforge training "
+              f"{stage_train_times[-1]:.2f} s, whole stage {stage_times[-1]:.2f} s", flush=True)
+    direct, stage, stage_train = median(direct_times), median(stage_times), median(stage_train_times)
+    print(f"\n## Training throughput, byte-level BPE (medians of {args.rounds} interleaved rounds)")
     print("| run | seconds | MB/s |\n|---|---|---|")
     print(f"| tokenizers directly (read + train + save) | {direct:.2f} | {train_mb / direct:.2f} |")
     print(f"| lmforge bpe, training only (stream + train) | {stage_train:.2f} | {train_mb / stage_train:.2f} |")
     print(f"| lmforge bpe, whole stage (+ save, report, manifest) | {stage:.2f} | {train_mb / stage:.2f} |")
     print(f"overhead ratio (training only / direct): {stage_train / direct:.3f}   (goal <= 1.05)")
     print(f"overhead ratio (whole stage / direct):   {stage / direct:.3f}")
+    results = {"throughput": {
+        "direct_seconds": [round(x, 3) for x in direct_times], "lmforge_train_seconds": [round(x, 3) for x in
+                                                                                         stage_train_times],
+        "lmforge_stage_seconds": [round(x, 3) for x in stage_times], "direct_median_s": round(direct, 3),
+        "lmforge_train_median_s": round(stage_train, 3), "lmforge_stage_median_s": round(stage, 3),
+        "overhead_ratio_training": round(stage_train / direct, 3), "overhead_ratio_whole_stage": round(stage / direct, 3)}}
 
     rows = [("lmforge bpe (byte-level, gpt4 regex)", bytes_per_token_hf(work / "bpe", heldout), stage_train)]
     seconds, report = lmforge_stage(WordPieceTokenizer, train_file, work / "wordpiece", args.vocab_size)
@@ -170,6 +193,11 @@ def main() -> None:
     print("| tokenizer | bytes/token | train seconds |\n|---|---|---|")
     for name, bpt, seconds in rows:
         print(f"| {name} | {bpt:.3f} | {seconds:.1f} |")
+    results["compression"] = {name: {"heldout_bytes_per_token": round(bpt, 4), "train_seconds_one_run": round(seconds, 2)}
+                              for name, bpt, seconds in rows}
+    recorder.write({"vocab_size": args.vocab_size, "rounds": args.rounds, "train_docs": len(train),
+                    "train_mb": round(train_mb, 3), "heldout_docs": len(heldout),
+                    "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM")}, results, args.out)
     shutil.rmtree(work, ignore_errors=True)
 
 
