@@ -88,6 +88,7 @@ class Recorder:
         self.extra_versions = dict(extra_versions or {})
         self.started = time.time()
         self.load_before = os.getloadavg()
+        self.git = git_state()  # the code measured: the commit when the run starts
 
     def write(self, settings: dict, results: dict, out: Path | None = None) -> Path:
         today = datetime.date.today().isoformat()
@@ -100,7 +101,7 @@ class Recorder:
             "benchmark": self.bench,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            **git_state(),
+            **self.git,
             "machine": {
                 "cores": os.cpu_count(),
                 "cpu_model": cpu_model(),
