@@ -167,7 +167,7 @@ class Stage:
         one is absent, or one cannot be found: a missing path, a glob matching nothing, a Hub id not cached.
 
         A data input comes back as a ``Path`` when it is one local file or directory, else as a
-        ``DataSource`` (glob, mixture, Hub dataset) that ``lmforge.plugins.data`` reads; a model input as a
+        ``DataSource`` (glob, mixture, Hub dataset) that ``lmforge.plugins.lib.data`` reads; a model input as a
         local directory or a Hub snapshot (``ResolvedModel``, path-like, with its commit).
         """
         from .errors import ConfigError, close_match

@@ -170,7 +170,7 @@ def _samples(artifact: Path) -> list[str]:
 def _stage_effects(run_dir: Path, manifests: dict) -> list[str]:
     """The stage-effects section (what each stage changed in the model's answers), where that plugin is present."""
     try:
-        from lmforge.plugins import stage_effects
+        from lmforge.plugins.evaluators import stage_effects
     except ImportError:
         return []
     section = stage_effects.markdown_section(run_dir, manifests)

@@ -1,4 +1,4 @@
-"""The shared trainer knobs (plugins/training.py) on real TRL trainers: one-line validation of every knob,
+"""The shared trainer knobs (plugins/lib/training.py) on real TRL trainers: one-line validation of every knob,
 training by epochs, gradient checkpointing (same loss, recomputed activations), load dtype, and LoRA on an
 aligner with the adapter-disabled base as DPO's reference (no second model) that still learns.
 
@@ -67,7 +67,7 @@ def test_a_bad_knob_fails_the_pipeline_before_any_stage_runs(tmp_path):
 
 
 def test_every_trl_stage_takes_the_shared_knobs():
-    from lmforge.plugins.training import TrainerParams
+    from lmforge.plugins.lib.training import TrainerParams
 
     shared = set(TrainerParams.__dataclass_fields__)
     for option in ("finetuner=sft", "aligner=dpo", "aligner=orpo", "aligner=kto", "aligner=grpo", "aligner=rloo",
@@ -97,7 +97,7 @@ def test_gradient_checkpointing_recomputes_without_changing_the_loss(shared_data
     losses = {}
     for checkpointing in (False, True):
         cfg = _dpo(max_steps=2, gradient_checkpointing=checkpointing).config
-        lmforge.plugins.common.seed_everything(0)
+        lmforge.plugins.lib.models.seed_everything(0)
         context = _context(tiny_context, tmp_path / f"work-{checkpointing}")
         trainer = build_dpo(cfg, {"model": tiny_model_dir, "data": data}, context)
         trainer.train()

@@ -24,8 +24,7 @@ from typing import Any
 from lmforge import Cleaner, CleaningStep, Drop, registry
 from lmforge.config import check_bounds, named_spec
 from lmforge.errors import DataError
-
-from ..common import iter_texts, write_dataset_card
+from lmforge.plugins.lib.data import iter_texts, write_dataset_card
 
 
 @dataclass

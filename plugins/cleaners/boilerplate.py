@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lmforge import CleaningStep, Drop
-
-from .punctuation import TERMINAL_PUNCTUATION
+from lmforge.plugins.cleaners.punctuation import TERMINAL_PUNCTUATION
 
 CODE = re.compile(
     r"[{};]\s*$|^\s*[})\]]|\bfunction\s*\w*\s*\(|=>|\b(?:var|let|const)\s+[\w$]+\s*=|\b(?:window|document|console)\.\w"

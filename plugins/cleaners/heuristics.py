@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 from lmforge import CleaningStep, Drop
-
-from .punctuation import PUNCTUATION_SET, TERMINAL_PUNCTUATION
+from lmforge.plugins.cleaners.punctuation import PUNCTUATION_SET, TERMINAL_PUNCTUATION
 
 WORD_PATTERN = re.compile(
     r"https?://\S+|www\.\S+"  # URLs stay one token

@@ -31,10 +31,8 @@ from typing import Any
 
 from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
-
-from ..common import write_dataset_card
-from ..data import BadRecord, iter_rows
-from .basic import build_steps, check_steps, edit_steps
+from lmforge.plugins.cleaners.basic import build_steps, check_steps, edit_steps
+from lmforge.plugins.lib.data import BadRecord, iter_rows, write_dataset_card
 
 STANDARD_STEPS = [
     "normalize",
@@ -271,7 +269,7 @@ class StandardCleaner(Cleaner):
                     progress.update(len(batch))
                 yield batch, results, seconds
             return
-        from .web import worker_context
+        from lmforge.plugins.cleaners.web import worker_context
 
         pool = worker_context().Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
         try:

@@ -6,7 +6,7 @@ the model learns to stop); for prompt/completion data it keeps the loss on the c
 sequences (best-fit decreasing, with per-sequence positions so packed examples never attend to each
 other) and runs the eval split. lmforge adds on top:
 
-* data in any supported format (``lmforge.plugins.formats``: messages, ShareGPT, alpaca,
+* data in any supported format (``lmforge.plugins.lib.formats``: messages, ShareGPT, alpaca,
   prompt/completion, one-string dialogues), auto-detected, with a system prompt / identity and
   ``{{name}}``-style placeholders filled from config;
 * a stated truncation policy (``truncation``) that never cuts a reply's end-of-turn token: ``keep_start`` drops
@@ -29,9 +29,8 @@ from typing import ClassVar
 from lmforge import Finetuner
 from lmforge.config import ParamError
 from lmforge.errors import ConfigError, DataError
-
-from .. import training
-from ..formats import load_conversations, load_prompt_completions, read_format
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.formats import load_conversations, load_prompt_completions, read_format
 
 TRUNCATION = ("keep_start", "drop")
 LOSS_ON = ("assistant", "all")

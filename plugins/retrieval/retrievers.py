@@ -74,8 +74,7 @@ class BM25Retriever:
 
     def _build(self) -> None:
         import bm25s
-
-        from ..data import BadRecord, iter_rows
+        from lmforge.plugins.lib.data import BadRecord, iter_rows
 
         for row in iter_rows(self.config.collection, self.config.text_field):
             if isinstance(row, BadRecord):

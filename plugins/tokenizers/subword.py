@@ -31,9 +31,8 @@ from typing import Any, ClassVar
 
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
-
-from ..data import iter_texts
-from ..inspect.tokens import SAMPLE_SENTENCES, WORD, plain_view, spans_from_offsets
+from lmforge.plugins.inspect.tokens import SAMPLE_SENTENCES, WORD, plain_view, spans_from_offsets
+from lmforge.plugins.lib.data import iter_texts
 
 ESCAPE = "\ufdd0"  # a Unicode noncharacter: never assigned, meant for internal use
 CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends into pieces about this long
@@ -308,7 +307,7 @@ class TextStream:
 
 def stream_texts(path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
     """Batches of texts read lazily from any data input: records one by one, .txt/.md in pieces of about
-    64k characters cut at line ends (``lmforge.plugins.data``, ``txt_mode="chunk"``)."""
+    64k characters cut at line ends (``lmforge.plugins.lib.data``, ``txt_mode="chunk"``)."""
     yield from iter_texts(path, text_field, batch_size, txt_mode="chunk")
 
 

@@ -38,7 +38,7 @@ PROBE_REPLY = "lmforge-probe-reply"
 
 
 def _lmforge_template() -> str:
-    from .tokenizers.subword import chat_template
+    from lmforge.plugins.tokenizers.subword import chat_template
 
     # lmforge's own layout, without the content escaping (that needs lmforge's tokenizer normalizer)
     return chat_template(LMFORGE_CHAT_TOKENS).replace("{{- bos_token }}", "{{- bos_token if bos_token else '' }}", 1)
@@ -221,3 +221,9 @@ def save_model_dir(model, tokenizer, output_dir: str | Path) -> None:
 
 __all__ = ["ResolvedModel", "chat_template_presets", "end_of_turn_token", "generation_eos_ids", "load_causal_lm",
            "load_tokenizer", "model_path", "prepare_model_for_tokenizer", "resolve_model_ref", "save_model_dir"]
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)

@@ -301,7 +301,7 @@ def _text_file(path: Path, text_field: str, mode: str):
 
 def _web_rows(paths: list[Path], text_field: str, workers: int = 1):
     """HTML / WARC pages through the cleaner's web extraction: the article as text, with URL and metadata."""
-    from .cleaners.web import PROBLEM, iter_web_records
+    from lmforge.plugins.cleaners.web import PROBLEM, iter_web_records
 
     for where, document in iter_web_records(paths, workers):
         if PROBLEM in document:
@@ -401,3 +401,13 @@ def _relocate(snapshot: Path, label: str, index: int, exc: BaseException) -> Bad
                 if isinstance(row, BadRecord):
                     return row
     return BadRecord(f"{label}: record {index}", f"cannot read: {_first_line(exc)}")
+
+
+def write_dataset_card(output_dir: str | Path, title: str, pattern: str = "*.parquet") -> None:
+    """A README.md whose metadata tells vanilla ``datasets.load_dataset(output_dir)`` which files are data.
+
+    Without it, the manifest and reports beside the parquet shards would be read as data files too.
+    """
+    card = ("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            f"    path: \"{pattern}\"\n---\n# {title}\n\nWritten by lmforge; see manifest.json for how.\n")
+    (Path(output_dir) / "README.md").write_text(card)

@@ -29,9 +29,8 @@ from pathlib import Path
 
 from lmforge.config import ParamError, at_least, one_line
 from lmforge.errors import ConfigError, close_match
-
-from .models import load_causal_lm, load_tokenizer
-from .evaluation import Evaluator
+from lmforge.plugins.evaluators import Evaluator
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
 WHERE = "evaluation.lm_eval"
 

@@ -22,16 +22,15 @@ from typing import Any
 
 from lmforge.config import ParamError
 from lmforge.errors import DataError, close_match
-
-from .checkpoints import latest_checkpoint, step_of
-from .common import seed_everything
-from .models import (
+from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of
+from lmforge.plugins.lib.models import (
     end_of_turn_token,
     ensure_pad_token,
     load_tokenizer,
     model_path,
     prepare_model_for_tokenizer,
     save_model_dir,
+    seed_everything,
 )
 
 METHODS = ("full", "lora", "qlora")
@@ -384,8 +383,8 @@ def check_preference_data(stage, inputs: dict) -> None:
     """``check_data`` of the pairwise aligners (``check_data = training.check_preference_data``): a preference
     file the user named is read now, before the stages ahead of this one train -- a malformed record or a set of
     identical pairs fails with its one line here, not after pretraining and fine-tuning."""
-    from .data_checks import drop_identical_pairs
-    from .formats import load_preferences
+    from lmforge.plugins.lib.data_checks import drop_identical_pairs
+    from lmforge.plugins.lib.formats import load_preferences
 
     if "data" in inputs:
         drop_identical_pairs(load_preferences(inputs["data"], stage.config.format), str(inputs["data"]), where=stage.kind)

@@ -25,9 +25,8 @@ from typing import Any
 from lmforge import hookimpl, registry
 from lmforge.config import build_params, named_spec
 from lmforge.errors import ConfigError
-
-from .common import iter_texts, read_records
-from .models import load_causal_lm, load_tokenizer
+from lmforge.plugins.lib.data import iter_texts, read_records
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
 
 class Evaluator:
@@ -96,8 +95,8 @@ class GSM8K(Evaluator):
     config_class = GSM8KConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .aligners.rewards import final_answer
-        from .samplers.hf_generate import GenerateParams, sample
+        from lmforge.plugins.aligners.rewards import final_answer
+        from lmforge.plugins.lib.generation import GenerateParams, sample
 
         records = read_records(self.config.data)[: self.config.limit]
         for index, record in enumerate(records):
@@ -124,8 +123,11 @@ class RewardAccuracy(Evaluator):
     config_class = RewardAccuracyConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .aligners.reward_model import RewardScorer, pairwise_accuracy  # the reward model's own report
-        from .formats import load_preferences
+        from lmforge.plugins.aligners.reward_model import (  # the reward model's own report
+            RewardScorer,
+            pairwise_accuracy,
+        )
+        from lmforge.plugins.lib.formats import load_preferences
 
         pairs = load_preferences(self.config.data)[: self.config.limit]
         return pairwise_accuracy(RewardScorer.from_dir(artifact, context), pairs)
@@ -138,9 +140,10 @@ BUILTIN = (Perplexity, GSM8K, RewardAccuracy)
 def lmforge_register(registry):
     for cls in BUILTIN:
         registry.add("evaluator", cls.name, cls)
-    registry.add("evaluator", "lm_eval", "lmforge.plugins.lm_eval_adapter:LMEvalHarness")
-    registry.add("evaluator", "answers", "lmforge.plugins.stage_effects:Answers")
-    registry.add("evaluator", "win_rate", "lmforge.plugins.stage_effects:WinRate")
+    registry.add("evaluator", "lm_eval", "lmforge.plugins.evaluators.lm_eval:LMEvalHarness")
+    registry.add("evaluator", "answers", "lmforge.plugins.evaluators.stage_effects:Answers")
+    registry.add("evaluator", "win_rate", "lmforge.plugins.evaluators.stage_effects:WinRate")
+    registry.add("evaluator", "language_map", "lmforge.plugins.evaluators.language_map:LanguageMapEvaluator")
 
 
 def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
