@@ -253,3 +253,22 @@ class CleaningStep:
 
     def process(self, text: str):
         raise NotImplementedError
+
+
+class Evaluator:
+    """A measurement of a stage's artifact, run before the artifact is sealed (kind ``evaluator``).
+
+    ``evaluate(artifact, inputs, context)`` returns a dict of numbers; they land in ``eval.json`` inside the
+    artifact and in its manifest. Parameters come validated as an instance of ``config_class``.
+    """
+
+    config_class: type | None = None
+    name = ""
+
+    def __init__(self, config=None, **params):
+        if config is None or isinstance(config, dict):
+            config = build_params(self.config_class, {**(config or {}), **params}, where=f"evaluation.{self.name}")
+        self.config = config
+
+    def evaluate(self, artifact: Path, inputs: dict[str, Path], context) -> dict[str, float]:
+        raise NotImplementedError
