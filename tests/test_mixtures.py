@@ -7,7 +7,6 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from lmforge.plugins.cleaners.standard import StandardCleaner
 from lmforge.plugins.lib.data import interleave, iter_texts, read_records
 
