@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import lmforge
+import pytest
 
 TINY = ["hardware=cpu", "run.quiet=true", "run.report=false", "evaluation=null", "pipeline=pretrain_only",
         "pretrainer=lean", "pretrainer.block_size=32", "tokenizer.vocab_size=384", "model.hidden_size=32",
