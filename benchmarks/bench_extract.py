@@ -29,7 +29,8 @@ out of precision, exactly as the benchmark scores an empty ``articleBody``.
   cleaner itself over the directory of ``.html.gz`` pages, as ``data.raw`` would be; a page it removes scores as
   empty, and the removal reasons are recorded;
 - ``boilerplate step on the gold text``: the ``boilerplate`` step (line classifier for text without markup) on the
-  clean article text itself: everything it removes there is article text lost (recall below 1);
+  clean article text itself: everything it removes there is article text lost (recall below 1); and the step on
+  the reader's output (what it did to extracted articles before the standard cleaner passed them through);
 - ``trafilatura.extract``: its own defaults, and as the benchmark's runner calls it (``include_comments=False``);
 - ``jusText``: English stop list, its own defaults, and with the benchmark's runner settings.
 
@@ -122,7 +123,7 @@ def _tokenize(text: str) -> list[str]:
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     tokens = _tokenize(text)
     result = []
-    for i in range(0, max(1, len(tokens) - n + 1)):
+    for i in range(max(1, len(tokens) - n + 1)):
         shingle = tuple(tokens[i: i + n])
         if shingle:
             result.append(shingle)
@@ -236,14 +237,15 @@ def default_cleaner_outputs(pages: list[dict]) -> tuple[list[str], list[str], di
     return [kept.get(n, "") for n in names], [removed.get(n, "") for n in names], report
 
 
-def boilerplate_on_gold(pages: list[dict]) -> list[str]:
+def boilerplate_outputs(texts: list[str]) -> list[str]:
+    """The ``boilerplate`` step run on each text directly (as on a text input): what it keeps."""
     from lmforge import Drop
     from lmforge.plugins.cleaners.boilerplate import Boilerplate
 
     step = Boilerplate()
     outputs = []
-    for page in pages:
-        result = step.process(page["gold"])
+    for text in texts:
+        result = step.process(text)
         outputs.append("" if isinstance(result, Drop) or result is None else result)
     return outputs
 
@@ -295,10 +297,12 @@ def run(pages: list[dict], n_bootstrap: int) -> dict:
     langs = languages(pages)
     english = [i for i, lang in enumerate(langs) if lang == "en"]
     cleaned, removed, report = default_cleaner_outputs(pages)
+    read = reader_outputs(pages)
     systems = {
-        "lmforge HTML reader": reader_outputs(pages),
+        "lmforge HTML reader": read,
         "default cleaner, end to end": cleaned,
-        "boilerplate step on the gold text": boilerplate_on_gold(pages),
+        "boilerplate step on the gold text": boilerplate_outputs([p["gold"] for p in pages]),
+        "boilerplate step on the reader's output": boilerplate_outputs(read),
         "trafilatura.extract (defaults)": trafilatura_outputs(pages),
         "trafilatura.extract (benchmark runner: include_comments=False)": trafilatura_outputs(pages,
                                                                                             include_comments=False),

@@ -121,6 +121,9 @@ class BoilerplateConfig:
     max_weak_words: int = 15  # … and a weaker hint ("subscribe", "log in", "read more") only if this short
     max_heading_run: int = 2  # at most this many short lines before good text are a heading, not a menu
     split_glued: bool = True  # "end.Start" -> two lines (paragraphs glued when the markup was removed)
+    # the standard cleaner passes articles its HTML reader extracted (trafilatura already took the page's chrome
+    # out, and its headings and list items are article) through untouched; true: clean them here too
+    extracted_html: bool = False
 
 
 class Boilerplate(CleaningStep):
@@ -128,6 +131,11 @@ class Boilerplate(CleaningStep):
 
     name = "boilerplate"
     config_class = BoilerplateConfig
+
+    @property
+    def skip_extracted(self) -> bool:
+        """True: the standard cleaner does not run this step on articles extracted from HTML / WARC pages."""
+        return not self.config.extracted_html
 
     def process(self, text):
         if self.config.split_glued:

@@ -84,6 +84,9 @@ class GopherQualityConfig:
     max_bullet_lines_ratio: float = 0.9  # share of lines starting with a bullet ('•', '-'): a list, not prose
     max_ellipsis_lines_ratio: float = 0.3  # share of lines ending in '...': teasers and truncated snippets
     max_non_alpha_words_ratio: float = 0.8  # documents where fewer words than this hold a letter are dropped
+    # datatrove counts spaCy's punctuation tokens ("," "." "-" "(") as words without a letter; true: the share is
+    # over words only (tokens that are not all punctuation), as Gopher's paper states the rule
+    alpha_ratio_skip_punctuation: bool = False
     min_stop_words: int = 2
     stop_words: list[str] = field(default_factory=lambda: list(STOP_WORDS))
 
@@ -121,8 +124,9 @@ class GopherQuality(CleaningStep):
         ellipsis_lines = sum(line.rstrip().endswith(("...", "…")) for line in lines)
         if cfg.max_ellipsis_lines_ratio and ellipsis_lines / len(lines) > cfg.max_ellipsis_lines_ratio:
             return Drop("gopher_too_many_end_ellipsis")
-        alpha_words = sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w)))
-        if cfg.max_non_alpha_words_ratio and alpha_words / n_words < cfg.max_non_alpha_words_ratio:
+        counted = content_words if cfg.alpha_ratio_skip_punctuation else words
+        alpha_words = sum(1 for w in counted if w.isalpha() or any(map(str.isalpha, w)))
+        if cfg.max_non_alpha_words_ratio and alpha_words / len(counted) < cfg.max_non_alpha_words_ratio:
             return Drop("gopher_below_alpha_threshold")
         if cfg.min_stop_words and len(set(cfg.stop_words).intersection(words)) < cfg.min_stop_words:
             return Drop("gopher_enough_stop_words")
@@ -281,6 +285,9 @@ class C4Quality(CleaningStep):
         return "\n".join(kept).strip()
 
 
+CLOSING_MARKS = "\"'”’»)]"
+
+
 @dataclass
 class FineWebQualityConfig:
     """FineWeb's values (Penedo et al. 2024, as datatrove ships them)."""
@@ -291,6 +298,9 @@ class FineWebQualityConfig:
     short_line_length: int = 30  # … where short is at most this many characters
     char_duplicates_ratio: float = 0.01  # datatrove's value (built FineWeb); the paper's text says 0.1
     new_line_ratio: float = 0.3  # newlines per word above this: a list of items, not running text
+    # datatrove checks a line's very last character, so a quoted sentence ('… he said.”') does not end in
+    # punctuation; true: closing quotes and brackets after the terminal mark are looked through
+    look_through_closing_marks: bool = False
 
 
 class FineWebQuality(CleaningStep):
@@ -305,7 +315,10 @@ class FineWebQuality(CleaningStep):
         lines = [line for line in text.split("\n") if line.strip()]
         if not lines:
             return Drop("empty")
-        ratio = sum(1 for line in lines if line.endswith(self._terminal)) / len(lines)
+        if cfg.look_through_closing_marks:
+            ratio = sum(1 for line in lines if line.rstrip(CLOSING_MARKS).endswith(self._terminal)) / len(lines)
+        else:
+            ratio = sum(1 for line in lines if line.endswith(self._terminal)) / len(lines)
         if ratio < cfg.line_punct_thr and not (ratio == 0 and cfg.line_punct_exclude_zero):
             return Drop("line_punct_ratio")
         if sum(1 for line in lines if len(line) <= cfg.short_line_length) / len(lines) > cfg.short_line_thr:

@@ -35,15 +35,16 @@ from lmforge.errors import ConfigError, DataError
 from ..common import write_dataset_card
 from ..data import BadRecord, iter_rows
 from .basic import build_steps, check_steps, edit_steps
+from .web import is_extracted, worker_context
 
 STANDARD_STEPS = [
     "normalize",
     "boilerplate",
     "language",
     "gopher_repetition",
-    "gopher_quality",
+    {"name": "gopher_quality", "alpha_ratio_skip_punctuation": True},
     {"name": "c4_quality", "filter_no_terminal_punct": False},
-    "fineweb_quality",
+    {"name": "fineweb_quality", "look_through_closing_marks": True, "char_duplicates_ratio": 0.1},
     "harmful",
     "exact_dedup",
     "minhash_dedup",
@@ -123,22 +124,27 @@ def _init_worker(step_specs: list[Any], allowed=()) -> None:
     _WORKER_ALLOWED = frozenset(allowed)
 
 
-def _process_batch(texts: list[str], steps=None, allowed=None) -> tuple[list[tuple], list[float]]:
+def _process_batch(texts: list[str], steps=None, allowed=None, extracted=None) -> tuple[list[tuple], list[float]]:
     """For each text: (final text or None, index of the dropping step, reason, lengths seen by each step,
     dedup signatures by step index, annotations, steps overruled by the allow-list). Also seconds spent
-    per step over the batch. A document on the allow-list goes on past a step that would drop it."""
+    per step over the batch. A document on the allow-list goes on past a step that would drop it.
+    ``extracted[i]``: text ``i`` is an article the HTML reader extracted, which steps for text that still
+    carries its page (``skip_extracted``, e.g. ``boilerplate``) pass through unchanged."""
     steps = steps if steps is not None else _WORKER_STEPS
     allowed = allowed if allowed is not None else _WORKER_ALLOWED
     seconds = [0.0] * len(steps)
     clock = time.perf_counter
     results = []
-    for text in texts:
+    extracted = extracted or [False] * len(texts)
+    for text, from_html in zip(texts, extracted):
         lengths, signatures, annotations = [], {}, {}
         dropped_at, reason = -1, ""
         overruled: list[str] = []
         is_allowed = bool(allowed) and document_id(text) in allowed
         for index, step in enumerate(steps):
             lengths.append(len(text))
+            if from_html and getattr(step, "skip_extracted", False):
+                continue
             started = clock()
             if getattr(step, "deduplicates", False):
                 signatures[index] = step.signature(text)
@@ -266,18 +272,18 @@ class StandardCleaner(Cleaner):
         if workers <= 1:
             for batch in record_batches():
                 results, seconds = _process_batch([r.fields[cfg.text_field] for r in batch], steps,
-                                                  frozenset(cfg.allowed_ids))
+                                                  frozenset(cfg.allowed_ids), [is_extracted(r.origin) for r in batch])
                 if progress is not None:
                     progress.update(len(batch))
                 yield batch, results, seconds
             return
-        from .web import worker_context
-
         pool = worker_context().Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
         try:
             pending: deque = deque()
             for batch in record_batches():
-                pending.append((batch, pool.apply_async(_process_batch, ([r.fields[cfg.text_field] for r in batch],))))
+                texts = [r.fields[cfg.text_field] for r in batch]
+                extracted = [is_extracted(r.origin) for r in batch]
+                pending.append((batch, pool.apply_async(_process_batch, (texts, None, None, extracted))))
                 while len(pending) > 2 * workers:
                     yield self._collect(pending.popleft(), progress)
             while pending:
