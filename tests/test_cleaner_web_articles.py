@@ -12,6 +12,7 @@ import lmforge
 import lxml.html
 import pyarrow.parquet as pq
 import pytest
+from lmforge.plugins.cleaners.basic import build_steps
 from lmforge.plugins.cleaners.standard import StandardCleaner
 from lmforge.plugins.cleaners.web import extract_article
 from omegaconf import OmegaConf
@@ -98,3 +99,11 @@ def test_the_same_pages_saved_as_text_still_lose_their_chrome(pages, tmp_path, t
         assert [c for c in CHROME if c in row["text"]] == []
         paragraphs = [line for line in extract_article(pages[row["page"]])["text"].splitlines() if len(line) > 120]
         assert paragraphs and all(p in row["text"] for p in paragraphs)
+
+
+def test_the_python_default_is_the_configured_recipe():
+    """``StandardCleaner()`` in Python runs the same steps, with the same settings, as conf/cleaner/standard.yaml."""
+    def settings(cleaner):
+        return [(step.name, step.config) for step in build_steps(cleaner.config.steps)]
+
+    assert settings(StandardCleaner()) == settings(default_cleaner())

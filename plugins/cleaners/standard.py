@@ -3,7 +3,9 @@
 Default steps, in FineWeb's order: normalise -> menu lines out -> language (fastText lid.176, en >= 0.65) -> Gopher
 repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as FineWeb) -> FineWeb
 rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after dedup, as FineWeb).
-Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults.
+Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults; the recipe sets
+three options where datatrove's code drops good articles (see heuristics.py), and passes articles read from
+HTML / WARC pages past ``boilerplate`` (trafilatura already removed their chrome; see boilerplate.py).
 
 Why our own runner rather than datatrove's executor: the per-document rules are cheap once words are
 split with a regex, so the overhead of a general pipeline framework dominates; here documents go to a
