@@ -1,5 +1,6 @@
 """The default cleaner does not undo good extraction: an article read from an HTML page keeps its headings and
-list items through every default step, while the same page saved as text still loses its chrome.
+list items through every default step, while the same page saved as text still loses its chrome; and the
+recipe's options that keep real articles (alpha share over words, closing quotes at line ends).
 
 Pages: tests/data/web_articles (written for this repository, see its README)."""
 
@@ -12,9 +13,11 @@ import lmforge
 import lxml.html
 import pyarrow.parquet as pq
 import pytest
+from lmforge import Drop
 from lmforge.plugins.cleaners.basic import build_steps
+from lmforge.plugins.cleaners.heuristics import FineWebQuality, GopherQuality
 from lmforge.plugins.cleaners.standard import StandardCleaner
-from lmforge.plugins.cleaners.web import extract_article
+from lmforge.plugins.cleaners.web import extract_article, tidy_text
 from omegaconf import OmegaConf
 
 PAGES = Path(__file__).resolve().parent / "data" / "web_articles"
@@ -107,3 +110,32 @@ def test_the_python_default_is_the_configured_recipe():
         return [(step.name, step.config) for step in build_steps(cleaner.config.steps)]
 
     assert settings(StandardCleaner()) == settings(default_cleaner())
+
+
+def test_the_reader_drops_lines_without_words_and_unwraps_layout_tables():
+    lines = ["Title of the story", "    ", "- ", "|  |  |", "|  | The whole article sits in one cell. | ",
+             "| Pos | Player | Plays |", "| DE | Garrett | 61 |", "\t", "Last line."]
+    assert tidy_text("\n".join(lines)).splitlines() == ["Title of the story", "The whole article sits in one cell.",
+                                                 "Pos | Player | Plays", "DE | Garrett | 61", "Last line."]
+
+
+def reason(result) -> str:
+    return result.reason if isinstance(result, Drop) else "kept"
+
+
+NEWS = ("The council met on Tuesday, 3 March, to discuss the new library (which cost £4.2m), and members agreed - "
+        "after a long debate - that the reading rooms should stay open later; “students need it,” one said. ") * 4
+
+
+def test_alpha_share_over_words_keeps_punctuated_prose_and_still_drops_numbers():
+    datatrove_like, recipe = GopherQuality(), GopherQuality(alpha_ratio_skip_punctuation=True)
+    assert reason(datatrove_like.process(NEWS)) == "gopher_below_alpha_threshold"  # its commas and dashes count
+    assert recipe.process(NEWS) == NEWS
+    numbers = NEWS + " ".join(str(n) for n in range(1000, 1200))
+    assert reason(recipe.process(numbers)) == "gopher_below_alpha_threshold"
+
+
+def test_line_end_looks_through_closing_quotes():
+    quoted = "\n".join(["“We will open the new reading rooms on Monday,” she said.”", "a short caption"] * 4)
+    assert reason(FineWebQuality().process(quoted)) == "line_punct_ratio"
+    assert FineWebQuality(look_through_closing_marks=True, char_duplicates_ratio=1).process(quoted) == quoted

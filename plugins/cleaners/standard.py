@@ -1,8 +1,9 @@
 """The standard cleaner: the full curation recipe, streamed, parallel over cores, deterministic.
 
-Default steps, in FineWeb's order: normalise -> menu lines out -> language (fastText lid.176, en >= 0.65) -> Gopher
-repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as FineWeb) -> FineWeb
-rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after dedup, as FineWeb).
+Default steps, in FineWeb's order: normalise -> page chrome out of text inputs -> language (fastText lid.176,
+en >= 0.65) -> Gopher repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as
+FineWeb) -> FineWeb rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after
+dedup, as FineWeb).
 Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults; the recipe sets
 three options where datatrove's code drops good articles (see heuristics.py), and passes articles read from
 HTML / WARC pages past ``boilerplate`` (trafilatura already removed their chrome; see boilerplate.py).
@@ -396,7 +397,7 @@ class AuditWriter:
         if self.count >= self.limit:
             return
         if self.handle is None:
-            self.handle = open(self.partial, "w", encoding="utf-8")
+            self.handle = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.count += 1
         self.handle.write(json.dumps({"id": document_id(text), "where": where, "step": step, "reason": reason,
                                       "text": text}, ensure_ascii=False) + "\n")
