@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import lmforge
     from lmforge.plugins.finetuners.sft import SFTFinetuner
+    from lmforge.plugins.lib.generation import GenerateParams, encode_prompt, eos_token_ids, sample
     from lmforge.plugins.pretrainers.hf_trainer import build_model_config
     from lmforge.plugins.retrieval.context_qa import answered, write_context_qa
     from lmforge.plugins.retrieval.when_unsure import (
@@ -59,7 +60,6 @@ def main(argv=None) -> int:
         sample_when_unsure,
         uncertainty_scores,
     )
-    from lmforge.plugins.samplers.hf_generate import GenerateParams, encode_prompt, eos_token_ids, sample
     from lmforge.plugins.tokenizers.bpe import ByteLevelBPE
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 

@@ -57,7 +57,7 @@ def load_questions(count: int) -> list[list[dict]]:
         questions = [json.loads(line)["question"] for line in path.read_text().splitlines()[:count]]
     else:
         import lmforge
-        from lmforge.plugins.formats import load_prompts
+        from lmforge.plugins.lib.formats import load_prompts
 
         base = [p[-1]["content"] for p in load_prompts(lmforge.sample_data_path("prompts.jsonl"))]
         questions = [f"{base[i % len(base)]} ({i})" for i in range(count)]
@@ -110,7 +110,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recorder = Recorder("sampler", packages=("lmforge", "torch", "transformers", "openai"))
     import torch
-    from lmforge.plugins.samplers.hf_generate import GenerateParams, generate_kwargs, sample
+    from lmforge.plugins.lib.generation import GenerateParams, generate_kwargs, sample
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.threads:
@@ -200,7 +200,7 @@ def main() -> None:
 
 
 def serve_comparison(model_dir, prompts, args) -> None:
-    from lmforge.plugins.samplers.server import running_server
+    from lmforge.plugins.serve import running_server
     from openai import OpenAI
 
     with running_server(model_dir, max_batch_size=args.batch_size, batch_wait_s=0.01) as server:

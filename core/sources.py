@@ -7,7 +7,7 @@ are resolved here, once, before any stage runs: a glob that matches nothing or a
 cache fails in one line at start-up, and the input hash (the run's fingerprint) covers exactly the matched
 files or the Hub commit, which the manifest records.
 
-Reading the rows is not done here (the core stays free of ``datasets``): ``lmforge.plugins.data`` reads a
+Reading the rows is not done here (the core stays free of ``datasets``): ``lmforge.plugins.lib.data`` reads a
 :class:`DataSource`. Torch-free; ``huggingface_hub`` is imported only for refs that are not local paths.
 """
 

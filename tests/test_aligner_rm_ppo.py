@@ -253,8 +253,8 @@ def test_ppo_raises_a_known_reward_with_bounded_kl(tmp_path, pretrained_policy, 
 def test_reward_accuracy_evaluator_is_the_reward_models_own_pairwise_accuracy(reward_model_dir, shouting_preferences,
                                                                               tiny_context):
     from lmforge.plugins.aligners.reward_model import RewardScorer, pairwise_accuracy
-    from lmforge.plugins.evaluation import RewardAccuracy
-    from lmforge.plugins.formats import load_preferences
+    from lmforge.plugins.evaluators import RewardAccuracy
+    from lmforge.plugins.lib.formats import load_preferences
 
     out, _ = reward_model_dir
     result = RewardAccuracy(data=str(shouting_preferences), limit=40).evaluate(out, {}, _context(tiny_context))

@@ -93,16 +93,19 @@ def spec_of(kinds, fake_hub):
 
 
 def _expected(kind: str) -> list[dict]:
-    if kind == "mixture":  # csv limit 2 + the second shard + parquet limit 1
-        return ROWS[:2] + ROWS[3:] + ROWS[:1]
+    if kind == "mixture":  # csv limit 2 + the second shard + parquet limit 1, interleaved by their shares
+        from lmforge.plugins.lib.data import interleave
+
+        parts = [ROWS[:2], ROWS[3:], ROWS[:1]]
+        return list(interleave([iter(p) for p in parts], [len(p) for p in parts]))
     return ROWS
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_reaches_every_consumer(kind, spec_of):
     from lmforge.plugins.cleaners.basic import iter_texts as cleaner_texts
-    from lmforge.plugins.data import iter_rows
-    from lmforge.plugins.formats import load_conversations, load_preferences, load_prompts
+    from lmforge.plugins.lib.data import iter_rows
+    from lmforge.plugins.lib.formats import load_conversations, load_preferences, load_prompts
     from lmforge.plugins.tokenizers.subword import stream_texts
 
     spec = spec_of[kind]
@@ -139,7 +142,7 @@ def test_hub_dataset_resolves_to_its_commit_and_subset(kinds, fake_hub):
     assert (part.kind, part.subset, part.split, part.commit) == ("hub", "second", "train", commit)
     assert source.hash() == resolve_data({"path": "org/rows:second", "split": "train"}).hash()
     assert source.hash() != resolve_data("org/rows").hash()
-    from lmforge.plugins.data import read_records
+    from lmforge.plugins.lib.data import read_records
 
     assert len(read_records(source)) == 1 and len(read_records("org/rows")) == len(ROWS)
     with pytest.raises(DataError, match=r"^org/rows:second: no split 'nope'; splits: train, test"):
@@ -149,7 +152,7 @@ def test_hub_dataset_resolves_to_its_commit_and_subset(kinds, fake_hub):
 
 
 def test_weights_repeat_or_thin_rows_deterministically(kinds):
-    from lmforge.plugins.data import read_records
+    from lmforge.plugins.lib.data import read_records
 
     root, specs = kinds
     doubled = read_records([{"path": specs["jsonl"], "weight": 2}])
@@ -162,8 +165,8 @@ def test_weights_repeat_or_thin_rows_deterministically(kinds):
 
 
 def test_bad_sources_fail_in_one_line(kinds, tmp_path):
-    from lmforge.plugins.data import iter_texts, read_records
-    from lmforge.plugins.formats import load_conversations
+    from lmforge.plugins.lib.data import iter_texts, read_records
+    from lmforge.plugins.lib.formats import load_conversations
     from lmforge.sources import resolve_data
 
     root, _ = kinds

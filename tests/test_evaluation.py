@@ -25,7 +25,7 @@ def reward_model_dir(tmp_path_factory, tiny_tokenizer_dir, tiny_context):
 
 
 def test_perplexity_matches_loss_and_drops_after_training(tiny_model_dir, tiny_context, tmp_path):
-    from lmforge.plugins.evaluation import Perplexity
+    from lmforge.plugins.evaluators import Perplexity
     from lmforge.plugins.pretrainers.hf_trainer import HFTrainerPretrainer
 
     held_out = tmp_path / "held_out.jsonl"
@@ -49,7 +49,7 @@ def test_perplexity_matches_loss_and_drops_after_training(tiny_model_dir, tiny_c
 
 def test_greedy_win_rate_under_a_reward_model_of_a_model_against_itself_is_one_half(tiny_model_dir, reward_model_dir,
                                                                                   tiny_context):
-    from lmforge.plugins.stage_effects import WinRate
+    from lmforge.plugins.evaluators.stage_effects import WinRate
 
     greedy = WinRate(judge=str(reward_model_dir), temperature=0, max_new_tokens=6, limit=4, system_prompt=None)
     result = greedy.evaluate(tiny_model_dir, {"model": tiny_model_dir}, tiny_context)
@@ -59,7 +59,7 @@ def test_greedy_win_rate_under_a_reward_model_of_a_model_against_itself_is_one_h
 
 def test_gsm8k_exact_match_scores_final_numbers(tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.rewards import final_answer
-    from lmforge.plugins.evaluation import GSM8K
+    from lmforge.plugins.evaluators import GSM8K
 
     assert final_answer("so 3 + 4 = 7\n#### 7") == final_answer("The answer is 7.") == "7"
     data = tmp_path / "gsm.jsonl"

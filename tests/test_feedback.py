@@ -10,7 +10,8 @@ import urllib.request
 import lmforge
 import pytest
 from lmforge.errors import DataError
-from lmforge.plugins.feedback.rank import (
+from lmforge.plugins.lib.formats import load_preferences
+from lmforge.plugins.rank import (
     RankSession,
     SamplingSettings,
     agreement,
@@ -22,7 +23,6 @@ from lmforge.plugins.feedback.rank import (
     sample_candidates,
     start_server,
 )
-from lmforge.plugins.formats import load_preferences
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def test_bad_settings_and_data_fail_in_one_line(tmp_path, tiny_model_dir, tiny_c
 
 
 def test_planted_boundary_is_found_and_probe_sft_pipeline_trains_on_it(planted, tmp_path):
-    from lmforge.plugins.formats import load_conversations
+    from lmforge.plugins.lib.formats import load_conversations
 
     model, qa = planted
     cfg = lmforge.compose([
@@ -138,7 +138,7 @@ def test_planted_boundary_is_found_and_probe_sft_pipeline_trains_on_it(planted, 
 
 
 def test_every_gsm8k_reference_parses(shared_data):
-    from lmforge.plugins.common import read_records
+    from lmforge.plugins.lib.data import read_records
 
     records = read_records(shared_data / "gsm8k_test.jsonl")
     references = [extract_answer(r["answer"], "number") for r in records]

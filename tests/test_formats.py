@@ -7,7 +7,7 @@ import json
 
 import pytest
 from lmforge.errors import DataError
-from lmforge.plugins.formats import (
+from lmforge.plugins.lib.formats import (
     load_conversations,
     load_preferences,
     load_prompt_completions,

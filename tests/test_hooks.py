@@ -89,7 +89,7 @@ def test_only_aligners_that_use_a_reward_model_take_one():
 
 def test_hf_trainer_arguments_live_in_the_plugins_not_the_core():
     assert not hasattr(lmforge.Hardware, "trainer_kwargs")
-    from lmforge.plugins.training import hardware_arguments
+    from lmforge.plugins.lib.training import hardware_arguments
 
     assert hardware_arguments(lmforge.Hardware(device="cpu")) == {"use_cpu": True, "bf16": False, "fp16": False,
                                                                    "torch_compile": False}

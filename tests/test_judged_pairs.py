@@ -54,7 +54,7 @@ def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny
     who = [p for p in pairs if p["prompt"][-1]["content"] == "Who are you?"]
     assert who and all(p["chosen"][0]["content"] == UNSURE for p in who)
     # the stage's pairs are what the aligners read
-    from lmforge.plugins.formats import load_preferences
+    from lmforge.plugins.lib.formats import load_preferences
 
     assert len(load_preferences(str(out / "preferences.jsonl"))) == len(pairs)
 

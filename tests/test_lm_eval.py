@@ -104,7 +104,7 @@ def text_logprob(model, tokenizer, text: str) -> float:
 @pytest.fixture(scope="module")
 def local_tasks(tmp_path_factory, tiny_model_dir):
     """Three local tasks: real answers, answers chosen as the model's own favourite, and rolling text."""
-    from lmforge.plugins.models import load_causal_lm, load_tokenizer
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
     model, tokenizer = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
     scores = [[continuation_logprob(model, tokenizer, q, " " + c) for c in choices] for q, choices, _ in QUESTIONS]
@@ -136,7 +136,7 @@ def local_tasks(tmp_path_factory, tiny_model_dir):
 
 
 def test_local_tasks_run_offline_and_match_our_own_log_probs(local_tasks, tiny_model_dir, tiny_context):
-    from lmforge.plugins.lm_eval_adapter import LMEvalHarness
+    from lmforge.plugins.evaluators.lm_eval import LMEvalHarness
 
     root, expected = local_tasks
     evaluator = LMEvalHarness(tasks=["tiny_quiz", "tiny_quiz_favourite", "tiny_text"], include_path=str(root))
@@ -158,8 +158,8 @@ def test_local_tasks_run_offline_and_match_our_own_log_probs(local_tasks, tiny_m
 
 def test_generation_tasks_decode_greedily_from_the_artifact(tiny_model_dir, tiny_context, tmp_path):
     """Targets are our own greedy continuations (one deliberately wrong): exact match is exactly 3 of 4."""
-    from lmforge.plugins.models import load_causal_lm, load_tokenizer
-    from lmforge.plugins.lm_eval_adapter import LMEvalHarness
+    from lmforge.plugins.evaluators.lm_eval import LMEvalHarness
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
     model, tokenizer = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
     rows = []
@@ -175,7 +175,7 @@ def test_generation_tasks_decode_greedily_from_the_artifact(tiny_model_dir, tiny
 
 
 def test_hub_data_and_unknown_tasks_fail_with_one_line(local_tasks, tiny_model_dir, tiny_context, tmp_path):
-    from lmforge.plugins.lm_eval_adapter import LMEvalHarness
+    from lmforge.plugins.evaluators.lm_eval import LMEvalHarness
 
     root, _ = local_tasks
     with pytest.raises(lmforge.ConfigError, match=r"evaluation\.lm_eval\.tasks: unknown task 'tiny_quizz'.*tiny_quiz"):
@@ -197,7 +197,7 @@ def test_hub_data_and_unknown_tasks_fail_with_one_line(local_tasks, tiny_model_d
 def test_hub_offline_blocks_downloads_only_while_evaluating():
     import datasets.config
     import huggingface_hub.constants
-    from lmforge.plugins.lm_eval_adapter import hub_offline
+    from lmforge.plugins.evaluators.lm_eval import hub_offline
 
     saved = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
     huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = False

@@ -73,9 +73,9 @@ def build_gpt2_style(out, text: str, vocab_size: int = 320, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def gpt2_style_dir(tmp_path_factory):
-    import lmforge
-
     from pathlib import Path
+
+    import lmforge
 
     text = Path(lmforge.sample_data_path("tinyshakespeare.txt")).read_text()[:20_000]
     return build_gpt2_style(tmp_path_factory.mktemp("outside") / "gpt2-style", text)
@@ -85,7 +85,7 @@ def test_gpt2_style_model_has_no_template_and_sft_says_how_to_add_one(gpt2_style
                                                                       tmp_path):
     from lmforge.errors import ConfigError
     from lmforge.plugins.finetuners.sft import SFTParams, build_trainer
-    from lmforge.plugins.models import load_tokenizer
+    from lmforge.plugins.lib.models import load_tokenizer
 
     assert load_tokenizer(gpt2_style_dir).chat_template is None
     fake_hub.add_model("org/tiny-gpt2", gpt2_style_dir)
@@ -98,7 +98,7 @@ def test_gpt2_style_model_has_no_template_and_sft_says_how_to_add_one(gpt2_style
 
 @pytest.mark.parametrize("preset, end", [("chatml", "<|im_end|>"), ("lmforge", "<|end|>")])
 def test_preset_template_adds_tokens_pad_markers_and_resizes(gpt2_style_dir, fake_hub, preset, end):
-    from lmforge.plugins.models import (
+    from lmforge.plugins.lib.models import (
         end_of_turn_token,
         generation_eos_ids,
         load_causal_lm,
@@ -124,7 +124,7 @@ def test_preset_template_adds_tokens_pad_markers_and_resizes(gpt2_style_dir, fak
 
 def test_template_from_a_jinja_file_or_another_tokenizer(gpt2_style_dir, tiny_model_dir, fake_hub, tmp_path):
     from lmforge.errors import ConfigError
-    from lmforge.plugins.models import CHATML_TEMPLATE, end_of_turn_token, load_tokenizer
+    from lmforge.plugins.lib.models import CHATML_TEMPLATE, end_of_turn_token, load_tokenizer
 
     jinja = tmp_path / "chatml.jinja"
     jinja.write_text(CHATML_TEMPLATE)
@@ -140,7 +140,7 @@ def test_template_from_a_jinja_file_or_another_tokenizer(gpt2_style_dir, tiny_mo
 # ---------------------------------------------------------------- turns end
 
 def test_saved_generation_config_lists_end_of_turn_beside_eos(tiny_model_dir, tmp_path):
-    from lmforge.plugins.models import load_causal_lm, load_tokenizer, save_model_dir
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, save_model_dir
     from transformers import GenerationConfig
 
     tokenizer = load_tokenizer(tiny_model_dir)
@@ -398,7 +398,7 @@ def test_online_aligner_gives_a_base_model_a_template_and_a_reference_that_reads
     import lmforge
     from lmforge.plugins.aligners.grpo import GRPOAligner, build_online_rl
     from lmforge.plugins.aligners.rloo import RLOOAligner
-    from lmforge.plugins.models import load_tokenizer
+    from lmforge.plugins.lib.models import load_tokenizer
 
     stage_class = {"grpo": GRPOAligner, "rloo": RLOOAligner}[aligner]
     prompts = tmp_path / "questions.jsonl"
@@ -422,9 +422,9 @@ def test_online_aligner_gives_a_base_model_a_template_and_a_reference_that_reads
 
 def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path):
     import lmforge
-    from lmforge.plugins.feedback.rank import SamplingSettings, sample_candidates
+    from lmforge.plugins.rank import SamplingSettings, sample_candidates
     from lmforge.plugins.samplers.chat import ChatSession
-    from lmforge.plugins.samplers.server import ModelServer
+    from lmforge.plugins.serve import ModelServer
 
     commit = fake_hub.add_model("org/forge-tiny", varied_model_dir)
     session = ChatSession("org/forge-tiny", max_new_tokens=4, do_sample=False, device="cpu")
@@ -441,7 +441,7 @@ def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path)
 
 
 def test_an_outside_models_own_extra_stop_ids_are_kept(tiny_model_dir):
-    from lmforge.plugins.models import load_causal_lm, load_tokenizer, set_generation_eos
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, set_generation_eos
 
     tokenizer, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir)
     extra = tokenizer.convert_tokens_to_ids("<|user|>")  # stands in for e.g. Llama 3's <|eom_id|>

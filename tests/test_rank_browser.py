@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import lmforge
-from lmforge.plugins.feedback.rank import RankSession, SamplingSettings, sample_candidates, start_server
-from lmforge.plugins.formats import load_preferences
+from lmforge.plugins.lib.formats import load_preferences
+from lmforge.plugins.rank import RankSession, SamplingSettings, sample_candidates, start_server
 
 
 def _wait(driver, condition, what):

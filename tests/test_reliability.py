@@ -362,7 +362,7 @@ def test_report_escapes_model_text(tmp_path):
 
 def test_identical_preference_pairs_are_refused_with_counts():
     from lmforge.errors import DataError
-    from lmforge.plugins.data_checks import drop_identical_pairs
+    from lmforge.plugins.lib.data_checks import drop_identical_pairs
 
     same = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"a{i} "} for i in range(10)]
     with pytest.raises(DataError, match=r"prefs.jsonl: 10 of 10 preference pairs have identical"):
@@ -436,14 +436,14 @@ def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0)
 
 @pytest.fixture
 def rank_session(tmp_path):
-    from lmforge.plugins.feedback.rank import RankSession
+    from lmforge.plugins.rank import RankSession
 
     prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
     return RankSession.create(tmp_path / "session", prompts, [["one", "two"]] * 3, {"k": 2})
 
 
 def test_rank_server_answers_every_malformed_request_and_keeps_serving(rank_session):
-    from lmforge.plugins.feedback.rank import start_server
+    from lmforge.plugins.rank import start_server
 
     server = start_server(rank_session, annotator="ada")
     port = server.server_address[1]
@@ -484,7 +484,7 @@ def test_rank_server_answers_every_malformed_request_and_keeps_serving(rank_sess
 
 
 def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judgements(rank_session):
-    from lmforge.plugins.feedback.rank import RankSession
+    from lmforge.plugins.rank import RankSession
 
     rank_session.record("ada", 0, [[1], [0]])
     rank_session.record("bob", 1, [[0], [1]])
@@ -506,7 +506,7 @@ def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judge
 
 @pytest.fixture(scope="module")
 def served_tiny(tiny_model_dir):
-    from lmforge.plugins.samplers.server import running_server
+    from lmforge.plugins.serve import running_server
 
     with running_server(tiny_model_dir, batch_wait_s=0.0, max_body_bytes=256 << 10) as server:
         yield server

@@ -89,9 +89,9 @@ def test_http_retriever_against_a_local_service(search_service):
 
 
 def test_retrieval_fires_above_the_threshold_only_and_passages_reach_the_prompt(varied_model_dir, collection):
-    from lmforge.plugins.models import load_causal_lm, load_tokenizer
+    from lmforge.plugins.lib.generation import GenerateParams, sample
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig, build_retriever, sample_when_unsure
-    from lmforge.plugins.samplers.hf_generate import GenerateParams, sample
 
     tokenizer, model = load_tokenizer(varied_model_dir), load_causal_lm(varied_model_dir).eval()
     prompts = [[{"role": "user", "content": "What is the capital of Velmora?"}]]
@@ -250,7 +250,7 @@ def _post(url: str, payload: dict):
 
 def test_server_returns_the_retrieval_record_in_its_extension_field(varied_model_dir, collection):
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig
-    from lmforge.plugins.samplers.server import running_server
+    from lmforge.plugins.serve import running_server
 
     retrieval = RetrievalConfig(retriever={"name": "bm25", "collection": str(collection)}, threshold=0.0, k=2)
     question = {"model": "forge-tiny", "max_tokens": 4, "temperature": 0,

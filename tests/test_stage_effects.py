@@ -7,7 +7,7 @@ import json
 import lmforge
 import pytest
 from lmforge.errors import ConfigError
-from lmforge.plugins.stage_effects import (
+from lmforge.plugins.evaluators.stage_effects import (
     Answers,
     WinRate,
     abstains,

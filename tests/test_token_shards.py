@@ -20,7 +20,7 @@ from lmforge.plugins.pretrainers import shared, token_shards
 def reference_tokens(path: Path, tokenizer, text_field: str = "text") -> np.ndarray:
     """The pre-shard path, kept here as the reference: whole documents through the transformers tokenizer
     in line-aligned pieces, eos between documents, one array in memory."""
-    from lmforge.plugins.common import iter_texts
+    from lmforge.plugins.lib.data import iter_texts
 
     out, n_docs = [], 0
     for batch in iter_texts(path, text_field):

@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge import Aligner
-
-from .. import training
-from ..data_checks import drop_identical_pairs
-from ..formats import preferences_for
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.data_checks import drop_identical_pairs
+from lmforge.plugins.lib.formats import preferences_for
 
 
 @dataclass

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmforge import Aligner
-from lmforge.config import ParamError
-
-from .. import training
-from .online_rl import (
+from lmforge.params import ParamError
+from lmforge.plugins.aligners.online_rl import (
     PromptsAndRewards,
     check_prompts_and_rewards,
     check_rewards,
     online_prompts,
     reference_for_trl,
 )
-from .rewards import for_trl, reward_components
+from lmforge.plugins.aligners.rewards import for_trl, reward_components
+from lmforge.plugins.lib import training
 
 
 @dataclass

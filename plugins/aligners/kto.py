@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge import Aligner
-from lmforge.config import ParamError
 from lmforge.errors import DataError
-
-from .. import training
-from ..common import read_records
+from lmforge.params import ParamError
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.data import read_records
 
 LABEL_KEYS = ("label", "kto_tag")
 
@@ -26,7 +25,7 @@ LABEL_KEYS = ("label", "kto_tag")
 def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any]]:
     """``{"prompt": messages, "completion": [assistant message], "label": bool}`` per judged answer; plain
     strings when ``tokenizer`` has no chat template (a base model)."""
-    from ..formats import detect_format, load_preferences, preferences_for
+    from lmforge.plugins.lib.formats import detect_format, load_preferences, preferences_for
 
     records = read_records(path)
     label_key = next((k for k in LABEL_KEYS if k in records[0]), None)

@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.errors import DataError
-
-from ..common import read_records
-from ..data import is_text_only
-from ..samplers.hf_generate import with_system_prompt
-from .rewards import check_reward_spec, last_user_text
+from lmforge.plugins.aligners.rewards import check_reward_spec, last_user_text
+from lmforge.plugins.lib.data import is_text_only, read_records
+from lmforge.plugins.lib.generation import with_system_prompt
 
 PROMPT_FALLBACK_FIELDS = ("question", "query", "problem", "instruction")
 RESERVED_COLUMNS = ("prompt", "completion", "completion_ids", "prompt_messages")
@@ -57,7 +55,7 @@ class PromptsAndRewards:
 
 def check_prompts_and_rewards(params: PromptsAndRewards) -> None:
     """Called from the params' ``__post_init__``: a misspelt reward or a bad length fails before any stage runs."""
-    from lmforge.config import at_least
+    from lmforge.params import at_least
 
     at_least(params, 1, "max_prompt_length")
     check_reward_spec(params.rewards, params.reward_params)
@@ -65,7 +63,7 @@ def check_prompts_and_rewards(params: PromptsAndRewards) -> None:
 
 def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list[dict[str, Any]]:
     """``{"prompt": messages, **scalar columns}`` per record of a prompt/preference/SFT/question file."""
-    from ..formats import detect_format, load_prompts
+    from lmforge.plugins.lib.formats import detect_format, load_prompts
 
     if is_text_only(path):
         return [{"prompt": prompt} for prompt in load_prompts(path)]

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge import Aligner
-from lmforge.config import ParamError
-
-from .. import training
-from ..data_checks import drop_identical_pairs
-from ..formats import preferences_for
-from .online_rl import fit_prompt
+from lmforge.params import ParamError
+from lmforge.plugins.aligners.online_rl import fit_prompt
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.data_checks import drop_identical_pairs
+from lmforge.plugins.lib.formats import preferences_for
 
 
 @dataclass

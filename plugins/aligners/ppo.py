@@ -48,11 +48,15 @@ from typing import Any, ClassVar
 
 from lmforge import Aligner
 from lmforge.errors import ConfigError
-
-from ..checkpoints import latest_checkpoint, loop_state, save_atomic
-from ..models import load_causal_lm, load_tokenizer, save_model_dir
-from .online_rl import PromptsAndRewards, check_prompts_and_rewards, check_rewards, online_prompts
-from .rewards import CombinedReward, last_user_text, reward_components
+from lmforge.plugins.aligners.online_rl import (
+    PromptsAndRewards,
+    check_prompts_and_rewards,
+    check_rewards,
+    online_prompts,
+)
+from lmforge.plugins.aligners.rewards import CombinedReward, last_user_text, reward_components
+from lmforge.plugins.lib.checkpoints import latest_checkpoint, loop_state, save_atomic
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, save_model_dir
 
 STATE_FILE = "ppo_state.json"
 
@@ -91,7 +95,7 @@ class PPOParams(PromptsAndRewards):  # rewards, reward_params, reward_model_weig
     logging_steps: int = 1
 
     def __post_init__(self):  # checked when the params are built, so a typo fails before any stage runs
-        from lmforge.config import at_least, in_range, one_of
+        from lmforge.params import at_least, in_range, one_of
 
         one_of(self, "kl_estimator", ("k1", "k3"))
         one_of(self, "value_model", ("separate", "shared"))
@@ -300,7 +304,7 @@ class PPOAligner(Aligner):
         the policy with a zeroed head; a shared one is a zeroed scalar head on the policy."""
         import dataclasses
 
-        from .reward_model import RewardScorer, load_reward_model
+        from lmforge.plugins.aligners.reward_model import RewardScorer, load_reward_model
 
         cfg = self.config
         fp32 = dataclasses.replace(context, hardware=dataclasses.replace(context.hardware, precision="fp32"))

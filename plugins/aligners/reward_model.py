@@ -5,7 +5,7 @@ a one-output sequence-classification head (``num_labels=1``), initialised from t
 reads text with the very tokenizer and chat template the policy writes with, and trained with the
 Bradley-Terry loss ``-log sigmoid(r(chosen) - r(rejected))``. TRL's trainer brings the loss, batching,
 checkpoints and resume; lmforge feeds it pairs from any supported format (prompt/chosen/rejected,
-ShareGPT pairs, HH-RLHF whole dialogues, via :func:`lmforge.plugins.formats.load_preferences`), holds out
+ShareGPT pairs, HH-RLHF whole dialogues, via :func:`lmforge.plugins.lib.formats.load_preferences`), holds out
 a slice of the pairs and reports pairwise accuracy on it: the fraction of held-out pairs whose chosen
 answer scores higher, measured with :class:`RewardScorer`, the same scorer PPO uses at run time.
 
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 from lmforge import Aligner
 from lmforge.errors import DataError
-
-from .. import training
-from ..data_checks import drop_identical_pairs
-from ..formats import load_preferences
-from ..models import load_tokenizer
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.data_checks import drop_identical_pairs
+from lmforge.plugins.lib.formats import load_preferences
+from lmforge.plugins.lib.models import load_tokenizer
 
 
 @dataclass

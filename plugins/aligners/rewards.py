@@ -116,8 +116,7 @@ class RewardModelScorer:
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 512, device: str | None = None):
         import torch
-
-        from .reward_model import RewardScorer
+        from lmforge.plugins.aligners.reward_model import RewardScorer
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmforge import Aligner
-
-from .. import training
-from .grpo import OnlineRLParams, build_online_rl
+from lmforge.plugins.aligners.grpo import OnlineRLParams, build_online_rl
+from lmforge.plugins.lib import training
 
 
 @dataclass

@@ -27,8 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lmforge.errors import DataError
-
-from ..local_page import LocalPageHandler, LocalPageServer
+from lmforge.plugins.lib.local_page import LocalPageHandler, LocalPageServer
 
 PAGE = Path(__file__).with_name("audit.html")
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from lmforge import CleaningStep, Drop
-
-from .punctuation import PUNCTUATION
+from lmforge.plugins.cleaners.punctuation import PUNCTUATION
 
 MERSENNE_PRIME = (1 << 61) - 1
 _PUNCTUATION_TO_SPACE = str.maketrans(PUNCTUATION, " " * len(PUNCTUATION))

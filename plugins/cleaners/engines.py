@@ -31,8 +31,7 @@ def LmforgeSteps(step_specs: list[Any]):
     from datatrove.pipeline.base import PipelineStep
     from datatrove.utils.typeshelper import StatHints
     from lmforge import Drop
-
-    from .basic import build_steps
+    from lmforge.plugins.cleaners.basic import build_steps
 
     class _LmforgeSteps(PipelineStep):
         name = "lmforge cleaning steps"

@@ -23,7 +23,7 @@ def lmforge_register(registry):
 def lmforge_cli_commands():
     return {
         "rank": ("rank K sampled responses per prompt in a local web page (or --terminal) -> preference data",
-                 "lmforge.plugins.feedback.rank:rank_main"),
+                 "lmforge.plugins.rank:rank_main"),
         "rank-export": ("write preference pairs from a ranking session and report annotator agreement",
-                        "lmforge.plugins.feedback.rank:export_main"),
+                        "lmforge.plugins.rank:export_main"),
     }

@@ -6,7 +6,7 @@ papers). Pairs bundled with a framework were made by some other model; this stag
 own fine-tuned model, so the aligner and the reward model learn about what this model does.
 
 The judge knows each question's reference answer and prefers what a person asks of an assistant: answer what
-you know, say so where your knowledge ends (the rule judge of plugins/stage_effects.py: the right answer beats
+you know, say so where your knowledge ends (the rule judge of plugins/evaluators/stage_effects.py: the right answer beats
 ``unsure_reply``, which beats a wrong answer). Per question, from ``samples`` answers at ``temperature``:
 
 - answered right at least once: its most frequent right answer is chosen over up to ``wrong_per_question`` of
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
-from lmforge.config import ParamError, at_least
 from lmforge.errors import DataError
+from lmforge.params import ParamError, at_least
 
 
 @dataclass
@@ -63,7 +63,7 @@ def ranked_pairs(question: str, reference: str, completions: list[tuple[str, boo
                  wrong_per_question: int, against_unsure: bool) -> tuple[list[tuple[str, str]], bool]:
     """(chosen, rejected) answers to one question from its sampled (completion, ended its turn) answers, and
     whether any answer was right."""
-    from ..stage_effects import abstains, is_correct
+    from lmforge.plugins.evaluators.stage_effects import abstains, is_correct
 
     right = [text for text, ended in completions if ended and is_correct(text, reference, question)]
     wrong = list(dict.fromkeys(text for text, _ in completions
@@ -77,7 +77,7 @@ def ranked_pairs(question: str, reference: str, completions: list[tuple[str, boo
 
 def questions_with_references(source) -> list[dict]:
     """The {prompt, reference} records of a questions input; one line naming the file:line that is not one."""
-    from ..data import read_rows
+    from lmforge.plugins.lib.data import read_rows
 
     rows = read_rows(source)
     for row in rows:
@@ -102,8 +102,8 @@ class JudgedPairs(Sampler):
 
     def questions(self, inputs, seed: int) -> list[tuple[str, str, bool]]:
         """(question, reference, fine-tuned on) for every question to ask."""
-        from ..formats import load_conversations
-        from ..stage_effects import fill_placeholders
+        from lmforge.plugins.evaluators.stage_effects import fill_placeholders
+        from lmforge.plugins.lib.formats import load_conversations
 
         placeholders = self.config.placeholders or {}
         asked = [(r["prompt"], fill_placeholders(r["reference"], placeholders), False)
@@ -120,9 +120,8 @@ class JudgedPairs(Sampler):
         return asked
 
     def run(self, inputs, output_dir, context):
-        from ..common import seed_everything
-        from ..models import load_causal_lm, load_tokenizer
-        from ..samplers.hf_generate import GenerateParams, sample
+        from lmforge.plugins.lib.generation import GenerateParams, sample
+        from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, seed_everything
 
         cfg = self.config
         seed = context.seed if cfg.seed is None else cfg.seed

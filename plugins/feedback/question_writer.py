@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
-from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError
+from lmforge.params import at_least, one_of
 
 METHODS = ("cloze", "model")
 SENTENCE = re.compile(r"[^.!?\n]{20,240}[.!?]")
@@ -72,7 +72,7 @@ def cloze_questions(text: str) -> list[dict]:
 
 def model_questions(model, tokenizer, passages: list[str], max_new_tokens: int) -> list[tuple[dict | None, str]]:
     """Ask the writer model for one Q/A per passage; (pair or None, why rejected) for each, answer checked."""
-    from ..samplers.hf_generate import GenerateParams, sample
+    from lmforge.plugins.lib.generation import GenerateParams, sample
 
     prompts = [[{"role": "user", "content": WRITER_PROMPT.format(passage=p)}] for p in passages]
     rows = sample(model, tokenizer, prompts, GenerateParams(do_sample=False, max_new_tokens=max_new_tokens))
@@ -98,7 +98,7 @@ class QuestionWriter(Sampler):
     optional_inputs: ClassVar[dict[str, str]] = {"model": "method=model: the writer model (dir or Hub id)"}
 
     def run(self, inputs, output_dir, context):
-        from ..data import iter_texts
+        from lmforge.plugins.lib.data import iter_texts
 
         cfg = self.config
         if cfg.method == "model" and not inputs.get("model"):
@@ -132,7 +132,7 @@ class QuestionWriter(Sampler):
         return output_dir
 
     def _written_by_model(self, model_ref, documents, rejected: dict[str, int], context) -> list[dict]:
-        from ..models import load_causal_lm, load_tokenizer
+        from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
         cfg = self.config
         tokenizer, model = load_tokenizer(model_ref), load_causal_lm(model_ref, context, inference=True).eval()

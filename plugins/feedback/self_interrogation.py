@@ -39,9 +39,8 @@ from typing import ClassVar
 
 from lmforge import Hardware, RunContext, Sampler
 from lmforge.errors import ConfigError, DataError
-
-from ..aligners.rewards import NUMBER, final_answer, normalise_number
-from ..common import read_records
+from lmforge.plugins.aligners.rewards import NUMBER, final_answer, normalise_number
+from lmforge.plugins.lib.data import read_records
 
 ANSWER_TYPES = ("number", "text")
 
@@ -233,7 +232,7 @@ class SelfInterrogation(Sampler):
 
         if not path or self.config.replay_ratio <= 0:
             return []
-        from ..formats import load_conversations
+        from lmforge.plugins.lib.formats import load_conversations
 
         conversations = load_conversations(path)
         if not conversations:

@@ -6,7 +6,7 @@ the model learns to stop); for prompt/completion data it keeps the loss on the c
 sequences (best-fit decreasing, with per-sequence positions so packed examples never attend to each
 other) and runs the eval split. lmforge adds on top:
 
-* data in any supported format (``lmforge.plugins.formats``: messages, ShareGPT, alpaca,
+* data in any supported format (``lmforge.plugins.lib.formats``: messages, ShareGPT, alpaca,
   prompt/completion, one-string dialogues), auto-detected, with a system prompt / identity and
   ``{{name}}``-style placeholders filled from config;
 * a stated truncation policy (``truncation``) that never cuts a reply's end-of-turn token: ``keep_start`` drops
@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lmforge import Finetuner
-from lmforge.config import ParamError
 from lmforge.errors import ConfigError, DataError
-
-from .. import training
-from ..formats import load_conversations, load_prompt_completions, read_format
+from lmforge.params import ParamError, one_of
+from lmforge.plugins.lib import training
+from lmforge.plugins.lib.formats import load_conversations, load_prompt_completions, read_format
 
 TRUNCATION = ("keep_start", "drop")
 LOSS_ON = ("assistant", "all")
@@ -67,9 +66,9 @@ class SFTParams(training.TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
-        training.choice("truncation", self.truncation, TRUNCATION)
-        training.choice("loss_on", self.loss_on, LOSS_ON)
-        training.choice("prompt_completion", self.prompt_completion, PROMPT_COMPLETION)
+        one_of(self, "truncation", TRUNCATION)
+        one_of(self, "loss_on", LOSS_ON)
+        one_of(self, "prompt_completion", PROMPT_COMPLETION)
         if self.max_length < 8:
             raise ParamError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
 

@@ -1,16 +1,11 @@
 """Looking inside a model: the token view (``lmforge tokenize``) and the language map (``lmforge map``).
 
 - tokens.py: how a tokenizer cuts text, coloured with ids; fertility (tokens per word) for the tokenizer report.
-- language_map.py: token embeddings in 2D with nearest neighbours; also the ``language_map`` evaluator, which
-  draws a pretrained model beside its random initialisation into the pretrainer's artifact.
+- language_map.py: token embeddings in 2D with nearest neighbours (the ``language_map`` evaluator in
+  plugins/evaluators/ draws one into the pretrainer's artifact).
 """
 
 from lmforge import hookimpl
-
-
-@hookimpl
-def lmforge_register(registry):
-    registry.add("evaluator", "language_map", "lmforge.plugins.inspect.evaluator:LanguageMapEvaluator")
 
 
 @hookimpl

@@ -18,12 +18,10 @@ import time
 from pathlib import Path
 
 from lmforge import Pretrainer
-
-from ..checkpoints import latest_checkpoint, step_of, stop_if_not_finite
-from ..common import seed_everything
-from ..models import save_model_dir
-from ..training import base_arguments, route_logs_to_lmforge
-from .shared import (
+from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of, stop_if_not_finite
+from lmforge.plugins.lib.models import save_model_dir, seed_everything
+from lmforge.plugins.lib.training import base_arguments, route_logs_to_lmforge
+from lmforge.plugins.pretrainers.shared import (
     PretrainConfig,
     Windows,
     build_model_config,

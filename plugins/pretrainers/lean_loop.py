@@ -27,9 +27,14 @@ from pathlib import Path
 
 from lmforge import Pretrainer
 from lmforge.errors import ConfigError
-
-from ..checkpoints import begin_partial, commit_partial, latest_checkpoint, loop_state, stop_if_not_finite
-from .shared import (
+from lmforge.plugins.lib.checkpoints import (
+    begin_partial,
+    commit_partial,
+    latest_checkpoint,
+    loop_state,
+    stop_if_not_finite,
+)
+from lmforge.plugins.pretrainers.shared import (
     Corpus,
     PretrainConfig,
     SampleOrder,

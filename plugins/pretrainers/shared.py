@@ -165,7 +165,7 @@ def derive_from_depth(model_type: str, defaults, depth: int, aspect_ratio: int, 
 
 def pretrain_tokenizer_dir(cfg: PretrainConfig, inputs: dict) -> Path:
     """The tokenizer to train with: the ``tokenizer`` input, or with ``init_from`` that model's own."""
-    from ..models import model_path
+    from lmforge.plugins.lib.models import model_path
 
     tokenizer_dir = model_path(inputs["tokenizer"])
     if cfg.init_from:
@@ -180,7 +180,7 @@ def pretrain_tokenizer_dir(cfg: PretrainConfig, inputs: dict) -> Path:
 def initial_model(cfg: PretrainConfig, tokenizer, context):
     """The model training starts from: ``init_from``'s weights (fp32), else random weights from ``model``."""
     if cfg.init_from:
-        from ..models import load_causal_lm, prepare_model_for_tokenizer
+        from lmforge.plugins.lib.models import load_causal_lm, prepare_model_for_tokenizer
 
         return prepare_model_for_tokenizer(load_causal_lm(cfg.init_from, context), tokenizer)
     return build_model(build_model_config(context.model or {}, tokenizer), context.hardware)
@@ -289,8 +289,7 @@ def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field
     ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
     from lmforge import sources
-
-    from .token_shards import TokenStream, build_shards
+    from lmforge.plugins.pretrainers.token_shards import TokenStream, build_shards
 
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), sources.input_hash(text_path),
                                      text_field]).encode()).hexdigest()[:24]
@@ -391,8 +390,8 @@ class Corpus:
 
 def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
     """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
-    from ..checkpoints import split_too_short
-    from ..models import load_tokenizer
+    from lmforge.plugins.lib.checkpoints import split_too_short
+    from lmforge.plugins.lib.models import load_tokenizer
 
     tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
     tokenizer = load_tokenizer(tokenizer_dir)

@@ -88,13 +88,13 @@ def iter_pieces(text: Any, text_field: str, piece_chars: int = PIECE_CHARS,
                 block_chars: int = 1 << 22) -> Iterator[tuple[str, bool]]:
     """``(piece, starts_a_document)`` over a data input, streamed: a plain-text file (one document) is read in
     blocks, so even a many-gigabyte .txt never sits in memory whole; any other input (JSON lines, parquet, a
-    folder, glob, mixture or Hub dataset) comes document by document from ``lmforge.plugins.data``."""
+    folder, glob, mixture or Hub dataset) comes document by document from ``lmforge.plugins.lib.data``."""
     from lmforge.sources import TEXT_SUFFIXES, suffix_of
 
     if isinstance(text, (str, os.PathLike)) and Path(text).is_file() and suffix_of(text) in TEXT_SUFFIXES:
         yield from _text_file_pieces(Path(text), piece_chars, block_chars)
         return
-    from ..data import iter_texts
+    from lmforge.plugins.lib.data import iter_texts
 
     for batch in iter_texts(text, text_field):
         for document in batch:

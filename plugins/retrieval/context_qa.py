@@ -23,7 +23,7 @@ import json
 import random
 from pathlib import Path
 
-from .when_unsure import CONTEXT_TEMPLATE
+from lmforge.plugins.retrieval.when_unsure import CONTEXT_TEMPLATE
 
 SYLLABLES = ("vel", "mor", "dra", "ost", "hel", "quar", "ni", "tal", "bre", "on", "ka", "lis", "dun", "sha",
              "ter", "wyn", "gal", "ro", "fen", "zu", "mar", "eth", "ul", "cor", "ith", "an", "pel", "sor")

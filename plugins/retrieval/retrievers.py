@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.params import at_least, one_of
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ class BM25Retriever:
 
     def _build(self) -> None:
         import bm25s
-
-        from ..data import BadRecord, iter_rows
+        from lmforge.plugins.lib.data import BadRecord, iter_rows
 
         for row in iter_rows(self.config.collection, self.config.text_field):
             if isinstance(row, BadRecord):

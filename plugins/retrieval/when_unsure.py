@@ -83,8 +83,7 @@ def uncertainty_scores(model, tokenizer, encoded: list[list[int]], probe_tokens:
                        eos_ids: list[int], batch_size: int = 8) -> list[float]:
     """The uncertainty signal for each encoded prompt, from a short greedy continuation (batched)."""
     import torch
-
-    from ..samplers.hf_generate import left_padded
+    from lmforge.plugins.lib.generation import left_padded
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     scores: list[float] = []
@@ -112,7 +111,7 @@ def uncertainty_scores(model, tokenizer, encoded: list[list[int]], probe_tokens:
 def add_context_when_unsure(model, tokenizer, prompts: list[list[dict]], cfg: RetrievalConfig, retriever,
                             system_prompt: str | None, stop_tokens) -> tuple[list[list[dict]], list[RetrievalRecord]]:
     """Prompts with passages added where the model is unsure, and a record per prompt of what was done."""
-    from ..samplers.hf_generate import encode_prompt, eos_token_ids, with_system_prompt
+    from lmforge.plugins.lib.generation import encode_prompt, eos_token_ids, with_system_prompt
 
     encoded = [encode_prompt(tokenizer, with_system_prompt(p, system_prompt)) for p in prompts]
     scores = uncertainty_scores(model, tokenizer, encoded, cfg.probe_tokens, cfg.signal,
@@ -138,7 +137,7 @@ def sample_when_unsure(model, tokenizer, prompts: list[list[dict]], gen_cfg, cfg
     Rows keep the user's original prompt in ``prompt`` and the prompt the model actually saw in
     ``prompt_with_context`` when retrieval fired.
     """
-    from ..samplers.hf_generate import sample
+    from lmforge.plugins.lib.generation import sample
 
     retriever = retriever or build_retriever(cfg.retriever)
     augmented, records = add_context_when_unsure(model, tokenizer, prompts, cfg, retriever,

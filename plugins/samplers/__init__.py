@@ -13,7 +13,7 @@ def lmforge_register(registry):
 def lmforge_cli_commands():
     return {
         "serve": ("serve a model dir over an OpenAI-compatible HTTP API (127.0.0.1 by default)",
-                  "lmforge.plugins.samplers.server:serve_main"),
+                  "lmforge.plugins.serve:serve_main"),
         "chat": ("chat with a model dir in the terminal, tokens streamed as generated",
                  "lmforge.plugins.samplers.chat:chat_main"),
     }

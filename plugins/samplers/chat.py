@@ -28,8 +28,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lmforge.errors import MissingArtifact
-
-from .hf_generate import check_generation_settings, cut_at_stop, encode_prompt, generate_kwargs, render_prompt
+from lmforge.plugins.lib.generation import (
+    check_generation_settings,
+    cut_at_stop,
+    encode_prompt,
+    generate_kwargs,
+    render_prompt,
+)
 
 HELP = """commands: /retry  new answer to your last message     /clear  forget the conversation
           /system TEXT  set the system prompt             /context FILE  add a file as working memory
@@ -58,7 +63,7 @@ class ChatSession:
 
     def __init__(self, model_dir, system_prompt: str | None = None, context_files=(), device: str = "auto",
                  retrieval=None, **settings):
-        from ..models import model_path
+        from lmforge.plugins.lib.models import model_path
 
         model_dir = model_path(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         if not (model_dir / "config.json").is_file():
@@ -73,15 +78,14 @@ class ChatSession:
         # Look it up when unsure (a RetrievalConfig): the record of the last answer is in ``last_retrieval``.
         self.retrieval, self.retriever, self.last_retrieval = retrieval, None, None
         if retrieval is not None:
-            from ..retrieval.when_unsure import build_retriever
+            from lmforge.plugins.retrieval.when_unsure import build_retriever
 
             self.retriever = build_retriever(retrieval)
         self._load(model_dir, device)
 
     def _load(self, model_dir: Path, device: str) -> None:
         import torch
-
-        from ..models import load_causal_lm, load_tokenizer
+        from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_causal_lm(model_dir).eval()
@@ -128,7 +132,7 @@ class ChatSession:
         """Measure the uncertainty of the coming answer; when it is high, put passages in the user turn."""
         from dataclasses import asdict
 
-        from ..retrieval.when_unsure import add_context_when_unsure
+        from lmforge.plugins.retrieval.when_unsure import add_context_when_unsure
 
         conversation = self.conversation()
         (augmented,), (record,) = add_context_when_unsure(
@@ -216,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    from ..retrieval.when_unsure import add_retrieval_arguments
+    from lmforge.plugins.retrieval.when_unsure import add_retrieval_arguments
 
     add_retrieval_arguments(parser)
     return parser
@@ -237,7 +241,7 @@ def show_retrieval(record: dict | None, write) -> None:
 
 def chat_main(argv: list[str], input_fn=input, output=None) -> int:
     """The ``lmforge chat`` command; ``input_fn``/``output`` are replaceable to drive it from code."""
-    from ..retrieval.when_unsure import retrieval_from_args
+    from lmforge.plugins.retrieval.when_unsure import retrieval_from_args
 
     output = output or sys.stdout
     args = _parser().parse_args(argv)

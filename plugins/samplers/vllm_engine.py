@@ -18,10 +18,8 @@ from typing import ClassVar
 
 from lmforge import Sampler
 from lmforge.errors import ConfigError
-
-from ..models import load_tokenizer
-from ..formats import load_prompts
-from .hf_generate import (
+from lmforge.plugins.lib.formats import load_prompts
+from lmforge.plugins.lib.generation import (
     REWARD_MODEL_INPUT,
     GenerateParams,
     check_best_of_input,
@@ -33,6 +31,7 @@ from .hf_generate import (
     with_system_prompt,
     write_completions,
 )
+from lmforge.plugins.lib.models import load_tokenizer
 
 
 @dataclass

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.errors import ConfigError
-
-from .subword import SubwordConfig, SubwordTokenizer
+from lmforge.plugins.tokenizers.subword import SubwordConfig, SubwordTokenizer
 
 # GPT-4 (cl100k) pre-tokenization pattern: contractions, letters, 1-3 digit numbers, punctuation, spaces.
 GPT4_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"

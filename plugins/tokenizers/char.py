@@ -21,9 +21,8 @@ from pathlib import Path
 
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
-
-from ..common import iter_texts
-from .subword import ESCAPE, ChatTokensConfig, escape_chars, save_chat_tokenizer
+from lmforge.plugins.lib.data import iter_texts
+from lmforge.plugins.tokenizers.subword import ESCAPE, ChatTokensConfig, escape_chars, save_chat_tokenizer
 
 
 @dataclass

@@ -31,9 +31,8 @@ from typing import Any, ClassVar
 
 from lmforge import Tokenizer
 from lmforge.errors import ConfigError, DataError
-
-from ..data import iter_texts
-from ..inspect.tokens import SAMPLE_SENTENCES, WORD, plain_view, spans_from_offsets
+from lmforge.plugins.inspect.tokens import SAMPLE_SENTENCES, WORD, plain_view, spans_from_offsets
+from lmforge.plugins.lib.data import iter_texts
 
 ESCAPE = "\ufdd0"  # a Unicode noncharacter: never assigned, meant for internal use
 CHUNK_CHARS = 1 << 16  # long documents (a whole .txt file) are cut at line ends into pieces about this long
@@ -73,7 +72,7 @@ class ChatTokensConfig:
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
     def __post_init__(self):
-        from lmforge.config import at_least
+        from lmforge.params import at_least
 
         at_least(self, 8, "max_length")
         if len(self.chat_tokens) != 4 or not all(isinstance(t, str) and t for t in self.chat_tokens):
@@ -88,7 +87,7 @@ class SubwordConfig(ChatTokensConfig):
     heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
 
     def __post_init__(self):
-        from lmforge.config import at_least
+        from lmforge.params import at_least
 
         super().__post_init__()
         at_least(self, 1, "vocab_size")
@@ -308,7 +307,7 @@ class TextStream:
 
 def stream_texts(path, text_field: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
     """Batches of texts read lazily from any data input: records one by one, .txt/.md in pieces of about
-    64k characters cut at line ends (``lmforge.plugins.data``, ``txt_mode="chunk"``)."""
+    64k characters cut at line ends (``lmforge.plugins.lib.data``, ``txt_mode="chunk"``)."""
     yield from iter_texts(path, text_field, batch_size, txt_mode="chunk")
 
 

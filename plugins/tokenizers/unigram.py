@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.errors import ConfigError
-
-from .subword import SubwordConfig, SubwordTokenizer, escape_chars
+from lmforge.plugins.tokenizers.subword import SubwordConfig, SubwordTokenizer, escape_chars
 
 SPACE = "\u2581"  # ▁, SentencePiece's visible space
 

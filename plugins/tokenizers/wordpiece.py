@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .subword import SubwordConfig, SubwordTokenizer
+from lmforge.plugins.tokenizers.subword import SubwordConfig, SubwordTokenizer
 
 
 @dataclass

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..evaluation import Evaluator
-from .language_map import LanguageMapConfig, language_map, whole_word_tokens
+from lmforge import Evaluator
+from lmforge.plugins.inspect.language_map import LanguageMapConfig, language_map, whole_word_tokens
 
 
 def sample_text(source, max_chars: int = 2_000_000) -> str:
     """The first ``max_chars`` characters of a text input (enough to rank the common words)."""
-    from ..data import iter_texts
+    from lmforge.plugins.lib.data import iter_texts
 
     pieces, size = [], 0
     for batch in iter_texts(source):

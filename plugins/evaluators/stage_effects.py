@@ -7,7 +7,7 @@ moves it toward what the judge prefers. So every model artifact is asked the sam
 base model as a plain continuation, the others through the chat template), and the report puts the answers
 side by side with the numbers that say whether each stage worked.
 
-Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluation.py) put the numbers in the manifests:
+Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators.py) put the numbers in the manifests:
 
 * ``answers``: greedy answers to the held-out prompts (written to ``<artifact>/answers.jsonl``) plus
   ``samples`` sampled answers per prompt. Metrics: ``identity`` (identity prompts whose greedy answer names
@@ -30,11 +30,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge import Evaluator
 from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError, MissingArtifact
-
-from .common import seed_everything
-from .evaluation import Evaluator
+from lmforge.plugins.lib.models import seed_everything
 
 ANSWERS_FILE = "answers.jsonl"
 WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
@@ -82,7 +81,7 @@ _LANGUAGE = None
 def english_share(texts: list[str], threshold: float = 0.5) -> float:
     """Share of non-empty texts whose top language under the cleaner's language ID is English."""
     global _LANGUAGE
-    from .cleaners.content import LanguageFilter
+    from lmforge.plugins.cleaners.content import LanguageFilter
 
     if _LANGUAGE is None:
         _LANGUAGE = LanguageFilter({"languages": ["en"], "threshold": threshold, "annotate": False})
@@ -98,8 +97,8 @@ def alpha_word_share(texts: list[str]) -> float:
 
 def load_eval_prompts(path) -> list[dict]:
     """Held-out prompts: {prompt, reference?, kind?} records (a plain prompt file gives prompts without references)."""
-    from .common import read_records
-    from .formats import load_prompts
+    from lmforge.plugins.lib.data import read_records
+    from lmforge.plugins.lib.formats import load_prompts
 
     records = read_records(str(path))
     prompts = load_prompts(str(path))
@@ -151,7 +150,7 @@ def held_out_asking(cfg: HeldOutAsking, context) -> Asking:
 
 def model_for_answers(model_dir, context):
     """(model in eval mode on the run's device, tokenizer) of a model dir, as every evaluator here asks it."""
-    from .models import load_causal_lm, load_tokenizer
+    from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
     return load_causal_lm(model_dir, context, inference=True).eval(), load_tokenizer(model_dir)
 
@@ -159,8 +158,7 @@ def model_for_answers(model_dir, context):
 def continuation(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy plain-text continuations (no chat template): what a base model does with a prompt."""
     import torch
-
-    from .samplers.hf_generate import left_padded
+    from lmforge.plugins.lib.generation import left_padded
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
@@ -182,7 +180,7 @@ class Answers(Evaluator):
     config_class = AnswersConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .samplers.hf_generate import GenerateParams, sample
+        from lmforge.plugins.lib.generation import GenerateParams, sample
 
         cfg = self.config
         if cfg.mode not in ("chat", "continuation"):
@@ -244,7 +242,7 @@ def repetition_fraction(text: str, n: int = 3) -> float:
 
 def known_words(path, placeholders: dict[str, str] | None = None) -> set[str]:
     """The lower-cased words of every message in a chat data file: what a fluent answer is made of."""
-    from .formats import load_conversations
+    from lmforge.plugins.lib.formats import load_conversations
 
     return {w.lower() for conversation in load_conversations(str(path), placeholders=placeholders or None)
             for m in conversation for w in WORD.findall(m["content"])}
@@ -269,7 +267,7 @@ def reference_score(answer: str, reference: str | None, question: str, ended: bo
 
 def _resolve_model(value: str, inputs: dict, context, key: str) -> str:
     """An input of this stage, ``stage:<name>`` of this run, a model dir or a Hub id in the HF cache."""
-    from .models import model_path
+    from lmforge.plugins.lib.models import model_path
 
     if value in inputs:
         return str(inputs[value])
@@ -291,7 +289,12 @@ class WinRate(Evaluator):
     config_class = WinRateConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .samplers.hf_generate import GenerateParams, sample, score_with_reward_model, with_system_prompt
+        from lmforge.plugins.lib.generation import (
+            GenerateParams,
+            sample,
+            score_with_reward_model,
+            with_system_prompt,
+        )
 
         cfg = self.config
         baseline = _resolve_model(cfg.baseline, inputs, context, "baseline")
@@ -347,7 +350,7 @@ STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
 
 def _cell(text: str, width: int = 90) -> str:
     """Model text as one literal table cell (no markup can come out of it), shortened to ``width``."""
-    from .report import escape_markdown
+    from lmforge.plugins.report import escape_markdown
 
     text = " ".join(str(text).split())
     return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")

@@ -22,8 +22,7 @@ from typing import Any
 
 from lmforge import hookimpl, registry
 from lmforge.errors import DataError, close_match
-
-from ..data import Record, is_text_only, read_rows
+from lmforge.plugins.lib.data import Record, is_text_only, read_rows
 
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "model": "assistant", "bot": "assistant", "chatbot": "assistant", "system": "system"}
@@ -333,7 +332,7 @@ def read_format(source, fmt: str = "auto",
                 columns: dict[str, str] | None = None) -> tuple[DataFormat, list[dict]]:
     """The records of a data input (keys renamed by ``columns``) and the format adapter that reads them.
 
-    ``source`` is any data input :mod:`lmforge.plugins.data` reads: a file, glob, directory, saved or Hub
+    ``source`` is any data input :mod:`lmforge.plugins.lib.data` reads: a file, glob, directory, saved or Hub
     dataset, or a mixture."""
     adapter, rows = _read(source, fmt, columns)
     return adapter, [row.fields for _, row in rows]

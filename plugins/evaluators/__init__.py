@@ -11,7 +11,9 @@ artifact looking complete. Choose evaluators per stage name::
       aligner: [{name: win_rate, judge: runs/rm/reward_model}, {name: gsm8k, limit: 50}]
 
 Each evaluator is a plugin of kind ``evaluator``: a class with a ``config_class`` and
-``evaluate(artifact, inputs, context) -> dict`` of numbers.
+``evaluate(artifact, inputs, context) -> dict`` of numbers (the base class is ``lmforge.Evaluator``; it
+stays importable from here). Evaluators add their own sections to the run report through the
+``lmforge_report_sections`` hook.
 """
 
 from __future__ import annotations
@@ -22,25 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge import hookimpl, registry
-from lmforge.config import build_params, named_spec
+from lmforge import Evaluator, hookimpl, registry
+from lmforge.config import named_spec
 from lmforge.errors import ConfigError
-
-from .common import iter_texts, read_records
-from .models import load_causal_lm, load_tokenizer
-
-
-class Evaluator:
-    config_class: type | None = None
-    name = ""
-
-    def __init__(self, config=None, **params):
-        if config is None or isinstance(config, dict):
-            config = build_params(self.config_class, {**(config or {}), **params}, where=f"evaluation.{self.name}")
-        self.config = config
-
-    def evaluate(self, artifact: Path, inputs: dict[str, Path], context) -> dict[str, float]:
-        raise NotImplementedError
+from lmforge.plugins.lib.data import iter_texts, read_records
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
 
 @dataclass
@@ -96,8 +84,8 @@ class GSM8K(Evaluator):
     config_class = GSM8KConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .aligners.rewards import final_answer
-        from .samplers.hf_generate import GenerateParams, sample
+        from lmforge.plugins.aligners.rewards import final_answer
+        from lmforge.plugins.lib.generation import GenerateParams, sample
 
         records = read_records(self.config.data)[: self.config.limit]
         for index, record in enumerate(records):
@@ -124,8 +112,11 @@ class RewardAccuracy(Evaluator):
     config_class = RewardAccuracyConfig
 
     def evaluate(self, artifact, inputs, context):
-        from .aligners.reward_model import RewardScorer, pairwise_accuracy  # the reward model's own report
-        from .formats import load_preferences
+        from lmforge.plugins.aligners.reward_model import (  # the reward model's own report
+            RewardScorer,
+            pairwise_accuracy,
+        )
+        from lmforge.plugins.lib.formats import load_preferences
 
         pairs = load_preferences(self.config.data)[: self.config.limit]
         return pairwise_accuracy(RewardScorer.from_dir(artifact, context), pairs)
@@ -138,9 +129,10 @@ BUILTIN = (Perplexity, GSM8K, RewardAccuracy)
 def lmforge_register(registry):
     for cls in BUILTIN:
         registry.add("evaluator", cls.name, cls)
-    registry.add("evaluator", "lm_eval", "lmforge.plugins.lm_eval_adapter:LMEvalHarness")
-    registry.add("evaluator", "answers", "lmforge.plugins.stage_effects:Answers")
-    registry.add("evaluator", "win_rate", "lmforge.plugins.stage_effects:WinRate")
+    registry.add("evaluator", "lm_eval", "lmforge.plugins.evaluators.lm_eval:LMEvalHarness")
+    registry.add("evaluator", "answers", "lmforge.plugins.evaluators.stage_effects:Answers")
+    registry.add("evaluator", "win_rate", "lmforge.plugins.evaluators.stage_effects:WinRate")
+    registry.add("evaluator", "language_map", "lmforge.plugins.evaluators.language_map:LanguageMapEvaluator")
 
 
 def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
@@ -174,3 +166,12 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
             context.log_metrics({f"eval/{evaluator.name}/{k}": v for k, v in metrics.items()})
         (Path(output_dir) / "eval.json").write_text(json.dumps(results, indent=2))
     return artifact
+
+
+@hookimpl
+def lmforge_report_sections(run_dir, manifests):
+    """What each stage changed in the model's answers: the section the held-out evaluators contribute."""
+    from lmforge.plugins.evaluators import stage_effects
+
+    section = stage_effects.markdown_section(run_dir, manifests)
+    return [section] if section else []

@@ -326,9 +326,8 @@ class GenerationWorker:
 
     def _generate(self, batch: list[Job]) -> None:
         import torch
+        from lmforge.plugins.lib.generation import left_padded
         from transformers import StoppingCriteriaList, set_seed
-
-        from .hf_generate import left_padded
 
         rows = [(job, choice) for job in batch for choice in range(job.n)]
         tracker = RowTracker(rows, self.tokenizer, set(self.eos_ids))
@@ -364,9 +363,8 @@ class ModelServer:
     def __init__(self, model_dir, model_name: str | None = None, device: str = "auto", max_batch_size: int = 16,
                  batch_wait_s: float = 0.005, stop_tokens=("<|end|>",), retrieval=None):
         import torch
-
-        from ..models import load_causal_lm, load_tokenizer, resolve_model_ref
-        from .hf_generate import eos_token_ids
+        from lmforge.plugins.lib.generation import eos_token_ids
+        from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, resolve_model_ref
 
         resolved = resolve_model_ref(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         model_dir = resolved.path
@@ -384,7 +382,7 @@ class ModelServer:
         # Look it up when unsure (chat requests): a RetrievalConfig, its retriever, and the stop tokens it probes with
         self.retrieval, self.retriever, self.stop_tokens = retrieval, None, tuple(stop_tokens)
         if retrieval is not None:
-            from ..retrieval.when_unsure import build_retriever
+            from lmforge.plugins.retrieval.when_unsure import build_retriever
 
             self.retriever = build_retriever(retrieval)
 
@@ -393,7 +391,7 @@ class ModelServer:
         ``lmforge_retrieval`` field). Runs in a worker thread: it generates a few probe tokens."""
         from dataclasses import asdict
 
-        from ..retrieval.when_unsure import add_context_when_unsure
+        from lmforge.plugins.retrieval.when_unsure import add_context_when_unsure
 
         (augmented,), (record,) = add_context_when_unsure(self.worker.model, self.tokenizer, [messages],
                                                           self.retrieval, self.retriever, None, self.stop_tokens)
@@ -655,8 +653,7 @@ async def answer_completions(server: ModelServer, request: CompletionRequest, ht
 
 async def answer_chat(server: ModelServer, request: ChatRequest, http_request: Request):
     from fastapi.responses import StreamingResponse
-
-    from .hf_generate import encode_prompt, with_system_prompt
+    from lmforge.plugins.lib.generation import encode_prompt, with_system_prompt
 
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 for m in request.messages]
@@ -839,7 +836,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="also answer requests whose Host header is this name (repeatable); a server bound "
                              "to 127.0.0.1 answers only 127.0.0.1, localhost and ::1")
     parser.add_argument("--log-level", default="info")
-    from ..retrieval.when_unsure import add_retrieval_arguments
+    from lmforge.plugins.retrieval.when_unsure import add_retrieval_arguments
 
     add_retrieval_arguments(parser)  # chat requests look the answer up when the model is unsure
     return parser
@@ -853,7 +850,7 @@ def serve_main(argv: list[str]) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"lmforge serve: warning: binding {args.host} without --api-key; anyone who can reach this "
               "address can use the model", file=sys.stderr)
-    from ..retrieval.when_unsure import retrieval_from_args
+    from lmforge.plugins.retrieval.when_unsure import retrieval_from_args
 
     server = ModelServer(args.model_dir, model_name=args.model_name, device=args.device,
                          max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,

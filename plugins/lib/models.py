@@ -38,7 +38,7 @@ PROBE_REPLY = "lmforge-probe-reply"
 
 
 def _lmforge_template() -> str:
-    from .tokenizers.subword import chat_template
+    from lmforge.plugins.tokenizers.subword import chat_template
 
     # lmforge's own layout, without the content escaping (that needs lmforge's tokenizer normalizer)
     return chat_template(LMFORGE_CHAT_TOKENS).replace("{{- bos_token }}", "{{- bos_token if bos_token else '' }}", 1)
@@ -119,7 +119,7 @@ def end_of_turn_token(tokenizer) -> str | None:
     try:
         text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": PROBE_REPLY}], tokenize=False)
-    except Exception:  # a template that needs other roles or arguments: no end-of-turn known
+    except Exception:  # noqa: BLE001 — a template that needs other roles or arguments: no end-of-turn known
         return None
     if not isinstance(text, str) or PROBE_REPLY not in text:
         return None
@@ -221,3 +221,9 @@ def save_model_dir(model, tokenizer, output_dir: str | Path) -> None:
 
 __all__ = ["ResolvedModel", "chat_template_presets", "end_of_turn_token", "generation_eos_ids", "load_causal_lm",
            "load_tokenizer", "model_path", "prepare_model_for_tokenizer", "resolve_model_ref", "save_model_dir"]
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)

@@ -43,8 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from lmforge.errors import ConfigError, DataError, MissingArtifact
-
-from ..local_page import LocalPageHandler, LocalPageServer
+from lmforge.plugins.lib.local_page import LocalPageHandler, LocalPageServer
 
 EXPORT_MODES = ("all_pairs", "best_vs_worst")
 PAGE = Path(__file__).with_name("rank.html")
