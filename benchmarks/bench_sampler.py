@@ -194,6 +194,7 @@ def main() -> None:
     if not args.no_server:
         results["server"] = serve_comparison(model_dir, prompts, args)
     recorder.write({"model": str(args.model or f"random llama hidden {args.hidden}, {args.layers} layers"),
+                    "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                     "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
                     "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "device": device}, results,
                    args.out)
