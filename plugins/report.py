@@ -167,6 +167,15 @@ def _samples(artifact: Path) -> list[str]:
     return lines
 
 
+def _overlap_line(manifest: dict) -> list[str]:
+    """The plan-time overlap check's result for a stage with evaluators (plugins/evaluators/overlap.py)."""
+    metrics = manifest.get("metrics", {})
+    if "eval/overlap/items" not in metrics:
+        return []
+    return [f"Held-out items: overlap with training data: {int(metrics['eval/overlap/overlapping'])} of "
+            f"{int(metrics['eval/overlap/items'])} (examples: `eval.json`, `overlap`).", ""]
+
+
 def _stage_effects(run_dir: Path, manifests: dict) -> list[str]:
     """The stage-effects section (what each stage changed in the model's answers), where that plugin is present."""
     try:
@@ -205,6 +214,7 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
             lines += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
         for image in sorted(artifact.glob("*.png")):  # pictures a stage or evaluator drew (the language map)
             lines += [f"![{escape_markdown(image.stem.replace('_', ' '))}]({stage}/{image.name})", ""]
+        lines += _overlap_line(manifest)
         lines += _metrics_table(manifest.get("metrics", {}))
         lines += _samples(artifact)
     markdown = "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from typing import Any
 from lmforge import hookimpl, registry
 from lmforge.config import build_params, named_spec
 from lmforge.errors import ConfigError
+from lmforge.plugins.evaluators import overlap
 from lmforge.plugins.lib.data import iter_texts, read_records
 from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
@@ -162,7 +163,9 @@ def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
 @hookimpl
 def lmforge_pipeline_start(run_dir, config, context):
     for stage_name in (config.get("evaluation") or {}):
-        evaluators_for(stage_name, config)  # unknown evaluators / parameters fail before any stage runs
+        if stage_name not in overlap.SETTINGS:
+            evaluators_for(stage_name, config)  # unknown evaluators / parameters fail before any stage runs
+    overlap.check_run(config, context.is_main_process)  # held-out items found in training data: warn or stop
 
 
 @hookimpl(wrapper=True)
@@ -175,5 +178,6 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
             metrics = evaluator.evaluate(Path(output_dir), inputs, context)
             results[evaluator.name] = metrics
             context.log_metrics({f"eval/{evaluator.name}/{k}": v for k, v in metrics.items()})
+        overlap.record(context.stage_name, context, results)  # the plan-time overlap check's result
         (Path(output_dir) / "eval.json").write_text(json.dumps(results, indent=2))
     return artifact
