@@ -172,8 +172,8 @@ def _overlap_line(manifest: dict) -> list[str]:
     metrics = manifest.get("metrics", {})
     if "eval/overlap/items" not in metrics:
         return []
-    return [f"Held-out items: overlap with training data: {int(metrics['eval/overlap/overlapping'])} of "
-            f"{int(metrics['eval/overlap/items'])} (examples: `eval.json`, `overlap`).", ""]
+    counts = f"{int(metrics['eval/overlap/overlapping'])} of {int(metrics['eval/overlap/items'])}"
+    return [f"Held-out items: overlap with training data: {counts} (examples: `eval.json`, `overlap`).", ""]
 
 
 def _stage_effects(run_dir: Path, manifests: dict) -> list[str]:

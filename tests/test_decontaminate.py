@@ -62,14 +62,16 @@ def test_same_documents_as_datatrove_ngram_filter(evals, tmp_path):
     import numpy as np
     from datatrove.data import Document
     from datatrove.pipeline.decont import NGramsDecontConfig, NGramsDecontFilter, NGramsDecontIndexer
-    from datatrove.utils.hashing import create_hash_func
+    from datatrove.utils.hashing import HashConfig, create_hash_func
     from datatrove.utils.text import TextNormConfig
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
     for norm_numbers in (False, True):
         for query_ngrams, fields in ((True, []), (False, ["reference", "answer"])):
+            # sha1 hashes: datatrove's xxhash helper needs xxhash < 4 (it hashes str); the hash only names n-grams
             config = NGramsDecontConfig(n_grams=13, find_query_ngrams=query_ngrams, find_overlap_ngrams=query_ngrams,
-                                        norm_config=TextNormConfig(norm_numbers=norm_numbers))
+                                        norm_config=TextNormConfig(norm_numbers=norm_numbers),
+                                        hash_config=HashConfig(hash_fc="sha1"))
             # the indexer's compute_hashes on its own attributes (its run() loads lighteval tasks; these items are ours)
             indexer = types.SimpleNamespace(config=config, tokenizer=load_word_tokenizer("en"),
                                             hash_func=create_hash_func(config.hash_config))

@@ -57,7 +57,7 @@ def test_normalisation_puts_sums_and_products_in_one_order():
     for a, b in different:
         assert words(a, commutative=True) != words(b, commutative=True), (a, b)
     assert canonical_arithmetic("Is 10 + 2 = 12? Call 555-1234.") == "Is 2 plus 10 = 12? Call 555 minus 1234."
-    assert words("Don't  SHOUT, café!") == ["do", "nt", "shout", "cafe"]  # the cleaner's normalisation
+    assert words("Don't  SHOUT, café!") == ["don", "t", "shout", "cafe"]  # the cleaner's normalisation
 
 
 def test_index_matches_exact_and_by_ngram():
@@ -87,8 +87,8 @@ def test_finds_todays_kind_of_overlap_per_stage(files):
         f"data.preferences={files['pairs']}",
         f"evaluation.pretrainer=[{{name: answers, mode: continuation, prompts: {files['prompts']}}}]",
         f"evaluation.finetuner=[{{name: answers, prompts: {files['prompts']}}}]",
-        f"evaluation.aligner=[{{name: answers, prompts: {files['prompts']}}}, "
-        f"{{name: win_rate, prompts: {files['prompts']}, limit: 3}}]"]))
+        (f"evaluation.aligner=[{{name: answers, prompts: {files['prompts']}}}, "
+         f"{{name: win_rate, prompts: {files['prompts']}, limit: 3}}]")]))
     found = check_overlap(cfg)
     overlapping = {stage: {e["item"] for e in result["examples"]} for stage, result in found.items()}
     assert found["pretrainer"]["items"] == len(HELD_OUT)

@@ -32,11 +32,12 @@ from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError, DataError
 from lmforge.plugins.lib.data import BadRecord, iter_rows, iter_texts, read_records
 from lmforge.plugins.lib.overlap import OverlapIndex, string_leaves
-from lmforge.sources import WEB_SUFFIXES, input_kind, resolve_data
+from lmforge.sources import WEB_SUFFIXES, input_kind, resolve_data, suffix_of
 
 ON_OVERLAP = ("warn", "error", "off")
-SETTINGS = ("on_overlap",)  # keys of `evaluation` that are settings, not stage names
+SETTINGS = ("on_overlap", "overlap_max_mb")  # keys of `evaluation` that are settings, not stage names
 NGRAM = 13
+MAX_MB = 64  # text read per training input (a pretraining corpus is checked in part; the rest by decontaminate)
 EXAMPLES = 5
 SNIPPET = 160
 STAGE_REF = "stage:"
@@ -113,7 +114,7 @@ def _readable(value) -> bool:
         source = resolve_data(value)
     except Exception:  # noqa: BLE001 - not a data source (a path input of another kind): not training text
         return False
-    return not any(f.suffix.lower() in WEB_SUFFIXES for f in source.files)
+    return not any(suffix_of(f) in WEB_SUFFIXES for f in source.files())
 
 
 def _snippet(text: str) -> str:
@@ -121,10 +122,11 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
 
 
-def check_overlap(config: dict[str, Any], n: int = NGRAM) -> dict[str, dict[str, Any]]:
+def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB) -> dict[str, dict[str, Any]]:
     """For each stage with evaluators that read items: its items against its training inputs (see the module
-    docstring). ``{stage: {"items", "overlapping", "exact", "ngram", "examples", "evaluators", "inputs",
-    "unchecked"}}``; stages without such evaluators are left out."""
+    docstring), reading at most ``max_mb`` MB of text per input. ``{stage: {"items", "overlapping", "exact",
+    "ngram", "examples", "evaluators", "inputs", "partly_read", "unchecked"}}``; stages without such evaluators
+    are left out."""
     from lmforge.plugins.evaluators import evaluators_for
 
     stages = (config.get("pipeline") or {}).get("stages") or {}
@@ -148,18 +150,24 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM) -> dict[str, dict[str,
     if not asked:
         return {}
     # each training input read once: input -> item -> (match, where, training text)
-    hits: dict[str, dict[int, tuple[str, str, str]]] = {}
+    hits: dict[str, dict[int, tuple[str, ...]]] = {}
     inputs_of: dict[str, list[str]] = {}
+    partial: set[str] = set()  # inputs read only in part
+    partly_read: set[str] = set()  # their config keys
     for stage_name in asked:
         keys = []
         for earlier in lineage(stage_name, stages):
             for where, value in training_inputs(earlier, config):
                 ident = json.dumps(value, sort_keys=True, default=str)
                 if ident not in hits:
-                    hits[ident] = _scan(index, value) if _readable(value) else {}
+                    hits[ident], complete = _scan(index, value, int(max_mb * 1e6)) if _readable(value) else ({}, True)
+                    if not complete:
+                        partial.add(ident)
                 keys.append(ident)
+                if ident in partial:
+                    partly_read.add(where)
                 inputs_of.setdefault(stage_name, []).append(where)
-        merged: dict[int, tuple[str, str, str]] = {}
+        merged: dict[int, tuple[str, ...]] = {}
         for ident in keys:
             for item, hit in hits[ident].items():
                 if item not in merged or (hit[0] == "exact" and merged[item][0] != "exact"):
@@ -176,27 +184,34 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM) -> dict[str, dict[str,
             "exact": sum(merged[i][0] == "exact" for i in overlapping),
             "ngram": sum(merged[i][0] == "ngram" for i in overlapping),
             "examples": [{"evaluator": first_evaluator[i], "item": index.labels[i], "match": merged[i][0],
-                          "where": merged[i][1], "training_text": merged[i][2]} for i in overlapping[:EXAMPLES]],
+                          "phrase": merged[i][3], "where": merged[i][1], "training_text": merged[i][2]}
+                         for i in overlapping[:EXAMPLES]],
             "evaluators": {name: {"items": len(found), "overlapping": sum(i in merged for i in found)}
                            for name, found in evaluators.items()},
             "inputs": sorted(set(inputs_of.get(stage_name, []))),
+            "partly_read": sorted(set(inputs_of.get(stage_name, [])) & partly_read),  # their first max_mb MB
             "unchecked": unchecked.get(stage_name, []),
             "ngram_words": n,
         }
     return results
 
 
-def _scan(index: OverlapIndex, value) -> dict[int, tuple[str, str, str]]:
-    """item -> (match, where, training text) for every item some text of a data input holds."""
-    found: dict[int, tuple[str, str, str]] = {}
+def _scan(index: OverlapIndex, value, max_chars: int) -> tuple[dict[int, tuple[str, ...]], bool]:
+    """(item -> (match, where, training text, phrase) for every item some text of a data input holds,
+    whether the whole input was read (not only its first ``max_chars`` characters))."""
+    found: dict[int, tuple[str, ...]] = {}
+    read = 0
     for row in iter_rows(value, txt_mode="chunk"):
         if isinstance(row, BadRecord):  # the stage reports its own bad records
             continue
+        if read >= max_chars:
+            return found, False
         for text in string_leaves(row.fields):
-            for item, match in index.matches(text).items():
+            read += len(text)
+            for item, (match, phrase) in index.matches(text).items():
                 if item not in found or (match == "exact" and found[item][0] != "exact"):
-                    found[item] = (match, row.where, _snippet(text))
-    return found
+                    found[item] = (match, row.where, _snippet(text), phrase)
+    return found, True
 
 
 _PLANNED: tuple[Any, dict] | None = None  # (the run's config, its results): read when each stage is sealed
@@ -221,7 +236,10 @@ def check_run(config: dict[str, Any], is_main_process: bool = True) -> dict[str,
     with overlap, or (``evaluation.on_overlap=error``) a DataError naming the first one."""
     global _PLANNED
     mode = on_overlap(config)
-    results = {} if mode == "off" else check_overlap(config)
+    max_mb = (config.get("evaluation") or {}).get("overlap_max_mb", MAX_MB)
+    if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or max_mb <= 0:
+        raise ConfigError(f"evaluation.overlap_max_mb: expected a number of MB > 0, got {max_mb!r}")
+    results = {} if mode == "off" else check_overlap(config, max_mb=max_mb)
     _PLANNED = (config, results)
     for stage_name, result in results.items():
         if not result["overlapping"]:

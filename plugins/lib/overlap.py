@@ -41,6 +41,7 @@ _PART = re.compile(rf"{_NUMBER}|{_OPERATOR}", re.IGNORECASE)
 _PHRASE = re.compile(rf"\b(add|sum of|multiply|product of)\s+({_NUMBER})\s+and\s+({_NUMBER})(?![\w]|[.,]\d)",
                      re.IGNORECASE)
 COMMUTATIVE = ("plus", "times")
+_DIGIT = re.compile(r"\d")
 
 
 def _value(number: str) -> float:
@@ -73,7 +74,7 @@ def canonical_arithmetic(text: str) -> str:
 def words(text: str, norm_numbers: bool = False, commutative: bool = False) -> list[str]:
     """The normalised words of ``text``: the cleaner's simplified text (numbers kept unless ``norm_numbers``),
     split as the MinHash step splits it; ``commutative`` first puts arithmetic in one order."""
-    if commutative:
+    if commutative and _DIGIT.search(text):
         text = canonical_arithmetic(text)
     return _WORD.findall(simplify_text(text, norm_numbers=norm_numbers))
 
@@ -137,14 +138,15 @@ class OverlapIndex:
         """The first indexed phrase ``text`` holds (an n-gram, or a whole short item), or None."""
         return next((phrase for phrase, _ in self._phrases(self.words(text))), None)
 
-    def matches(self, text: str) -> dict[int, str]:
-        """Every item ``text`` overlaps: item -> ``"exact"`` (the text is the item, after normalisation) or
-        ``"ngram"`` (the text holds one of its n-grams, or the whole item when it is short)."""
+    def matches(self, text: str) -> dict[int, tuple[str, str]]:
+        """Every item ``text`` overlaps: item -> (``"exact"`` (the text is the item, after normalisation) or
+        ``"ngram"`` (the text holds one of its n-grams, or the whole item when it is short), the phrase found)."""
         text_words = self.words(text)
-        found = {item: "exact" for item in self._whole.get(" ".join(text_words), ())}
-        for _, holders in self._phrases(text_words):
+        whole = " ".join(text_words)
+        found = {item: ("exact", whole) for item in self._whole.get(whole, ())}
+        for phrase, holders in self._phrases(text_words):
             for item in holders:
-                found.setdefault(item, "ngram")
+                found.setdefault(item, ("ngram", phrase))
         return found
 
 
@@ -170,14 +172,20 @@ def item_texts(record: dict[str, Any], fields: Iterable[str] | None = None) -> l
     messages = record.get("messages") or record.get("conversations")
     if question is None and isinstance(messages, list):
         turns = [m for m in messages if isinstance(m, dict)]
-        role = lambda m: str(m.get("role", m.get("from", ""))).lower()  # noqa: E731
-        content = lambda m: _text(m.get("content", m.get("value")))  # noqa: E731
-        question = "\n".join(content(m) for m in turns if role(m) in ("user", "human"))
-        if not answers and turns and role(turns[-1]) in ("assistant", "gpt", "model"):
-            answers = [content(turns[-1])]
+        question = "\n".join(_turn_text(m) for m in turns if _role(m) in ("user", "human"))
+        if not answers and turns and _role(turns[-1]) in ("assistant", "gpt", "model"):
+            answers = [_turn_text(turns[-1])]
     if question is None:
         question = _text(record.get("text"))
     return [[question, answer] for answer in answers] if answers else [[question]]
+
+
+def _role(turn: dict) -> str:
+    return str(turn.get("role", turn.get("from", ""))).lower()
+
+
+def _turn_text(turn: dict) -> str:
+    return _text(turn.get("content", turn.get("value")))
 
 
 def _text(value: Any) -> str:
