@@ -63,9 +63,9 @@ def test_normalisation_puts_sums_and_products_in_one_order():
 def test_index_matches_exact_and_by_ngram():
     index = OverlapIndex(n=5, commutative=True)
     short, long = index.add("a", "What is 3 + 1?"), index.add("b", "one two three four five six")
-    assert index.matches("WHAT is 1 plus 3") == {short: "exact"}
-    assert index.matches("So what is 1 + 3, then?") == {short: "ngram"}  # a short item inside a longer text
-    assert index.matches("x two three four five six y") == {long: "ngram"}
+    assert index.matches("WHAT is 1 plus 3") == {short: ("exact", "what is 1 plus 3")}
+    assert index.matches("So what is 1 + 3, then?") == {short: ("ngram", "what is 1 plus 3")}  # inside a longer text
+    assert index.matches("x two three four five six y") == {long: ("ngram", "two three four five six")}
     assert index.matches("one two three four") == {}
     assert index.first_match("so: two three four five six") == "two three four five six"
 
