@@ -102,6 +102,8 @@ def test_finds_todays_kind_of_overlap_per_stage(files):
     assert example["match"] == "exact" and example["training_text"] == "what is 1+3" and "sft.jsonl" in example["where"]
     assert "pipeline.stages.finetuner.data" in found["finetuner"]["inputs"]
     assert "What is 5 - 3?" not in overlapping["aligner"] and "What is 5 + 2?" not in overlapping["aligner"]
+    assert found["finetuner"]["partly_read"] == []
+    assert check_overlap(cfg, max_mb=1e-5)["pretrainer"]["partly_read"] == ["pipeline.stages.cleaner.text"]
 
 
 @dataclass
@@ -130,7 +132,8 @@ def _run_args(tmp_path, files, *extra):
 def test_manifest_eval_json_and_report_say_how_many_overlap(tmp_path, files, capsys):
     with lmforge.registered("evaluator", "probe", Probe):
         result = lmforge.run(lmforge.compose(_run_args(tmp_path, files)))
-    assert "lmforge: warning: evaluation.cleaner: 1 of 8 held-out items overlap" in capsys.readouterr().err
+    assert "lmforge: warning: evaluation.cleaner: 1 of 8 held-out items are in the stage's training data, e.g. probe: " \
+        '"Tell me the story' in capsys.readouterr().err
     manifest = result.manifests["cleaner"]
     assert manifest["metrics"]["eval/overlap/items"] == 8 and manifest["metrics"]["eval/overlap/overlapping"] == 1
     overlap = json.loads((result.artifacts["cleaner"] / "eval.json").read_text())["overlap"]

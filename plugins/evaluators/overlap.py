@@ -226,9 +226,11 @@ def on_overlap(config: dict[str, Any]) -> str:
 
 def _line(stage_name: str, result: dict[str, Any]) -> str:
     example = result["examples"][0]
-    return (f"evaluation.{stage_name}: {result['overlapping']} of {result['items']} held-out items overlap "
-            f"the stage's training data, e.g. {example['evaluator']}'s {json.dumps(example['item'])} "
-            f"({example['match']}) in {example['where']}: {json.dumps(example['training_text'])}")
+    found = (f"= {example['where']}: {json.dumps(example['training_text'])} (after normalisation)"
+             if example["match"] == "exact" else
+             f"in {example['where']}, which holds {json.dumps(example['phrase'])}")
+    return (f"evaluation.{stage_name}: {result['overlapping']} of {result['items']} held-out items are in the "
+            f"stage's training data, e.g. {example['evaluator']}: {json.dumps(example['item'])} {found}")
 
 
 def check_run(config: dict[str, Any], is_main_process: bool = True) -> dict[str, dict[str, Any]]:
