@@ -9,6 +9,7 @@ import types
 import lmforge
 import pyarrow.parquet as pq
 import pytest
+from lmforge.plugins.cleaners.basic import BasicCleaner
 from lmforge.plugins.cleaners.decontaminate import Decontaminate
 from lmforge.plugins.cleaners.standard import StandardCleaner
 
@@ -149,3 +150,9 @@ def test_cleaner_add_drops_and_reports_or_flags(evals, tmp_path):
     column = pq.read_table(out / "data-00000.parquet").column("contaminated").to_pylist()
     assert [bool(phrase) for phrase in column] == [flag for _, flag in DOCUMENTS]
     assert column[0].startswith("a lady walks to a barbell")
+
+    basic = tmp_path / "basic"
+    basic.mkdir()
+    BasicCleaner(steps=[{"name": "decontaminate", "against": str(evals), "action": "flag"}]).run(
+        {"text": str(raw)}, basic, lmforge.RunContext(quiet=True))
+    assert json.loads((basic / "report.json").read_text())["flagged"] == {"decontaminate": expected}

@@ -48,6 +48,8 @@ def evaluation_items(evaluator) -> list[str] | None:
     name, cfg = evaluator.name, evaluator.config
     if callable(getattr(evaluator, "held_out_items", None)):
         return list(evaluator.held_out_items())
+    if _refs([getattr(cfg, key, None) for key in ("prompts", "data", "text")]):
+        return None  # made by a stage of this run: not there yet
     if name in ("answers", "win_rate"):
         from lmforge.plugins.evaluators.stage_effects import load_eval_prompts
 
