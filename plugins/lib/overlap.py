@@ -94,7 +94,9 @@ class OverlapIndex:
         self.n, self.norm_numbers, self.commutative = n, norm_numbers, commutative
         self.labels: list[Any] = []
         self._items: dict[str, list[int]] = {}  # an indexed phrase -> the items holding it
-        self._lengths: dict[str, tuple[int, ...]] = {}  # a phrase's first word -> phrase lengths, longest first
+        # a phrase's first word -> its second word ("" for a one-word phrase) -> phrase lengths, longest first:
+        # two dict look-ups rule out almost every position of a text before a phrase is joined
+        self._starts: dict[str, dict[str, tuple[int, ...]]] = {}
         self._whole: dict[str, list[int]] = {}  # an item's whole normalised text -> items
 
     def words(self, text: str) -> list[str]:
@@ -118,17 +120,23 @@ class OverlapIndex:
             holders = self._items.setdefault(key, [])
             if not holders or holders[-1] != item:
                 holders.append(item)
-                lengths = self._lengths.get(phrase[0], ())
+                follows = self._starts.setdefault(phrase[0], {})
+                second = phrase[1] if len(phrase) > 1 else ""
+                lengths = follows.get(second, ())
                 if len(phrase) not in lengths:
-                    self._lengths[phrase[0]] = tuple(sorted((*lengths, len(phrase)), reverse=True))
+                    follows[second] = tuple(sorted((*lengths, len(phrase)), reverse=True))
         self._whole.setdefault(" ".join(sequence), []).append(item)
         return item
 
     def _phrases(self, text_words: list[str]) -> Iterator[tuple[str, list[int]]]:
         """(phrase, items) for every indexed phrase in the words, in text order."""
-        size, lengths, items = len(text_words), self._lengths, self._items
+        size, starts, items = len(text_words), self._starts, self._items
         for start, word in enumerate(text_words):
-            for length in lengths.get(word, ()):
+            follows = starts.get(word)
+            if follows is None:
+                continue
+            lengths = follows.get(text_words[start + 1], ()) if start + 1 < size else ()
+            for length in (*lengths, *follows.get("", ())):
                 if start + length <= size:
                     key = " ".join(text_words[start:start + length])
                     if key in items:
