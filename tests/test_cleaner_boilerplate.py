@@ -13,7 +13,7 @@ from lmforge.plugins.cleaners.boilerplate import Boilerplate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_extract import load_pages, score  # noqa: E402
+from bench_extract import load_pages, score
 
 PARAGRAPH = ("The council met on Tuesday to discuss the new library building, and members agreed that the "
              "reading rooms should stay open later in the evening for students.")

@@ -93,8 +93,11 @@ def spec_of(kinds, fake_hub):
 
 
 def _expected(kind: str) -> list[dict]:
-    if kind == "mixture":  # csv limit 2 + the second shard + parquet limit 1
-        return ROWS[:2] + ROWS[3:] + ROWS[:1]
+    if kind == "mixture":  # csv limit 2 + the second shard + parquet limit 1, interleaved by their shares
+        from lmforge.plugins.lib.data import interleave
+
+        parts = [ROWS[:2], ROWS[3:], ROWS[:1]]
+        return list(interleave([iter(p) for p in parts], [len(p) for p in parts]))
     return ROWS
 
 

@@ -390,7 +390,7 @@ class AuditWriter:
         if self.count >= self.limit:
             return
         if self.handle is None:
-            self.handle = open(self.partial, "w", encoding="utf-8")
+            self.handle = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 (open across add() calls; close() ends it)
         self.count += 1
         self.handle.write(json.dumps({"id": document_id(text), "where": where, "step": step, "reason": reason,
                                       "text": text}, ensure_ascii=False) + "\n")

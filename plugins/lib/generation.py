@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import ParamError
 from lmforge.errors import ConfigError
+from lmforge.params import ParamError
 from lmforge.plugins.lib.models import generation_eos_ids
 
 
