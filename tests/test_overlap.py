@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import lmforge
 import pytest
 from lmforge.cli import main
-from lmforge.plugins.evaluators import Evaluator
 from lmforge.plugins.evaluators.overlap import check_overlap, lineage
 from lmforge.plugins.lib.overlap import OverlapIndex, canonical_arithmetic, words
 
@@ -113,7 +112,7 @@ class ProbeConfig:
     prompts: str = ""
 
 
-class Probe(Evaluator):
+class Probe(lmforge.Evaluator):
     """An evaluator that needs no model: its held-out items are a file's prompts."""
 
     name = "probe"
@@ -140,7 +139,8 @@ def test_manifest_eval_json_and_report_say_how_many_overlap(tmp_path, files, cap
     assert manifest["metrics"]["eval/overlap/items"] == 8 and manifest["metrics"]["eval/overlap/overlapping"] == 1
     overlap = json.loads((result.artifacts["cleaner"] / "eval.json").read_text())["overlap"]
     assert overlap["examples"][0]["item"] == LONG and overlap["examples"][0]["match"] == "ngram"
-    assert "overlap with training data: 1 of 8" in (result.run_dir / "report.md").read_text()
+    report = (result.run_dir / "report.md").read_text()
+    assert "**cleaner**: overlap with training data: 1 of 8 held-out items, e.g. \"Tell me the story" in report
 
 
 def test_on_overlap_error_stops_before_any_stage_runs(tmp_path, files, capsys):

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge import CleaningStep, Drop
-from lmforge.config import ParamError, at_least, one_of
 from lmforge.errors import DataError, LmforgeError
+from lmforge.params import ParamError, at_least, one_of
 from lmforge.plugins.lib.data import BadRecord, iter_rows
 from lmforge.plugins.lib.overlap import OverlapIndex, item_texts
 from lmforge.sources import resolve_data

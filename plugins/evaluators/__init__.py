@@ -174,8 +174,9 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
 
 @hookimpl
 def lmforge_report_sections(run_dir, manifests):
-    """What each stage changed in the model's answers: the section the held-out evaluators contribute."""
+    """What each stage changed in the model's answers, and held-out items found in the training data: the
+    sections the held-out evaluators contribute."""
     from lmforge.plugins.evaluators import stage_effects
 
-    section = stage_effects.markdown_section(run_dir, manifests)
-    return [section] if section else []
+    sections = [stage_effects.markdown_section(run_dir, manifests), overlap.report_section(run_dir, manifests)]
+    return [section for section in sections if section]

@@ -18,13 +18,15 @@ they were made from are. Web pages (.html/.warc) are not read either: extracting
 ``evaluation.on_overlap``: ``warn`` (default: one line on stderr per stage), ``error`` (one line naming the
 stage, the evaluator and an overlapping item; the run stops before any stage runs) or ``off``. The result
 goes into the stage's ``eval.json`` (``overlap``: items, overlapping, examples) and its manifest metrics
-(``eval/overlap/items``, ``eval/overlap/overlapping``); the report says "overlap with training data: N of M".
+(``eval/overlap/items``, ``eval/overlap/overlapping``); the report's section (:func:`report_section`) says
+"overlap with training data: N of M" per stage.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from lmforge import registry
@@ -269,3 +271,27 @@ def record(stage_name: str, context, results: dict[str, Any]) -> None:
         return
     results["overlap"] = found
     context.log_metrics({"eval/overlap/items": found["items"], "eval/overlap/overlapping": found["overlapping"]})
+
+
+def report_section(run_dir, manifests: dict[str, dict[str, Any]]) -> str | None:
+    """The run report's lines on the check: per stage "overlap with training data: N of M", and an example."""
+    lines = []
+    for stage_name, manifest in manifests.items():
+        metrics = manifest.get("metrics") or {}
+        if "eval/overlap/items" not in metrics:
+            continue
+        counts = f"{int(metrics['eval/overlap/overlapping'])} of {int(metrics['eval/overlap/items'])}"
+        line = f"- **{stage_name}**: overlap with training data: {counts} held-out items"
+        try:
+            found = json.loads((Path(run_dir) / stage_name / "eval.json").read_text())["overlap"]
+        except (OSError, ValueError, KeyError, TypeError):
+            found = {}
+        if found.get("examples"):
+            example = found["examples"][0]
+            line += f", e.g. {json.dumps(example['item'])} ({example['match']}, {Path(example['where']).name})"
+        lines.append(line)
+    if not lines:
+        return None
+    intro = (f"Held-out items found in the training data that reached each stage (exact after normalisation or by "
+             f"{NGRAM}-gram; `eval.json` `overlap` lists examples):")
+    return "\n".join(["## Held-out items and the training data", "", intro, "", *lines])
