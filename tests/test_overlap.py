@@ -102,6 +102,9 @@ def test_finds_todays_kind_of_overlap_per_stage(files):
     assert "pipeline.stages.finetuner.data" in found["finetuner"]["inputs"]
     assert "What is 5 - 3?" not in overlapping["aligner"] and "What is 5 + 2?" not in overlapping["aligner"]
     assert found["finetuner"]["partly_read"] == []
+    cfg["pipeline"]["stages"]["sampler"]["prompts"] = files["prompts"]  # the sampler is asked them: not training
+    cfg["evaluation"]["sampler"] = [{"name": "answers", "prompts": files["prompts"]}]
+    assert check_overlap(cfg)["sampler"]["overlapping"] == 5
     cfg["evaluation"]["finetuner"] = [{"name": "answers", "prompts": "stage:preferences/prompts.jsonl"}]
     assert "finetuner" not in check_overlap(cfg)  # its prompts are a file the run has not made yet: not checked
     assert check_overlap(cfg, max_mb=1e-5)["pretrainer"]["partly_read"] == ["pipeline.stages.cleaner.text"]

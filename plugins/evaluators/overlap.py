@@ -53,7 +53,7 @@ def evaluation_items(evaluator) -> list[str] | None:
     if _refs([getattr(cfg, key, None) for key in ("prompts", "data", "text")]):
         return None  # made by a stage of this run: not there yet
     if name in ("answers", "win_rate"):
-        from lmforge.plugins.evaluators.stage_effects import load_eval_prompts
+        from lmforge.plugins.evaluators.stage_effects import load_eval_prompts  # it imports this package
 
         prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
         return [p["messages"][-1]["content"] for p in prompts]
@@ -131,7 +131,7 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
     docstring), reading at most ``max_mb`` MB of text per input. ``{stage: {"items", "overlapping", "exact",
     "ngram", "examples", "evaluators", "inputs", "partly_read", "unchecked"}}``; stages without such evaluators
     are left out."""
-    from lmforge.plugins.evaluators import evaluators_for
+    from lmforge.plugins.evaluators import evaluators_for  # the package imports this module
 
     stages = (config.get("pipeline") or {}).get("stages") or {}
     index = OverlapIndex(n, commutative=True)
@@ -161,6 +161,8 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
     for stage_name in asked:
         keys = []
         for earlier in lineage(stage_name, stages):
+            if earlier == stage_name and (config.get(earlier) or {}).get("kind", earlier) == "sampler":
+                continue  # a sampler is asked its prompts, it does not train on them (earlier ones make data)
             for where, value in training_inputs(earlier, config):
                 ident = json.dumps(value, sort_keys=True, default=str)
                 if ident not in hits:
