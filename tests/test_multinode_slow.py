@@ -71,7 +71,7 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_p
         assert all(p.poll() is None for p in procs), finish(procs)[0][2][-3000:]
         time.sleep(0.5)
     assert list(checkpoints.glob("checkpoint-10")), "pretraining never reached step 10"
-    worker = subprocess.run(["pgrep", "-P", str(procs[1].pid)], capture_output=True, text=True).stdout.split()
+    worker = subprocess.run(["pgrep", "-P", str(procs[1].pid)], check=True, capture_output=True, text=True).stdout.split()
     os.kill(int(worker[0]), signal.SIGKILL)  # machine 1's training process, mid-stage
     killed_at = time.monotonic()
     code, _, err = finish(procs[:1], timeout=120)[0]
