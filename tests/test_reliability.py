@@ -506,7 +506,7 @@ def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judge
 
 @pytest.fixture(scope="module")
 def served_tiny(tiny_model_dir):
-    from lmforge.plugins.serve import running_server
+    from lmforge.plugins.serve.cli import running_server
 
     with running_server(tiny_model_dir, batch_wait_s=0.0, max_body_bytes=256 << 10) as server:
         yield server
