@@ -108,6 +108,11 @@ def ensure_pad_token(tokenizer) -> None:
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
 
 
+def pad_token_id(tokenizer) -> int | None:
+    """The id a batch is padded with: the tokenizer's pad token, else its EOS (as ``generate`` falls back)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def end_of_turn_token(tokenizer) -> str | None:
     """The special token the chat template writes right after an assistant reply (``<|end|>``, ``<|im_end|>``).
 
@@ -119,7 +124,7 @@ def end_of_turn_token(tokenizer) -> str | None:
     try:
         text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": PROBE_REPLY}], tokenize=False)
-    except Exception:  # a template that needs other roles or arguments: no end-of-turn known
+    except Exception:  # noqa: BLE001 - a template that needs other roles or arguments: no end-of-turn known
         return None
     if not isinstance(text, str) or PROBE_REPLY not in text:
         return None

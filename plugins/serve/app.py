@@ -32,7 +32,7 @@ from lmforge.plugins.serve.schema import (
     _unsupported,
     error_response,
 )
-from lmforge.plugins.serve.worker import Delta, Done, Event, Failed, GenerationWorker, Job
+from lmforge.plugins.serve.worker import Delta, Done, Event, Failed, GenerationWorker, Job, Sampling
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -172,8 +172,9 @@ def make_job(server: ModelServer, request: _Request, prompt_ids: list[int], max_
                             f"model's context window is {server.context_window} tokens",
                        param="max_tokens", code="context_length_exceeded")
     do_sample = request.temperature > 0
-    sampling = (do_sample, request.temperature, request.top_k, request.top_p, request.min_p,
-                request.repetition_penalty) if do_sample else (False, 0, 0, 1, 0, request.repetition_penalty)
+    sampling = (Sampling(True, request.temperature, request.top_k, request.top_p, request.min_p or None,
+                         request.repetition_penalty) if do_sample
+                else Sampling(False, 0, 0, 1, None, request.repetition_penalty))
     stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     return Job(prompt_ids=prompt_ids, max_new_tokens=max_tokens, sampling=sampling, stop=tuple(stops),
                n=request.n, stream=request.stream, seed=request.seed if do_sample else None, emit=emit)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from lmforge.plugins.lib.generation import left_padded
+from lmforge.plugins.lib.generation import cut_at_stop, left_padded, sampling_kwargs
+from lmforge.plugins.lib.models import pad_token_id
 from transformers import StoppingCriteriaList, set_seed
 
 
@@ -49,13 +50,26 @@ class Failed:
 Event = Delta | Done | Failed
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A request's sampling knobs (named as :func:`~lmforge.plugins.lib.generation.sampling_kwargs` reads
+    them); requests with equal ones can share a batch."""
+
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float | None
+    repetition_penalty: float
+
+
 @dataclass
 class Job:
     """One HTTP request's generation: ``n`` rows of the same prompt; events go to ``emit`` (thread-safe)."""
 
     prompt_ids: list[int]
     max_new_tokens: int
-    sampling: tuple  # (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)
+    sampling: Sampling
     stop: tuple[str, ...]
     n: int
     stream: bool
@@ -95,9 +109,9 @@ class RowTracker:
             self.tokens[row].append(token)
             if job.stop or job.stream:
                 text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-                cut = [text.find(s) for s in job.stop if s in text]
-                if cut:
-                    self.finish(row, "stop", text[:min(cut)])
+                text, stopped = cut_at_stop(text, job.stop)
+                if stopped:
+                    self.finish(row, "stop", text)
                     continue
                 if job.stream:
                     self.show(row, text[:self.safe_length(text, job.stop)])
@@ -142,7 +156,7 @@ class GenerationWorker:
     def __init__(self, model, tokenizer, eos_ids: list[int], max_batch_size: int = 16,
                  batch_wait_s: float = 0.005):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        self.pad_id = pad_token_id(tokenizer)
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
         self.jobs: queue.Queue = queue.Queue()
         self.waiting: list[Job] = []
@@ -193,11 +207,7 @@ class GenerationWorker:
     def _generate(self, batch: list[Job]) -> None:
         rows = [(job, choice) for job in batch for choice in range(job.n)]
         tracker = RowTracker(rows, self.tokenizer, set(self.eos_ids))
-        do_sample, temperature, top_k, top_p, min_p, repetition_penalty = batch[0].sampling
-        kwargs = {"do_sample": do_sample, "repetition_penalty": repetition_penalty, "temperature": None, "top_k": None,
-                      "top_p": None, "min_p": None}
-        if do_sample:
-            kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p or None)
+        kwargs = sampling_kwargs(batch[0].sampling)
         try:
             if batch[0].seed is not None:
                 set_seed(batch[0].seed % 2**32)  # numpy takes 32-bit seeds; OpenAI's are 64-bit
