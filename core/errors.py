@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 import traceback
 
 
@@ -106,12 +107,37 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         package = exc.name.split(".")[0]
         return f"the Python package '{package}' is not installed (needed at {_where(exc)}); pip install {package}"
+    peer = peer_lost(exc)
+    if peer:
+        return peer
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return f"out of memory at {_where(exc)}; lower the batch size or the model/sequence size"
     message = one_line(str(exc)) or "(no message)"
     if len(message) > 300:
         message = message[:297] + "..."
     return f"{type(exc).__name__}: {message} (at {_where(exc)})"
+
+
+# What gloo / NCCL / the c10d store say when another process of the run died in the middle of a collective.
+PEER_LOST = ("connection reset by peer", "connection closed by peer", "broken pipe", "socket timeout",
+             "remote process exited", "nccl communicator was aborted", "connection refused")
+
+
+def peer_lost(exc: BaseException) -> str | None:
+    """One line for a collective that failed because another rank went away, naming this rank; else None.
+
+    The library's own text ("Read error [127.0.0.1]:8918: Connection reset by peer … GLHF!") names a socket,
+    not a process; what a person needs is which process is reporting, that a peer is gone (its own log says
+    why) and that a re-run resumes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    text = str(exc).lower()
+    if world <= 1 or not isinstance(exc, (RuntimeError, OSError)) or not any(p in text for p in PEER_LOST):
+        return None
+    rank = os.environ.get("RANK", "0")
+    return (f"rank {rank} of {world}: another process of this run stopped during a collective at {_where(exc)} "
+            f"(its own log says why); this rank stopped too; run the same command on every machine again "
+            f"to resume from the last checkpoint")
 
 
 def one_line(message: str) -> str:

@@ -139,6 +139,17 @@ def lmforge_pipeline_end(run_dir: Path, manifests: dict[str, dict[str, Any]], co
 
 
 @hookspec
+def lmforge_report_sections(run_dir: Path, manifests: dict[str, dict[str, Any]]) -> list[str]:
+    """Return markdown sections for the run report, shown after its stage table (an evaluator's summary).
+
+    Built from what the stages left on disk, so it works for skipped stages too. Return ``[]`` for none.
+
+    :param run_dir: ``<run.root>/<run.name>``.
+    :param manifests: stage name -> its manifest, in pipeline order.
+    """
+
+
+@hookspec
 def lmforge_cli_commands() -> dict[str, tuple[str, Callable[[list[str]], int | None] | str]]:
     """Return ``{name: (one-line help, function)}`` to add ``lmforge <name> …`` subcommands.
 

@@ -190,37 +190,37 @@ class Stage:
 
 class Cleaner(Stage):
     kind = "cleaner"
-    inputs = {"text": "raw text: files (.txt/.jsonl/.json/.csv/.parquet …), a glob, a folder, a saved or Hub "
+    inputs: ClassVar[dict[str, str]] = {"text": "raw text: files (.txt/.jsonl/.json/.csv/.parquet …), a glob, a folder, a saved or Hub "
                       "dataset, or a list of those"}
 
 
 class Tokenizer(Stage):
     kind = "tokenizer"
-    inputs = {"text": "a text dataset (the cleaner's output) or text files"}
+    inputs: ClassVar[dict[str, str]] = {"text": "a text dataset (the cleaner's output) or text files"}
 
 
 class Pretrainer(Stage):
     kind = "pretrainer"
     distributed = True
     reads = ("model",)
-    inputs = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
+    inputs: ClassVar[dict[str, str]] = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
 
 
 class Finetuner(Stage):
     kind = "finetuner"
     distributed = True
-    inputs = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
+    inputs: ClassVar[dict[str, str]] = {"model": "a model directory", "data": "SFT data (conversations, alpaca, prompt/completion …)"}
 
 
 class Aligner(Stage):
     kind = "aligner"
     distributed = True
-    inputs = {"model": "a model directory", "data": "preference / feedback / prompt data"}
+    inputs: ClassVar[dict[str, str]] = {"model": "a model directory", "data": "preference / feedback / prompt data"}
 
 
 class Sampler(Stage):
     kind = "sampler"
-    inputs = {"model": "a model directory", "prompts": "prompts (.txt lines or .jsonl)"}
+    inputs: ClassVar[dict[str, str]] = {"model": "a model directory", "prompts": "prompts (.txt lines or .jsonl)"}
 
 
 class Drop:
@@ -252,4 +252,23 @@ class CleaningStep:
         self.config = config
 
     def process(self, text: str):
+        raise NotImplementedError
+
+
+class Evaluator:
+    """A measurement of a stage's artifact, run before the artifact is sealed (kind ``evaluator``).
+
+    ``evaluate(artifact, inputs, context)`` returns a dict of numbers; they land in ``eval.json`` inside the
+    artifact and in its manifest. Parameters come validated as an instance of ``config_class``.
+    """
+
+    config_class: type | None = None
+    name = ""
+
+    def __init__(self, config=None, **params):
+        if config is None or isinstance(config, dict):
+            config = build_params(self.config_class, {**(config or {}), **params}, where=f"evaluation.{self.name}")
+        self.config = config
+
+    def evaluate(self, artifact: Path, inputs: dict[str, Path], context) -> dict[str, float]:
         raise NotImplementedError

@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from lmforge import hookimpl
+from lmforge import hookimpl, plugin_manager
 
 LOSS_KEYS = ("loss", "eval_loss", "val_loss")  # drawn together: training and validation loss on one plot
 TITLES = {"loss": "training loss", "eval_loss": "validation loss", "val_loss": "validation loss",
@@ -167,14 +167,13 @@ def _samples(artifact: Path) -> list[str]:
     return lines
 
 
-def _stage_effects(run_dir: Path, manifests: dict) -> list[str]:
-    """The stage-effects section (what each stage changed in the model's answers), where that plugin is present."""
-    try:
-        from lmforge.plugins.evaluators import stage_effects
-    except ImportError:
-        return []
-    section = stage_effects.markdown_section(run_dir, manifests)
-    return [section, ""] if section else []
+def _contributed_sections(run_dir: Path, manifests: dict) -> list[str]:
+    """Sections other plugins contribute through ``lmforge_report_sections`` (an evaluator's summary)."""
+    lines = []
+    for sections in plugin_manager().hook.lmforge_report_sections(run_dir=run_dir, manifests=manifests):
+        for section in sections or []:
+            lines += [section, ""]
+    return lines
 
 
 def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
@@ -188,7 +187,7 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         lines.append(f"| {escape_markdown(stage)} | {escape_markdown(plugin)} | {manifest.get('seconds', 0):.1f} | "
                      f"`{stage}/` |")
     lines.append("")
-    lines += _stage_effects(run_dir, manifests)
+    lines += _contributed_sections(run_dir, manifests)
     for stage, manifest in manifests.items():
         artifact = run_dir / stage
         lines += [f"## {escape_markdown(stage)}", ""]

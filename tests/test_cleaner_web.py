@@ -49,7 +49,7 @@ def write_warc(path, pages: list[tuple[str, str, bytes, str]]) -> None:
     with open(path, "wb") as handle:
         writer = WARCWriter(handle, gzip=str(path).endswith(".gz"))
         for url, kind, body, status in pages:
-            request = StatusAndHeaders(f"GET / HTTP/1.1", [("Host", "gazette.example")], is_http_request=True)
+            request = StatusAndHeaders("GET / HTTP/1.1", [("Host", "gazette.example")], is_http_request=True)
             writer.write_record(writer.create_warc_record(url, "request", http_headers=request))
             headers = StatusAndHeaders(status, [("Content-Type", kind)], protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),

@@ -48,10 +48,10 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data) -> Path:
+def corpus(tmp_path_factory, tiny_shakespeare) -> Path:
     """The first 60k characters of Tiny Shakespeare: real text, small enough for seconds-long runs."""
     path = tmp_path_factory.mktemp("pretrain") / "shakespeare_head.txt"
-    path.write_text((shared_data / "tinyshakespeare.txt").read_text()[:60_000])
+    path.write_text(tiny_shakespeare.read_text()[:60_000])
     return path
 
 
@@ -138,11 +138,11 @@ def test_documents_are_joined_with_eos_between(char_dir, tmp_path):
     assert tok.decode(list(tokens)) == "ab<|eos|>c<|eos|>de" and meta["documents"] == 3
 
 
-def test_split_is_nanogpts_contiguous_90_10(shared_data, tmp_path):
+def test_split_is_nanogpts_contiguous_90_10(tiny_shakespeare, tmp_path):
     from lmforge.plugins.tokenizers.char import CharTokenizer
     from transformers import AutoTokenizer
 
-    text_path = shared_data / "tinyshakespeare.txt"
+    text_path = tiny_shakespeare
     out = tmp_path / "tok"
     lmforge.run_stage(CharTokenizer(), {"text": text_path}, out, lmforge.RunContext(quiet=True))
     tok = AutoTokenizer.from_pretrained(str(out))

@@ -3,6 +3,7 @@ stream the single-array path produced; a killed build resumes and ends byte-iden
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -45,18 +46,19 @@ def bpe(tiny_tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory, shared_data) -> Path:
+def book(tmp_path_factory, tiny_shakespeare) -> Path:
     """One long document with a line longer than a piece (cut mid-line) and text that looks like a special token."""
-    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
+    text = tiny_shakespeare.read_text()[:300_000]
     path = tmp_path_factory.mktemp("shards") / "book.txt"
     path.write_text(text[:100_000] + "x" * 70_000 + "<|eos|> typed by a user\n" + text[100_000:])
     return path
 
 
 @pytest.fixture(scope="module")
-def documents(tmp_path_factory, shared_data) -> Path:
+def documents(tmp_path_factory, real_data) -> Path:
     """Many real web documents of varied length, one of them empty."""
-    records = [json.loads(line) for line in (shared_data / "c4_demo.jsonl").read_text().splitlines()]
+    with gzip.open(real_data / "c4_demo.jsonl.gz", "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
     records.insert(5, {"text": ""})
     path = tmp_path_factory.mktemp("shards") / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"text": r["text"]}) for r in records) + "\n")
@@ -111,9 +113,9 @@ token_shards.build_shards(Path(path), AutoTokenizer.from_pretrained(tok), "text"
 """
 
 
-def test_killed_build_resumes_byte_identical(shared_data, tiny_tokenizer_dir, bpe, tmp_path):
+def test_killed_build_resumes_byte_identical(tiny_shakespeare, tiny_tokenizer_dir, bpe, tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text((shared_data / "tinyshakespeare.txt").read_text() * 2)
+    corpus.write_text(tiny_shakespeare.read_text() * 2)
     entry = tmp_path / "killed"
     partial = entry.with_name("killed.partial")
     child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(corpus), str(tiny_tokenizer_dir), str(entry)],

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmforge import Aligner
-from lmforge.config import ParamError
+from lmforge.params import ParamError
 from lmforge.plugins.aligners.online_rl import (
     PromptsAndRewards,
     check_prompts_and_rewards,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge import Aligner
-from lmforge.config import ParamError
 from lmforge.errors import DataError
+from lmforge.params import ParamError
 from lmforge.plugins.lib import training
 from lmforge.plugins.lib.data import read_records
 

@@ -55,7 +55,7 @@ class PromptsAndRewards:
 
 def check_prompts_and_rewards(params: PromptsAndRewards) -> None:
     """Called from the params' ``__post_init__``: a misspelt reward or a bad length fails before any stage runs."""
-    from lmforge.config import at_least
+    from lmforge.params import at_least
 
     at_least(params, 1, "max_prompt_length")
     check_reward_spec(params.rewards, params.reward_params)

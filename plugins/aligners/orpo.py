@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge import Aligner
-from lmforge.config import ParamError
+from lmforge.params import ParamError
 from lmforge.plugins.aligners.online_rl import fit_prompt
 from lmforge.plugins.lib import training
 from lmforge.plugins.lib.data_checks import drop_identical_pairs

@@ -95,7 +95,7 @@ class PPOParams(PromptsAndRewards):  # rewards, reward_params, reward_model_weig
     logging_steps: int = 1
 
     def __post_init__(self):  # checked when the params are built, so a typo fails before any stage runs
-        from lmforge.config import at_least, in_range, one_of
+        from lmforge.params import at_least, in_range, one_of
 
         one_of(self, "kl_estimator", ("k1", "k3"))
         one_of(self, "value_model", ("separate", "shared"))

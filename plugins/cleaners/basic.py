@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Cleaner, CleaningStep, Drop, registry
-from lmforge.config import check_bounds, named_spec
+from lmforge.config import named_spec
 from lmforge.errors import DataError
+from lmforge.params import check_bounds
 from lmforge.plugins.lib.data import iter_texts, write_dataset_card
 
 

@@ -1,9 +1,12 @@
 """The standard cleaner: the full curation recipe, streamed, parallel over cores, deterministic.
 
-Default steps, in FineWeb's order: normalise -> menu lines out -> language (fastText lid.176, en >= 0.65) -> Gopher
-repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as FineWeb) -> FineWeb
-rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after dedup, as FineWeb).
-Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults.
+Default steps, in FineWeb's order: normalise -> page chrome out of text inputs -> language (fastText lid.176,
+en >= 0.65) -> Gopher repetition -> Gopher quality -> C4 line/doc rules (terminal-punctuation rule off, as
+FineWeb) -> FineWeb rules -> harmful content -> exact dedup -> MinHash near-dedup -> PII redaction (after
+dedup, as FineWeb).
+Every step is a ``cleaning_step`` plugin with datatrove's thresholds as its typed defaults; the recipe sets
+three options where datatrove's code drops good articles (see heuristics.py), and passes articles read from
+HTML / WARC pages past ``boilerplate`` (trafilatura already removed their chrome; see boilerplate.py).
 
 Why our own runner rather than datatrove's executor: the per-document rules are cheap once words are
 split with a regex, so the overhead of a general pipeline framework dominates; here documents go to a
@@ -32,6 +35,7 @@ from typing import Any
 from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
 from lmforge.plugins.cleaners.basic import build_steps, check_steps, edit_steps
+from lmforge.plugins.cleaners.web import is_extracted, worker_context
 from lmforge.plugins.lib.data import BadRecord, iter_rows, write_dataset_card
 
 STANDARD_STEPS = [
@@ -39,9 +43,9 @@ STANDARD_STEPS = [
     "boilerplate",
     "language",
     "gopher_repetition",
-    "gopher_quality",
+    {"name": "gopher_quality", "alpha_ratio_skip_punctuation": True},
     {"name": "c4_quality", "filter_no_terminal_punct": False},
-    "fineweb_quality",
+    {"name": "fineweb_quality", "look_through_closing_marks": True, "char_duplicates_ratio": 0.1},
     "harmful",
     "exact_dedup",
     "minhash_dedup",
@@ -121,22 +125,27 @@ def _init_worker(step_specs: list[Any], allowed=()) -> None:
     _WORKER_ALLOWED = frozenset(allowed)
 
 
-def _process_batch(texts: list[str], steps=None, allowed=None) -> tuple[list[tuple], list[float]]:
+def _process_batch(texts: list[str], steps=None, allowed=None, extracted=None) -> tuple[list[tuple], list[float]]:
     """For each text: (final text or None, index of the dropping step, reason, lengths seen by each step,
     dedup signatures by step index, annotations, steps overruled by the allow-list). Also seconds spent
-    per step over the batch. A document on the allow-list goes on past a step that would drop it."""
+    per step over the batch. A document on the allow-list goes on past a step that would drop it.
+    ``extracted[i]``: text ``i`` is an article the HTML reader extracted, which steps for text that still
+    carries its page (``skip_extracted``, e.g. ``boilerplate``) pass through unchanged."""
     steps = steps if steps is not None else _WORKER_STEPS
     allowed = allowed if allowed is not None else _WORKER_ALLOWED
     seconds = [0.0] * len(steps)
     clock = time.perf_counter
     results = []
-    for text in texts:
+    extracted = extracted or [False] * len(texts)
+    for text, from_html in zip(texts, extracted):
         lengths, signatures, annotations = [], {}, {}
         dropped_at, reason = -1, ""
         overruled: list[str] = []
         is_allowed = bool(allowed) and document_id(text) in allowed
         for index, step in enumerate(steps):
             lengths.append(len(text))
+            if from_html and getattr(step, "skip_extracted", False):
+                continue
             started = clock()
             if getattr(step, "deduplicates", False):
                 signatures[index] = step.signature(text)
@@ -264,18 +273,18 @@ class StandardCleaner(Cleaner):
         if workers <= 1:
             for batch in record_batches():
                 results, seconds = _process_batch([r.fields[cfg.text_field] for r in batch], steps,
-                                                  frozenset(cfg.allowed_ids))
+                                                  frozenset(cfg.allowed_ids), [is_extracted(r.origin) for r in batch])
                 if progress is not None:
                     progress.update(len(batch))
                 yield batch, results, seconds
             return
-        from lmforge.plugins.cleaners.web import worker_context
-
         pool = worker_context().Pool(workers, _init_worker, (cfg.steps, cfg.allowed_ids))
         try:
             pending: deque = deque()
             for batch in record_batches():
-                pending.append((batch, pool.apply_async(_process_batch, ([r.fields[cfg.text_field] for r in batch],))))
+                texts = [r.fields[cfg.text_field] for r in batch]
+                extracted = [is_extracted(r.origin) for r in batch]
+                pending.append((batch, pool.apply_async(_process_batch, (texts, None, None, extracted))))
                 while len(pending) > 2 * workers:
                     yield self._collect(pending.popleft(), progress)
             while pending:
@@ -386,7 +395,7 @@ class AuditWriter:
         if self.count >= self.limit:
             return
         if self.handle is None:
-            self.handle = open(self.partial, "w", encoding="utf-8")
+            self.handle = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 (open across add() calls; close() ends it)
         self.count += 1
         self.handle.write(json.dumps({"id": document_id(text), "where": where, "step": step, "reason": reason,
                                       "text": text}, ensure_ascii=False) + "\n")

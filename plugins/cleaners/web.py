@@ -22,10 +22,13 @@ from __future__ import annotations
 import gzip
 import multiprocessing
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from lmforge.sources import suffix_of
 
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 WARC_SUFFIXES = {".warc"}
@@ -34,6 +37,7 @@ WEB_SUFFIXES = HTML_SUFFIXES | WARC_SUFFIXES
 # Fields every web document carries, in this order ("" when unknown, so parquet columns keep one type).
 METADATA = ("url", "title", "date", "author", "hostname")
 PROBLEM = "__problem__"  # a file that could not be read: the reader turns it into a bad record
+WORD = re.compile(r"\w")
 
 
 
@@ -55,8 +59,36 @@ def worker_context():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
+
+def tidy_text(text: str) -> str:
+    """trafilatura's text with the lines that carry no words taken out, and layout tables unwrapped.
+
+    Table cells and list items left empty by the page come out as lines of spaces, lone list markers ("- ")
+    or empty cells ("|  |"): nothing to read, yet the document filters count them as lines (Gopher's duplicate
+    lines, FineWeb's line punctuation) and their marks as words without letters (Gopher's alpha ratio). A
+    table row with one non-empty cell is page layout, not data ("|  | The article … | "): its cell is the text.
+    """
+    lines = []
+    for line in text.split("\n"):
+        row = line.strip()
+        if row.startswith("|") or row.endswith("|"):  # a table row, as trafilatura writes one
+            cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+            filled = [cell for cell in cells if cell]
+            line = filled[0] if len(filled) == 1 else " | ".join(filled)
+        line = line.rstrip()
+        if WORD.search(line):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def is_extracted(origin: str) -> bool:
+    """Whether a record read from ``origin`` (its file) is an article this module extracted from HTML."""
+    return bool(origin) and suffix_of(origin) in WEB_SUFFIXES
+
+
 def extract_article(html: bytes | str, url: str = "") -> dict[str, str]:
-    """The main text of one HTML page and its metadata, by trafilatura (tables kept, comments out)."""
+    """The main text of one HTML page and its metadata, by trafilatura (tables kept, comments out), tidied
+    (``tidy_text``)."""
     import trafilatura
 
     document = None
@@ -69,7 +101,7 @@ def extract_article(html: bytes | str, url: str = "") -> dict[str, str]:
     fields = {"text": "", **dict.fromkeys(METADATA, "")}
     if document is not None:
         values = document.as_dict() if hasattr(document, "as_dict") else dict(document)
-        fields["text"] = values.get("text") or ""
+        fields["text"] = tidy_text(values.get("text") or "")
         for key in METADATA:
             fields[key] = str(values.get(key) or "")
     if url:

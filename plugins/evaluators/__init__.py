@@ -11,7 +11,9 @@ artifact looking complete. Choose evaluators per stage name::
       aligner: [{name: win_rate, judge: runs/rm/reward_model}, {name: gsm8k, limit: 50}]
 
 Each evaluator is a plugin of kind ``evaluator``: a class with a ``config_class`` and
-``evaluate(artifact, inputs, context) -> dict`` of numbers.
+``evaluate(artifact, inputs, context) -> dict`` of numbers (the base class is ``lmforge.Evaluator``; it
+stays importable from here). Evaluators add their own sections to the run report through the
+``lmforge_report_sections`` hook.
 """
 
 from __future__ import annotations
@@ -22,24 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge import hookimpl, registry
-from lmforge.config import build_params, named_spec
+from lmforge import Evaluator, hookimpl, registry
+from lmforge.config import named_spec
 from lmforge.errors import ConfigError
 from lmforge.plugins.lib.data import iter_texts, read_records
 from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
-
-
-class Evaluator:
-    config_class: type | None = None
-    name = ""
-
-    def __init__(self, config=None, **params):
-        if config is None or isinstance(config, dict):
-            config = build_params(self.config_class, {**(config or {}), **params}, where=f"evaluation.{self.name}")
-        self.config = config
-
-    def evaluate(self, artifact: Path, inputs: dict[str, Path], context) -> dict[str, float]:
-        raise NotImplementedError
 
 
 @dataclass
@@ -177,3 +166,12 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
             context.log_metrics({f"eval/{evaluator.name}/{k}": v for k, v in metrics.items()})
         (Path(output_dir) / "eval.json").write_text(json.dumps(results, indent=2))
     return artifact
+
+
+@hookimpl
+def lmforge_report_sections(run_dir, manifests):
+    """What each stage changed in the model's answers: the section the held-out evaluators contribute."""
+    from lmforge.plugins.evaluators import stage_effects
+
+    section = stage_effects.markdown_section(run_dir, manifests)
+    return [section] if section else []

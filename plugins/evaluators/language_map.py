@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from lmforge.plugins.evaluators import Evaluator
+from lmforge import Evaluator
 from lmforge.plugins.inspect.language_map import LanguageMapConfig, language_map, whole_word_tokens
 
 

@@ -27,9 +27,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.config import ParamError, at_least, one_line
+from lmforge import Evaluator
+from lmforge.config import one_line
 from lmforge.errors import ConfigError, close_match
-from lmforge.plugins.evaluators import Evaluator
+from lmforge.params import ParamError, at_least
 from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
 WHERE = "evaluation.lm_eval"

@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge import Evaluator
 from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError, MissingArtifact
-from lmforge.plugins.evaluators import Evaluator
 from lmforge.plugins.lib.models import seed_everything
 
 ANSWERS_FILE = "answers.jsonl"

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
-from lmforge.config import ParamError, at_least
 from lmforge.errors import DataError
+from lmforge.params import ParamError, at_least
 
 
 @dataclass

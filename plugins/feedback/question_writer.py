@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lmforge import Sampler
-from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError
+from lmforge.params import at_least, one_of
 
 METHODS = ("cloze", "model")
 SENTENCE = re.compile(r"[^.!?\n]{20,240}[.!?]")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lmforge import Finetuner
-from lmforge.config import ParamError
 from lmforge.errors import ConfigError, DataError
+from lmforge.params import ParamError, one_of
 from lmforge.plugins.lib import training
 from lmforge.plugins.lib.formats import load_conversations, load_prompt_completions, read_format
 
@@ -66,9 +66,9 @@ class SFTParams(training.TrainerParams):
 
     def __post_init__(self):
         super().__post_init__()
-        training.choice("truncation", self.truncation, TRUNCATION)
-        training.choice("loss_on", self.loss_on, LOSS_ON)
-        training.choice("prompt_completion", self.prompt_completion, PROMPT_COMPLETION)
+        one_of(self, "truncation", TRUNCATION)
+        one_of(self, "loss_on", LOSS_ON)
+        one_of(self, "prompt_completion", PROMPT_COMPLETION)
         if self.max_length < 8:
             raise ParamError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lmforge.config import ParamError
 from lmforge.errors import ConfigError
+from lmforge.params import ParamError
 from lmforge.plugins.lib.models import generation_eos_ids, pad_token_id
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer

@@ -124,7 +124,7 @@ def end_of_turn_token(tokenizer) -> str | None:
     try:
         text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": PROBE_REPLY}], tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that needs other roles or arguments: no end-of-turn known
+    except Exception:  # noqa: BLE001 — a template that needs other roles or arguments: no end-of-turn known
         return None
     if not isinstance(text, str) or PROBE_REPLY not in text:
         return None

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import ParamError
-from lmforge.errors import DataError, close_match
+from lmforge.errors import DataError
+from lmforge.params import ParamError, at_least, one_of
 from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of
 from lmforge.plugins.lib.models import (
     end_of_turn_token,
@@ -39,17 +39,6 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_model_preparation_time",
               "eval_num_tokens", "epoch")
-
-
-def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    """A ``ParamError`` naming ``key`` when ``value`` is not one of ``allowed`` (with a close-match hint)."""
-    if value not in allowed:
-        raise ParamError(f"{key}: '{value}' is not one of {', '.join(allowed)}{close_match(value, allowed)}")
-
-
-def positive(key: str, value: float, what: str = "a number > 0") -> None:
-    if not value > 0:
-        raise ParamError(f"{key}: {value}; expected {what}")
 
 
 @dataclass
@@ -97,24 +86,24 @@ def check_trainer_params(p: TrainerParams) -> None:
                           "max_steps=0 to run epochs, or epochs=0")
     if p.max_steps == 0 and p.epochs == 0:
         raise ParamError("max_steps: 0 with epochs: 0; expected max_steps > 0 or epochs > 0")
-    positive("batch_size", p.batch_size, "an integer > 0")
-    positive("grad_accum", p.grad_accum, "an integer > 0")
-    positive("learning_rate", p.learning_rate)
+    at_least(p, 0, "batch_size", exclusive=True)
+    at_least(p, 0, "grad_accum", exclusive=True)
+    at_least(p, 0, "learning_rate", exclusive=True)
     if p.weight_decay < 0:
         raise ParamError(f"weight_decay: {p.weight_decay}; expected >= 0")
     if p.warmup_steps < 0 or (p.warmup_steps >= 1 and p.warmup_steps != int(p.warmup_steps)):
         raise ParamError(f"warmup_steps: {p.warmup_steps}; expected a step count, or a fraction in [0, 1)")
-    choice("lr_scheduler", p.lr_scheduler, SCHEDULERS)
+    one_of(p, "lr_scheduler", SCHEDULERS)
     if p.save_steps < 0:
         raise ParamError(f"save_steps: {p.save_steps}; expected >= 0 (0: no checkpoints)")
-    positive("logging_steps", p.logging_steps, "an integer > 0")
+    at_least(p, 0, "logging_steps", exclusive=True)
     if not 0.0 <= p.eval_fraction < 1.0:
         raise ParamError(f"eval_fraction: {p.eval_fraction}; expected a fraction in [0, 1)")
-    choice("dtype", p.dtype, DTYPES)
-    choice("method", p.method, METHODS)
+    one_of(p, "dtype", DTYPES)
+    one_of(p, "method", METHODS)
     if p.method != "full":
-        positive("lora_r", p.lora_r, "an integer > 0")
-        positive("lora_alpha", p.lora_alpha)
+        at_least(p, 0, "lora_r", exclusive=True)
+        at_least(p, 0, "lora_alpha", exclusive=True)
         if not 0.0 <= p.lora_dropout < 1.0:
             raise ParamError(f"lora_dropout: {p.lora_dropout}; expected a fraction in [0, 1)")
         if not p.lora_target_modules:

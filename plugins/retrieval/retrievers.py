@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.config import at_least, one_of
 from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.params import at_least, one_of
 
 
 @dataclass(frozen=True)

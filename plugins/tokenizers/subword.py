@@ -72,7 +72,7 @@ class ChatTokensConfig:
     escape_special_tokens: bool = True  # False: special-token strings typed in message content become specials
 
     def __post_init__(self):
-        from lmforge.config import at_least
+        from lmforge.params import at_least
 
         at_least(self, 8, "max_length")
         if len(self.chat_tokens) != 4 or not all(isinstance(t, str) and t for t in self.chat_tokens):
@@ -87,7 +87,7 @@ class SubwordConfig(ChatTokensConfig):
     heldout_max_bytes: int = 300_000  # ... until this many bytes are held out
 
     def __post_init__(self):
-        from lmforge.config import at_least
+        from lmforge.params import at_least
 
         super().__post_init__()
         at_least(self, 1, "vocab_size")
