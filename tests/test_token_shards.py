@@ -15,7 +15,9 @@ from pathlib import Path
 import lmforge
 import numpy as np
 import pytest
-from lmforge.plugins.pretrainers import shared, token_shards
+from lmforge.plugins.pretrainers import corpus as pretrain_corpus
+from lmforge.plugins.pretrainers import token_shards
+from lmforge.plugins.pretrainers import windows as pretrain_windows
 
 
 def reference_tokens(path: Path, tokenizer, text_field: str = "text") -> np.ndarray:
@@ -85,8 +87,8 @@ def test_shards_read_back_as_the_single_array_stream(source, request, bpe, tmp_p
     token_shards.build_shards(path, bpe, "text", tmp_path / "one", workers=1, shard_chars=40_000)
     assert shard_files(tmp_path / "one") == shard_files(tmp_path / "two")
     # windows across shard boundaries read what windows over one array read
-    windows = shared.Windows(stream[: len(stream) - 100], block_size=64, stride=7)
-    flat = shared.Windows(expected[: len(expected) - 100], block_size=64, stride=7)
+    windows = pretrain_windows.Windows(stream[: len(stream) - 100], block_size=64, stride=7)
+    flat = pretrain_windows.Windows(expected[: len(expected) - 100], block_size=64, stride=7)
     picks = np.random.default_rng(0).integers(0, len(flat), 200)
     assert len(windows) == len(flat) and (windows.batch(picks) == flat.batch(picks)).all()
 
@@ -142,8 +144,8 @@ def test_killed_build_resumes_byte_identical(tiny_shakespeare, tiny_tokenizer_di
 
 
 def test_pretraining_cache_uses_shards_and_every_worker_count_agrees(book, bpe, tiny_tokenizer_dir, tmp_path):
-    one, meta_one = shared.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "a"), workers=1)
-    two, meta_two = shared.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "b"), workers=2)
+    one, meta_one = pretrain_corpus.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "a"), workers=1)
+    two, meta_two = pretrain_corpus.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "b"), workers=2)
     assert meta_one == meta_two and isinstance(two, token_shards.TokenStream)
     assert np.array_equal(np.asarray(one), np.asarray(two))
     index = json.loads((tmp_path / "b" / meta_two["key"] / "index.json").read_text())
