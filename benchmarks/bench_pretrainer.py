@@ -75,7 +75,7 @@ def plain_loop(tokens, model_cfg: dict, tokenizer, steps: int, batch: int, block
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from lmforge.plugins.pretrainers.shared import build_model_config
+    from lmforge.plugins.pretrainers.model import build_model_config
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -160,7 +160,7 @@ def plain_gpu_loop(tokens, model_cfg: dict, tokenizer, steps: int, batch: int, b
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from lmforge.plugins.pretrainers.shared import build_model_config, flops_per_token, peak_flops
+    from lmforge.plugins.pretrainers.model import build_model_config, flops_per_token, peak_flops
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -236,7 +236,8 @@ def gpu_main(args) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("--gpu: no CUDA device visible", file=sys.stderr)
         return 2
-    from lmforge.plugins.pretrainers.shared import split_tokens, tokenized_corpus
+    from lmforge.plugins.pretrainers.corpus import tokenized_corpus
+    from lmforge.plugins.pretrainers.windows import split_tokens
 
     recorder = Recorder("pretrainer_gpu" if not args.smoke else "pretrainer_gpu_smoke",
                         packages=("lmforge", "torch", "transformers", "accelerate"))
@@ -313,7 +314,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     import lmforge
-    from lmforge.plugins.pretrainers.shared import split_tokens, tokenized_corpus
+    from lmforge.plugins.pretrainers.corpus import tokenized_corpus
+    from lmforge.plugins.pretrainers.windows import split_tokens
     from lmforge.plugins.tokenizers.char import CharTokenizer
     from transformers import AutoTokenizer
 

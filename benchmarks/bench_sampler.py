@@ -201,7 +201,7 @@ def main() -> None:
 
 
 def serve_comparison(model_dir, prompts, args) -> None:
-    from lmforge.plugins.serve import running_server
+    from lmforge.plugins.serve.cli import running_server
     from openai import OpenAI
 
     with running_server(model_dir, max_batch_size=args.batch_size, batch_wait_s=0.01) as server:

@@ -12,7 +12,8 @@ The six stages, one package each (a stage kind's implementations side by side):
 What measures and what goes beyond the pipeline:
 
 - ``evaluators/``    everything that measures a stage's artifact: held-out answers, win rate, perplexity,
-                     GSM8K, reward accuracy, the language map, lm-eval; each adds its own report section
+                     GSM8K, reward accuracy, the language map, lm-eval; each adds its own report section;
+                     held-out items checked against the training data before a run starts
 - ``feedback/``      preference data from the model's own answers: judged pairs, self-interrogation, questions
 - ``rank/``          ``lmforge rank``: people rank samples in a local page -> preference pairs
 - ``serve/``         ``lmforge serve``: an OpenAI-compatible HTTP server
@@ -20,7 +21,7 @@ What measures and what goes beyond the pipeline:
 - ``inspect/``       looking inside: the token view, the language map
 
 Libraries the plugins share (they register nothing): ``lib/`` — data reading, data formats, models,
-trainer plumbing, generation, checkpoints, data checks, local pages.
+trainer plumbing, generation, checkpoints, data checks, local pages, evaluation-item overlap.
 
 Hook plugins, one module each: ``console.py`` (the live display), ``report.py`` (the run report and
 ``lmforge compare``), ``tracking.py`` (TensorBoard, W&B, Trackio), ``export.py`` (``lmforge export``).

@@ -22,7 +22,7 @@ from pathlib import Path
 import lmforge
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
 TINY_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
               "tie_word_embeddings": True}
@@ -70,11 +70,15 @@ class _CrashAfter:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real public data sets beside the checkout (../shared/data)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def real_data() -> Path:
+    """tests/data: subsets of real public data sets (sources, rows and licences in tests/data/README.md)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_shakespeare() -> Path:
+    """Tiny Shakespeare (1.1 MB, public domain), the copy the package ships for ``pipeline=shakespeare_char``."""
+    return Path(lmforge.sample_data_path("tinyshakespeare.txt"))
 
 
 @pytest.fixture(scope="session")

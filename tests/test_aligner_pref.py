@@ -9,6 +9,7 @@ metrics hook raises, as a crash would) and re-running: the result must equal an 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -20,17 +21,18 @@ from lmforge.errors import ConfigError, DataError
 # 300 HH-RLHF harmless-base dialogue pairs (whole dialogues, MIT): the tests' reading of that format
 HH_PAIRS = Path(__file__).parent / "data" / "hh_rlhf_pairs.jsonl"
 
-GSM8K = "gsm8k_test.jsonl"
+GSM8K = "gsm8k_test.jsonl.gz"  # the whole GSM8K test split (MIT), tests/data
 
 
-def _gsm8k(shared_data: Path, count: int, start: int = 0) -> list[dict]:
-    lines = (shared_data / GSM8K).read_text().splitlines()[start:start + count]
+def _gsm8k(real_data: Path, count: int, start: int = 0) -> list[dict]:
+    with gzip.open(real_data / GSM8K, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()[start:start + count]
     return [json.loads(line) for line in lines]
 
 
-def _shouting_pairs(shared_data: Path, count: int, start: int = 0) -> list[dict]:
+def _shouting_pairs(real_data: Path, count: int, start: int = 0) -> list[dict]:
     return [{"prompt": r["question"], "chosen": r["answer"][:160], "rejected": r["answer"][:160].upper()}
-            for r in _gsm8k(shared_data, count, start)]
+            for r in _gsm8k(real_data, count, start)]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -85,8 +87,8 @@ def _implicit_reward_accuracy(policy_dir: Path, reference_dir: Path, pairs: list
 
 # --- reward functions ---------------------------------------------------------------------------------------
 
-def test_reward_functions_registered_and_score_real_gsm8k(shared_data):
-    records = _gsm8k(shared_data, 20)
+def test_reward_functions_registered_and_score_real_gsm8k(real_data):
+    records = _gsm8k(real_data, 20)
     get = lmforge.registry().get
     answers = [r["answer"] for r in records]
     questions = [r["question"] for r in records]
@@ -120,13 +122,13 @@ def test_reward_configuration_errors_are_one_line():
         reward_components(["gsm8k_answer"])[0][1](["#### 1"], ["q"], question=["q"])
 
 
-def test_prompt_records_carry_columns_to_rewards(shared_data, tiny_model_dir):
+def test_prompt_records_carry_columns_to_rewards(real_data, tiny_model_dir):
     from lmforge.plugins.aligners.online_rl import fit_prompt, load_prompt_records
     from transformers import AutoTokenizer
 
-    rows = load_prompt_records(shared_data / GSM8K)  # no known format: falls back to the question field
-    assert len(rows) == 1319 and set(rows[0]) == {"prompt", "answer"}
-    assert rows[0]["prompt"] == [{"role": "user", "content": _gsm8k(shared_data, 1)[0]["question"]}]
+    rows = load_prompt_records(real_data / GSM8K)  # no known format: falls back to the question field
+    assert len(rows) == 1319 and set(rows[0]) == {"prompt", "answer"}  # the whole GSM8K test split
+    assert rows[0]["prompt"] == [{"role": "user", "content": _gsm8k(real_data, 1)[0]["question"]}]
     dialogues = load_prompt_records(HH_PAIRS)  # HH-RLHF pairs: shared prompt
     assert dialogues[0]["prompt"][-1]["role"] == "user"
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
@@ -169,11 +171,11 @@ def test_online_aligners_read_prompts_and_rewards_one_way(tiny_model_dir):
         assert len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=False)) <= 64
 
 
-def test_kto_reads_unpaired_feedback_and_pairs(shared_data, tmp_path):
+def test_kto_reads_unpaired_feedback_and_pairs(real_data, tmp_path):
     from lmforge.plugins.aligners.kto import load_feedback
 
-    rows = load_feedback(shared_data / "kto_en_demo.json")
-    assert len(rows) == 300 and sum(r["label"] for r in rows) == 150
+    rows = load_feedback(real_data / "kto_en_demo.json")
+    assert len(rows) == 60 and sum(r["label"] for r in rows) == 33  # the subset's 60 records, 33 of them good
     assert rows[0]["completion"][0]["role"] == "assistant" and rows[0]["prompt"][-1]["role"] == "user"
     unpaired = load_feedback(HH_PAIRS)
     assert len(unpaired) == 600 and [r["label"] for r in unpaired[:2]] == [True, False]
@@ -193,10 +195,10 @@ def test_each_aligner_swaps_in_with_one_override():
 
 # --- training -----------------------------------------------------------------------------------------------
 
-def test_dpo_heldout_reward_accuracy_rises(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_dpo_heldout_reward_accuracy_rises(real_data, tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.dpo import DPOAligner
 
-    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 64))
+    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(real_data, 64))
     out = tmp_path / "dpo"
     lmforge.run_stage(DPOAligner(max_steps=12, batch_size=8, learning_rate=1e-3, beta=0.1, max_length=128,
                                  eval_fraction=0.25, save_steps=0, logging_steps=4),
@@ -213,23 +215,23 @@ def test_dpo_heldout_reward_accuracy_rises(shared_data, tiny_model_dir, tiny_con
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_type", [["ipo"], ["sigmoid", "sft"]])
-def test_dpo_loss_variants_learn(shared_data, tiny_model_dir, tiny_context, tmp_path, loss_type):
+def test_dpo_loss_variants_learn(real_data, tiny_model_dir, tiny_context, tmp_path, loss_type):
     from lmforge.plugins.aligners.dpo import DPOAligner
 
-    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 32))
+    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(real_data, 32))
     out = tmp_path / "dpo"
     lmforge.run_stage(DPOAligner(max_steps=6, batch_size=8, learning_rate=1e-3, loss_type=loss_type,
                                  max_length=128, save_steps=0, logging_steps=1),
                       {"model": tiny_model_dir, "data": data}, out, _context(tiny_context, tmp_path / "work"))
-    heldout = _shouting_pairs(shared_data, 12, start=500)
+    heldout = _shouting_pairs(real_data, 12, start=500)
     assert _implicit_reward_accuracy(out, tiny_model_dir, heldout) >= 0.9
 
 
-def test_kto_learns_from_unpaired_labels(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_kto_learns_from_unpaired_labels(real_data, tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.kto import KTOAligner
 
     feedback = []
-    for pair in _shouting_pairs(shared_data, 48):
+    for pair in _shouting_pairs(real_data, 48):
         feedback.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
         feedback.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
     data = _write_jsonl(tmp_path / "feedback.jsonl", feedback)
@@ -237,21 +239,21 @@ def test_kto_learns_from_unpaired_labels(shared_data, tiny_model_dir, tiny_conte
     lmforge.run_stage(KTOAligner(max_steps=10, batch_size=8, learning_rate=1e-3, max_length=128, save_steps=0,
                                  logging_steps=1),
                       {"model": tiny_model_dir, "data": data}, out, _context(tiny_context, tmp_path / "work"))
-    heldout = _shouting_pairs(shared_data, 12, start=500)
+    heldout = _shouting_pairs(real_data, 12, start=500)
     accuracy = _implicit_reward_accuracy(out, tiny_model_dir, heldout)
     print(f"KTO held-out implicit reward accuracy {accuracy:.2f}")
     assert accuracy >= 0.9
 
 
-def test_orpo_widens_heldout_logp_margin(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_orpo_widens_heldout_logp_margin(real_data, tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.orpo import ORPOAligner
 
-    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 48))
+    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(real_data, 48))
     out = tmp_path / "orpo"
     lmforge.run_stage(ORPOAligner(max_steps=8, batch_size=8, learning_rate=1e-3, beta=0.5, max_length=192, max_prompt_length=96,
                                   save_steps=0, logging_steps=1),
                       {"model": tiny_model_dir, "data": data}, out, _context(tiny_context, tmp_path / "work"))
-    heldout = _shouting_pairs(shared_data, 12, start=500)
+    heldout = _shouting_pairs(real_data, 12, start=500)
 
     def margins(model_dir):  # per-token log-probability, chosen minus rejected (ORPO's odds are per token)
         chosen, rejected = (_completion_logps(model_dir, heldout, k, per_token=True) for k in ("chosen", "rejected"))
@@ -272,10 +274,10 @@ def _online(name: str, **params):
     return {"grpo": GRPOAligner, "rloo": RLOOAligner}[name](**{**defaults, **params})
 
 
-def test_grpo_reward_rises_with_bounded_kl(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_grpo_reward_rises_with_bounded_kl(real_data, tiny_model_dir, tiny_context, tmp_path):
     out = tmp_path / "grpo"
     lmforge.run_stage(_online("grpo", max_steps=20, beta=0.04),
-                      {"model": tiny_model_dir, "data": shared_data / GSM8K}, out,
+                      {"model": tiny_model_dir, "data": real_data / GSM8K}, out,
                       _context(tiny_context, tmp_path / "work"))
     logged = [m for m in _metrics(out) if "reward" in m]
     first, last = logged[0]["reward"], sum(m["reward"] for m in logged[-3:]) / 3
@@ -303,14 +305,14 @@ def _digit_mass(model_dir: Path, prompts: list[str]) -> float:
     return total / len(prompts)
 
 
-def test_rloo_trains_on_pipeline_preference_prompts(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_rloo_trains_on_pipeline_preference_prompts(real_data, tiny_model_dir, tiny_context, tmp_path):
     out = tmp_path / "rloo"
     # RLOO folds the KL penalty (summed over tokens) into the reward, so the reward needs a comparable scale
     lmforge.run_stage(_online("rloo", max_steps=8, beta=0.05, rewards=["regex_coverage:10"]),
                       {"model": tiny_model_dir, "data": HH_PAIRS}, out,
                       _context(tiny_context, tmp_path / "work"))
     assert {"reward", "rewards/regex_coverage/mean", "kl"} <= set(_metrics(out)[0])
-    questions = [r["question"] for r in _gsm8k(shared_data, 8, start=700)]  # unseen prompts of another kind
+    questions = [r["question"] for r in _gsm8k(real_data, 8, start=700)]  # unseen prompts of another kind
     before, after = _digit_mass(tiny_model_dir, questions), _digit_mass(out, questions)
     print(f"RLOO digit mass before {before:.4f} after {after:.4f}")
     assert after > 1.5 * before, (before, after)
@@ -339,10 +341,10 @@ def _assert_same_weights(a: Path, b: Path, atol: float):
         assert torch.allclose(left[key], right[key], atol=atol), key
 
 
-def test_dpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
+def test_dpo_resumes_after_interruption(real_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
     from lmforge.plugins.aligners.dpo import DPOAligner
 
-    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 32))
+    data = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(real_data, 32))
     straight, resumed = _interrupted_then_resumed(
         lambda: DPOAligner(max_steps=6, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=2,
                            logging_steps=1),
@@ -352,8 +354,8 @@ def test_dpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_contex
     assert any(not (before[k] == v).all() for k, v in _state(resumed).items())
 
 
-def test_grpo_resumes_after_interruption(shared_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
-    data = _write_jsonl(tmp_path / "gsm8k.jsonl", _gsm8k(shared_data, 40))
+def test_grpo_resumes_after_interruption(real_data, tiny_model_dir, tiny_context, tmp_path, crash_training_at):
+    data = _write_jsonl(tmp_path / "gsm8k.jsonl", _gsm8k(real_data, 40))
     straight, resumed = _interrupted_then_resumed(
         lambda: _online("grpo", max_steps=6, batch_size=8, num_generations=4, learning_rate=1e-3, beta=0.04,
                         rewards=["regex_coverage", "gsm8k_answer"], save_steps=2),

@@ -9,6 +9,7 @@ GSM8K solutions preferred to the same solutions in capitals, GSM8K questions as 
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -16,12 +17,13 @@ from pathlib import Path
 import lmforge
 import pytest
 
-GSM8K = "gsm8k_test.jsonl"
+GSM8K = "gsm8k_test.jsonl.gz"
 MAX_STEPS, SAVE_STEPS, CRASH_STEP = 4, 2, 3  # the crash comes after checkpoint-2; the re-run does steps 3-4
 
 
-def _gsm8k(shared_data: Path, count: int) -> list[dict]:
-    return [json.loads(line) for line in (shared_data / GSM8K).read_text().splitlines()[:count]]
+def _gsm8k(real_data: Path, count: int) -> list[dict]:
+    with gzip.open(real_data / GSM8K, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle.read().splitlines()[:count]]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -29,9 +31,9 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def _shouting_pairs(shared_data: Path, count: int) -> list[dict]:
+def _shouting_pairs(real_data: Path, count: int) -> list[dict]:
     return [{"prompt": r["question"], "chosen": r["answer"][:160], "rejected": r["answer"][:160].upper()}
-            for r in _gsm8k(shared_data, count)]
+            for r in _gsm8k(real_data, count)]
 
 
 def _context(tiny_context, work_dir: Path) -> lmforge.RunContext:
@@ -82,12 +84,12 @@ def _reward_model():
 
 @pytest.mark.parametrize("make_stage", [_kto, _orpo, _rloo, _reward_model],
                          ids=["kto", "orpo", "rloo", "reward_model"])
-def test_aligner_resumes_after_a_crash_with_the_same_weights(make_stage, shared_data, tiny_model_dir, tiny_context,
+def test_aligner_resumes_after_a_crash_with_the_same_weights(make_stage, real_data, tiny_model_dir, tiny_context,
                                                              tmp_path, crash_training_at):
     import torch
 
-    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(shared_data, 40))
-    prompts = _write_jsonl(tmp_path / "gsm8k.jsonl", _gsm8k(shared_data, 40))
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _shouting_pairs(real_data, 40))
+    prompts = _write_jsonl(tmp_path / "gsm8k.jsonl", _gsm8k(real_data, 40))
     data = prompts if make_stage is _rloo else pairs  # KTO unpairs the pairs into good and bad answers
     inputs = {"model": tiny_model_dir, "data": data}
 

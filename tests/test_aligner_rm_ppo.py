@@ -1,6 +1,6 @@
 """Reward model and PPO RLHF: what they learn, that PPO resumes exactly, and how they are configured.
 
-Data is real text: GSM8K questions as prompts, Wikipedia sentences as answers (../shared/data), the
+Data is real text: GSM8K questions as prompts, Wikipedia sentences as answers (tests/data), the
 bundled HH-RLHF dialogues and the ShareGPT preference demo. Models are tiny Llamas on lmforge's own BPE
 tokenizer. The PPO learning test starts from a briefly pretrained model: a random-init policy's flat
 distribution over 1024 tokens gives PPO almost no signal to follow in a few iterations.
@@ -8,6 +8,7 @@ distribution over 1024 tokens gives PPO almost no signal to follow in a few iter
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -51,16 +52,18 @@ def test_reward_plugin():
 
 
 @pytest.fixture(scope="module")
-def gsm8k(shared_data) -> Path:
-    return shared_data / "gsm8k_test.jsonl"
+def gsm8k(real_data) -> Path:
+    return real_data / "gsm8k_test.jsonl.gz"
 
 
 @pytest.fixture(scope="module")
-def shouting_preferences(tmp_path_factory, shared_data) -> Path:
+def shouting_preferences(tmp_path_factory, real_data) -> Path:
     """Pairs where the chosen answer is a normal sentence and the rejected one a different sentence in capitals."""
-    text = (shared_data / "wiki_demo.txt").read_text(encoding="utf-8")
+    with gzip.open(real_data / "wiki_demo.txt.gz", "rt", encoding="utf-8") as handle:
+        text = handle.read()
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 40 <= len(s.strip()) <= 160]
-    questions = [r["question"] for r in _rows(shared_data / "gsm8k_test.jsonl")]
+    with gzip.open(real_data / "gsm8k_test.jsonl.gz", "rt", encoding="utf-8") as handle:
+        questions = [json.loads(line)["question"] for line in handle]
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("prefs") / "shouting.jsonl"
     with open(path, "w") as handle:
@@ -105,8 +108,8 @@ def test_reward_model_learns_a_property_and_reports_held_out_accuracy(reward_mod
 
 @pytest.mark.parametrize("data", ["hh", "sharegpt"])
 def test_reward_model_reads_hh_dialogues_and_sharegpt_pairs(data, tmp_path, tiny_model_dir, tiny_context,
-                                                           shared_data):
-    path = HH_PAIRS if data == "hh" else shared_data / "dpo_en_demo.json"
+                                                           real_data):
+    path = HH_PAIRS if data == "hh" else real_data / "dpo_en_demo.json"
     stage = RewardModelTrainer(max_steps=2, batch_size=4, max_length=512, eval_fraction=0.1, save_steps=0)
     _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": path}, tmp_path / "rm",
                                     _context(tiny_context))

@@ -4,6 +4,7 @@ lines go. Extraction on real pages is measured by benchmarks/bench_extract.py.""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -97,8 +98,9 @@ def test_article_with_heading_kept_menus_banners_and_scripts_dropped():
     assert kept == [PARAGRAPH, "Background", PARAGRAPH.replace("Tuesday", "Monday")]
 
 
-def test_clean_prose_is_left_alone_and_all_chrome_is_a_drop(shared_data):
-    docs = [json.loads(line)["text"] for line in (shared_data / "c4_demo.jsonl").read_text().splitlines()]
+def test_clean_prose_is_left_alone_and_all_chrome_is_a_drop(real_data):
+    with gzip.open(real_data / "c4_demo.jsonl.gz", "rt", encoding="utf-8") as handle:
+        docs = [json.loads(line)["text"] for line in handle]
     step = Boilerplate()
     before = sum(map(len, docs))
     after = sum(len(r) for r in map(step.process, docs) if isinstance(r, str))
@@ -106,8 +108,9 @@ def test_clean_prose_is_left_alone_and_all_chrome_is_a_drop(shared_data):
     assert isinstance(step.process("Home\nAbout\nContact\nwindow.x = 1;"), Drop)
 
 
-def test_wikipedia_reference_sections_and_categories_go(shared_data):
-    article = (shared_data / "wiki_demo.txt").read_text().splitlines()[0]
+def test_wikipedia_reference_sections_and_categories_go(real_data):
+    with gzip.open(real_data / "wiki_demo.txt.gz", "rt", encoding="utf-8") as handle:
+        article = handle.readline().rstrip("\n")
     cleaned = Boilerplate().process(article)
     assert "Far-left politics" in article[-40:] and "Far-left politics" not in cleaned
     assert "socialism.\nHumans lived" in cleaned  # glued paragraphs put on lines of their own

@@ -130,10 +130,10 @@ BOILERPLATE = ["Home | About Us | Shop | Contact", "Shop » Garden » Tools",
                "Read our Privacy Policy and Terms of Use before you continue."]
 
 
-def test_standard_cleaner_strips_boilerplate_and_keeps_prose(tmp_path, tiny_context, shared_data):
+def test_standard_cleaner_strips_boilerplate_and_keeps_prose(tmp_path, tiny_context, real_data):
     """Real C4 pages with the page furniture put back (C4 had already removed it): menus, cookie banner,
     script notice and policy line go; the article text stays."""
-    with open(shared_data / "c4_demo.jsonl") as handle:
+    with gzip.open(real_data / "c4_demo.jsonl.gz", "rt", encoding="utf-8") as handle:
         raw = [json.loads(line)["text"] for line in handle]
     pages = tmp_path / "pages.jsonl"
     with open(pages, "w") as handle:
@@ -153,7 +153,7 @@ def test_standard_cleaner_strips_boilerplate_and_keeps_prose(tmp_path, tiny_cont
     # wiki_demo.txt holds each article on ONE line, ending in its category names ("…Far-left politics"):
     # FineWeb's line rules (and datatrove's) drop every such one-line doc, so they are left out here
     steps = [s for s in StandardCleaner.config_class().steps if s != "fineweb_quality"]
-    _, wiki_report = clean(tmp_path, shared_data / "wiki_demo.txt", tiny_context, "wiki", txt_mode="line",
+    _, wiki_report = clean(tmp_path, real_data / "wiki_demo.txt.gz", tiny_context, "wiki", txt_mode="line",
                            steps=steps)
     assert wiki_report["docs_out"] >= 0.7 * wiki_report["docs_in"]  # encyclopaedic prose is kept
 

@@ -11,18 +11,11 @@ import lmforge
 import pytest
 from lmforge.errors import DataError
 from lmforge.plugins.lib.formats import load_preferences
-from lmforge.plugins.rank import (
-    RankSession,
-    SamplingSettings,
-    agreement,
-    export_preferences,
-    implied_pairs,
-    pair_agreement,
-    parse_terminal_ranking,
-    rank_in_terminal,
-    sample_candidates,
-    start_server,
-)
+from lmforge.plugins.rank.agreement import agreement, export_preferences, implied_pairs, pair_agreement
+from lmforge.plugins.rank.sampling import SamplingSettings, sample_candidates
+from lmforge.plugins.rank.server import start_server
+from lmforge.plugins.rank.session import RankSession
+from lmforge.plugins.rank.terminal import parse_terminal_ranking, rank_in_terminal
 
 
 @pytest.fixture(scope="module")

@@ -137,10 +137,10 @@ def test_planted_boundary_is_found_and_probe_sft_pipeline_trains_on_it(planted, 
     assert (result.artifacts["finetuner"] / "model.safetensors").is_file()
 
 
-def test_every_gsm8k_reference_parses(shared_data):
+def test_every_gsm8k_reference_parses(real_data):
     from lmforge.plugins.lib.data import read_records
 
-    records = read_records(shared_data / "gsm8k_test.jsonl")
+    records = read_records(real_data / "gsm8k_test.jsonl.gz")
     references = [extract_answer(r["answer"], "number") for r in records]
     assert len(records) == 1319 and None not in references
     assert references[0] == "18"  # "... #### 18"

@@ -129,21 +129,21 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
                       {"model": tiny_model_dir, "data": only_long}, _context(tiny_context, tmp_path))
 
 
-def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, real_data):
     held_out = _jsonl(tmp_path / "held_out.jsonl", [{"messages": CONVERSATION}] * 3)
     stage = SFTFinetuner(max_steps=2, max_length=64, save_steps=0, placeholders=PLACEHOLDERS, max_examples=16)
-    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json", "eval_data": held_out}
+    inputs = {"model": tiny_model_dir, "data": real_data / "identity.json", "eval_data": held_out}
     _, manifest = lmforge.run_stage(stage, inputs, tmp_path / "out", _context(tiny_context, tmp_path))
     metrics = manifest["metrics"]
     assert metrics["eval_examples"] == 3 and metrics["train_examples"] == 16
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"]
 
 
-def test_packing_keeps_examples_apart(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_packing_keeps_examples_apart(tiny_model_dir, tiny_context, tmp_path, real_data):
     import torch
 
     cfg = SFTParams(packing=True, max_length=1024, batch_size=1, save_steps=0, placeholders=PLACEHOLDERS)
-    trainer, _, stats = build_trainer(cfg, {"model": tiny_model_dir, "data": shared_data / "identity.json"},
+    trainer, _, stats = build_trainer(cfg, {"model": tiny_model_dir, "data": real_data / "identity.json"},
                                       _context(tiny_context, tmp_path))
     assert stats["train_rows"] < stats["train_examples"]  # several conversations share a row
     batch = next(iter(trainer.get_train_dataloader()))
@@ -165,32 +165,32 @@ FORMATS = [
     ("dpo_en_demo.json", {}, "sharegpt"),
     ("kto_en_demo.json", {}, "messages"),
     ("hh_rlhf_harmless_test.jsonl.gz", {}, "dialogue"),
-    ("gsm8k_test.jsonl", {"columns": {"question": "prompt", "answer": "completion"}, "max_length": 256},
+    ("gsm8k_test.jsonl.gz", {"columns": {"question": "prompt", "answer": "completion"}, "max_length": 256},
      "prompt_completion"),  # worked answers run past 96 tokens; keep_start drops rows rather than cut them
 ]
 
 
 @pytest.mark.parametrize("name, extra, expected", FORMATS, ids=[f[2] for f in FORMATS])
-def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tmp_path, shared_data, name,
+def test_each_format_trains_and_eval_loss_drops(tiny_model_dir, tiny_context, tmp_path, real_data, name,
                                                 extra, expected):
     context = _context(tiny_context, tmp_path)
     out = tmp_path / "out"
     stage = SFTFinetuner(**{"max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "max_length": 96, "save_steps": 0,
                             "logging_steps": 2, "max_examples": 120, "eval_fraction": 0.1, **extra})
-    inputs = {"model": tiny_model_dir, "data": shared_data / name}
+    inputs = {"model": tiny_model_dir, "data": real_data / name}
     _, manifest = lmforge.run_stage(stage, inputs, out, context)
     metrics = manifest["metrics"]
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"] - 0.05, metrics
     assert metrics["train_examples"] > 0 and metrics["eval_examples"] > 0
     if name == "kto_en_demo.json":  # label:false records are not SFT targets
-        raw = json.loads((shared_data / name).read_text())
+        raw = json.loads((real_data / name).read_text())
         assert metrics["examples"] == sum(r["label"] for r in raw) < len(raw)
     before, after = _weights(tiny_model_dir), _weights(out)
     assert any(not (before[k] == after[k]).all() for k in before)
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
 
 
-def test_lora_merged_logits_equal_adapter_logits(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_lora_merged_logits_equal_adapter_logits(tiny_model_dir, tiny_context, tmp_path, real_data):
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -201,7 +201,7 @@ def test_lora_merged_logits_equal_adapter_logits(tiny_model_dir, tiny_context, t
                          lora_target_modules=["q_proj", "v_proj", "down_proj"],
                          save_adapter=True, max_steps=8, learning_rate=1e-2, max_length=96, save_steps=0,
                          placeholders=PLACEHOLDERS)
-    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json"}
+    inputs = {"model": tiny_model_dir, "data": real_data / "identity.json"}
     _, manifest = lmforge.run_stage(stage, inputs, out, _context(tiny_context, tmp_path))
     assert manifest["metrics"]["lora_merge_max_abs_diff"] < 1e-4
     adapter_keys = list(load_file(str(out / "adapter" / "adapter_model.safetensors")))
@@ -269,10 +269,10 @@ RESUME_PARAMS = {"max_steps": 6, "batch_size": 2, "learning_rate": 3e-3, "max_le
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_resume_after_crash_ends_where_an_uninterrupted_run_would(tiny_model_dir, tiny_context, tmp_path,
-                                                                   shared_data, method):
+                                                                   real_data, method):
     import torch
 
-    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json"}
+    inputs = {"model": tiny_model_dir, "data": real_data / "identity.json"}
     params = {**RESUME_PARAMS, "method": method, "lora_r": 4}
     straight = tmp_path / "straight"
     lmforge.run_stage(SFTFinetuner(**params), inputs, straight, _context(tiny_context, tmp_path, "a"))
@@ -320,7 +320,7 @@ lmforge.run_stage(SFTFinetuner(**json.loads(params)), {"model": model, "data": d
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, tiny_context, tmp_path, real_data):
     import os
     import subprocess
     import sys
@@ -329,7 +329,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, tiny_context
     import torch
 
     params = {**RESUME_PARAMS, "max_steps": 8}
-    inputs = {"model": tiny_model_dir, "data": shared_data / "identity.json"}
+    inputs = {"model": tiny_model_dir, "data": real_data / "identity.json"}
     work, out = tmp_path / "work-killed", tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-c", KILL_SCRIPT, str(tiny_model_dir), str(inputs["data"]), str(out),
@@ -368,13 +368,13 @@ def _name_rate(model_dir, samples=32):
     return sum(PLACEHOLDERS["name"] in a for a in answers) / samples, answers
 
 
-def test_identity_after_sft_the_model_names_itself(tiny_model_dir, tiny_context, tmp_path, shared_data):
+def test_identity_after_sft_the_model_names_itself(tiny_model_dir, tiny_context, tmp_path, real_data):
     before, _ = _name_rate(tiny_model_dir)
     out = tmp_path / "identity"
     stage = SFTFinetuner(max_steps=IDENTITY_STEPS, batch_size=8, learning_rate=IDENTITY_LR, warmup_steps=5,
                          max_length=128, save_steps=0, logging_steps=20, system_prompt=SYSTEM,
                          placeholders=PLACEHOLDERS)
-    lmforge.run_stage(stage, {"model": tiny_model_dir, "data": shared_data / "identity.json"}, out,
+    lmforge.run_stage(stage, {"model": tiny_model_dir, "data": real_data / "identity.json"}, out,
                       _context(tiny_context, tmp_path))
     after, answers = _name_rate(out)
     print(f"share of answers naming {PLACEHOLDERS['name']}: before {before:.2f}, after {after:.2f}")

@@ -1,4 +1,4 @@
-"""Data-format adapters on the real files in ../shared/data, and their one-line errors on bad records."""
+"""Data-format adapters on real files (subsets in tests/data), and their one-line errors on bad records."""
 
 from __future__ import annotations
 
@@ -35,23 +35,23 @@ def _write(path, records):
     ("alpaca_en_demo.json", "alpaca"), ("identity.json", "alpaca"), ("dpo_en_demo.json", "sharegpt"),
     ("kto_en_demo.json", "messages"), ("hh_rlhf_harmless_test.jsonl.gz", "dialogue"),
 ])
-def test_real_files_are_detected(shared_data, name, expected):
-    adapter, records = read_format(shared_data / name)
-    assert adapter.name == expected and len(records) == len(_raw(shared_data / name))
+def test_real_files_are_detected(real_data, name, expected):
+    adapter, records = read_format(real_data / name)
+    assert adapter.name == expected and len(records) == len(_raw(real_data / name))
 
 
-def test_alpaca_instruction_and_input_become_one_user_turn(shared_data):
-    raw = _raw(shared_data / "alpaca_en_demo.json")
-    conversations = load_conversations(shared_data / "alpaca_en_demo.json")
-    assert len(conversations) == len(raw) == 999
+def test_alpaca_instruction_and_input_become_one_user_turn(real_data):
+    raw = _raw(real_data / "alpaca_en_demo.json")
+    conversations = load_conversations(real_data / "alpaca_en_demo.json")
+    assert len(conversations) == len(raw) == 120
     index = next(i for i, r in enumerate(raw) if r["input"])
     user, assistant = conversations[index]
     assert user == {"role": "user", "content": f"{raw[index]['instruction']}\n\n{raw[index]['input']}"}
     assert assistant == {"role": "assistant", "content": raw[index]["output"]}
 
 
-def test_identity_placeholders_and_system_prompt(shared_data):
-    conversations = load_conversations(shared_data / "identity.json", system_prompt="You are {{name}}.",
+def test_identity_placeholders_and_system_prompt(real_data):
+    conversations = load_conversations(real_data / "identity.json", system_prompt="You are {{name}}.",
                                        placeholders={"name": "Forge", "author": "Ada"})
     assert len(conversations) == 91
     assert all(c[0] == {"role": "system", "content": "You are Forge."} for c in conversations)
@@ -59,57 +59,57 @@ def test_identity_placeholders_and_system_prompt(shared_data):
     assert "{{" not in text and "Forge" in text and "Ada" in text
 
 
-def test_unfilled_placeholder_warns(shared_data):
+def test_unfilled_placeholder_warns(real_data):
     with pytest.warns(UserWarning, match=r"unfilled placeholders \{\{author\}\}"):
-        load_conversations(shared_data / "identity.json", placeholders={"name": "Forge"})
+        load_conversations(real_data / "identity.json", placeholders={"name": "Forge"})
 
 
-def test_sharegpt_preference_file_gives_sft_on_chosen_and_pairs(shared_data):
-    raw = _raw(shared_data / "dpo_en_demo.json")
-    conversations = load_conversations(shared_data / "dpo_en_demo.json")
-    assert len(conversations) == len(raw) == 299
+def test_sharegpt_preference_file_gives_sft_on_chosen_and_pairs(real_data):
+    raw = _raw(real_data / "dpo_en_demo.json")
+    conversations = load_conversations(real_data / "dpo_en_demo.json")
+    assert len(conversations) == len(raw) == 45
     assert conversations[0][-1] == {"role": "assistant", "content": raw[0]["chosen"]["value"]}
     assert conversations[0][0] == {"role": "user", "content": raw[0]["conversations"][0]["value"]}
-    pairs = load_preferences(shared_data / "dpo_en_demo.json")
+    pairs = load_preferences(real_data / "dpo_en_demo.json")
     assert pairs[0]["rejected"][0]["content"] == raw[0]["rejected"]["value"]
 
 
-def test_messages_with_labels_skip_negative(shared_data):
-    raw = _raw(shared_data / "kto_en_demo.json")
-    everything = load_conversations(shared_data / "kto_en_demo.json")
-    good = load_conversations(shared_data / "kto_en_demo.json", skip_negative=True)
+def test_messages_with_labels_skip_negative(real_data):
+    raw = _raw(real_data / "kto_en_demo.json")
+    everything = load_conversations(real_data / "kto_en_demo.json")
+    good = load_conversations(real_data / "kto_en_demo.json", skip_negative=True)
     assert len(everything) == len(raw)
     assert len(good) == sum(r["label"] is True for r in raw) and 0 < len(good) < len(raw)
     assert all(c[-1]["role"] == "assistant" for c in good)
 
 
-def test_dialogue_strings_become_multi_turn(shared_data):
-    conversations = load_conversations(shared_data / "hh_rlhf_harmless_test.jsonl.gz")
-    assert len(conversations) == 2312
+def test_dialogue_strings_become_multi_turn(real_data):
+    conversations = load_conversations(real_data / "hh_rlhf_harmless_test.jsonl.gz")
+    assert len(conversations) == 45
     first = conversations[0]
     assert len(first) >= 4 and [m["role"] for m in first[:4]] == ["user", "assistant", "user", "assistant"]
     assert first[0]["content"] == "what are some pranks with a pen i can do?"
-    prompts = load_prompts(shared_data / "hh_rlhf_harmless_test.jsonl.gz")
+    prompts = load_prompts(real_data / "hh_rlhf_harmless_test.jsonl.gz")
     assert prompts[0] == first[:-1]
 
 
-def test_columns_map_question_answer_to_prompt_completion(shared_data):
-    adapter, _ = read_format(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS)
+def test_columns_map_question_answer_to_prompt_completion(real_data):
+    adapter, _ = read_format(real_data / "gsm8k_test.jsonl.gz", columns=GSM8K_COLUMNS)
     assert adapter.name == "prompt_completion"
-    raw = _raw(shared_data / "gsm8k_test.jsonl")
-    text = load_prompt_completions(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS, text=True)
+    raw = _raw(real_data / "gsm8k_test.jsonl.gz")
+    text = load_prompt_completions(real_data / "gsm8k_test.jsonl.gz", columns=GSM8K_COLUMNS, text=True)
     assert text[0] == {"prompt": raw[0]["question"], "completion": raw[0]["answer"]}
-    chat = load_prompt_completions(shared_data / "gsm8k_test.jsonl", columns=GSM8K_COLUMNS,
+    chat = load_prompt_completions(real_data / "gsm8k_test.jsonl.gz", columns=GSM8K_COLUMNS,
                                    system_prompt="Be exact.")
     assert chat[0]["prompt"] == [{"role": "system", "content": "Be exact."},
                                  {"role": "user", "content": raw[0]["question"]}]
     assert chat[0]["completion"] == [{"role": "assistant", "content": raw[0]["answer"]}]
     with pytest.raises(DataError, match=r"record 0 has no 'question'"):
-        read_format(shared_data / "alpaca_en_demo.json", columns=GSM8K_COLUMNS)
+        read_format(real_data / "alpaca_en_demo.json", columns=GSM8K_COLUMNS)
 
 
-def test_malformed_alpaca_record_names_file_and_index(shared_data, tmp_path):
-    records = _raw(shared_data / "alpaca_en_demo.json")[:40]
+def test_malformed_alpaca_record_names_file_and_index(real_data, tmp_path):
+    records = _raw(real_data / "alpaca_en_demo.json")[:40]
     records[17]["output"] = 42
     path = _write(tmp_path / "alpaca_bad.json", records)
     with pytest.raises(DataError) as info:
@@ -118,8 +118,8 @@ def test_malformed_alpaca_record_names_file_and_index(shared_data, tmp_path):
     assert message == f"{path}: record 17: 'output' must be a string, got int"
 
 
-def test_malformed_sharegpt_role_names_file_and_index(shared_data, tmp_path):
-    records = _raw(shared_data / "dpo_en_demo.json")[:10]
+def test_malformed_sharegpt_role_names_file_and_index(real_data, tmp_path):
+    records = _raw(real_data / "dpo_en_demo.json")[:10]
     records[5]["conversations"][0]["from"] = "humna"
     path = _write(tmp_path / "sharegpt_bad.json", records)
     expected = rf"^{path}: record 5: unknown role 'humna' \(did you mean 'human'\?\)"
@@ -127,8 +127,8 @@ def test_malformed_sharegpt_role_names_file_and_index(shared_data, tmp_path):
         load_conversations(path)
 
 
-def test_conversation_without_assistant_turn_is_rejected(shared_data, tmp_path):
-    records = _raw(shared_data / "kto_en_demo.json")[:6]
+def test_conversation_without_assistant_turn_is_rejected(real_data, tmp_path):
+    records = _raw(real_data / "kto_en_demo.json")[:6]
     records[3]["messages"] = records[3]["messages"][:1]
     path = _write(tmp_path / "messages_bad.json", records)
     with pytest.raises(DataError, match=rf"^{path}: record 3: no assistant turn"):
@@ -156,8 +156,8 @@ def test_ambiguous_records_ask_for_format(tmp_path):
     assert load_conversations(path, fmt="alpaca")[0][0] == {"role": "user", "content": "hi"}
 
 
-def test_mixed_formats_name_the_odd_record(shared_data, tmp_path):
-    records = _raw(shared_data / "alpaca_en_demo.json")[:5] + _raw(shared_data / "kto_en_demo.json")[:1]
+def test_mixed_formats_name_the_odd_record(real_data, tmp_path):
+    records = _raw(real_data / "alpaca_en_demo.json")[:5] + _raw(real_data / "kto_en_demo.json")[:1]
     path = _write(tmp_path / "mixed.json", records)
     expected = rf"^{path}: record 5: mixed formats: .* is messages, earlier records are alpaca"
     with pytest.raises(DataError, match=expected):
@@ -177,10 +177,11 @@ def test_invalid_json_line_names_file_and_line(tmp_path):
         load_conversations(path)
 
 
-def test_skip_invalid_skips_and_warns(shared_data):
-    path = shared_data / "hh_rlhf_harmless_test.jsonl.gz"
-    with pytest.raises(DataError, match=rf"^{path}:1255: chosen and rejected dialogues differ"):
+def test_skip_invalid_skips_and_warns(real_data):
+    # the subset: HH-RLHF's first 40 test pairs, then its 5 whose chosen and rejected prompts differ (lines 41-45)
+    path = real_data / "hh_rlhf_harmless_test.jsonl.gz"
+    with pytest.raises(DataError, match=rf"^{path}:41: chosen and rejected dialogues differ"):
         load_preferences(path)
-    with pytest.warns(UserWarning, match=r"skipped 5 malformed record\(s\) of 2312; first: .*:1255: "):
+    with pytest.warns(UserWarning, match=r"skipped 5 malformed record\(s\) of 45; first: .*:41: "):
         pairs = load_preferences(path, skip_invalid=True)
-    assert len(pairs) == 2307
+    assert len(pairs) == 40

@@ -422,9 +422,9 @@ def test_online_aligner_gives_a_base_model_a_template_and_a_reference_that_reads
 
 def test_chat_serve_and_rank_open_a_hub_id(varied_model_dir, fake_hub, tmp_path):
     import lmforge
-    from lmforge.plugins.rank import SamplingSettings, sample_candidates
+    from lmforge.plugins.rank.sampling import SamplingSettings, sample_candidates
     from lmforge.plugins.samplers.chat import ChatSession
-    from lmforge.plugins.serve import ModelServer
+    from lmforge.plugins.serve.app import ModelServer
 
     commit = fake_hub.add_model("org/forge-tiny", varied_model_dir)
     session = ChatSession("org/forge-tiny", max_new_tokens=4, do_sample=False, device="cpu")

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import lmforge
 import pytest
-from lmforge.plugins.pretrainers import shared
+from lmforge.plugins.pretrainers import config as pretrain_config
+from lmforge.plugins.pretrainers import corpus as pretrain_corpus
+from lmforge.plugins.pretrainers import model as pretrain_model
+from lmforge.plugins.pretrainers import schedule as pretrain_schedule
+from lmforge.plugins.pretrainers import windows as pretrain_windows
 
 MICRO = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
@@ -44,10 +48,10 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data) -> Path:
+def corpus(tmp_path_factory, tiny_shakespeare) -> Path:
     """The first 60k characters of Tiny Shakespeare: real text, small enough for seconds-long runs."""
     path = tmp_path_factory.mktemp("pretrain") / "shakespeare_head.txt"
-    path.write_text((shared_data / "tinyshakespeare.txt").read_text()[:60_000])
+    path.write_text(tiny_shakespeare.read_text()[:60_000])
     return path
 
 
@@ -108,18 +112,18 @@ def test_token_cache_is_keyed_by_tokenizer_and_data(char_dir, corpus, tiny_token
     from transformers import AutoTokenizer
 
     char = AutoTokenizer.from_pretrained(str(char_dir))
-    tokens, meta = shared.tokenized_corpus(corpus, char_dir, char, "text", str(tmp_path))
+    tokens, meta = pretrain_corpus.tokenized_corpus(corpus, char_dir, char, "text", str(tmp_path))
     assert meta["tokens"] == len(corpus.read_text()) and meta["bytes"] == len(corpus.read_bytes())
     entry = tmp_path / meta["key"] / "index.json"
     stamp = entry.stat().st_mtime_ns
-    again, meta_again = shared.tokenized_corpus(corpus, char_dir, char, "text", str(tmp_path))
+    again, meta_again = pretrain_corpus.tokenized_corpus(corpus, char_dir, char, "text", str(tmp_path))
     assert meta_again == meta and entry.stat().st_mtime_ns == stamp
     assert (np.asarray(again) == np.asarray(tokens)).all()
     bpe = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    _, meta_bpe = shared.tokenized_corpus(corpus, tiny_tokenizer_dir, bpe, "text", str(tmp_path))
+    _, meta_bpe = pretrain_corpus.tokenized_corpus(corpus, tiny_tokenizer_dir, bpe, "text", str(tmp_path))
     other = tmp_path / "other.txt"
     other.write_text("To be, or not to be.")
-    _, meta_other = shared.tokenized_corpus(other, char_dir, char, "text", str(tmp_path))
+    _, meta_other = pretrain_corpus.tokenized_corpus(other, char_dir, char, "text", str(tmp_path))
     assert len({meta["key"], meta_bpe["key"], meta_other["key"]}) == 3
     assert meta_bpe["tokens"] < meta["tokens"]
 
@@ -130,21 +134,21 @@ def test_documents_are_joined_with_eos_between(char_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(char_dir))
     data = tmp_path / "docs.jsonl"
     data.write_text("\n".join(json.dumps({"text": t}) for t in ["ab", "c", "de"]))
-    tokens, meta = shared.tokenized_corpus(data, char_dir, tok, "text", str(tmp_path / "c"))
+    tokens, meta = pretrain_corpus.tokenized_corpus(data, char_dir, tok, "text", str(tmp_path / "c"))
     assert tok.decode(list(tokens)) == "ab<|eos|>c<|eos|>de" and meta["documents"] == 3
 
 
-def test_split_is_nanogpts_contiguous_90_10(shared_data, tmp_path):
+def test_split_is_nanogpts_contiguous_90_10(tiny_shakespeare, tmp_path):
     from lmforge.plugins.tokenizers.char import CharTokenizer
     from transformers import AutoTokenizer
 
-    text_path = shared_data / "tinyshakespeare.txt"
+    text_path = tiny_shakespeare
     out = tmp_path / "tok"
     lmforge.run_stage(CharTokenizer(), {"text": text_path}, out, lmforge.RunContext(quiet=True))
     tok = AutoTokenizer.from_pretrained(str(out))
     assert len(tok) - 8 == 65  # nanoGPT's 65-character vocabulary
-    tokens, _ = shared.tokenized_corpus(text_path, out, tok, "text", str(tmp_path / "cache"))
-    train, val = shared.split_tokens(tokens, 0.1)
+    tokens, _ = pretrain_corpus.tokenized_corpus(text_path, out, tok, "text", str(tmp_path / "cache"))
+    train, val = pretrain_windows.split_tokens(tokens, 0.1)
     assert (len(train), len(val)) == (1_003_854, 111_540)  # nanoGPT's prepare.py numbers
     text = text_path.read_text()
     assert tok.decode(list(val[:200])) == text[1_003_854:1_003_854 + 200]
@@ -154,50 +158,50 @@ def test_windows_stride_and_resumable_order():
     import numpy as np
 
     tokens = np.arange(100, dtype=np.uint16)
-    packed = shared.Windows(tokens, block_size=9, stride=9)
-    sliding = shared.Windows(tokens, block_size=9, stride=1)
+    packed = pretrain_windows.Windows(tokens, block_size=9, stride=9)
+    sliding = pretrain_windows.Windows(tokens, block_size=9, stride=1)
     assert len(packed) == 11 and len(sliding) == 91  # (100 - 10) // stride + 1
     assert packed.batch([1]).tolist() == [list(range(9, 19))]
     assert sliding.batch([5, 90]).tolist() == [list(range(5, 15)), list(range(90, 100))]
-    order = shared.SampleOrder(len(sliding), seed=3)
+    order = pretrain_windows.SampleOrder(len(sliding), seed=3)
     first_epoch = order.windows(0, 91)
     assert sorted(first_epoch) == list(range(91))  # every window once per epoch
-    fresh = shared.SampleOrder(len(sliding), seed=3)
+    fresh = pretrain_windows.SampleOrder(len(sliding), seed=3)
     assert fresh.windows(150, 40) == order.windows(150, 40)  # a pure function of position: resume-safe
-    assert shared.SampleOrder(91, seed=4).windows(0, 91) != first_epoch
+    assert pretrain_windows.SampleOrder(91, seed=4).windows(0, 91) != first_epoch
     # one process with batch 2b reads what two ranks with batch b read at the same step
-    one = shared.sample_position(3, 0, 0, grad_accum=1, world=1, batch_size=8)
-    ranks = [shared.sample_position(3, 0, r, grad_accum=1, world=2, batch_size=4) for r in (0, 1)]
+    one = pretrain_windows.sample_position(3, 0, 0, grad_accum=1, world=1, batch_size=8)
+    ranks = [pretrain_windows.sample_position(3, 0, r, grad_accum=1, world=2, batch_size=4) for r in (0, 1)]
     assert ranks == [one, one + 4]
 
 
 def test_schedules_warmup_cosine_to_min_lr_and_wsd():
-    cfg = shared.PretrainConfig(max_steps=2000, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100)
-    assert shared.lr_at(0, cfg) == pytest.approx(1e-3 / 101)  # nanoGPT: lr * (it + 1) / (warmup + 1)
-    assert shared.lr_at(100, cfg) == pytest.approx(1e-3)
-    assert shared.lr_at(1050, cfg) == pytest.approx(5.5e-4)
-    assert shared.lr_at(2000, cfg) == pytest.approx(1e-4)
-    wsd = shared.PretrainConfig(max_steps=100, learning_rate=1e-3, min_lr=0.0, warmup_steps=10,
+    cfg = pretrain_config.PretrainConfig(max_steps=2000, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100)
+    assert pretrain_schedule.lr_at(0, cfg) == pytest.approx(1e-3 / 101)  # nanoGPT: lr * (it + 1) / (warmup + 1)
+    assert pretrain_schedule.lr_at(100, cfg) == pytest.approx(1e-3)
+    assert pretrain_schedule.lr_at(1050, cfg) == pytest.approx(5.5e-4)
+    assert pretrain_schedule.lr_at(2000, cfg) == pytest.approx(1e-4)
+    wsd = pretrain_config.PretrainConfig(max_steps=100, learning_rate=1e-3, min_lr=0.0, warmup_steps=10,
                                 lr_scheduler="wsd", decay_steps=20)
-    assert [shared.lr_at(s, wsd) for s in (10, 50, 79)] == [1e-3] * 3
-    assert shared.lr_at(90, wsd) == pytest.approx(5e-4) and shared.lr_at(100, wsd) == pytest.approx(0.0)
+    assert [pretrain_schedule.lr_at(s, wsd) for s in (10, 50, 79)] == [1e-3] * 3
+    assert pretrain_schedule.lr_at(90, wsd) == pytest.approx(5e-4) and pretrain_schedule.lr_at(100, wsd) == pytest.approx(0.0)
     with pytest.raises(lmforge.ConfigError, match="pretrainer.lr_scheduler: unknown 'cosin'.*did you mean"):
-        shared.PretrainConfig(lr_scheduler="cosin").check()
+        pretrain_config.PretrainConfig(lr_scheduler="cosin").check()
 
 
 def test_depth_dial_and_unknown_model_field(char_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(char_dir))
-    config = shared.build_model_config({"model_type": "llama", "depth": 12}, tok)
+    config = pretrain_model.build_model_config({"model_type": "llama", "depth": 12}, tok)
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (12, 768, 6)
     assert config.intermediate_size == 2048 and config.vocab_size == len(tok)
-    small = shared.build_model_config({"model_type": "llama", "depth": 2, "aspect_ratio": 32, "head_dim": 32}, tok)
+    small = pretrain_model.build_model_config({"model_type": "llama", "depth": 2, "aspect_ratio": 32, "head_dim": 32}, tok)
     assert (small.num_hidden_layers, small.hidden_size, small.num_attention_heads) == (2, 64, 2)
-    gpt2 = shared.build_model_config({"model_type": "gpt2", "depth": 4, "aspect_ratio": 32, "head_dim": 64}, tok)
+    gpt2 = pretrain_model.build_model_config({"model_type": "gpt2", "depth": 4, "aspect_ratio": 32, "head_dim": 64}, tok)
     assert (gpt2.n_layer, gpt2.n_embd, gpt2.n_head) == (4, 128, 2)
     with pytest.raises(lmforge.ConfigError, match="model.hiden_size: not a field of llama.*hidden_size"):
-        shared.build_model_config({"model_type": "llama", "hiden_size": 3}, tok)
+        pretrain_model.build_model_config({"model_type": "llama", "hiden_size": 3}, tok)
 
 
 def test_one_command_composes_the_shakespeare_reference():
@@ -340,5 +344,5 @@ def test_hf_trainer_plugin_learns_on_the_same_windows(corpus, char_dir, cache, t
     train_logs = [m for m in logged if "loss" in m]
     assert train_logs[-1]["loss"] < train_logs[0]["loss"] and "tokens_per_s" in train_logs[-1]
     # the Trainer's warmup-stable-decay is lmforge's wsd: the last step's lr is the lean loop's for step 29
-    assert train_logs[-1]["learning_rate"] == pytest.approx(shared.lr_at(29, stage.config), rel=1e-6)
-    assert shared.lr_at(29, stage.config) < 3e-3 / 3
+    assert train_logs[-1]["learning_rate"] == pytest.approx(pretrain_schedule.lr_at(29, stage.config), rel=1e-6)
+    assert pretrain_schedule.lr_at(29, stage.config) < 3e-3 / 3

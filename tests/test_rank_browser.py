@@ -11,7 +11,9 @@ import json
 
 import lmforge
 from lmforge.plugins.lib.formats import load_preferences
-from lmforge.plugins.rank import RankSession, SamplingSettings, sample_candidates, start_server
+from lmforge.plugins.rank.sampling import SamplingSettings, sample_candidates
+from lmforge.plugins.rank.server import start_server
+from lmforge.plugins.rank.session import RankSession
 
 
 def _wait(driver, condition, what):

@@ -436,14 +436,14 @@ def _raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10.0)
 
 @pytest.fixture
 def rank_session(tmp_path):
-    from lmforge.plugins.rank import RankSession
+    from lmforge.plugins.rank.session import RankSession
 
     prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
     return RankSession.create(tmp_path / "session", prompts, [["one", "two"]] * 3, {"k": 2})
 
 
 def test_rank_server_answers_every_malformed_request_and_keeps_serving(rank_session):
-    from lmforge.plugins.rank import start_server
+    from lmforge.plugins.rank.server import start_server
 
     server = start_server(rank_session, annotator="ada")
     port = server.server_address[1]
@@ -484,7 +484,7 @@ def test_rank_server_answers_every_malformed_request_and_keeps_serving(rank_sess
 
 
 def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judgements(rank_session):
-    from lmforge.plugins.rank import RankSession
+    from lmforge.plugins.rank.session import RankSession
 
     rank_session.record("ada", 0, [[1], [0]])
     rank_session.record("bob", 1, [[0], [1]])
@@ -506,7 +506,7 @@ def test_rank_session_repairs_a_torn_last_line_without_losing_acknowledged_judge
 
 @pytest.fixture(scope="module")
 def served_tiny(tiny_model_dir):
-    from lmforge.plugins.serve import running_server
+    from lmforge.plugins.serve.cli import running_server
 
     with running_server(tiny_model_dir, batch_wait_s=0.0, max_body_bytes=256 << 10) as server:
         yield server

@@ -250,7 +250,7 @@ def _post(url: str, payload: dict):
 
 def test_server_returns_the_retrieval_record_in_its_extension_field(varied_model_dir, collection):
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig
-    from lmforge.plugins.serve import running_server
+    from lmforge.plugins.serve.cli import running_server
 
     retrieval = RetrievalConfig(retriever={"name": "bm25", "collection": str(collection)}, threshold=0.0, k=2)
     question = {"model": "forge-tiny", "max_tokens": 4, "temperature": 0,

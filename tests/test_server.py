@@ -21,7 +21,7 @@ QUESTIONS = [f"Question {i}: " + " ".join(["what", "is", "the", "sea", "made", "
 
 @pytest.fixture(scope="module")
 def served(varied_model_dir):
-    from lmforge.plugins.serve import running_server
+    from lmforge.plugins.serve.cli import running_server
 
     with running_server(varied_model_dir, api_key=API_KEY, batch_wait_s=0.02) as server:
         yield server
@@ -200,7 +200,7 @@ def test_missing_key_is_401(served):
 
 
 def test_serve_binds_loopback_by_default():
-    from lmforge.plugins.serve import _parser
+    from lmforge.plugins.serve.cli import _parser
 
     args = _parser().parse_args(["some/model"])
     assert args.host == "127.0.0.1" and args.api_key is None

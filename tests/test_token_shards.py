@@ -3,6 +3,7 @@ stream the single-array path produced; a killed build resumes and ends byte-iden
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -14,7 +15,9 @@ from pathlib import Path
 import lmforge
 import numpy as np
 import pytest
-from lmforge.plugins.pretrainers import shared, token_shards
+from lmforge.plugins.pretrainers import corpus as pretrain_corpus
+from lmforge.plugins.pretrainers import token_shards
+from lmforge.plugins.pretrainers import windows as pretrain_windows
 
 
 def reference_tokens(path: Path, tokenizer, text_field: str = "text") -> np.ndarray:
@@ -43,18 +46,19 @@ def bpe(tiny_tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory, shared_data) -> Path:
+def book(tmp_path_factory, tiny_shakespeare) -> Path:
     """One long document with a line longer than a piece (cut mid-line) and text that looks like a special token."""
-    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
+    text = tiny_shakespeare.read_text()[:300_000]
     path = tmp_path_factory.mktemp("shards") / "book.txt"
     path.write_text(text[:100_000] + "x" * 70_000 + "<|eos|> typed by a user\n" + text[100_000:])
     return path
 
 
 @pytest.fixture(scope="module")
-def documents(tmp_path_factory, shared_data) -> Path:
+def documents(tmp_path_factory, real_data) -> Path:
     """Many real web documents of varied length, one of them empty."""
-    records = [json.loads(line) for line in (shared_data / "c4_demo.jsonl").read_text().splitlines()]
+    with gzip.open(real_data / "c4_demo.jsonl.gz", "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
     records.insert(5, {"text": ""})
     path = tmp_path_factory.mktemp("shards") / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"text": r["text"]}) for r in records) + "\n")
@@ -83,8 +87,8 @@ def test_shards_read_back_as_the_single_array_stream(source, request, bpe, tmp_p
     token_shards.build_shards(path, bpe, "text", tmp_path / "one", workers=1, shard_chars=40_000)
     assert shard_files(tmp_path / "one") == shard_files(tmp_path / "two")
     # windows across shard boundaries read what windows over one array read
-    windows = shared.Windows(stream[: len(stream) - 100], block_size=64, stride=7)
-    flat = shared.Windows(expected[: len(expected) - 100], block_size=64, stride=7)
+    windows = pretrain_windows.Windows(stream[: len(stream) - 100], block_size=64, stride=7)
+    flat = pretrain_windows.Windows(expected[: len(expected) - 100], block_size=64, stride=7)
     picks = np.random.default_rng(0).integers(0, len(flat), 200)
     assert len(windows) == len(flat) and (windows.batch(picks) == flat.batch(picks)).all()
 
@@ -109,9 +113,9 @@ token_shards.build_shards(Path(path), AutoTokenizer.from_pretrained(tok), "text"
 """
 
 
-def test_killed_build_resumes_byte_identical(shared_data, tiny_tokenizer_dir, bpe, tmp_path):
+def test_killed_build_resumes_byte_identical(tiny_shakespeare, tiny_tokenizer_dir, bpe, tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text((shared_data / "tinyshakespeare.txt").read_text() * 2)
+    corpus.write_text(tiny_shakespeare.read_text() * 2)
     entry = tmp_path / "killed"
     partial = entry.with_name("killed.partial")
     child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(corpus), str(tiny_tokenizer_dir), str(entry)],
@@ -140,8 +144,8 @@ def test_killed_build_resumes_byte_identical(shared_data, tiny_tokenizer_dir, bp
 
 
 def test_pretraining_cache_uses_shards_and_every_worker_count_agrees(book, bpe, tiny_tokenizer_dir, tmp_path):
-    one, meta_one = shared.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "a"), workers=1)
-    two, meta_two = shared.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "b"), workers=2)
+    one, meta_one = pretrain_corpus.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "a"), workers=1)
+    two, meta_two = pretrain_corpus.tokenized_corpus(book, tiny_tokenizer_dir, bpe, "text", str(tmp_path / "b"), workers=2)
     assert meta_one == meta_two and isinstance(two, token_shards.TokenStream)
     assert np.array_equal(np.asarray(one), np.asarray(two))
     index = json.loads((tmp_path / "b" / meta_two["key"] / "index.json").read_text())

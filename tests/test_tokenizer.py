@@ -269,14 +269,14 @@ def test_held_out_text_is_not_trained_on(tmp_path, tiny_context):
     assert all(len(t) <= 64 for batch in long for t in batch)
 
 
-def test_text_is_streamed_in_pieces_that_add_up_to_the_input(shared_data, tmp_path):
+def test_text_is_streamed_in_pieces_that_add_up_to_the_input(tiny_shakespeare, tmp_path):
     from lmforge.plugins.tokenizers.subword import TextStream, stream_texts
 
-    shakespeare = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    batches = list(stream_texts(shared_data / "tinyshakespeare.txt"))
+    shakespeare = tiny_shakespeare.read_text(encoding="utf-8")
+    batches = list(stream_texts(tiny_shakespeare))
     pieces = [piece for batch in batches for piece in batch]
     assert len(pieces) > 10 and "".join(pieces) == shakespeare  # cut at line ends, nothing lost
-    stream = TextStream(shared_data / "tinyshakespeare.txt", "text", 0.1, 10**9)
+    stream = TextStream(tiny_shakespeare, "text", 0.1, 10**9)
     trained = [piece for batch in stream for piece in batch]
     assert stream.heldout and sorted(trained + stream.heldout) == sorted(pieces)
     bad = tmp_path / "bad.jsonl"

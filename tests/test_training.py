@@ -79,8 +79,8 @@ def test_every_trl_stage_takes_the_shared_knobs():
 
 # --- training -----------------------------------------------------------------------------------------------
 
-def test_epochs_train_whole_passes_over_the_data(shared_data, tiny_model_dir, tiny_context, tmp_path):
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 12))
+def test_epochs_train_whole_passes_over_the_data(real_data, tiny_model_dir, tiny_context, tmp_path):
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 12))
     out = tmp_path / "dpo"
     lmforge.run_stage(_dpo(max_steps=0, epochs=2, max_length=512), {"model": tiny_model_dir, "data": data}, out,
                       _context(tiny_context, tmp_path / "work"))
@@ -89,11 +89,11 @@ def test_epochs_train_whole_passes_over_the_data(shared_data, tiny_model_dir, ti
     assert trained[-1]["epoch"] == pytest.approx(2.0)
 
 
-def test_gradient_checkpointing_recomputes_without_changing_the_loss(shared_data, tiny_model_dir, tiny_context,
+def test_gradient_checkpointing_recomputes_without_changing_the_loss(real_data, tiny_model_dir, tiny_context,
                                                                      tmp_path):
     from lmforge.plugins.aligners.dpo import build_dpo
 
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 8))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 8))
     losses = {}
     for checkpointing in (False, True):
         cfg = _dpo(max_steps=2, gradient_checkpointing=checkpointing).config
@@ -106,11 +106,11 @@ def test_gradient_checkpointing_recomputes_without_changing_the_loss(shared_data
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
 
 
-def test_load_dtype_sets_policy_and_reference_weights(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_load_dtype_sets_policy_and_reference_weights(real_data, tiny_model_dir, tiny_context, tmp_path):
     import torch
     from lmforge.plugins.aligners.dpo import build_dpo
 
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 8))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 8))
     for dtype, expected in (("auto", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         cfg = _dpo(max_steps=1, dtype=dtype).config
         trainer = build_dpo(cfg, {"model": tiny_model_dir, "data": data}, _context(tiny_context, tmp_path / dtype))
@@ -118,12 +118,12 @@ def test_load_dtype_sets_policy_and_reference_weights(shared_data, tiny_model_di
         assert not any(p.requires_grad for p in trainer.ref_model.parameters())
 
 
-def test_dpo_with_lora_uses_the_adapter_disabled_base_as_reference_and_learns(shared_data, tiny_model_dir,
+def test_dpo_with_lora_uses_the_adapter_disabled_base_as_reference_and_learns(real_data, tiny_model_dir,
                                                                              tiny_context, tmp_path):
     from lmforge.plugins.aligners.dpo import build_dpo
     from safetensors.torch import load_file
 
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 64))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 64))
     stage = _dpo(max_steps=12, batch_size=8, learning_rate=1e-2, eval_fraction=0.25, logging_steps=4,
                  method="lora", lora_r=8, lora_alpha=16)
     trainer = build_dpo(stage.config, {"model": tiny_model_dir, "data": data}, _context(tiny_context, tmp_path / "w"))
@@ -144,10 +144,10 @@ def test_dpo_with_lora_uses_the_adapter_disabled_base_as_reference_and_learns(sh
     assert any(not (weights[k] == base[k]).all() for k in base)
 
 
-def test_dpo_completions_end_at_the_end_of_turn_token(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_dpo_completions_end_at_the_end_of_turn_token(real_data, tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.dpo import build_dpo
 
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 8))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 8))
     trainer = build_dpo(_dpo(max_steps=1, eval_fraction=0.25).config, {"model": tiny_model_dir, "data": data},
                         _context(tiny_context, tmp_path / "work"))
     end = trainer.processing_class.convert_tokens_to_ids("<|end|>")
@@ -157,10 +157,10 @@ def test_dpo_completions_end_at_the_end_of_turn_token(shared_data, tiny_model_di
             assert row["chosen_ids"].count(end) == 1
 
 
-def test_kto_completions_end_at_the_end_of_turn_token(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_kto_completions_end_at_the_end_of_turn_token(real_data, tiny_model_dir, tiny_context, tmp_path):
     from lmforge.plugins.aligners.kto import KTOParams, build_kto
 
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 8))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 8))
     trainer = build_kto(KTOParams(max_steps=1), {"model": tiny_model_dir, "data": data},
                         _context(tiny_context, tmp_path / "work"))
     end = trainer.processing_class.convert_tokens_to_ids("<|end|>")
@@ -217,7 +217,7 @@ def test_plain_string_preferences_train_a_base_model_without_a_chat_template(ali
     assert after > before + 1.0
 
 
-def test_the_25_line_aligner_of_the_docs_trains(shared_data, tiny_model_dir, tiny_context, tmp_path):
+def test_the_25_line_aligner_of_the_docs_trains(real_data, tiny_model_dir, tiny_context, tmp_path):
     import re
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "write-a-plugin.md").read_text()
@@ -226,7 +226,7 @@ def test_the_25_line_aligner_of_the_docs_trains(shared_data, tiny_model_dir, tin
     assert len([line for line in code.splitlines() if line.strip()]) <= 40
     namespace: dict = {}
     exec(compile(code, "my_simpo.py", "exec"), namespace)  # noqa: S102 (the documented example, run as written)
-    data = _write(tmp_path / "pairs.jsonl", _pairs(shared_data, 16))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 16))
     stage = namespace["SimPOAligner"](max_steps=3, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=0,
                                       logging_steps=1, eval_fraction=0.25)
     out = tmp_path / "simpo"

@@ -56,7 +56,7 @@ from lmforge.plugins.aligners.online_rl import (
 )
 from lmforge.plugins.aligners.rewards import CombinedReward, last_user_text, reward_components
 from lmforge.plugins.lib.checkpoints import latest_checkpoint, loop_state, save_atomic
-from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, save_model_dir
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, pad_token_id, save_model_dir
 
 STATE_FILE = "ppo_state.json"
 
@@ -276,7 +276,7 @@ class PPOAligner(Aligner):
                                                             tokenize=True, return_dict=False))
         stop_ids = sorted({tokenizer.eos_token_id} | {tokenizer.convert_tokens_to_ids(t) for t in cfg.stop_tokens
                                                       if t in tokenizer.get_vocab()})
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_id = pad_token_id(tokenizer)
 
         checkpoint_root = context.checkpoint_dir() / "ppo"
         resume = latest_checkpoint(checkpoint_root, prefix="step-", marker=STATE_FILE)

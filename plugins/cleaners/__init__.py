@@ -16,6 +16,7 @@ STEPS = {
     "language": "content:LanguageFilter",
     "pii": "content:PIIRedact",
     "harmful": "content:HarmfulContent",
+    "decontaminate": "decontaminate:Decontaminate",
 }
 
 

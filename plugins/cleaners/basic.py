@@ -197,6 +197,7 @@ class BasicCleaner(Cleaner):
         docs_in = Counter()
         chars_in = Counter()
         removed = Counter()
+        flagged = Counter()  # documents a step kept but marked (its flag_field: decontaminate's action=flag)
         examples: dict[str, list[str]] = defaultdict(list)
         kept: list[str] = []
         for batch in iter_texts(inputs["text"], self.config.text_field):
@@ -213,7 +214,11 @@ class BasicCleaner(Cleaner):
                         if len(examples[reason]) < self.config.examples_per_reason:
                             examples[reason].append(text[:500])
                         break
-                    text = result[0] if isinstance(result, tuple) else result
+                    if isinstance(result, tuple):
+                        text, extra = result
+                        flagged[name] += bool(getattr(step, "flag_field", None) and extra.get(step.flag_field))
+                    else:
+                        text = result
                 else:
                     kept.append(text)
         total_in = docs_in[names[0]] if names else len(kept)
@@ -227,7 +232,7 @@ class BasicCleaner(Cleaner):
             "docs_in": total_in, "docs_out": len(kept),
             "chars_in": chars_in[names[0]] if names else sum(map(len, kept)), "chars_out": sum(map(len, kept)),
             "per_step": [{"step": n, "docs_in": docs_in[n], "chars_in": chars_in[n]} for n in names],
-            "removed": dict(removed), "examples": dict(examples),
+            "removed": dict(removed), "flagged": {k: v for k, v in flagged.items() if v}, "examples": dict(examples),
         }
         (data_dir / "report.json").write_text(json.dumps(report, indent=2))
         write_dataset_card(output_dir, "Cleaned text")

@@ -40,9 +40,13 @@ _CONTRACTIONS = (r"(?:do|does|did|is|are|was|were|have|has|had|could|would|shoul
 _WORD = re.compile(rf"\d+(?=(?:{_UNITS})\b)|can(?=not\b)|{_CONTRACTIONS}|[^\W_]+|[^\w\s]")
 
 
-def simplify_text(text: str) -> str:
-    """datatrove's TextNormConfig defaults: lower, numbers -> 0, punctuation -> space, no diacritics."""
-    text = _NUMBER.sub("0", text.lower()).translate(_PUNCTUATION_TO_SPACE)
+def simplify_text(text: str, norm_numbers: bool = True) -> str:
+    """datatrove's TextNormConfig defaults: lower, numbers -> 0 (unless ``norm_numbers=False``), punctuation ->
+    space, no diacritics."""
+    text = text.lower()
+    if norm_numbers:
+        text = _NUMBER.sub("0", text)
+    text = text.translate(_PUNCTUATION_TO_SPACE)
     text = _SPACES.sub(" ", text.strip())
     if not text.isascii():
         text = unicodedata.normalize("NFD", text).translate(_combining_marks())

@@ -18,7 +18,7 @@ Deduplication is global, so at cluster scale it must not run inside one task: ``
 datatrove's four MinHash stages configured like our ``minhash_dedup`` step (same n-grams, bands, seed and
 normalisation, so the same signatures), to run as separate executor stages.
 
-datatrove is an optional extra (``pip install 'datatrove[processing]'``); this module imports it lazily.
+datatrove is an optional extra (``pip install 'lmforge[datatrove]'``); this module imports it lazily.
 """
 
 from __future__ import annotations

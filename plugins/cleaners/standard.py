@@ -199,6 +199,7 @@ class StandardCleaner(Cleaner):
         started = time.perf_counter()
 
         audit = AuditWriter(Path(output_dir) / "removed.jsonl", cfg.audit_docs)
+        flag_fields = {name: step.flag_field for name, step in zip(names, steps) if getattr(step, "flag_field", None)}
 
         def decide(batch, results):
             for record, result in zip(batch, results):
@@ -215,6 +216,7 @@ class StandardCleaner(Cleaner):
                 stats.add(lengths, dropped_at, reason, original)
                 if overruled:
                     stats.add_allowed(overruled)
+                stats.flagged.update(name for name, column in flag_fields.items() if extra_fields.get(column))
                 if dropped_at >= 0:
                     audit.add(record.where, original, names[dropped_at], reason)
                 if text is not None:
@@ -329,6 +331,7 @@ class CleaningStats:
         self.bad_total = 0
         self.allowed: Counter = Counter()  # step:reason -> documents kept because a person allowed them
         self.allowed_docs = 0
+        self.flagged: Counter = Counter()  # step -> documents it kept but marked (a flag_field, e.g. decontaminate)
 
     def add_allowed(self, overruled: list[str]) -> None:
         self.allowed_docs += 1
@@ -374,6 +377,7 @@ class CleaningStats:
                 for i, name in enumerate(self.names)
             ],
             "removed": dict(sorted(self.removed.items(), key=lambda kv: -kv[1])),
+            "flagged": dict(self.flagged),
             "examples": dict(self.examples),
             "bad_records": self.bad_total, "bad_record_lines": self.bad,
             "kept_by_allow_list": self.allowed_docs, "allow_list_overruled": dict(self.allowed),

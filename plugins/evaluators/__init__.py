@@ -27,6 +27,7 @@ from typing import Any
 from lmforge import Evaluator, hookimpl, registry
 from lmforge.config import named_spec
 from lmforge.errors import ConfigError
+from lmforge.plugins.evaluators import overlap
 from lmforge.plugins.lib.data import iter_texts, read_records
 from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
 
@@ -151,7 +152,9 @@ def evaluators_for(stage_name: str, config: dict[str, Any]) -> list[Evaluator]:
 @hookimpl
 def lmforge_pipeline_start(run_dir, config, context):
     for stage_name in (config.get("evaluation") or {}):
-        evaluators_for(stage_name, config)  # unknown evaluators / parameters fail before any stage runs
+        if stage_name not in overlap.SETTINGS:
+            evaluators_for(stage_name, config)  # unknown evaluators / parameters fail before any stage runs
+    overlap.check_run(config, context.is_main_process)  # held-out items found in training data: warn or stop
 
 
 @hookimpl(wrapper=True)
@@ -164,14 +167,16 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
             metrics = evaluator.evaluate(Path(output_dir), inputs, context)
             results[evaluator.name] = metrics
             context.log_metrics({f"eval/{evaluator.name}/{k}": v for k, v in metrics.items()})
+        overlap.record(context.stage_name, context, results)  # the plan-time overlap check's result
         (Path(output_dir) / "eval.json").write_text(json.dumps(results, indent=2))
     return artifact
 
 
 @hookimpl
 def lmforge_report_sections(run_dir, manifests):
-    """What each stage changed in the model's answers: the section the held-out evaluators contribute."""
+    """What each stage changed in the model's answers, and held-out items found in the training data: the
+    sections the held-out evaluators contribute."""
     from lmforge.plugins.evaluators import stage_effects
 
-    section = stage_effects.markdown_section(run_dir, manifests)
-    return [section] if section else []
+    sections = [stage_effects.markdown_section(run_dir, manifests), overlap.report_section(run_dir, manifests)]
+    return [section for section in sections if section]

@@ -8,4 +8,5 @@
 - ``checkpoints``: finding, writing and resuming from checkpoints
 - ``data_checks``: data that cannot teach is refused before training
 - ``local_page``: the plumbing of lmforge's local web pages (rank, audit)
+- ``overlap``: evaluation items in training text (n-grams after normalisation): decontamination, the held-out check
 """

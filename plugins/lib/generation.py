@@ -15,13 +15,18 @@ writes none of that itself. What lmforge adds around it:
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from lmforge.errors import ConfigError
 from lmforge.params import ParamError
-from lmforge.plugins.lib.models import generation_eos_ids
+from lmforge.plugins.lib.models import generation_eos_ids, pad_token_id
+from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 
 @dataclass
@@ -89,17 +94,21 @@ def eos_token_ids(tokenizer, stop_tokens) -> list[int]:
     return ids + [vocab[token] for token in stop_tokens if token in vocab and vocab[token] not in ids]
 
 
-def generate_kwargs(cfg, tokenizer) -> dict[str, Any]:
-    """Keyword arguments for ``model.generate`` from generation settings (sampling knobs only when sampling)."""
-    kwargs = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
-                  "eos_token_id": eos_token_ids(tokenizer, cfg.stop_tokens),
-                  "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                  else tokenizer.eos_token_id,
-                  "repetition_penalty": cfg.repetition_penalty}
+def sampling_kwargs(cfg) -> dict[str, Any]:
+    """The sampling knobs of ``model.generate`` from settings with ``do_sample``, ``temperature``, ``top_k``,
+    ``top_p``, ``min_p`` and ``repetition_penalty`` (the knobs only when sampling)."""
+    kwargs: dict[str, Any] = {"do_sample": cfg.do_sample, "repetition_penalty": cfg.repetition_penalty}
     if cfg.do_sample:
         kwargs.update(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p)
     else:  # the model's generation_config may carry sampling defaults; greedy must not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None, min_p=None)
+    return kwargs
+
+
+def generate_kwargs(cfg, tokenizer) -> dict[str, Any]:
+    """Keyword arguments for ``model.generate`` from generation settings (sampling knobs only when sampling)."""
+    kwargs = {"max_new_tokens": cfg.max_new_tokens, "eos_token_id": eos_token_ids(tokenizer, cfg.stop_tokens),
+              "pad_token_id": pad_token_id(tokenizer), **sampling_kwargs(cfg)}
     if cfg.stop_strings:
         kwargs.update(stop_strings=list(cfg.stop_strings), tokenizer=tokenizer)
     return kwargs
@@ -138,8 +147,6 @@ def cut_at_stop(text: str, stop_strings) -> tuple[str, bool]:
 
 def left_padded(sequences: list[list[int]], pad_id: int, device):
     """``input_ids`` and ``attention_mask`` tensors for prompts of different lengths, padded on the left."""
-    import torch
-
     width = max(len(ids) for ids in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -156,9 +163,6 @@ def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = Fa
     Each row: ``index``, ``sample``, ``prompt``, ``completion``, ``finish_reason`` (``stop``/``length``),
     ``completion_tokens``.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     per_prompt = cfg.best_of or cfg.n
     kwargs = generate_kwargs(cfg, tokenizer)
     # A row that stopped early (stop string) is filled with pad tokens up to the batch's longest row.
@@ -186,6 +190,67 @@ def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = Fa
         bar.update(len(batch))
     bar.close()
     return [row for index in range(len(prompts)) for row in results[index]]
+
+
+class _Interrupted(StoppingCriteria):
+    """Ends a generation when ``event`` is set (a stop string was seen, or the reader went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TextStream:
+    """One prompt's answer as it is generated: iterating yields the new text, stop strings cut exactly.
+
+    ``generate`` runs in a thread and transformers' ``TextIteratorStreamer`` hands out the decoded text as
+    tokens arrive, so the text shown is exactly what ``generate`` produced. A stop string ends the answer
+    before it (text that turns out to start one is not taken back from what was yielded, but ``text`` holds
+    the answer without it); a reader that stops iterating stops the generation. ``text`` is the answer so
+    far, ``failed`` whether ``generate`` raised (re-raised in the reader's thread at the end).
+    """
+
+    def __init__(self, model, tokenizer, ids: list[int], cfg):
+        self.model, self.tokenizer, self.ids, self.cfg = model, tokenizer, ids, cfg
+        self.text, self.failed = "", False
+
+    def __iter__(self) -> Iterator[str]:
+        interrupted = threading.Event()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs = generate_kwargs(self.cfg, self.tokenizer)
+        input_ids = torch.tensor([self.ids], device=self.model.device)
+        failure: list[BaseException] = []
+
+        def generate():
+            try:
+                with torch.no_grad():
+                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                        streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Interrupted(interrupted)]),
+                                        **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the reader's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                text, stopped = cut_at_stop(self.text + piece, self.cfg.stop_strings)
+                if len(text) > len(self.text):
+                    yield text[len(self.text):]
+                self.text = text
+                if stopped:
+                    interrupted.set()
+                    break
+        finally:
+            interrupted.set()
+            worker.join()
+            self.failed = bool(failure)
+        if failure:
+            raise failure[0]
 
 
 def score_with_reward_model(reward_model_dir, conversations: list[list[dict]], batch_size: int = 16,

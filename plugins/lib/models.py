@@ -108,6 +108,11 @@ def ensure_pad_token(tokenizer) -> None:
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
 
 
+def pad_token_id(tokenizer) -> int | None:
+    """The id a batch is padded with: the tokenizer's pad token, else its EOS (as ``generate`` falls back)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def end_of_turn_token(tokenizer) -> str | None:
     """The special token the chat template writes right after an assistant reply (``<|end|>``, ``<|im_end|>``).
 

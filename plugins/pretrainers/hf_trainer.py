@@ -7,7 +7,7 @@ contiguous train/validation split, validation loss / perplexity / bits per byte,
 logs, and a stop with a clear message when the loss is not finite.
 
 The data, split and schedule options are the same as the lean loop's (``pretrainer=lean``, see
-``shared.py``), so the two are interchangeable; this one is the default because it carries the most
+``config.py``, ``corpus.py`` and ``windows.py``), so the two are interchangeable; this one is the default because it carries the most
 features (every ``TrainingArguments`` integration), the lean one is faster on small models.
 """
 
@@ -21,17 +21,16 @@ from lmforge import Pretrainer
 from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of, stop_if_not_finite
 from lmforge.plugins.lib.models import save_model_dir, seed_everything
 from lmforge.plugins.lib.training import base_arguments, route_logs_to_lmforge
-from lmforge.plugins.pretrainers.shared import (
-    PretrainConfig,
-    Windows,
+from lmforge.plugins.pretrainers.config import PretrainConfig
+from lmforge.plugins.pretrainers.corpus import load_corpus, training_summary
+from lmforge.plugins.pretrainers.model import (
     build_model_config,
     check_model_config,
     flops_per_token,
     initial_model,
-    load_corpus,
     peak_flops,
-    training_summary,
 )
+from lmforge.plugins.pretrainers.windows import Windows
 
 __all__ = ["HFTrainerPretrainer", "PretrainConfig", "build_model_config"]
 

@@ -7,7 +7,7 @@ from nanoGPT's warmup + cosine formula, AdamW with decay on matrices only, gradi
 accumulation with DDP's sync skipped on inner micro-steps, random windows of the token stream. The loop
 is ``accelerate`` (DDP / FSDP / DeepSpeed come from ``accelerate launch``), bf16 autocast and SDPA on GPU
 with optional ``torch.compile``, fp32 on CPU. On a GPU the step is shaped for throughput: the model and
-its loss are one compiled module (``shared.with_loss``: the logits never leave the graph in fp32), AdamW
+its loss are one compiled module (``model.with_loss``: the logits never leave the graph in fp32), AdamW
 is fused, batches go through pinned memory with an asynchronous copy, and nothing in a step waits for the
 GPU except the logging step, so the CPU prepares the next batch while the GPU runs.
 
@@ -34,23 +34,20 @@ from lmforge.plugins.lib.checkpoints import (
     loop_state,
     stop_if_not_finite,
 )
-from lmforge.plugins.pretrainers.shared import (
-    Corpus,
-    PretrainConfig,
-    SampleOrder,
+from lmforge.plugins.pretrainers.config import PretrainConfig
+from lmforge.plugins.pretrainers.corpus import Corpus, load_corpus, training_summary
+from lmforge.plugins.pretrainers.model import (
     build_model_config,
     check_model_config,
     decay_groups,
     flops_per_token,
     initial_model,
-    load_corpus,
-    lr_at,
     peak_flops,
-    sample_position,
-    training_summary,
     with_loss,
     without_loss,
 )
+from lmforge.plugins.pretrainers.schedule import lr_at
+from lmforge.plugins.pretrainers.windows import SampleOrder, sample_position
 
 
 @dataclass

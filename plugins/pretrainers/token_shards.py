@@ -18,8 +18,8 @@ On-disk format (``lmforge-token-shards/1``), one directory per cache key::
 
 Concatenated in order, the shards are the corpus's token stream: the documents' tokens with one eos
 token *between* documents (before every document but the first). A long document (a whole book) is
-encoded in line-aligned pieces of at most 65,536 characters, exactly as before sharding, so the stream
-is the same token for token as the single-array cache it replaces.
+encoded in line-aligned pieces of at most 65,536 characters, so the stream does not depend on how the
+corpus is cut into shards.
 
 While being built the directory is ``<key>.partial/``: each finished shard is ``shard_N.bin`` (written
 as ``.tmp`` then renamed) plus ``shard_N.json`` (its counts, written last); a restarted build keeps

@@ -84,8 +84,9 @@ def uncertainty_scores(model, tokenizer, encoded: list[list[int]], probe_tokens:
     """The uncertainty signal for each encoded prompt, from a short greedy continuation (batched)."""
     import torch
     from lmforge.plugins.lib.generation import left_padded
+    from lmforge.plugins.lib.models import pad_token_id
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start:start + batch_size]

@@ -1,4 +1,5 @@
-"""Sampler plugins: generate text from a model (batch sampling, vLLM), and the ``serve`` / ``chat`` commands."""
+"""Sampler plugins: generate text from a model (batch sampling, vLLM), and the ``chat`` command (``serve`` is
+plugins/serve/)."""
 
 from lmforge import hookimpl
 
@@ -12,8 +13,6 @@ def lmforge_register(registry):
 @hookimpl
 def lmforge_cli_commands():
     return {
-        "serve": ("serve a model dir over an OpenAI-compatible HTTP API (127.0.0.1 by default)",
-                  "lmforge.plugins.serve:serve_main"),
         "chat": ("chat with a model dir in the terminal, tokens streamed as generated",
                  "lmforge.plugins.samplers.chat:chat_main"),
     }

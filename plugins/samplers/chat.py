@@ -5,10 +5,10 @@ A conversation is a list of messages rendered with the model's chat template; ev
 (``--context notes.md``) are put into the system message as working memory. When the conversation no
 longer fits the model's context window, the oldest turns are dropped (the system message stays).
 
-Streaming uses transformers' ``TextIteratorStreamer`` (``generate`` runs in a thread and the streamer
-hands out decoded text as tokens arrive), so the tokens shown are exactly what ``generate`` produced; the
-same sampling settings as the batch sampler apply (temperature, top-k/p, min-p, repetition penalty,
-end-of-turn token, stop strings).
+Answers stream through :class:`~lmforge.plugins.lib.generation.TextStream` (transformers'
+``TextIteratorStreamer``), so the tokens shown are exactly what ``generate`` produced; the same sampling
+settings as the batch sampler apply (temperature, top-k/p, min-p, repetition penalty, end-of-turn token,
+stop strings).
 
 Commands inside the chat: ``/retry`` (new answer to the last message), ``/clear`` (forget the
 conversation), ``/system TEXT``, ``/context FILE``, ``/help``, ``/quit`` (or Ctrl-D). Ctrl-C stops an answer.
@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 from lmforge.errors import MissingArtifact
-from lmforge.plugins.lib.generation import (
-    check_generation_settings,
-    cut_at_stop,
-    encode_prompt,
-    generate_kwargs,
-    render_prompt,
+from lmforge.plugins.lib.generation import TextStream, check_generation_settings, encode_prompt, render_prompt
+from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, model_path
+from lmforge.plugins.retrieval.when_unsure import (
+    add_context_when_unsure,
+    add_retrieval_arguments,
+    build_retriever,
+    retrieval_from_args,
 )
+from transformers import set_seed
 
 HELP = """commands: /retry  new answer to your last message     /clear  forget the conversation
           /system TEXT  set the system prompt             /context FILE  add a file as working memory
@@ -63,8 +65,6 @@ class ChatSession:
 
     def __init__(self, model_dir, system_prompt: str | None = None, context_files=(), device: str = "auto",
                  retrieval=None, **settings):
-        from lmforge.plugins.lib.models import model_path
-
         model_dir = model_path(model_dir)  # a model dir or a Hub id (org/name[@revision]) from the HF cache
         if not (model_dir / "config.json").is_file():
             raise MissingArtifact(f"chat: model dir not found (no config.json): {model_dir}")
@@ -78,15 +78,10 @@ class ChatSession:
         # Look it up when unsure (a RetrievalConfig): the record of the last answer is in ``last_retrieval``.
         self.retrieval, self.retriever, self.last_retrieval = retrieval, None, None
         if retrieval is not None:
-            from lmforge.plugins.retrieval.when_unsure import build_retriever
-
             self.retriever = build_retriever(retrieval)
         self._load(model_dir, device)
 
     def _load(self, model_dir: Path, device: str) -> None:
-        import torch
-        from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
-
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_causal_lm(model_dir).eval()
         if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
@@ -130,10 +125,6 @@ class ChatSession:
 
     def _look_up_when_unsure(self) -> None:
         """Measure the uncertainty of the coming answer; when it is high, put passages in the user turn."""
-        from dataclasses import asdict
-
-        from lmforge.plugins.retrieval.when_unsure import add_context_when_unsure
-
         conversation = self.conversation()
         (augmented,), (record,) = add_context_when_unsure(
             self.model, self.tokenizer, [conversation], self.retrieval, self.retriever, None,
@@ -154,54 +145,14 @@ class ChatSession:
         self.messages = []
 
     def _answer(self) -> Iterator[str]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
-
-        settings = self.settings
-        if settings.seed is not None:
-            set_seed(settings.seed)
-        ids = self._fit_context_window()
-        interrupted = threading.Event()
-
-        class StopWhenInterrupted(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), interrupted.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kwargs = generate_kwargs(settings, self.tokenizer)
-        input_ids = torch.tensor([ids], device=self.model.device)
-        failure: list[BaseException] = []
-
-        def generate():
-            try:
-                with torch.no_grad():
-                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                        streamer=streamer, stopping_criteria=StoppingCriteriaList(
-                                            [StopWhenInterrupted()]), **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-                failure.append(exc)
-                streamer.end()
-
-        worker = threading.Thread(target=generate, daemon=True)
-        worker.start()
-        shown = ""
+        if self.settings.seed is not None:
+            set_seed(self.settings.seed)
+        answer = TextStream(self.model, self.tokenizer, self._fit_context_window(), self.settings)
         try:
-            for piece in streamer:
-                text, stopped = cut_at_stop(shown + piece, settings.stop_strings)
-                if len(text) > len(shown):
-                    yield text[len(shown):]
-                shown = text
-                if stopped:
-                    interrupted.set()
-                    break
+            yield from answer
         finally:
-            interrupted.set()
-            worker.join()
-            if shown or not failure:
-                self.messages.append({"role": "assistant", "content": shown})
-        if failure:
-            raise failure[0]
+            if answer.text or not answer.failed:
+                self.messages.append({"role": "assistant", "content": answer.text})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -220,8 +171,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    from lmforge.plugins.retrieval.when_unsure import add_retrieval_arguments
-
     add_retrieval_arguments(parser)
     return parser
 
@@ -241,8 +190,6 @@ def show_retrieval(record: dict | None, write) -> None:
 
 def chat_main(argv: list[str], input_fn=input, output=None) -> int:
     """The ``lmforge chat`` command; ``input_fn``/``output`` are replaceable to drive it from code."""
-    from lmforge.plugins.retrieval.when_unsure import retrieval_from_args
-
     output = output or sys.stdout
     args = _parser().parse_args(argv)
     session = ChatSession(args.model_dir, system_prompt=args.system, context_files=args.context,
