@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DataError
+from lmforge.plugins.lib.mixtures import expected_rows, interleave
 from lmforge.sources import (
     JSON_SUFFIXES,
     TEXT_SUFFIXES,
@@ -91,7 +92,7 @@ def iter_rows(spec, text_field: str | None = None, txt_mode: str = "file", batch
     if len(streams) == 1:
         yield from streams[0]
         return
-    shares = [_expected_rows(part, txt_mode) for part in source.parts]
+    shares = [expected_rows(part, txt_mode, _part_rows, file_rows) for part in source.parts]
     yield from interleave(streams, shares)
 
 
@@ -161,79 +162,6 @@ def _weighted(rows: Iterator, part: DataPart, seed: int) -> Iterator:
             copies += draw / 2 ** 64 < fraction
         for _ in range(copies):
             yield row
-
-
-def interleave(streams: list[Iterator], shares: list[float]) -> Iterator:
-    """Rows of several streams merged so that each stream's share of every prefix follows ``shares``.
-
-    Deterministic (no draw): the next row comes from the stream that is furthest behind its share — the
-    smooth weighted round robin of load balancers. ``datasets.interleave_datasets`` samples the next
-    source at random instead; over short prefixes that drifts by sqrt(n), this does by at most one row.
-    A stream that ends early (its share was an estimate) leaves the rest to the others.
-    """
-    total = sum(shares) or 1.0
-    shares = [share / total for share in shares]
-    live = {index: iter(stream) for index, stream in enumerate(streams) if shares[index] > 0}
-    for index, stream in enumerate(streams):  # a source expected to be empty is still read (its errors too)
-        if index not in live:
-            live[index] = iter(stream)
-            shares[index] = 1e-9
-    taken = [0] * len(streams)
-    emitted = 0
-    while live:
-        emitted += 1
-        index = max(live, key=lambda i: (shares[i] * emitted - taken[i], -i))
-        try:
-            row = next(live[index])
-        except StopIteration:
-            del live[index]
-            emitted -= 1
-            continue
-        taken[index] += 1
-        yield row
-
-
-def _expected_rows(part: DataPart, txt_mode: str) -> float:
-    """Rows a mixture part will give (after ``limit`` and ``weight``), counted cheaply where the format allows.
-
-    JSON lines and line-mode text: non-blank lines; parquet: its metadata; csv/tsv: lines less the header;
-    a saved dataset: its row count; one row per file for whole-file text and HTML; other kinds (a Hub
-    dataset, JSON arrays, WARC) by reading the part once (``_part_rows``).
-    """
-    count = 0.0
-    try:
-        if part.kind == "saved":
-            from datasets import load_from_disk
-
-            saved = load_from_disk(str(part.files[0]))
-            count = saved[part.split or next(iter(saved))].num_rows if hasattr(saved, "keys") else saved.num_rows
-        elif part.kind == "files":
-            for path in part.files:
-                count += _file_rows_estimate(path, txt_mode)
-        else:
-            count = sum(1 for _ in _part_rows(part, "text", txt_mode, 1000, 1))
-    except Exception:  # noqa: BLE001 — an estimate only: a bad file is reported when its rows are read
-        count = 1.0
-    if part.limit is not None:
-        count = min(count, part.limit)
-    return count * part.weight
-
-
-def _file_rows_estimate(path: Path, txt_mode: str) -> float:
-    kind = suffix_of(path)
-    if kind in JSON_SUFFIXES and kind != ".json" or (kind in TEXT_SUFFIXES and txt_mode == "line"):
-        with _open_binary(path) as handle:
-            return float(sum(1 for raw in handle if raw.strip()))
-    if kind in TEXT_SUFFIXES and txt_mode == "file" or kind in WEB_SUFFIXES and kind != ".warc":
-        return 1.0
-    if kind == ".parquet":
-        import pyarrow.parquet as pq
-
-        return float(pq.ParquetFile(path).metadata.num_rows)
-    if kind in (".csv", ".tsv"):
-        with _open_binary(path) as handle:
-            return float(max(sum(1 for raw in handle if raw.strip()) - 1, 0))
-    return float(sum(1 for _ in file_rows(path, "text", txt_mode)))
 
 
 def _checked(row, text_field: str):
