@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import textwrap
 
 from .errors import ConfigError
 
 USAGE = "usage: lmforge [--debug] <command> [args]"
 COMMANDS = {
     "run": ("run the configured pipeline; Hydra overrides select plugins and parameters, e.g.\n"
-            "lmforge run aligner=orpo run.name=exp1 pretrainer.max_steps=200\n"
-            "(-c my.yaml for your own config file, -m for a sweep, --cfg job to print the composed config,\n"
-            "--help for every config group and option)"),
+            "  lmforge run aligner=orpo run.name=exp1\n"
+            "-c my.yaml for your own config file, -m for a sweep, --cfg job to print the composed config, "
+            "--help for every config group and option"),
     "plugins": "list registered implementations (kind, name, origin package)",
 }
+HELP_WIDTH = 80  # the help fits an ordinary terminal
 OPTIONS = {
     "--debug": "print the full traceback of a failure (or LMFORGE_DEBUG=1)",
     "-h, --help": "this text; `lmforge <command> --help` for a command's own options",
@@ -41,8 +43,10 @@ def usage(extra: dict) -> str:
     def entries(items: dict) -> str:
         text = ""
         for name, help_text in items.items():
-            first, *rest = help_text.split("\n")
-            text += f"  {name:<{width}} {first}\n" + "".join(f"  {'':<{width}} {line}\n" for line in rest)
+            lines = [wrapped for paragraph in help_text.split("\n")  # an indented line (an example) stays whole
+                     for wrapped in ([paragraph] if paragraph.startswith(" ")
+                                     else textwrap.wrap(paragraph, HELP_WIDTH - width - 3))]
+            text += "".join(f"  {name if i == 0 else '':<{width}} {line.rstrip()}\n" for i, line in enumerate(lines))
         return text
 
     return f"{USAGE}\n\ncommands:\n{entries(commands)}\noptions:\n{entries(OPTIONS)}"

@@ -73,7 +73,7 @@ def _duration(seconds: float | None) -> str:
 def _rate(rate: float | None) -> str:
     if not rate:
         return ""
-    return f"{rate:.3g}/s" if rate < 1000 else f"{rate:.0f}/s"
+    return f"{rate:.3g}/s" if rate < 100 else f"{rate:.0f}/s" if rate < 10_000 else f"{rate / 1000:.0f}k/s"
 
 
 def _cut(text: str, width: int) -> str:
@@ -93,6 +93,7 @@ class StageLine:
         self.expected = None  # the stage's max_steps, when it has one
         self.first_log = None  # (step, time) of the first logged step, for the rate of a stage without a bar
         self.marks_said = 0
+        self.moved: float | None = None  # when n last changed
         self.seconds: float | None = None
         self.summary = ""
 
@@ -104,14 +105,23 @@ class StageLine:
                 seen.add(label)
         return "  ".join(shown)
 
-    def eta(self) -> float | None:
-        return (self.total - self.n) / self.rate if self.rate and self.total else None
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the current rate, counting down from the last move (a trainer logs every N steps)."""
+        if not (self.rate and self.total):
+            return None
+        left = (self.total - self.n) / self.rate
+        return max(0.0, left - (now - self.moved)) if now is not None and self.moved is not None else left
+
+    def move(self, n: int) -> None:
+        if n != self.n:
+            self.n, self.moved = n, time.time()
 
     def cells(self, now: float) -> dict[str, str]:
         """The row's text per column (the bar is drawn from :attr:`fraction`)."""
-        count = f"{self.n}/{self.total}" if self.total else (str(self.n) if self.n else "")
+        count = f"{self.n}/{self.total}" if self.total and (self.n or self.state != "done") else \
+            (str(self.n) if self.n else "")
         if self.state == "running":
-            eta = self.eta()
+            eta = self.eta(now)
             return {"count": count, "rate": _rate(self.rate),
                     "eta": f"{_duration(eta)} left" if eta is not None else _duration(now - self.started),
                     "info": self.metric_text() or self.plugin}
@@ -192,7 +202,8 @@ class StageTable:
                 row.append(" ")
                 row.append_text(_bar(line, columns.bar))
             for column in columns.shown:
-                row.append(" " + cell[column].rjust(widths[column]), style="dim" if line.state == "waiting" else "")
+                text = _cut(cell[column], widths[column]).rjust(widths[column])
+                row.append(" " + text, style="dim" if line.state == "waiting" else "")
             info = cell["info"]
             if columns.info and info:
                 row.append(" " + _cut(info, columns.info), style="cyan" if line.state == "running" else "")
@@ -380,7 +391,8 @@ class RunConsole:
                                               and (line.bar.total is None or line.bar.n < line.bar.total)):
                 return
             line.bar = bar
-        line.n, line.total = bar.n, bar.total or line.total
+        line.move(bar.n)
+        line.total = bar.total or line.total
         unit = getattr(bar, "unit", "it") or "it"
         line.unit = "step" if unit == "it" else unit
         rate = bar.format_dict.get("rate")
@@ -399,7 +411,7 @@ class RunConsole:
             if line.first_log is None:
                 line.first_log = (step, now)
             first_step, first_time = line.first_log
-            line.n = int(step)
+            line.move(int(step))
             if step > first_step and now > first_time:
                 line.rate = (step - first_step) / (now - first_time)
             elif now > line.started:

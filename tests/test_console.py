@@ -76,7 +76,7 @@ def test_default_run_display_keeps_every_name_and_progress(default_run_display, 
     for name in ("cleaner", "tokenizer", "preferences"):
         assert "━" in by_stage[name] and "✓ 1:23" in by_stage[name], by_stage[name]
     running = by_stage["aligner"]  # bar, step count, rate and time left
-    assert "━" in running and "37/100" in running and re.search(r"[\d.]+/s", running) and " left" in running
+    assert "━" in running and "37/100" in running and re.search(r"[\d.]+k?/s", running) and " left" in running
     assert "sampler" in by_stage  # still waiting: its row is there from the start
     text = "\n".join(lines)
     assert "loss 0.6512" in text and "acc 0.625" in text and "train loss 6.81" in text and "docs kept 462" in text
@@ -163,7 +163,8 @@ def _cfg(root, name, report=False):
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
-@pytest.mark.parametrize("width", [80, 100, 160])
+@pytest.mark.parametrize("width", [80, pytest.param(100, marks=pytest.mark.slow),
+                                   pytest.param(160, marks=pytest.mark.slow)])
 def test_a_run_in_a_pseudo_terminal(tmp_path, width):
     """A real run drawn by rich into a pseudo-terminal of ``width`` columns: the last frame of the display
     has every stage's full name with its bar and count, and the run ends naming the chat command."""
@@ -184,11 +185,12 @@ def test_a_run_in_a_pseudo_terminal(tmp_path, width):
     assert result.returncode == 0, result.stdout[-3000:]
     frame = ANSI.sub("", result.stdout.split("\x1b[2K")[-1])  # after the display's last redraw
     lines = [line for line in frame.splitlines() if line.strip()]
-    assert all(len(line) <= width for line in lines), lines
+    assert all(len(line) <= width for line in lines if not line.startswith("lmforge: ")), lines
     for name in PIPELINE:
         row = next((line for line in lines if line.startswith(name + " ")), None)
         assert row is not None, (name, lines)
         assert "━" in row and "✓" in row and ("30/30" in row or name == "aligner"), row
+        assert row.index("━") == len(max(PIPELINE, key=len)) + 1  # the names in one column, none cut
     assert lines[-1].startswith("lmforge: talk to it: lmforge chat ") and lines[-1].endswith("aligner")
     assert lines[-2].startswith("lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong")
 
@@ -264,3 +266,16 @@ def test_a_plugin_command_sends_library_output_to_its_log(tmp_path, capfd, monke
     log = (tmp_path / "cache" / "lmforge" / "logs" / "noisy.log").read_text()
     assert "a deprecated argument" in log and "some weights were not used" in log
     assert not logging.getLogger("py.warnings").handlers  # restored after the command
+
+
+def test_chat_prints_no_progress_bar_before_its_prompt(varied_model_dir, tmp_path):
+    """``lmforge chat`` as a person starts it: the first thing on the terminal is the chat's own line and its
+    prompt — no "Loading weights" bar, no warning; the library output is in the command's log."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONWARNINGS": "default"}
+    env.pop("LMFORGE_DEBUG", None)
+    result = subprocess.run([sys.executable, "-c", "from lmforge.cli import main; main()", "chat",
+                             str(varied_model_dir), "--max-new-tokens", "2"], input="/quit\n", capture_output=True,
+                            text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"chatting with {varied_model_dir}  (/help for commands)\nyou> ")
