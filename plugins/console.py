@@ -47,6 +47,7 @@ SUMMARY_METRICS = (("docs_out", "docs kept"), ("vocab_size", "vocab"), ("train_l
                    ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("completions", "completions"),
                    ("pairs", "pairs"), ("eval_loss_start", "val loss before"))
 PLAIN_MARKS = 2  # non-TTY: a line when a stage passes half of its steps (with "started" and "done": three lines)
+CLOSING_WIDTH = 80
 CHAT_MODEL_KINDS = ("finetuner", "aligner")  # the stages whose model the closing lines offer to chat with
 
 # The live display's columns (characters).
@@ -284,13 +285,15 @@ def closing_lines(run_dir: Path, manifests: dict[str, dict], since: float = 0.0)
     stage = chat_model_stage(run_dir, manifests)
     if stage is not None:
         summary = held_out_summary(manifests[stage].get("metrics") or {})
-        if summary:
-            lines.append(f"{stage} {summary}")
+        if summary:  # one line, or a line per clause where it would not fit an 80-column terminal
+            text = f"lmforge: {stage} {summary}"
+            first, *rest = text.split("; ") if len(text) > CLOSING_WIDTH else [text]
+            lines += [first + ";" * bool(rest), *(" " * len("lmforge: ") + clause for clause in rest)]
     report = run_dir / "report.html"
     if report.is_file() and report.stat().st_mtime >= since:
-        lines.append(f"report: {_shown_path(report)}")
+        lines.append(f"lmforge: report: {_shown_path(report)}")
     if stage is not None:
-        lines.append(f"talk to it: lmforge chat {_shown_path(run_dir / stage)}")
+        lines.append(f"lmforge: talk to it: lmforge chat {_shown_path(run_dir / stage)}")
     return lines
 
 
@@ -456,7 +459,7 @@ class RunConsole:
         """Stop the display, then the closing lines."""
         self.stop()
         for line in closing_lines(self.run_dir, manifests, since=self.started):
-            self.say(f"lmforge: {line}")
+            self.say(line)
 
 
 def _routed_tqdm(base, run_console: RunConsole):

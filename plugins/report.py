@@ -120,7 +120,7 @@ def plot_curves(stage: str, rows: list[dict], out_dir: Path, keys=None) -> list[
     """One PNG per plot group of a stage's curves (only ``keys`` where given); returns (title, file name) pairs."""
     series = curves(rows)
     made = []
-    for title, group in plot_groups(k for k in series if keys is None or k in keys):
+    for title, group in plot_groups(k for k in (series if keys is None else keys) if k in series):
         lines = [(TITLES.get(k, k) if len(group) > 1 else k, *zip(*series[k])) for k in group]
         name = _file_name(stage, *group)
         _figure(f"{stage}: {title}", lines, "loss" if group[0] in LOSS_KEYS else group[0], Path(out_dir) / name)

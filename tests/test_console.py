@@ -185,14 +185,14 @@ def test_a_run_in_a_pseudo_terminal(tmp_path, width):
     assert result.returncode == 0, result.stdout[-3000:]
     frame = ANSI.sub("", result.stdout.split("\x1b[2K")[-1])  # after the display's last redraw
     lines = [line for line in frame.splitlines() if line.strip()]
-    assert all(len(line) <= width for line in lines if not line.startswith("lmforge: ")), lines
+    assert all(len(line) <= width for line in lines if not line.startswith("lmforge: talk to it")), lines
     for name in PIPELINE:
         row = next((line for line in lines if line.startswith(name + " ")), None)
         assert row is not None, (name, lines)
         assert "━" in row and "✓" in row and ("30/30" in row or name == "aligner"), row
         assert row.index("━") == len(max(PIPELINE, key=len)) + 1  # the names in one column, none cut
     assert lines[-1].startswith("lmforge: talk to it: lmforge chat ") and lines[-1].endswith("aligner")
-    assert lines[-2].startswith("lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong")
+    assert lines[-3] == "lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong;"
 
 
 def test_plain_output_three_lines_a_stage_and_closing_lines(tmp_path, capfd):
@@ -201,10 +201,10 @@ def test_plain_output_three_lines_a_stage_and_closing_lines(tmp_path, capfd):
     lines = (out + err).splitlines()
     for stage in PIPELINE:
         assert 1 <= sum(line.startswith(f"lmforge: {stage} ") for line in lines) <= 3, lines
-    assert len(lines) <= 3 * len(PIPELINE) + 3, lines
-    assert lines[-3:] == [
-        ("lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong; "
-         "75% of its sampled answers end the turn"),
+    assert len(lines) <= 3 * len(PIPELINE) + 4, lines
+    assert lines[-4:] == [
+        "lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong;",
+        "         75% of its sampled answers end the turn",
         f"lmforge: report: {tmp_path / 'plain' / 'report.html'}",
         f"lmforge: talk to it: lmforge chat {tmp_path / 'plain' / 'aligner'}"]
 
@@ -218,8 +218,10 @@ def test_closing_lines_read_counts_where_recorded(tmp_path):
                                                           "eval/answers/wrong": 9, "eval/answers/n": 16}},
                  "rm": {"kind": "aligner", "metrics": {}}}  # a reward model is no chat model
     assert closing_lines(tmp_path, manifests) == [
-        "sft on 16 held-out prompts: 5 right, 2 not sure, 9 wrong", f"talk to it: lmforge chat {tmp_path / 'sft'}"]
-    assert closing_lines(tmp_path, {"sft": {"kind": "finetuner"}}) == [f"talk to it: lmforge chat {tmp_path / 'sft'}"]
+        "lmforge: sft on 16 held-out prompts: 5 right, 2 not sure, 9 wrong",
+        f"lmforge: talk to it: lmforge chat {tmp_path / 'sft'}"]
+    assert closing_lines(tmp_path, {"sft": {"kind": "finetuner"}}) == [
+        f"lmforge: talk to it: lmforge chat {tmp_path / 'sft'}"]
     assert closing_lines(tmp_path, {"rm": manifests["rm"]}) == []
 
 
