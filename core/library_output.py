@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 LIBRARY_LOGGERS = ("transformers", "datasets", "huggingface_hub", "accelerate", "trl", "peft", "torch",
@@ -23,9 +24,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def command_log(command: str) -> Path:
-    """Where a plugin command's library output goes: ``$XDG_CACHE_HOME/lmforge/logs/<command>.log``."""
+    """Where a plugin command's library output goes: ``$XDG_CACHE_HOME/lmforge/logs/<command>.log`` (``~/.cache``
+    by default; the system's temporary directory where that cannot be written)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "lmforge" / "logs" / f"{command}.log"
+    logs = cache / "lmforge" / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        logs = Path(tempfile.gettempdir()) / "lmforge-logs"
+    return logs / f"{command}.log"
 
 
 class LibraryOutput:
