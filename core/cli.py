@@ -3,6 +3,8 @@
     lmforge run [-c my.yaml] [hydra overrides…]   run the configured pipeline (every Hydra flag works, in any
                                                  order: -m, --cfg job, --help)
     lmforge plugins                  list every registered implementation: kind, name, origin package
+    lmforge <command> …              a plugin's command (chat, serve, export …; ``lmforge --help`` lists all);
+                                     library warnings and progress bars go to ~/.cache/lmforge/logs/<command>.log
 
 Every failure ends in one line on stderr (``lmforge: error: …``) and an exit code: 2 for bad input or
 config, 130 for Ctrl-C, 1 for anything else (:func:`fail_with`). The full traceback goes to
@@ -14,20 +16,40 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import textwrap
 
 from .errors import ConfigError
 
-USAGE = """usage: lmforge [--debug] <command> [args]
+USAGE = "usage: lmforge [--debug] <command> [args]"
+COMMANDS = {
+    "run": ("run the configured pipeline; Hydra overrides select plugins and parameters, e.g.\n"
+            "  lmforge run aligner=orpo run.name=exp1\n"
+            "-c my.yaml for your own config file, -m for a sweep, --cfg job to print the composed config, "
+            "--help for every config group and option"),
+    "plugins": "list registered implementations (kind, name, origin package)",
+}
+HELP_WIDTH = 80  # the help fits an ordinary terminal
+OPTIONS = {
+    "--debug": "print the full traceback of a failure (or LMFORGE_DEBUG=1)",
+    "-h, --help": "this text; `lmforge <command> --help` for a command's own options",
+}
 
-commands:
-  run [overrides…]   run the configured pipeline; Hydra overrides select plugins and parameters,
-                     e.g.  lmforge run aligner=orpo run.name=exp1 pretrainer.max_steps=200
-                     (-c my.yaml for your own config file, -m for a sweep, --cfg job to print the
-                     composed config, --help for every config group and option)
-  plugins            list registered implementations (kind, name, origin package)
 
---debug (or LMFORGE_DEBUG=1) prints the full traceback of a failure.
-"""
+def usage(extra: dict) -> str:
+    """The ``lmforge --help`` text: every command in one list (lmforge's and the plugins'), options after it."""
+    commands = {**COMMANDS, **{name: help_text for name, (help_text, _) in sorted(extra.items())}}
+    width = max(len(name) for name in [*commands, *OPTIONS]) + 2
+
+    def entries(items: dict) -> str:
+        text = ""
+        for name, help_text in items.items():
+            lines = [wrapped for paragraph in help_text.split("\n")  # an indented line (an example) stays whole
+                     for wrapped in ([paragraph] if paragraph.startswith(" ")
+                                     else textwrap.wrap(paragraph, HELP_WIDTH - width - 3))]
+            text += "".join(f"  {name if i == 0 else '':<{width}} {line.rstrip()}\n" for i, line in enumerate(lines))
+        return text
+
+    return f"{USAGE}\n\ncommands:\n{entries(commands)}\noptions:\n{entries(OPTIONS)}"
 
 
 def plugin_commands() -> dict:
@@ -173,8 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         args.remove("--debug")
         os.environ["LMFORGE_DEBUG"] = "1"
     if not args or args[0] in ("-h", "--help", "help"):
-        extra = plugin_commands()
-        print(USAGE + "".join(f"  {name:<18} {help_text}\n" for name, (help_text, _) in sorted(extra.items())))
+        print(usage(plugin_commands()), end="")
         return
     with _terminate_like_interrupt():
         guarded(_dispatch, args[0], args[1:])
@@ -219,7 +240,8 @@ def _dispatch(command: str, rest: list[str]) -> None:
     elif command == "plugins":
         _plugins()
     elif command in (extra := plugin_commands()):
-        code = extra[command][1](rest)
+        with _library_output(command):
+            code = extra[command][1](rest)
         if code:
             sys.exit(code)
     else:
@@ -227,6 +249,14 @@ def _dispatch(command: str, rest: list[str]) -> None:
 
         names = ["run", "plugins", *sorted(extra)]
         _fail(f"unknown command '{command}'{close_match(command, names)}; commands: {', '.join(names)}")
+
+
+def _library_output(command: str):
+    """A plugin command's library output (loggers, warnings, the libraries' own progress bars) goes to
+    ``~/.cache/lmforge/logs/<command>.log``, as a run's goes to its run.log; ``--debug`` leaves it on the terminal."""
+    from .library_output import LibraryOutput, command_log
+
+    return contextlib.nullcontext() if _debug() else LibraryOutput(command_log(command))
 
 
 def _debug() -> bool:

@@ -5,41 +5,57 @@ progress bar (trainer, evaluation, datasets' map, "Writing model shards", sampli
 FutureWarnings. Here, for the length of a pipeline:
 
 - every ``tqdm`` bar a stage opens (HF/TRL trainers, lmforge's own loops, samplers) is routed into that
-  stage's line of one ``rich`` display — bar, steps/s, time left, the latest loss / reward — instead of the
-  terminal; text written through ``tqdm.write`` (trainer dicts) goes to the log file;
-- Python warnings and the transformers / datasets / huggingface_hub / accelerate / TRL loggers go to
-  ``run.log`` in the run directory, not the terminal;
-- when a stage ends its line becomes its summary (time, key metrics, artifact).
+  stage's line of one ``rich`` display — bar, step count, steps/s, time left, the latest loss / reward —
+  instead of the terminal; text written through ``tqdm.write`` (trainer dicts) goes to the log file;
+- Python warnings and the library loggers go to ``run.log`` (:class:`lmforge.library_output.LibraryOutput`,
+  the same routing every plugin command gets);
+- when a stage ends its line becomes its summary (time, key metrics).
 
-Where stderr is not a terminal (CI, ``| tee``) there is no live display: one plain line when a stage passes
-each quarter of its steps, and its summary — a default run prints under 30 lines. ``run.quiet=true`` prints
-nothing here (errors and the CLI's final line still print). Everything is restored when the pipeline ends or
-a stage fails, so library use in the same process is left as it was.
+The display is laid out for the terminal's width at every refresh (:func:`plan_columns`). Every pipeline
+stage has a row from the start (waiting ones dimmed), its full name first. Where the row has room (about 100
+columns and wider) the metrics follow on the same row, shortened with "…" to fit; narrower, they go to a
+second row under the bar, so at 80 columns every stage keeps its name, bar, step count, rate and time left.
+Narrower still, columns go in the order of :data:`DROP_ORDER` — steps/s, then the bar, then the time left,
+then the step count — and the name never goes.
+
+Where stderr is not a terminal (CI, ``| tee``) there is no live display: at most three plain lines per stage
+(started, halfway, done). ``run.quiet=true`` prints nothing here (errors and the CLI's final line still
+print). A run ends with what the final chat model does on the held-out prompts, the report's path and the
+command to talk to the model (:func:`closing_lines`). Everything is restored when the pipeline ends or a stage
+fails, so library use in the same process is left as it was.
 """
 
 from __future__ import annotations
 
 import io
-import logging
+import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from lmforge import hookimpl
+from lmforge.library_output import LibraryOutput
 
-LIBRARY_LOGGERS = ("transformers", "datasets", "huggingface_hub", "accelerate", "trl", "peft", "torch",
-                   "py.warnings", "lmforge")
-QUIET_ENV = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "TOKENIZERS_PARALLELISM": "false"}
 SHOWN_METRICS = (("loss", "loss"), ("eval_loss", "val"), ("val_loss", "val"), ("reward", "reward"),
                  ("rewards/accuracies", "acc"), ("rewards/margins", "margin"), ("objective/rlhf_reward", "reward"))
 SUMMARY_METRICS = (("docs_out", "docs kept"), ("vocab_size", "vocab"), ("train_loss", "train loss"),
                    ("final_train_loss", "train loss"), ("eval_loss", "val loss"), ("val_loss", "val loss"),
                    ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("completions", "completions"),
-                   ("eval_loss_start", "val loss before"))
-PLAIN_QUARTERS = 4  # non-TTY: a line at each quarter of a stage's steps
+                   ("pairs", "pairs"), ("eval_loss_start", "val loss before"))
+PLAIN_MARKS = 2  # non-TTY: a line when a stage passes half of its steps (with "started" and "done": three lines)
+CLOSING_WIDTH = 80
+CHAT_MODEL_KINDS = ("finetuner", "aligner")  # the stages whose model the closing lines offer to chat with
+
+# The live display's columns (characters).
+RATE_WIDTH = 8  # "12.3/s"
+ETA_WIDTH = 10  # "12:34 left"
+BAR_MIN, BAR_MAX, BAR_ALONE = 10, 30, 40  # a bar narrower than BAR_MIN goes; BAR_ALONE: metrics on their own row
+INLINE_BAR, INLINE_INFO = 16, 40  # metrics share the row when a bar this wide and this much text fit beside it
+DROP_ORDER = ("rate", "bar", "eta", "count")  # too narrow for a row: these go first, in this order; never the name
 
 
 def _fmt(value) -> str:
@@ -55,19 +71,32 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
 
 
-class StageLine:
-    """What one stage's line shows: its main bar's position and rate, and its latest metrics."""
+def _rate(rate: float | None) -> str:
+    if not rate:
+        return ""
+    return f"{rate:.3g}/s" if rate < 100 else f"{rate:.0f}/s" if rate < 10_000 else f"{rate / 1000:.0f}k/s"
 
-    def __init__(self, name: str, plugin: str):
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else (text[: width - 1] + "…" if width > 0 else "")
+
+
+class StageLine:
+    """What one stage's line shows: its state, its main bar's position and rate, its latest metrics or summary."""
+
+    def __init__(self, name: str, plugin: str = ""):
         self.name, self.plugin = name, plugin
+        self.state = "waiting"  # waiting, running, done, skipped
         self.started = time.time()
         self.n, self.total, self.rate, self.unit = 0, None, None, "step"
         self.metrics: dict[str, float] = {}
         self.bar = None  # the tqdm bar this line follows
         self.expected = None  # the stage's max_steps, when it has one
         self.first_log = None  # (step, time) of the first logged step, for the rate of a stage without a bar
-        self.quarters_said = 0
-        self.task = None
+        self.marks_said = 0
+        self.moved: float | None = None  # when n last changed
+        self.seconds: float | None = None
+        self.summary = ""
 
     def metric_text(self) -> str:
         shown, seen = [], set()
@@ -77,22 +106,211 @@ class StageLine:
                 seen.add(label)
         return "  ".join(shown)
 
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the current rate, counting down from the last move (a trainer logs every N steps)."""
+        if not (self.rate and self.total):
+            return None
+        left = (self.total - self.n) / self.rate
+        return max(0.0, left - (now - self.moved)) if now is not None and self.moved is not None else left
+
+    def move(self, n: int) -> None:
+        if n != self.n:
+            self.n, self.moved = n, time.time()
+
+    def cells(self, now: float) -> dict[str, str]:
+        """The row's text per column (the bar is drawn from :attr:`fraction`)."""
+        count = f"{self.n}/{self.total}" if self.total and (self.n or self.state != "done") else \
+            (str(self.n) if self.n else "")
+        if self.state == "running":
+            eta = self.eta(now)
+            return {"count": count, "rate": _rate(self.rate),
+                    "eta": f"{_duration(eta)} left" if eta is not None else _duration(now - self.started),
+                    "info": self.metric_text() or self.plugin}
+        if self.state == "done":
+            return {"count": count, "rate": "", "eta": f"✓ {_duration(self.seconds)}", "info": self.summary}
+        if self.state == "skipped":
+            return {"count": "", "rate": "", "eta": "✓ before", "info": "complete, not redone (run.force=true redoes it)"}
+        return {"count": "", "rate": "", "eta": "", "info": ""}
+
+    @property
+    def fraction(self) -> float:
+        if self.state in ("done", "skipped"):
+            return 1.0
+        return min(1.0, self.n / self.total) if self.total else 0.0
+
+
+@dataclass
+class Columns:
+    """Which columns a row shows at a width: ``shown`` in order after the name, the bar's width (0: no bar) and
+    the room for the metrics on the same row (``info`` > 0) or on a row of their own under it (``info`` 0)."""
+
+    name: int
+    bar: int
+    shown: list[str] = field(default_factory=list)
+    info: int = 0
+
+
+def plan_columns(width: int, name_width: int, count_width: int) -> Columns:
+    """The display's columns at ``width``: everything with the metrics beside it where that fits, else the
+    metrics on their own row; narrower, :data:`DROP_ORDER` decides what goes. The name always stays."""
+    widths = {"count": count_width, "rate": RATE_WIDTH, "eta": ETA_WIDTH}
+    shown = ["count", "rate", "eta"]
+    used = name_width + sum(widths[c] + 1 for c in shown)
+    if width - used - 1 - INLINE_BAR - 1 >= INLINE_INFO:
+        bar = min(BAR_MAX, width - used - 2 - INLINE_INFO)
+        return Columns(name_width, bar, shown, info=width - used - bar - 2)
+    bar_shown = True
+    for gone in (None, *DROP_ORDER):
+        if gone == "bar":
+            bar_shown = False
+        elif gone is not None:
+            shown.remove(gone)
+        used = name_width + sum(widths[c] + 1 for c in shown)
+        if bar_shown and width - used - 1 >= BAR_MIN:
+            return Columns(name_width, min(BAR_ALONE, width - used - 1), shown)
+        if not bar_shown and used <= width:
+            break
+    return Columns(name_width, 0, shown)
+
+
+class StageTable:
+    """The live display: one row per stage (and a row of metrics under it where the width asks for one),
+    laid out by :func:`plan_columns` for the width rich renders it at."""
+
+    STYLES: ClassVar[dict[str, str]] = {"waiting": "dim", "running": "bold", "done": "bold green", "skipped": "green"}
+
+    def __init__(self, lines: dict[str, StageLine]):
+        self.lines = lines
+
+    def rows(self, width: int, now: float | None = None):
+        from rich.text import Text
+
+        now = time.time() if now is None else now
+        lines = list(self.lines.values())
+        if not lines:
+            return []
+        cells = [line.cells(now) for line in lines]
+        name_width = max(len(line.name) for line in lines)
+        count_width = max([5, *(len(c["count"]) for c in cells)])
+        columns = plan_columns(width, name_width, count_width)
+        widths = {"count": count_width, "rate": RATE_WIDTH, "eta": ETA_WIDTH}
+        indent = name_width + 1 if width - name_width - 1 >= 30 else 2
+        rows = []
+        for line, cell in zip(lines, cells):
+            row = Text(no_wrap=True, overflow="crop")
+            row.append(line.name.ljust(name_width), style=self.STYLES[line.state])
+            if columns.bar:
+                row.append(" ")
+                row.append_text(_bar(line, columns.bar))
+            for column in columns.shown:
+                text = _cut(cell[column], widths[column]).rjust(widths[column])
+                row.append(" " + text, style="dim" if line.state == "waiting" else "")
+            info = cell["info"]
+            if columns.info and info:
+                row.append(" " + _cut(info, columns.info), style="cyan" if line.state == "running" else "")
+            rows.append(row)
+            if not columns.info and info and line.state != "waiting":
+                rows.append(Text(" " * indent + _cut(info, width - indent), no_wrap=True, overflow="crop",
+                                 style="cyan" if line.state == "running" else "dim"))
+        return rows
+
+    def __rich_console__(self, console, options):
+        yield from self.rows(options.max_width)
+
+
+def _bar(line: StageLine, width: int):
+    from rich.text import Text
+
+    done = round(line.fraction * width)
+    style = {"done": "green", "skipped": "green", "running": "magenta"}.get(line.state, "grey37")
+    bar = Text("━" * done, style=style)
+    bar.append("━" * (width - done), style="grey23")
+    return bar
+
+
+# ---------------------------------------------------------------- the end of a run
+
+
+def chat_model_stage(run_dir: Path, manifests: dict[str, dict]) -> str | None:
+    """The last stage whose artifact is a chat model (a fine-tuned or aligned causal LM), else None."""
+    for name in reversed(list(manifests)):
+        if manifests[name].get("kind") not in CHAT_MODEL_KINDS:
+            continue
+        config = Path(run_dir) / name / "config.json"
+        try:
+            architectures = json.loads(config.read_text()).get("architectures") or []
+        except (OSError, ValueError):
+            continue
+        if any(str(a).endswith("ForCausalLM") for a in architectures):
+            return name
+    return None
+
+
+def held_out_summary(metrics: dict) -> str | None:
+    """What a model does on the held-out prompts, from the ``answers`` evaluator's metrics in its manifest:
+    right / not sure / wrong (counts where they were recorded, else shares) and how often it ends its turn."""
+    prefix = "eval/answers/"
+    answers = {k[len(prefix):]: v for k, v in metrics.items()
+               if k.startswith(prefix) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    n = answers.get("n") or answers.get("prompts")
+    parts = []
+    if "right" in answers and "wrong" in answers:
+        not_sure = answers.get("not_sure", 0)
+        if 0 < not_sure < 1 and not float(not_sure).is_integer():
+            not_sure = round(not_sure * (n or 0))
+        parts.append(f"{int(answers['right'])} right, {int(not_sure)} not sure, {int(answers['wrong'])} wrong")
+    elif "correct" in answers:
+        right, not_sure = answers["correct"], answers.get("not_sure", 0.0)
+        parts.append(f"{right:.0%} right, {not_sure:.0%} not sure, {max(0.0, 1 - right - not_sure):.0%} wrong")
+    if "ends_turn" in answers:
+        parts.append(f"{answers['ends_turn']:.0%} of its sampled answers end the turn")
+    if not parts:
+        return None
+    return f"on {int(n)} held-out prompts: " + "; ".join(parts) if n else "on held-out prompts: " + "; ".join(parts)
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path) if Path(path).is_absolute() and not os.path.relpath(path).startswith("..") \
+            else str(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def closing_lines(run_dir: Path, manifests: dict[str, dict], since: float = 0.0) -> list[str]:
+    """The run's last words: what the final chat model does on held-out prompts, the report (when this run
+    wrote one) and the command to talk to the model."""
+    run_dir = Path(run_dir)
+    lines = []
+    stage = chat_model_stage(run_dir, manifests)
+    if stage is not None:
+        summary = held_out_summary(manifests[stage].get("metrics") or {})
+        if summary:  # one line, or a line per clause where it would not fit an 80-column terminal
+            text = f"lmforge: {stage} {summary}"
+            first, *rest = text.split("; ") if len(text) > CLOSING_WIDTH else [text]
+            lines += [first + ";" * bool(rest), *(" " * len("lmforge: ") + clause for clause in rest)]
+    report = run_dir / "report.html"
+    if report.is_file() and report.stat().st_mtime >= since:
+        lines.append(f"lmforge: report: {_shown_path(report)}")
+    if stage is not None:
+        lines.append(f"lmforge: talk to it: lmforge chat {_shown_path(run_dir / stage)}")
+    return lines
+
+
+# ---------------------------------------------------------------- the console
+
 
 class RunConsole:
-    def __init__(self, run_dir: Path, quiet: bool):
+    def __init__(self, run_dir: Path, quiet: bool, stages=()):
         self.run_dir = Path(run_dir)
         self.quiet = quiet
         self.console = None
-        self.live = False
-        self.progress = None
-        self.lines: dict[str, StageLine] = {}
+        self.live = None
+        self.lines: dict[str, StageLine] = {name: StageLine(name) for name in stages}
         self.current: StageLine | None = None
-        self._saved_loggers: dict[str, tuple] = {}
-        self._saved_env: dict[str, str | None] = {}
+        self.output = LibraryOutput(self.run_dir / "run.log")
         self._saved_tqdm: list[tuple] = []
-        self._captured_warnings = False
-        self._restore: list = []  # library switches to turn back on when the run ends
-        self.log_handler: logging.Handler | None = None
+        self.started = time.time()
 
     # ------------------------------------------------------------ setup / teardown
 
@@ -100,52 +318,18 @@ class RunConsole:
         from rich.console import Console
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
-        self.log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        for key, value in QUIET_ENV.items():
-            self._saved_env[key] = os.environ.get(key)
-            os.environ[key] = value
-        logging.captureWarnings(True)
-        self._captured_warnings = True
-        self.route_library_output()
+        self.output.start()
+        self._route_tqdm()
         self.console = Console(stderr=True, highlight=False)
-        self.live = self.console.is_terminal and not self.quiet
-        if self.live:
-            from rich.progress import BarColumn, Progress, TextColumn
+        if self.console.is_terminal and not self.quiet:
+            from rich.live import Live
 
-            self.progress = Progress(
-                TextColumn("[bold]{task.fields[stage]:<11}"), BarColumn(bar_width=28),
-                TextColumn("{task.fields[count]:>11}"), TextColumn("{task.fields[rate]:>12}"),
-                TextColumn("{task.fields[eta]:>11}"), TextColumn("{task.fields[info]}"),
-                console=self.console, transient=False, refresh_per_second=4)
-            self.progress.start()
+            self.live = Live(StageTable(self.lines), console=self.console, refresh_per_second=4, transient=False)
+            self.live.start()
 
     def route_library_output(self) -> None:
         """Library loggers -> run.log only; tqdm bars -> this display (called again as libraries get imported)."""
-        try:  # its own bars ("Loading weights", "Writing model shards") are not a stage's progress
-            import transformers.utils.logging as transformers_logging
-        except ImportError:
-            transformers_logging = None
-        if transformers_logging is not None:
-            transformers_logging.get_logger()  # let transformers install its handler, then take it away
-            if transformers_logging.is_progress_bar_enabled():
-                transformers_logging.disable_progress_bar()
-                self._restore.append(transformers_logging.enable_progress_bar)
-        datasets = sys.modules.get("datasets")  # imported before the run: its env switch was read already
-        if datasets is not None and datasets.is_progress_bar_enabled():
-            datasets.disable_progress_bars()
-            self._restore.append(datasets.enable_progress_bars)
-        hub = sys.modules.get("huggingface_hub.utils")
-        if hub is not None and not hub.are_progress_bars_disabled():
-            hub.disable_progress_bars()
-            self._restore.append(hub.enable_progress_bars)
-        for name in LIBRARY_LOGGERS:
-            logger = logging.getLogger(name)
-            if name not in self._saved_loggers:
-                self._saved_loggers[name] = (list(logger.handlers), logger.propagate)
-            if logger.handlers != [self.log_handler]:
-                logger.handlers = [self.log_handler]
-                logger.propagate = False
+        self.output.route()
         self._route_tqdm()
 
     def _route_tqdm(self) -> None:
@@ -161,31 +345,14 @@ class RunConsole:
                 module.tqdm = routed
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-        for restore in reversed(self._restore):
-            restore()
-        self._restore.clear()
+        if self.live is not None:
+            self.live.refresh()
+            self.live.stop()
+            self.live = None
         for module, original in reversed(self._saved_tqdm):
             module.tqdm = original
         self._saved_tqdm.clear()
-        for name, (handlers, propagate) in self._saved_loggers.items():
-            logger = logging.getLogger(name)
-            logger.handlers, logger.propagate = handlers, propagate
-        self._saved_loggers.clear()
-        if self._captured_warnings:
-            logging.captureWarnings(False)
-            self._captured_warnings = False
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
-        if self.log_handler is not None:
-            self.log_handler.close()
-            self.log_handler = None
+        self.output.restore()
 
     # ------------------------------------------------------------ output
 
@@ -195,20 +362,20 @@ class RunConsole:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def log(self, message: str) -> None:
-        if self.log_handler is not None:
-            self.log_handler.emit(logging.LogRecord("lmforge", logging.INFO, "", 0, message.rstrip("\n"), None, None))
+        self.output.log(message)
 
     # ------------------------------------------------------------ stages
 
     def stage_start(self, name: str, plugin: str, total: int | None) -> None:
         self.route_library_output()
-        line = self.lines[name] = StageLine(name, plugin)
+        line = self.lines.get(name)
+        if line is None:
+            line = self.lines[name] = StageLine(name)
+        line.plugin, line.state, line.started = plugin, "running", time.time()
         line.total = line.expected = total
         self.current = line
         self.log(f"stage {name} ({plugin}) started")
-        if self.progress is not None:
-            line.task = self.progress.add_task("", total=total, stage=name, count="", rate="", eta="", info=plugin)
-        elif not self.quiet:
+        if self.live is None and not self.quiet:
             self.say(f"lmforge: {name} ({plugin}) started" + (f": {total} steps" if total else ""))
 
     def bar_update(self, bar) -> None:
@@ -227,7 +394,8 @@ class RunConsole:
                                               and (line.bar.total is None or line.bar.n < line.bar.total)):
                 return
             line.bar = bar
-        line.n, line.total = bar.n, bar.total or line.total
+        line.move(bar.n)
+        line.total = bar.total or line.total
         unit = getattr(bar, "unit", "it") or "it"
         line.unit = "step" if unit == "it" else unit
         rate = bar.format_dict.get("rate")
@@ -246,7 +414,7 @@ class RunConsole:
             if line.first_log is None:
                 line.first_log = (step, now)
             first_step, first_time = line.first_log
-            line.n = int(step)
+            line.move(int(step))
             if step > first_step and now > first_time:
                 line.rate = (step - first_step) / (now - first_time)
             elif now > line.started:
@@ -255,46 +423,43 @@ class RunConsole:
         self._show(line)
 
     def _show(self, line: StageLine) -> None:
-        rate = f"{line.rate:.2f} {line.unit}/s" if line.rate else ""
-        eta = (line.total - line.n) / line.rate if line.rate and line.total else None
-        if self.progress is not None and line.task is not None:
-            count = f"{line.n}/{line.total}" if line.total else (str(line.n) if line.n else "")
-            self.progress.update(line.task, completed=line.n, total=line.total, count=count, rate=rate,
-                                 eta=f"{_duration(eta)} left" if eta is not None else "", info=line.metric_text())
+        """The live display redraws itself; without one, a plain line when the stage passes a mark."""
+        if self.live is not None or self.quiet or not line.total:
             return
-        if self.quiet or not line.total:
-            return
-        quarter = min(PLAIN_QUARTERS - 1, int(PLAIN_QUARTERS * line.n / line.total))
-        if quarter > line.quarters_said and line.n < line.total:  # at 100% the summary line follows
-            line.quarters_said = quarter
+        mark = min(PLAIN_MARKS - 1, int(PLAIN_MARKS * line.n / line.total))
+        if mark > line.marks_said and line.n < line.total:  # at 100% the summary line follows
+            line.marks_said = mark
+            rate, eta = _rate(line.rate), line.eta()
             self.say(f"lmforge: {line.name} {line.n}/{line.total} {line.unit}s ({100 * line.n // line.total}%) "
-                     f"{rate or ''}, {_duration(eta)} left  {line.metric_text()}".rstrip())
+                     f"{rate + ', ' if rate else ''}{_duration(eta)} left  {line.metric_text()}".rstrip())
 
     def stage_end(self, name: str, seconds: float, artifact, metrics: dict) -> None:
-        line = self.lines.get(name) or StageLine(name, "")
+        line = self.lines.get(name) or self.lines.setdefault(name, StageLine(name))
         self.current = None
         shown, labels = [], set()
         for key, label in SUMMARY_METRICS:
             if key in metrics and label not in labels and len(shown) < 3:
                 shown.append(f"{label} {_fmt(metrics[key])}")
                 labels.add(label)
-        summary = f"{name} done in {seconds:.1f}s" + (f": {', '.join(shown)}" if shown else "") + f" -> {artifact}"
+        line.state, line.seconds, line.summary = "done", seconds, ", ".join(shown)
+        summary = f"{name} done in {seconds:.1f}s" + (f": {line.summary}" if shown else "") + f" -> {artifact}"
         self.log(summary)
-        if self.progress is not None and line.task is not None:
-            count = f"{line.n}/{line.total}" if line.total else (str(line.n) if line.n else "")
-            self.progress.update(line.task, completed=line.total or line.n or 1, total=line.total or line.n or 1,
-                                 count=count, rate="", eta=f"{seconds:.1f}s", info="✓ " + "  ".join(shown))
-        else:
+        if self.live is None:
             self.say(f"lmforge: {summary}")
 
     def stage_skipped(self, name: str, artifact) -> None:
         message = f"{name} skipped: complete at {artifact} (run.force=true redoes it)"
         self.log(message)
-        if self.progress is not None:
-            self.progress.add_task("", total=1, completed=1, stage=name, count="", rate="", eta="",
-                                   info="skipped (complete)")
-        else:
+        line = self.lines.get(name) or self.lines.setdefault(name, StageLine(name))
+        line.state = "skipped"
+        if self.live is None:
             self.say(f"lmforge: {message}")
+
+    def finish(self, manifests: dict[str, dict]) -> None:
+        """Stop the display, then the closing lines."""
+        self.stop()
+        for line in closing_lines(self.run_dir, manifests, since=self.started):
+            self.say(line)
 
 
 def _routed_tqdm(base, run_console: RunConsole):
@@ -349,7 +514,8 @@ def lmforge_pipeline_start(run_dir, config, context):
         return
     for leftover in list(_consoles):  # a run that failed before any stage (e.g. an evaluator's config) left one
         _consoles.pop(leftover).stop()
-    console = _consoles[str(run_dir)] = RunConsole(run_dir, quiet=context.quiet)
+    stages = list(((config or {}).get("pipeline") or {}).get("stages") or {})
+    console = _consoles[str(run_dir)] = RunConsole(run_dir, quiet=context.quiet, stages=stages)
     console.start()
 
 
@@ -399,8 +565,8 @@ def lmforge_stage_skipped(stage_name, artifact, manifest, context):
         console.stage_skipped(stage_name, artifact)
 
 
-@hookimpl(trylast=True)
+@hookimpl(trylast=True)  # after the report is written: the closing lines name it
 def lmforge_pipeline_end(run_dir, manifests, context):
     console = _consoles.pop(str(run_dir), None)
     if console is not None:
-        console.stop()
+        console.finish(manifests)

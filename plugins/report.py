@@ -3,7 +3,10 @@
 A plugin on the ``lmforge_pipeline_end`` hook, built only from what the stages left on disk (manifests,
 ``metrics.jsonl``, the cleaner's ``report.json``, ``completions.jsonl``), so it reports on skipped stages too
 and a third-party stage gets its curves for free: every numeric metric a stage logs at two or more steps is
-plotted (training and validation loss share one plot) and every metric's last value is tabled.
+plotted and every metric's last value is tabled. What a person reads first is shown first — loss (training
+and validation on one plot), reward and accuracy, KL, learning rate, gradient norm, throughput
+(:data:`HEADLINE`), plus the metrics a stage class names in its ``headline_metrics`` attribute; every other
+curve and the table of last values sit in a collapsed ``<details>`` section under them.
 ``run.report=false`` turns it off.
 
 Why markdown-it-py: the page is a real CommonMark rendering (bold, tables, quotes) rather than a hand-made
@@ -20,7 +23,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 from pathlib import Path
 
 from lmforge import hookimpl, plugin_manager
@@ -35,6 +37,9 @@ NOT_CURVES = {"epoch", "step", "time", "total_flos", "train_runtime", "train_sam
               "train_steps_per_second", "num_tokens", "eval_runtime", "eval_samples_per_second",
               "eval_steps_per_second"}  # bookkeeping: in the metrics table, not worth a plot
 SAMPLES_PER_STAGE = 4
+HEADLINE = (  # the curves shown open, in this order (loss keys share one plot); the rest are collapsed
+    *LOSS_KEYS, "reward", "objective/rlhf_reward", "rewards/accuracies", "eval_rewards/accuracies", "accuracy",
+    "eval_accuracy", "kl", "objective/kl", "learning_rate", "lr", "grad_norm", "tokens_per_s")
 
 
 # ---------------------------------------------------------------- reading a run
@@ -111,16 +116,38 @@ def _file_name(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) + ".png"
 
 
-def plot_curves(stage: str, rows: list[dict], out_dir: Path) -> list[tuple[str, str]]:
-    """One PNG per plot group of a stage's curves; returns (title, file name) pairs."""
+def plot_curves(stage: str, rows: list[dict], out_dir: Path, keys=None) -> list[tuple[str, str]]:
+    """One PNG per plot group of a stage's curves (only ``keys`` where given); returns (title, file name) pairs."""
     series = curves(rows)
     made = []
-    for title, keys in plot_groups(series):
-        lines = [(TITLES.get(k, k) if len(keys) > 1 else k, *zip(*series[k])) for k in keys]
-        name = _file_name(stage, *keys)
-        _figure(f"{stage}: {title}", lines, "loss" if keys[0] in LOSS_KEYS else keys[0], Path(out_dir) / name)
+    for title, group in plot_groups(k for k in (series if keys is None else keys) if k in series):
+        lines = [(TITLES.get(k, k) if len(group) > 1 else k, *zip(*series[k])) for k in group]
+        name = _file_name(stage, *group)
+        _figure(f"{stage}: {title}", lines, "loss" if group[0] in LOSS_KEYS else group[0], Path(out_dir) / name)
         made.append((f"{stage}: {title}", name))
     return made
+
+
+def headline_metrics(manifest: dict) -> tuple[str, ...]:
+    """The curves a person reads first for a stage: :data:`HEADLINE`, then those its class names in
+    ``headline_metrics`` (a tuple of metric keys; a class that cannot be imported any more names none)."""
+    from lmforge.registry import load_target
+
+    own: tuple[str, ...] = ()
+    implementation = manifest.get("implementation")
+    if isinstance(implementation, str) and ":" in implementation:
+        try:
+            own = tuple(getattr(load_target(implementation), "headline_metrics", ()) or ())
+        except Exception:  # noqa: BLE001 - a report on an old run must not fail on a plugin since removed
+            own = ()
+    return (*HEADLINE, *(k for k in own if k not in HEADLINE))
+
+
+def split_curves(rows: list[dict], headline) -> tuple[list[str], list[str]]:
+    """A stage's curve keys: (headline ones, in headline order; the others, in logged order)."""
+    keys = list(curves(rows))
+    shown = [k for k in headline if k in keys]
+    return shown, [k for k in keys if k not in shown]
 
 
 # ---------------------------------------------------------------- markdown
@@ -167,6 +194,30 @@ def _samples(artifact: Path) -> list[str]:
     return lines
 
 
+def _collapsed(summary: str, body: list[str]) -> list[str]:
+    """A ``<details>`` section (closed): raw HTML in report.md, rendered around its markdown in report.html."""
+    return [f"<details><summary>{html.escape(summary)}</summary>", "", *body, "</details>", ""] if body else []
+
+
+def _stage_curves(stage: str, manifest: dict, artifact: Path, plots_dir: Path) -> list[str]:
+    """A stage's headline plots and pictures, then its other curves and every metric's last value, collapsed."""
+    rows = read_metrics(artifact)
+    shown, others = split_curves(rows, headline_metrics(manifest))
+    lines = []
+    for title, name in plot_curves(stage, rows, plots_dir, shown):
+        lines += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
+    for image in sorted(artifact.glob("*.png")):  # pictures a stage or evaluator drew (the language map)
+        lines += [f"![{escape_markdown(image.stem.replace('_', ' '))}]({stage}/{image.name})", ""]
+    more = []
+    for title, name in plot_curves(stage, rows, plots_dir, others):
+        more += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
+    table = _metrics_table(manifest.get("metrics", {}))
+    count = len(table) - 3 if table else 0
+    parts = [f"{len(others)} more curve{'s' * (len(others) != 1)}" if others else "",
+             f"the last value of all {count} metrics" if count else ""]
+    return lines + _collapsed(f"{stage}: " + " and ".join(p for p in parts if p), more + table)
+
+
 def _contributed_sections(run_dir: Path, manifests: dict) -> list[str]:
     """Sections other plugins contribute through ``lmforge_report_sections`` (an evaluator's summary)."""
     lines = []
@@ -200,11 +251,7 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
                 lines += ["| removed by | documents |", "|---|---|"]
                 lines += [f"| {escape_markdown(r)} | {n} |" for r, n in sorted(report["removed"].items())]
                 lines.append("")
-        for title, name in plot_curves(stage, read_metrics(artifact), plots_dir):
-            lines += [f"![{escape_markdown(title)}](report_plots/{name})", ""]
-        for image in sorted(artifact.glob("*.png")):  # pictures a stage or evaluator drew (the language map)
-            lines += [f"![{escape_markdown(image.stem.replace('_', ' '))}]({stage}/{image.name})", ""]
-        lines += _metrics_table(manifest.get("metrics", {}))
+        lines += _stage_curves(stage, manifest, artifact, plots_dir)
         lines += _samples(artifact)
     markdown = "\n".join(lines) + "\n"
     # Text read from data may hold a lone surrogate (JSON's "\ud800"): written as \ud800, never a crash.
@@ -217,14 +264,32 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
 STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 10px;text-align:left}
 th{background:#f4f4f4}img{max-width:100%}p:has(>img){display:inline-block;width:49.5%;margin:0}blockquote{margin:.3em 0;padding:.2em 1em;border-left:4px solid #ccd;
-background:#f8f8fb;white-space:pre-wrap}h2{border-bottom:1px solid #ddd;margin-top:2em}code{background:#f4f4f4}"""
+background:#f8f8fb;white-space:pre-wrap}h2{border-bottom:1px solid #ddd;margin-top:2em}code{background:#f4f4f4}
+details{margin:.5em 0}summary{cursor:pointer;color:#555}"""
+
+
+_DETAILS = re.compile(r"<details><summary>([^<>]*)</summary>")
 
 
 def render_html(markdown: str, title: str) -> str:
-    """CommonMark + tables via markdown-it-py, raw HTML off (any ``<tag>`` in the text shows as text)."""
+    """CommonMark + tables via markdown-it-py, raw HTML off (any ``<tag>`` in the text shows as text); the
+    collapsed sections this module writes (a line ``<details><summary>…</summary>`` up to a line
+    ``</details>``) become ``<details>`` elements around their rendered markdown. Model text cannot make such
+    a line: its ``<`` is escaped."""
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+    body, chunk = [], []
+    for line in markdown.splitlines(keepends=True):
+        opening = _DETAILS.fullmatch(line.rstrip("\n"))
+        if opening or line.rstrip("\n") == "</details>":
+            body.append(renderer.render("".join(chunk)))
+            body.append(f"<details><summary>{opening.group(1)}</summary>\n" if opening else "</details>\n")
+            chunk = []
+        else:
+            chunk.append(line)
+    body.append(renderer.render("".join(chunk)))
+    body = "".join(body)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
 
@@ -325,6 +390,4 @@ def lmforge_cli_commands():
 def lmforge_pipeline_end(run_dir, manifests, context):
     if not context.is_main_process or not (context.config.get("run") or {}).get("report", True) or not manifests:
         return
-    path = build_report(run_dir, manifests)
-    if not context.quiet:
-        print(f"lmforge: report: {path}", file=sys.stderr)
+    build_report(run_dir, manifests)  # the console's closing lines name it

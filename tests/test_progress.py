@@ -71,7 +71,7 @@ def test_plain_lines_where_stderr_is_no_terminal(tmp_path, capfd):
     lines = (out + err).splitlines()
     assert "lmforge: noisy (noisy_test) started: 40 steps" in lines
     assert [line.split(" ")[2] for line in lines if line.startswith("lmforge: noisy ") and "%)" in line] == \
-        ["10/40", "20/40", "30/40"]  # a line per quarter, not per step
+        ["20/40"]  # one line halfway, not one per step
     assert any(line.startswith("lmforge: noisy done in") and "train loss 4" in line for line in lines)
     assert len(lines) <= 10, lines
     assert "Warning" not in out + err and "{'loss'" not in out + err and "Writing model shards" not in out + err
@@ -131,6 +131,9 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     assert len(lines) <= 30, output
     assert "Warning" not in output and "{'" not in output and "it/s]" not in output, output
     assert lines[-1].startswith("lmforge: run complete:")
+    assert lines[-2] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
+    assert lines[-3] == "lmforge: report: default/report.html", output
+    assert any(line.startswith("lmforge: aligner on ") and " right, " in line for line in lines[-6:-3]), output
 
 
 def test_a_stage_without_a_bar_moves_by_its_logged_steps(tmp_path, capfd):
@@ -139,5 +142,5 @@ def test_a_stage_without_a_bar_moves_by_its_logged_steps(tmp_path, capfd):
     lmforge.run(cfg)
     lines = "".join(capfd.readouterr()).splitlines()
     progress = [line for line in lines if line.startswith("lmforge: noisy ") and "%)" in line]
-    assert [line.split(" ")[2] for line in progress] == ["10/40", "20/40", "30/40"]
-    assert all("step/s" in line and "left" in line for line in progress[1:])
+    assert [line.split(" ")[2] for line in progress] == ["20/40"]
+    assert all("/s" in line and "left" in line for line in progress)

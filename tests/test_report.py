@@ -72,6 +72,39 @@ def test_report_plots_every_logged_metric_with_train_and_val_loss_together(two_r
     assert "| final\\_score | 0.501 |" in markdown  # the last value of every metric, tabled
 
 
+def test_report_shows_headline_curves_and_collapses_the_rest(two_runs):
+    """Loss and learning rate open, in that order; the stage's own metric and the table of last values in a
+    closed <details> section, in report.md and report.html alike."""
+    markdown = (two_runs[0] / "report.md").read_text()
+    opened, collapsed = markdown.split("<details><summary>curvy: 1 more curve and the last value of all ", 1)
+    assert opened.index("curvy_loss_val_loss.png") < opened.index("curvy_lr.png")
+    assert "curvy_my_metric.png" not in opened
+    collapsed = collapsed.split("</details>", 1)[0]
+    assert "curvy_my_metric.png" in collapsed and "| final\\_score | 0.501 |" in collapsed
+    page = (two_runs[0] / "report.html").read_text()
+    details = page[page.index("<details><summary>curvy: 1 more curve"):page.index("</details>")]
+    assert 'src="report_plots/curvy_my_metric.png"' in details and "<td>final_score</td>" in details
+    assert "&lt;details&gt;" not in page
+
+
+class Proud(Curvy):
+    """Names its own metric as a headline: it is plotted open, beside the loss."""
+
+    headline_metrics = ("my_metric",)
+
+
+def test_a_plugin_names_its_own_headline_metrics(tmp_path):
+    cfg = {"run": {"root": str(tmp_path), "name": "proud", "report": True, "quiet": True},
+           "hardware": {"device": "cpu"}, "pipeline": {"stages": {"curvy": {}}},
+           "curvy": {"kind": "sampler", "plugin": "proud_test"}}
+    with lmforge.registered("sampler", "proud_test", Proud):
+        run_dir = lmforge.run(cfg).run_dir
+    markdown = (run_dir / "report.md").read_text()
+    opened = markdown.split("<details>", 1)[0]
+    assert opened.index("curvy_loss_val_loss.png") < opened.index("curvy_lr.png") < opened.index("curvy_my_metric")
+    assert "<details><summary>curvy: the last value of all " in markdown
+
+
 def test_report_html_renders_markdown_and_keeps_model_text_literal(two_runs):
     page = (two_runs[0] / "report.html").read_text()
     assert "<strong>prompt:</strong>" in page and "**prompt:**" not in page
@@ -119,6 +152,8 @@ def test_report_and_compare_pages_in_a_browser(browser, two_runs, tmp_path):
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "![x](http://example.com/x.png)" in body and "<script>alert(1)</script>" in body
     assert browser.find_elements(By.CSS_SELECTOR, "a, script") == []
+    for summary in browser.find_elements(By.TAG_NAME, "summary"):  # open the collapsed sections
+        summary.click()
     cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "td")]
     assert "final_score" in cells and "curvy" in cells
 
