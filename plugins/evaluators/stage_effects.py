@@ -456,11 +456,14 @@ def _win_rate_lines(run_dir: Path, manifests: dict[str, dict]) -> list[str]:
             continue
         pairs = (manifest.get("metrics") or {}).get("eval/win_rate/pairs")
         judge = _read_json(run_dir / stage / WIN_RATE_FILE) or {}
-        text = f"- **{stage}** beats its input model in {value:.2f} of {pairs or '?'} held-out answer pairs"
+        count = int(pairs) if isinstance(pairs, (int, float)) else "?"
+        text = f"- **{stage}** beats its input model in {value:.2f} of {count} held-out answer pairs"
         if judge.get("kind") == "rule judge":
             text += f", judged by the rule judge (it learned nothing: it checks {judge['learned_from']})."
         elif judge:
             where = judge.get("learned_from") or "unknown pairs"
+            if Path(where).is_relative_to(run_dir.resolve()):
+                where = str(Path(where).relative_to(run_dir.resolve()))
             text += f", judged by the reward model `{judge.get('judge')}`, trained on `{_cell(where, 120)}`"
             if judge.get("independent") is False:
                 text += (". **Not independent**: the judge and this model learned from the same preference pairs, "
