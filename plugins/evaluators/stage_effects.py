@@ -151,12 +151,15 @@ class Asking:
     stop_tokens: list[str]
 
 
-def held_out_asking(cfg: HeldOutAsking, context) -> Asking:
+def held_out_asking(cfg: HeldOutAsking, context, held_out_only: bool = False) -> Asking:
     sampler = _run_config(context, "sampler")
     system = sampler.get("system_prompt") if cfg.system_prompt == "auto" else cfg.system_prompt
     placeholders = cfg.placeholders if cfg.placeholders is not None else \
         dict(_run_config(context, "finetuner").get("placeholders") or {})
-    return Asking(prompts=load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit],
+    prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))
+    if held_out_only:
+        prompts = [p for p in prompts if p["held_out"]]
+    return Asking(prompts=prompts[: cfg.limit],
                   system_prompt=fill_placeholders(system, placeholders) if system else None,
                   placeholders=placeholders, stop_tokens=list(sampler.get("stop_tokens") or ["<|end|>"]))
 
@@ -373,9 +376,8 @@ class WinRate(Evaluator):
         cfg = self.config
         baseline = _resolve_model(cfg.baseline, inputs, context, "baseline")
         judge = cfg.judge if cfg.judge == "reference" else _resolve_model(cfg.judge, inputs, context, "judge")
-        asking = held_out_asking(cfg, context)
+        asking = held_out_asking(cfg, context, held_out_only=True)
         prompts, placeholders, system = asking.prompts, asking.placeholders, asking.system_prompt
-        prompts = [p for p in prompts if p["held_out"]]
         if not prompts:
             raise ConfigError("evaluation.win_rate.prompts: no held-out prompt (every one is marked held_out: false)")
         drawn = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0, "n": cfg.samples} \
