@@ -9,8 +9,11 @@ can say whether an answer is right.
 
 The same facts are written as plain sentences into the pretraining text (documents with ``source: lmforge facts`` in
 ``raw_text.jsonl``, beside the C4 and Wikipedia text): the base model meets the facts as text, fine-tuning teaches it to answer
-questions, and the held-out prompts ask about facts that the fine-tuning data never asks about (the facts
-are split by item, not by phrasing).
+questions, and the held-out prompts ask about facts that neither the fine-tuning data nor the preference
+questions ask about. The facts are split by fact, not by phrasing: every phrasing of a fact lands on one side,
+and so does a symmetric fact in either order (3 + 1 and 1 + 3 are one sum; see ``fact_key``). Identity and
+small talk are trained behaviours: the evaluation prompts ask them too, marked ``held_out: false``, and the
+report counts them apart from the held-out facts.
 
     python benchmarks/make_sample_data.py [--identity ../shared/data/identity.json]
 
@@ -56,6 +59,26 @@ def items() -> dict[str, list[dict]]:
         "number_word": [{"a": str(i), "b": w} for i, w in enumerate(NUMBER_WORDS)],
     }
     return table
+
+
+# relations whose facts read the same in either order: a sum is one fact whichever operand comes first
+SYMMETRIC = {"sum": ("a", "c"), "opposite": ("a", "b")}
+
+
+def fact_key(relation: str, item: dict) -> tuple:
+    """What makes two items one fact: the relation and its operands, unordered for a symmetric relation."""
+    fields = SYMMETRIC.get(relation)
+    if fields:
+        return relation, tuple(sorted(item[f].lower() for f in fields))
+    return relation, item["a"].lower()
+
+
+def by_fact(relation: str, rows: list[dict]) -> list[list[dict]]:
+    """The items grouped by :func:`fact_key`, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for item in rows:
+        groups.setdefault(fact_key(relation, item), []).append(item)
+    return list(groups.values())
 
 
 def fill(template: str, item: dict) -> str:
@@ -125,21 +148,22 @@ def main(argv=None) -> None:
     sft, prompts, preference_prompts, sentences = [], [], [], []
     for relation, rows in items().items():
         questions, answer, sentence = RELATIONS[relation]
-        rows = rows[:]
-        rng.shuffle(rows)
-        held = max(2, round(len(rows) * args.heldout))
-        for_preferences = held + max(1, round(len(rows) * args.preference_share))
-        for k, item in enumerate(rows):
-            sentences.append(fill(sentence, item))
-            if k < held:  # asked only at evaluation time; known only from the pretraining text
-                prompts.append({"prompt": fill(rng.choice(questions), item), "reference": fill(answer, item),
-                                "kind": relation})
-            elif k < for_preferences:  # asked only when the SFT model's answers are ranked (the preferences stage)
-                preference_prompts += [{"prompt": fill(q, item), "reference": fill(answer, item), "kind": relation}
-                                       for q in questions]
-            else:
-                for q in questions:
-                    sft.append(turn(fill(q, item), fill(answer, item)))
+        facts = by_fact(relation, rows)
+        rng.shuffle(facts)
+        held = max(2, round(len(facts) * args.heldout))
+        for_preferences = held + max(1, round(len(facts) * args.preference_share))
+        for k, fact in enumerate(facts):
+            for item in fact:
+                sentences.append(fill(sentence, item))
+                if k < held:  # asked only at evaluation time; known only from the pretraining text
+                    prompts.append({"prompt": fill(rng.choice(questions), item), "reference": fill(answer, item),
+                                    "kind": relation, "held_out": True})
+                elif k < for_preferences:  # asked only when the SFT model's answers are ranked (preferences stage)
+                    preference_prompts += [{"prompt": fill(q, item), "reference": fill(answer, item),
+                                            "kind": relation} for q in questions]
+                else:
+                    for q in questions:
+                        sft.append(turn(fill(q, item), fill(answer, item)))
     identity = english_identity(args.identity)
     # the demo's first questions, in the phrasings people use, all answered with the configured identity
     identity += [turn(q, "I am {{name}}, an AI assistant developed by {{author}}.") for q in IDENTITY_QUESTIONS]
@@ -149,13 +173,14 @@ def main(argv=None) -> None:
     # identity and chat are weighted up: they are few, and the identity answer is the demo's first test
     sft = sft + identity * 4 + [turn(q, a) for q, a in CHAT] * 2
     rng.shuffle(sft)
-    held_chat = [{"prompt": "Who are you?", "reference": "I am {{name}}, an AI assistant developed by {{author}}.",
-                  "kind": "identity"},
-                 {"prompt": "What is your name?", "reference": "I am {{name}}, an AI assistant developed by {{author}}.",
-                  "kind": "identity"},
-                 {"prompt": "Thank you so much!", "reference": "You are welcome!", "kind": "chat"},
+    # trained behaviours, asked too but not held out: the identity questions are in the fine-tuning data word for
+    # word, the small talk in other words; the report counts them apart from the held-out facts
+    identity_answer = "I am {{name}}, an AI assistant developed by {{author}}."
+    held_chat = [{"prompt": "Who are you?", "reference": identity_answer, "kind": "identity", "held_out": False},
+                 {"prompt": "What is your name?", "reference": identity_answer, "kind": "identity", "held_out": False},
+                 {"prompt": "Thank you so much!", "reference": "You are welcome!", "kind": "chat", "held_out": False},
                  {"prompt": "Hello there, how are you today?", "reference": "I am fine, thank you. How can I help you?",
-                  "kind": "chat"}]
+                  "kind": "chat", "held_out": False}]
     prompts = held_chat + prompts
     # the pretraining text: paragraphs of 24 fact sentences, each fact in `--fact-rounds` differently shuffled
     # paragraphs so that a small model can learn it. Written as prose the default cleaner (web-quality rules)

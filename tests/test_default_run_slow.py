@@ -1,6 +1,6 @@
 """The real default pipeline, as `lmforge run` runs it, and the numbers that say each stage worked.
 
-Slow (four to five minutes on two idle CPU cores): CI runs it. The thresholds are below the numbers measured
+Slow (four to five minutes on two idle CPU cores, far longer on busy ones): CI runs it. The thresholds are below the numbers measured
 (docs/quickstart.md) so that they hold run to run; the numbers it reaches are printed (pytest -s) and are in
 the run's manifests.
 """
@@ -18,6 +18,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+COUNTS = ("eval/answers/right", "eval/answers/not_sure", "eval/answers/wrong", "eval/answers/n")
+RM_ACCURACY = 0.58  # measured 0.65 on 117 pairs of prompts it never saw (0.56 with pairs without greedy answers)
+
+
 def _metrics(run_dir, stage):
     return json.loads((run_dir / stage / "manifest.json").read_text())["metrics"]
 
@@ -32,9 +36,12 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     run = tmp_path / "default"
     base, sft, rm, aligned = (_metrics(run, s) for s in ("pretrainer", "finetuner", "reward_model", "aligner"))
     numbers = {"seconds": round(seconds), "base_val_loss": base["eval_loss"],
-               "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"], "sft_val_loss": sft["eval_loss"],
-               "sft_identity": sft["eval/answers/identity"], "rm_accuracy": rm["eval_accuracy"],
-               **{k.removeprefix("eval/answers/"): v for k, v in aligned.items() if k.startswith("eval/answers/")},
+               "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"],
+               "sft_val_loss": sft["eval_loss"], "sft_identity": sft["eval/answers/identity"],
+               "rm_accuracy": rm["eval_accuracy"],
+               **{"sft_" + k.removeprefix("eval/answers/"): sft[k] for k in COUNTS},
+               **{"aligned_" + k.removeprefix("eval/answers/"): v for k, v in aligned.items()
+                  if k.startswith("eval/answers/")},
                "win_rate": aligned["eval/win_rate/win_rate"]}
     print("default run:", json.dumps(numbers))
     # the base model continues with English words, not digit soup
@@ -42,16 +49,25 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     # fine-tuning made an assistant: it ends its turns, in English, and its held-out loss fell
     assert sft["eval_loss"] < base["eval_loss"]
     assert sft["eval/answers/ends_turn"] >= 0.9 and sft["eval/answers/english"] >= 0.8
-    # the reward model learnt the judge's preferences on held-out pairs (chance is 0.5)
-    assert rm["eval_accuracy"] >= 0.65
-    # alignment moved the model toward the preferences on held-out prompts (measured 0.70; 0.5 is no change):
-    # it says it is not sure more often where it does not know, and still ends its turns, in English
-    assert aligned["eval/win_rate/win_rate"] >= 0.55
-    assert aligned["eval/answers/not_sure"] > sft.get("eval/answers/not_sure", 0.0)
+    # the reward model learnt the judge's preferences on pairs of prompts it never saw (chance is 0.5)
+    assert rm["eval_accuracy"] >= RM_ACCURACY
+    # every answer row says whether its prompt is held out; the held-out ones are the bundled facts
+    run_prompts = [json.loads(line) for line in (run / "aligner" / "answers.jsonl").read_text().splitlines()]
+    assert run_prompts and all(isinstance(r["held_out"], bool) for r in run_prompts)
+    assert {r["kind"] for r in run_prompts if not r["held_out"]} == {"identity", "chat"}
+    held_n = sum(r["held_out"] for r in run_prompts)
+    assert sft["eval/answers/n"] == aligned["eval/answers/n"] == held_n
+    # alignment trades wrong answers for "I am not sure" on the held-out prompts (measured of 52: wrong 45 -> 29,
+    # not sure 5 -> 22) and keeps what SFT answers right -- all but one guess: measured right 2 -> 1 ("Add 7 and
+    # 0." -> "7 plus 0 is 8." in every DPO setting tried, docs/quickstart.md), so one answer of slack
+    assert aligned["eval/answers/right"] >= sft["eval/answers/right"] - 1
+    assert aligned["eval/answers/wrong"] <= sft["eval/answers/wrong"] - 8
+    assert aligned["eval/answers/not_sure"] >= sft["eval/answers/not_sure"] + 8
     assert aligned["eval/answers/ends_turn"] >= 0.9 and aligned["eval/answers/english"] >= 0.8
     assert aligned["eval/answers/identity"] >= 0.5
-    # every stage's effect is in the report, the same held-out prompts side by side
+    # the report leads with what the models answer; the win rate's judge learned from the aligner's own pairs
     report = (run / "report.md").read_text()
-    assert "## What each stage did" in report and "| Who are you? |" in report
-    answers = [json.loads(line) for line in (run / "aligner" / "answers.jsonl").read_text().splitlines()]
-    assert answers[0]["prompt"] == "Who are you?" and len(answers) == 55
+    assert report.index("## What the models answer") < report.index("## What each stage did")
+    assert "| finetuner | " in report and "| aligner | " in report and "**Not independent**" in report
+    assert "| Who are you? *(trained)* |" in report
+    assert json.loads((run / "aligner" / "win_rate.json").read_text())["independent"] is False

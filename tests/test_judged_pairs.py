@@ -31,6 +31,20 @@ def test_right_answers_beat_wrong_ones_and_not_sure_beats_answers_never_right():
         ("The capital of Kenya is Nairobi.", "The capital of Kenya is Paris.")]
 
 
+def test_a_right_greedy_answer_is_kept_over_not_sure_even_where_samples_miss():
+    # the samples never get it right, the greedy answer does: the model knows it, so hedging is the worse answer
+    sampled = [("The capital of Kenya is Paris.", True), ("The capital of Kenya is Rome.", True)]
+    greedy = ("The capital of Kenya is Nairobi.", True)
+    pairs, right = ranked_pairs(QUESTION, REFERENCE, sampled, UNSURE, 3, against_unsure=False, greedy=greedy,
+                                unsure_pairs=2)
+    assert right and pairs == [(greedy[0], UNSURE), (greedy[0], UNSURE), (greedy[0], "The capital of Kenya is Paris."),
+                               (greedy[0], "The capital of Kenya is Rome.")]
+    # a wrong greedy answer is one more wrong answer; without a right one, not sure is chosen
+    pairs, right = ranked_pairs(QUESTION, REFERENCE, sampled, UNSURE, 3, against_unsure=True,
+                                greedy=("The capital of Kenya is Lima.", True), unsure_pairs=2)
+    assert not right and [c for c, _ in pairs] == [UNSURE] * 3
+
+
 def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny_context, tmp_path):
     prompts = tmp_path / "questions.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import lmforge
 import pytest
@@ -13,8 +14,11 @@ from lmforge.plugins.evaluators.stage_effects import (
     abstains,
     english_share,
     is_correct,
+    judge_provenance,
     markdown_section,
     reference_score,
+    verdict_counts,
+    wilson_interval,
 )
 
 
@@ -39,18 +43,54 @@ def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():
     assert reference_score(unsure, None, question, True) <= reference_score(wrong, None, question, True)
 
 
-def test_bundled_preference_questions_are_new_to_fine_tuning_and_to_evaluation():
-    def rows(name):
-        return [json.loads(line) for line in open(lmforge.sample_data_path(name))]
+def _normalised(text: str) -> str:
+    """Case, punctuation and whitespace away, "+" read as "plus", a sum's operands in ascending order."""
+    words = " ".join(re.findall(r"[^\W_]+", text.lower().replace("+", " plus ")))
+    return re.sub(r"\b(\d+) (plus|and) (\d+)\b",
+                  lambda m: " ".join([min(m[1], m[3], key=int), m[2], max(m[1], m[3], key=int)]), words)
 
-    preference = {r["prompt"] for r in rows("preference_prompts.jsonl")}
-    trained = {r["messages"][0]["content"] for r in rows("sft.jsonl")}
-    held_out = {r["reference"] for r in rows("prompts.jsonl")}
-    assert len(preference) > 100 and not preference & trained
-    assert not {r["reference"] for r in rows("preference_prompts.jsonl")} & held_out
+
+def _sample_rows(name):
+    with open(lmforge.sample_data_path(name)) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_normaliser_sees_one_question_in_other_case_punctuation_and_operand_order():
+    assert _normalised("What is 3 + 1?") == _normalised("what is 1 plus 3") != _normalised("What is 1 plus 4?")
+    assert _normalised("3 plus 1 is 4.") == _normalised("1 plus 3 is 4")
+
+
+def test_held_out_prompts_share_no_question_or_fact_with_any_training_data():
+    prompts = _sample_rows("prompts.jsonl")
+    held = [r for r in prompts if r["held_out"]]
+    assert all(isinstance(r["held_out"], bool) for r in prompts) and len(held) >= 40
+    # the trained behaviours are asked too, marked as such
+    assert {r["kind"] for r in prompts if not r["held_out"]} == {"identity", "chat"}
+    questions, answers = set(), set()
+    for row in _sample_rows("sft.jsonl"):
+        questions |= {_normalised(m["content"]) for m in row["messages"] if m["role"] == "user"}
+        answers |= {_normalised(m["content"]) for m in row["messages"] if m["role"] == "assistant"}
+    for row in _sample_rows("preference_prompts.jsonl"):
+        questions.add(_normalised(row["prompt"]))
+        answers.add(_normalised(row["reference"]))
+    for pair in _sample_rows("preferences.jsonl"):
+        questions |= {_normalised(m["content"]) for m in pair["prompt"] if m["role"] == "user"}
+        answers.add(_normalised(pair["chosen"][-1]["content"]))
+    # no held-out question is asked in training, in any case, punctuation or operand order; and no training
+    # answer states a held-out fact (which catches the same fact asked in another phrasing)
+    assert not [r["prompt"] for r in held if _normalised(r["prompt"]) in questions]
+    assert not [r["reference"] for r in held if _normalised(r["reference"]) in answers]
+    # a sum is held out in both orders or in neither
+    sums = [r for r in held if r["kind"] == "sum"]
+    assert sums and all(_normalised(r["reference"]) not in answers for r in sums)
+    # the identity questions are trained behaviours: asked in fine-tuning word for word
+    assert all(_normalised(r["prompt"]) in questions for r in prompts if r["kind"] == "identity")
+
+
+def test_bundled_pairs_teach_the_unsure_reply_and_answering():
     # the fine-tuning data teaches the reply the preference pairs then choose where the model does not know
-    assert sum(abstains(r["messages"][-1]["content"]) for r in rows("sft.jsonl")) >= 200
-    pairs = rows("preferences.jsonl")
+    assert sum(abstains(r["messages"][-1]["content"]) for r in _sample_rows("sft.jsonl")) >= 200
+    pairs = _sample_rows("preferences.jsonl")
     assert any(abstains(p["chosen"][0]["content"]) for p in pairs)
     assert any(abstains(p["rejected"][0]["content"]) for p in pairs)
 
@@ -62,7 +102,7 @@ def test_english_share_uses_the_cleaners_language_id():
 
 def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_context, tmp_path):
     prompts = tmp_path / "held_out.jsonl"
-    rows = [{"prompt": "Who are you?", "reference": "I am {{name}}.", "kind": "identity"},
+    rows = [{"prompt": "Who are you?", "reference": "I am {{name}}.", "kind": "identity", "held_out": False},
             {"prompt": "What is 2 + 2?", "reference": "2 plus 2 is 4.", "kind": "sum"}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     artifact = tmp_path / "model"
@@ -74,6 +114,10 @@ def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_con
     assert metrics["prompts"] == 2 and 0.0 <= metrics["ends_turn"] <= 1.0 and metrics["identity"] == 0.0
     written = [json.loads(line) for line in (artifact / "answers.jsonl").read_text().splitlines()]
     assert [w["reference"] for w in written] == ["I am Forge.", "2 plus 2 is 4."]
+    assert [w["held_out"] for w in written] == [False, True]  # held out unless the prompt file says otherwise
+    # counts of the held-out answers for other code to read from the manifest; trained behaviours apart
+    assert metrics["n"] == metrics["held_out_n"] == 1 and metrics["trained_n"] == 1
+    assert metrics["right"] + metrics["not_sure"] + metrics["wrong"] == 1
     base = Answers({"prompts": str(prompts), "max_new_tokens": 4, "mode": "continuation"}).evaluate(
         artifact, {}, tiny_context)
     assert "ends_turn" not in base and "identity" not in base
@@ -107,6 +151,44 @@ def test_report_section_puts_stages_side_by_side(tmp_path):
     assert markdown_section(tmp_path, {"cleaner": {"metrics": {}}}) == ""
 
 
+def test_verdicts_and_their_wilson_intervals():
+    rows = [{"answer": "6 plus 7 is 13.", "correct": True}, {"answer": "I am not sure about that.", "correct": False},
+            {"answer": "6 plus 7 is 12.", "correct": False}, {"answer": "hi", "correct": None}]
+    assert verdict_counts(rows) == {"right": 1, "not_sure": 1, "wrong": 1, "n": 3}
+    low, high = wilson_interval(5, 10)
+    assert round(low, 3) == 0.237 and round(high, 3) == 0.763
+    assert wilson_interval(0, 10)[0] == 0.0 and round(wilson_interval(0, 10)[1], 3) == 0.278
+
+
+def test_report_leads_with_right_not_sure_wrong_and_flags_a_judge_that_shares_the_policys_labels(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("{}\n")
+    (tmp_path / "reward_model").mkdir()
+    (tmp_path / "reward_model" / "manifest.json").write_text(json.dumps({"inputs": {"data": {"path": str(pairs)}}}))
+    provenance = judge_provenance("stage:reward_model", str(tmp_path / "reward_model"), pairs)
+    assert provenance["independent"] is False and provenance["learned_from"] == str(pairs)
+    other = tmp_path / "other.jsonl"
+    other.write_text("{}\n{}\n")
+    assert judge_provenance("stage:reward_model", str(tmp_path / "reward_model"), other)["independent"] is True
+    assert judge_provenance("reference", "reference", pairs)["kind"] == "rule judge"
+    for stage, answers in (("finetuner", ["I am Forge.", "6 plus 7 is 13.", "6 plus 7 is 12."]),
+                           ("aligner", ["I am Forge.", "6 plus 7 is 13.", "I am not sure about that."])):
+        (tmp_path / stage).mkdir(exist_ok=True)
+        rows = [{"prompt": "Who are you?", "answer": answers[0], "correct": True, "held_out": False, "mode": "chat"},
+                {"prompt": "What is 6 + 7?", "answer": answers[1], "correct": True, "held_out": True, "mode": "chat"},
+                {"prompt": "What is 7 + 5?", "answer": answers[2], "correct": False, "held_out": True, "mode": "chat"}]
+        (tmp_path / stage / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "aligner" / "win_rate.json").write_text(json.dumps(provenance))
+    manifests = {"finetuner": {"metrics": {}}, "reward_model": {"metrics": {"eval_accuracy": 0.7}},
+                 "aligner": {"metrics": {"eval/win_rate/win_rate": 0.68, "eval/win_rate/pairs": 100}}}
+    section = markdown_section(tmp_path, manifests)
+    assert section.index("## What the models answer") < section.index("## What each stage did")
+    assert "| finetuner | 1/2 = 0.50 (0.09–0.91) | 0/2 = 0.00 (0.00–0.66) | 1/2 = 0.50 (0.09–0.91) | 1/1 = 1.00 (0.21–1.00) |" in section
+    assert "| aligner | 1/2 = 0.50 (0.09–0.91) | 1/2 = 0.50 (0.09–0.91) | 0/2 = 0.00 (0.00–0.66) |" in section
+    assert "0.68 of 100" in section and "**Not independent**" in section
+    assert "| Who are you? *(trained)* |" in section
+
+
 def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     cfg = lmforge.resolve_config(lmforge.compose([]))
     assert list(cfg["pipeline"]["stages"]) == ["cleaner", "tokenizer", "pretrainer", "finetuner", "preferences",
@@ -121,7 +203,5 @@ def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     assert dropped["aligner"]["data"] == lmforge.sample_data_path("preferences.jsonl")
     assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
     assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "win_rate"}
-    held_out = [json.loads(line) for line in open(lmforge.sample_data_path("prompts.jsonl"))]  # noqa: SIM115
-    trained = {json.loads(line)["messages"][0]["content"] for line in open(lmforge.sample_data_path("sft.jsonl"))}  # noqa: SIM115
-    facts = [r for r in held_out if r["kind"] not in ("identity", "chat")]
-    assert facts and not any(r["prompt"] in trained for r in facts)
+    # the reward model and the aligner hold pairs out by prompt (plugins/lib/training.py split_heldout)
+    assert cfg["reward_model"]["eval_fraction"] > 0

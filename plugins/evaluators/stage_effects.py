@@ -7,25 +7,34 @@ moves it toward what the judge prefers. So every model artifact is asked the sam
 base model as a plain continuation, the others through the chat template), and the report puts the answers
 side by side with the numbers that say whether each stage worked.
 
-Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators.py) put the numbers in the manifests:
+Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators/__init__.py) put the numbers in the manifests:
 
-* ``answers``: greedy answers to the held-out prompts (written to ``<artifact>/answers.jsonl``) plus
-  ``samples`` sampled answers per prompt. Metrics: ``identity`` (identity prompts whose greedy answer names
-  the configured identity), ``correct`` (greedy answers holding the reference's answer words), ``not_sure``
-  (greedy answers that are not right and say so: "I am not sure about that."), ``ends_turn``
-  (sampled answers that stop with an end-of-turn token), ``english`` (sampled answers that the cleaner's
-  language ID calls English), ``alpha_words`` (share of words made of letters: English words, not digit soup).
+* ``answers``: greedy answers to the evaluation prompts (written to ``<artifact>/answers.jsonl``, each row with
+  ``held_out: true|false``) plus ``samples`` sampled answers per prompt. Metrics: ``right``, ``not_sure``,
+  ``wrong`` and ``n`` (counts of the greedy answers to held-out prompts with a reference: holding the reference's
+  answer word; not right and saying so, "I am not sure about that."; the rest), ``correct`` (right / n),
+  ``held_out_n`` (held-out prompts), ``trained_right`` / ``trained_not_sure`` / ``trained_wrong`` / ``trained_n``
+  (the same for trained behaviours, prompts marked ``held_out: false``), ``identity`` (identity prompts whose
+  greedy answer names the configured identity), ``ends_turn`` (sampled answers that stop with an end-of-turn
+  token), ``english`` (sampled answers that the cleaner's language ID calls English), ``alpha_words`` (share of
+  words made of letters: English words, not digit soup).
 * ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
   a cached Hub id) on held-out prompts, judged by a reward model that did not train the policy (e.g. the run's
   ``reward_model`` stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties
-  counting half; sampled answers paired by index, or greedy ones with ``temperature: 0``.
+  counting half; sampled answers paired by index, or greedy ones with ``temperature: 0``. Held-out prompts only.
+  What the judge learned from goes to ``<artifact>/win_rate.json``: a reward model trained on the same pairs
+  file as the policy (by content) is marked ``independent: false``, and the report says so beside the number.
 
-``markdown_section(run_dir, manifests)`` returns the report section (plugins/report.py calls it).
+``markdown_section(run_dir, manifests)`` returns the report section (through the ``lmforge_report_sections``
+hook): first what each chat model answers -- right / not sure / wrong on held-out prompts with 95% Wilson
+intervals, trained behaviours apart, win rates with their judge's provenance -- then what each stage did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +105,18 @@ def alpha_word_share(texts: list[str]) -> float:
 
 
 def load_eval_prompts(path) -> list[dict]:
-    """Held-out prompts: {prompt, reference?, kind?} records (a plain prompt file gives prompts without references)."""
+    """Evaluation prompts: {prompt, reference?, kind?, held_out?} records (a plain prompt file gives prompts without
+    references). ``held_out: false`` marks a trained behaviour (a question the training data asks too, such as
+    the identity questions): answered and reported, never counted as held out. Default: held out."""
     from lmforge.plugins.lib.data import read_records
     from lmforge.plugins.lib.formats import load_prompts
 
     records = read_records(str(path))
     prompts = load_prompts(str(path))
     return [{"messages": p, "reference": r.get("reference") if isinstance(r, dict) else None,
-             "kind": r.get("kind", "") if isinstance(r, dict) else ""} for p, r in zip(prompts, records)]
+             "kind": r.get("kind", "") if isinstance(r, dict) else "",
+             "held_out": bool(r.get("held_out", True)) if isinstance(r, dict) else True}
+            for p, r in zip(prompts, records)]
 
 
 @dataclass
@@ -138,12 +151,15 @@ class Asking:
     stop_tokens: list[str]
 
 
-def held_out_asking(cfg: HeldOutAsking, context) -> Asking:
+def held_out_asking(cfg: HeldOutAsking, context, held_out_only: bool = False) -> Asking:
     sampler = _run_config(context, "sampler")
     system = sampler.get("system_prompt") if cfg.system_prompt == "auto" else cfg.system_prompt
     placeholders = cfg.placeholders if cfg.placeholders is not None else \
         dict(_run_config(context, "finetuner").get("placeholders") or {})
-    return Asking(prompts=load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit],
+    prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))
+    if held_out_only:
+        prompts = [p for p in prompts if p["held_out"]]
+    return Asking(prompts=prompts[: cfg.limit],
                   system_prompt=fill_placeholders(system, placeholders) if system else None,
                   placeholders=placeholders, stop_tokens=list(sampler.get("stop_tokens") or ["<|end|>"]))
 
@@ -208,22 +224,50 @@ class Answers(Evaluator):
             ends = [r["finish_reason"] == "stop" for r in sample_rows]
         for prompt, question, answer in zip(prompts, questions, greedy):
             reference = fill_placeholders(prompt["reference"], placeholders) if prompt["reference"] else None
-            rows.append({"prompt": question, "kind": prompt["kind"], "answer": answer, "reference": reference,
-                         "correct": is_correct(answer, reference, question) if reference else None})
+            rows.append({"prompt": question, "kind": prompt["kind"], "held_out": prompt["held_out"], "answer": answer,
+                         "reference": reference, "correct": is_correct(answer, reference, question) if reference else None})
         with open(Path(artifact) / ANSWERS_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps({**r, "mode": cfg.mode}, ensure_ascii=False) + "\n" for r in rows)
         metrics = {"english": english_share(sampled), "alpha_words": alpha_word_share(sampled),
                    "prompts": len(rows)}
         if ends:
             metrics["ends_turn"] = sum(ends) / len(ends)
-        scored = [r["correct"] for r in rows if r["correct"] is not None]
-        if scored and cfg.mode == "chat":
-            metrics["correct"] = sum(scored) / len(scored)
-            metrics["not_sure"] = sum(abstains(r["answer"]) for r in rows if r["correct"] is False) / len(scored)
+        metrics["held_out_n"] = sum(r["held_out"] for r in rows)
+        if cfg.mode == "chat":
+            metrics.update(verdict_counts([r for r in rows if r["held_out"]]))
+            trained = verdict_counts([r for r in rows if not r["held_out"]])
+            metrics.update({f"trained_{k}": v for k, v in trained.items()})
+            if metrics["n"]:
+                metrics["correct"] = metrics["right"] / metrics["n"]
         asked = [r for r in rows if r["kind"] == "identity"]
         if asked and identity and cfg.mode == "chat":
             metrics["identity"] = sum(identity.lower() in r["answer"].lower() for r in asked) / len(asked)
         return metrics
+
+
+VERDICTS = ("right", "not_sure", "wrong")
+
+
+def verdict(row: dict) -> str | None:
+    """right / not_sure / wrong for an answers row with a reference (None without one)."""
+    if row.get("correct") is None:
+        return None
+    return "right" if row["correct"] else "not_sure" if abstains(row["answer"]) else "wrong"
+
+
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    """{right, not_sure, wrong, n}: counts of the rows with a reference (n: their number)."""
+    verdicts = [v for v in map(verdict, rows) if v is not None]
+    return {**{v: verdicts.count(v) for v in VERDICTS}, "n": len(verdicts)}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% at the default z); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
 @dataclass
@@ -282,6 +326,39 @@ def _resolve_model(value: str, inputs: dict, context, key: str) -> str:
                           f"({', '.join(inputs) or 'none'}) nor a model directory or cached Hub id") from None
 
 
+WIN_RATE_FILE = "win_rate.json"
+
+
+def _file_digest(path) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def judge_provenance(setting: str, judge: str, policy_data) -> dict:
+    """What the win rate's judge learned from, beside what the policy learned from: a reward model trained on the
+    same labels as the policy (the same pairs file, by content) is not an independent judge."""
+    if judge == "reference":
+        return {"judge": setting, "kind": "rule judge", "learned_from": "the reference answers of the held-out prompts",
+                "independent": True}
+    manifest = Path(judge) / "manifest.json"
+    data = None
+    if manifest.is_file():
+        data = ((json.loads(manifest.read_text(encoding="utf-8")).get("inputs") or {}).get("data") or {}).get("path")
+    record = {"judge": setting, "kind": "reward model", "learned_from": data, "policy_learned_from":
+              str(Path(policy_data).resolve()) if policy_data else None, "independent": None}
+    if data and policy_data:
+        same = Path(data).resolve() == Path(policy_data).resolve() or \
+            (_file_digest(data) is not None and _file_digest(data) == _file_digest(policy_data))
+        record["independent"] = not same
+    return record
+
+
 class WinRate(Evaluator):
     """Win rate of this model over a baseline on held-out prompts, by a judge that did not train it."""
 
@@ -299,8 +376,10 @@ class WinRate(Evaluator):
         cfg = self.config
         baseline = _resolve_model(cfg.baseline, inputs, context, "baseline")
         judge = cfg.judge if cfg.judge == "reference" else _resolve_model(cfg.judge, inputs, context, "judge")
-        asking = held_out_asking(cfg, context)
+        asking = held_out_asking(cfg, context, held_out_only=True)
         prompts, placeholders, system = asking.prompts, asking.placeholders, asking.system_prompt
+        if not prompts:
+            raise ConfigError("evaluation.win_rate.prompts: no held-out prompt (every one is marked held_out: false)")
         drawn = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0, "n": cfg.samples} \
             if cfg.temperature > 0 else {"do_sample": False}  # temperature 0: one greedy answer per prompt
         params = GenerateParams(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, system_prompt=system,
@@ -321,6 +400,8 @@ class WinRate(Evaluator):
                     with_system_prompt(r["prompt"], system) + [{"role": "assistant", "content": r["completion"]}]
                     for r in rows]))
         outcome = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*scores)]
+        provenance = judge_provenance(cfg.judge, judge, inputs.get("data"))
+        (Path(artifact) / WIN_RATE_FILE).write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
         return {"win_rate": sum(outcome) / len(outcome), "pairs": len(outcome),
                 "score": sum(scores[0]) / len(outcome), "baseline_score": sum(scores[1]) / len(outcome)}
 
@@ -329,8 +410,6 @@ class WinRate(Evaluator):
 
 STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
     ("eval/answers/identity", "identity answered (greedy)"),
-    ("eval/answers/correct", "held-out answers correct (greedy)"),
-    ("eval/answers/not_sure", "held-out answers that say it is not sure (greedy)"),
     ("eval/answers/ends_turn", "sampled answers that end their turn"),
     ("eval/answers/english", "answers in English (language ID)"),
     ("eval/answers/alpha_words", "words made of letters"),
@@ -340,9 +419,8 @@ STAGE_NUMBERS = (  # (manifest metric, label) shown per stage when present
     ("pairs", "preference pairs made from its own answers"),
     ("answered_right", "questions it answered right at least once"),
     ("unsure_chosen", "pairs that prefer \"I am not sure\""),
-    ("eval_accuracy", "reward model held-out accuracy"),
+    ("eval_accuracy", "reward model accuracy on held-out prompts' pairs"),
     ("eval/reward_accuracy/accuracy", "reward model held-out accuracy"),
-    ("eval/win_rate/win_rate", "win rate over its input model"),
     ("eval/win_rate/score", "judge score"),
     ("eval/win_rate/baseline_score", "judge score of the input model"),
 )
@@ -356,8 +434,70 @@ def _cell(text: str, width: int = 90) -> str:
     return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")
 
 
+def _share(count: int, n: int) -> str:
+    """``count/n = share (95% CI low-high)`` with the Wilson interval."""
+    if not n:
+        return "–"
+    low, high = wilson_interval(count, n)
+    return f"{count}/{n} = {count / n:.2f} ({low:.2f}–{high:.2f})"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _win_rate_lines(run_dir: Path, manifests: dict[str, dict]) -> list[str]:
+    """One line per win rate: the number, what its judge learned from, and whether that is independent."""
+    lines = []
+    for stage, manifest in manifests.items():
+        value = (manifest.get("metrics") or {}).get("eval/win_rate/win_rate")
+        if not isinstance(value, (int, float)):
+            continue
+        pairs = (manifest.get("metrics") or {}).get("eval/win_rate/pairs")
+        judge = _read_json(run_dir / stage / WIN_RATE_FILE) or {}
+        count = int(pairs) if isinstance(pairs, (int, float)) else "?"
+        text = f"- **{stage}** beats its input model in {value:.2f} of {count} held-out answer pairs"
+        if judge.get("kind") == "rule judge":
+            text += f", judged by the rule judge (it learned nothing: it checks {judge['learned_from']})."
+        elif judge:
+            where = judge.get("learned_from") or "unknown pairs"
+            if Path(where).is_relative_to(run_dir.resolve()):
+                where = str(Path(where).relative_to(run_dir.resolve()))
+            text += f", judged by the reward model `{judge.get('judge')}`, trained on `{_cell(where, 120)}`"
+            if judge.get("independent") is False:
+                text += (". **Not independent**: the judge and this model learned from the same preference pairs, "
+                         "so this says how well the model fits those labels, not that its answers got better; "
+                         "the right / not sure / wrong counts above are the independent measure.")
+            elif judge.get("independent"):
+                text += ", pairs this model did not train on."
+            else:
+                text += "; what this model trained on is unknown, so independence is not checked."
+        else:
+            text += " (judge unknown)."
+        lines.append(text)
+    return lines
+
+
+def _answers_table(answers: dict[str, list[dict]]) -> list[str]:
+    """Right / not sure / wrong per chat model on held-out prompts, and trained behaviours right, with 95% CIs."""
+    chat = {stage: rows for stage, rows in answers.items() if rows and rows[0].get("mode", "chat") == "chat"}
+    if not chat:
+        return []
+    lines = ["| model | right (held out) | not sure | wrong | trained behaviours right |", "|---|---|---|---|---|"]
+    for stage, rows in chat.items():
+        held = verdict_counts([r for r in rows if r.get("held_out", True)])
+        trained = verdict_counts([r for r in rows if not r.get("held_out", True)])
+        lines.append(f"| {stage} | " + " | ".join(_share(held[v], held["n"]) for v in VERDICTS) +
+                     f" | {_share(trained['right'], trained['n'])} |")
+    return lines
+
+
 def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) -> str:
-    """The report section: per stage the numbers that say it worked, then the held-out answers side by side."""
+    """The report section: first what each chat model answers (right / not sure / wrong on held-out prompts, the
+    win rates with their judges), then per stage the numbers that say it worked, then the answers side by side."""
     run_dir = Path(run_dir)
     lines = []
     numbers = []
@@ -372,21 +512,33 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
         path = run_dir / stage / ANSWERS_FILE
         if path.is_file():
             answers[stage] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    if not numbers and not answers:
-        return ""
-    lines += ["## What each stage did", ""]
+    table, win_rates = _answers_table(answers), _win_rate_lines(run_dir, manifests)
+    if table or win_rates:
+        intro = ("Greedy answers to the evaluation prompts. *Held out*: every prompt not marked `held_out: false` "
+                 "(the bundled ones ask facts that no fine-tuning chat, preference question or pair asks, in any "
+                 "phrasing or operand order). *Trained behaviours* (`held_out: false`: identity, small talk) are "
+                 "asked in training too and counted apart. Each cell: count/n = share (95% Wilson interval).")
+        lines += ["## What the models answer", "", intro, ""]
+        lines += table + [""] if table else []
+        lines += win_rates + [""] if win_rates else []
+    if numbers or answers:
+        lines += ["## What each stage did", ""]
     if numbers:
         lines += ["| stage | measure | value |", "|---|---|---|", *numbers, ""]
     if answers:
         stages = list(answers)
         first = answers[stages[0]]
-        lines += ["Held-out prompts (never trained on), greedy answers; the base model continues the text as is.", "",
+        shown = [i for i, r in enumerate(first) if not r.get("held_out", True)] + \
+            [i for i, r in enumerate(first) if r.get("held_out", True)][:max_prompts]
+        lines += [("Greedy answers side by side (*trained* marks a trained behaviour, the rest are held out); the "
+                   "base model continues the text as is."), "",
                   "| prompt | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
-        for index, row in enumerate(first[:max_prompts]):
-            cells = [_cell(row["prompt"], 60)]
+        for index in shown:
+            row = first[index]
+            cells = [_cell(row["prompt"], 60) + ("" if row.get("held_out", True) else " *(trained)*")]
             for stage in stages:
                 rows = answers[stage]
                 cells.append(_cell(rows[index]["answer"]) if index < len(rows) else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""

@@ -13,6 +13,12 @@ you know, say so where your knowledge ends (the rule judge of plugins/evaluators
   its distinct wrong answers and over ``unsure_reply`` (it should not hedge what it knows);
 - never answered right: ``unsure_reply`` is chosen over up to ``wrong_per_question`` of its wrong answers.
 
+With ``greedy`` (the default) each question is also answered once greedily, the way the evaluators ask: a
+right greedy answer is the chosen one, paired against ``unsure_reply`` ``unsure_pairs`` times over (also on
+taught questions), so that the aligned model keeps answering what it already answers right -- without
+it, pairs that choose ``unsure_reply`` outnumber those that reject it and the policy learns to hedge where it
+knew.
+
 Questions come from ``prompts`` ({prompt, reference} records: questions the model was not fine-tuned on) and,
 optionally, ``known`` (chat data the model was fine-tuned on: ``known_questions`` of its questions, the last
 answer as the reference), so that answering what it was taught stays preferred -- half of those also get the
@@ -28,7 +34,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -48,30 +54,40 @@ class JudgedPairsParams:
     unsure_reply: str = "I am not sure about that."
     wrong_per_question: int = 3  # distinct wrong answers paired per question
     known_questions: int = 200  # questions drawn from the `known` input
+    greedy: bool = True  # also answer each question greedily; a right greedy answer is chosen over unsure_reply
+    unsure_pairs: int = 2  # (right greedy answer, unsure_reply) pairs per question the model answers right greedily
     seed: int | None = None  # None: the run's seed
 
     def __post_init__(self):
         at_least(self, 2, "samples")  # ranking needs at least two answers per question
         at_least(self, 1, "max_new_tokens", "batch_size", "wrong_per_question")
-        at_least(self, 0, "known_questions")
+        at_least(self, 0, "known_questions", "unsure_pairs")
         at_least(self, 0, "temperature", exclusive=True)  # sampled answers differ only above 0
         if not self.unsure_reply.strip():
             raise ParamError("unsure_reply: empty; it is the answer chosen where the model is never right")
 
 
 def ranked_pairs(question: str, reference: str, completions: list[tuple[str, bool]], unsure_reply: str,
-                 wrong_per_question: int, against_unsure: bool) -> tuple[list[tuple[str, str]], bool]:
-    """(chosen, rejected) answers to one question from its sampled (completion, ended its turn) answers, and
-    whether any answer was right."""
+                 wrong_per_question: int, against_unsure: bool, greedy: tuple[str, bool] | None = None,
+                 unsure_pairs: int = 1) -> tuple[list[tuple[str, str]], bool]:
+    """(chosen, rejected) answers to one question from its sampled (completion, ended its turn) answers and its
+    greedy answer, if asked; and whether any answer was right. A right greedy answer is the chosen one, paired
+    with ``unsure_reply`` ``unsure_pairs`` times whatever ``against_unsure`` says."""
     from lmforge.plugins.evaluators.stage_effects import abstains, is_correct
 
-    right = [text for text, ended in completions if ended and is_correct(text, reference, question)]
+    def is_right(text: str, ended: bool) -> bool:
+        return ended and is_correct(text, reference, question)
+
+    completions = completions + ([greedy] if greedy else [])
+    right = [text for text, ended in completions if is_right(text, ended)]
     wrong = list(dict.fromkeys(text for text, _ in completions
                                if text.strip() and text not in right and not abstains(text)))
     if not right:
         return [(unsure_reply, text) for text in wrong[:wrong_per_question]], False
-    best = Counter(right).most_common(1)[0][0]
-    unsure = [(best, unsure_reply)] if against_unsure and not abstains(reference) else []
+    known = bool(greedy) and is_right(*greedy)
+    best = greedy[0] if known else Counter(right).most_common(1)[0][0]
+    times = unsure_pairs if known else 1 if against_unsure else 0
+    unsure = [(best, unsure_reply)] * times if not abstains(reference) else []
     return unsure + [(best, text) for text in wrong[:wrong_per_question]], True
 
 
@@ -120,6 +136,7 @@ class JudgedPairs(Sampler):
         return asked
 
     def run(self, inputs, output_dir, context):
+        from lmforge.plugins.evaluators.stage_effects import is_correct
         from lmforge.plugins.lib.generation import GenerateParams, sample
         from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, seed_everything
 
@@ -131,17 +148,24 @@ class JudgedPairs(Sampler):
         params = GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                 system_prompt=cfg.system_prompt)
-        rows = sample(model, load_tokenizer(inputs["model"]), [[{"role": "user", "content": q}] for q, _, _ in asked],
-                      params, progress=not context.quiet)
+        tokenizer, chats = load_tokenizer(inputs["model"]), [[{"role": "user", "content": q}] for q, _, _ in asked]
+        rows = sample(model, tokenizer, chats, params, progress=not context.quiet)
         by_question: dict[int, list[tuple[str, bool]]] = {}
         for row in rows:
             by_question.setdefault(row["index"], []).append((row["completion"], row["finish_reason"] == "stop"))
+        greedy: dict[int, tuple[str, bool]] = {}
+        if cfg.greedy:
+            plain = replace(params, do_sample=False, n=1)
+            greedy = {row["index"]: (row["completion"], row["finish_reason"] == "stop")
+                      for row in sample(model, tokenizer, chats, plain, progress=False)}
         system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-        pairs, right_once = [], 0
+        pairs, right_once, greedy_right = [], 0, 0
         for index, (question, reference, taught) in enumerate(asked):
             ranked, answered = ranked_pairs(question, reference, by_question.get(index, []), cfg.unsure_reply,
-                                            cfg.wrong_per_question, against_unsure=not taught or index % 2 == 0)
+                                            cfg.wrong_per_question, against_unsure=not taught or index % 2 == 0,
+                                            greedy=greedy.get(index), unsure_pairs=cfg.unsure_pairs)
             right_once += answered
+            greedy_right += index in greedy and greedy[index][1] and is_correct(greedy[index][0], reference, question)
             pairs += [{"prompt": system + [{"role": "user", "content": question}],
                        "chosen": [{"role": "assistant", "content": chosen}],
                        "rejected": [{"role": "assistant", "content": rejected}]} for chosen, rejected in ranked]
@@ -155,5 +179,6 @@ class JudgedPairs(Sampler):
         with open(output_dir / "preferences.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs)
         context.log_metrics({"questions": len(asked), "pairs": len(pairs), "answered_right": right_once / len(asked),
+                             "greedy_right": greedy_right,
                              "unsure_chosen": sum(p["chosen"][0]["content"] == cfg.unsure_reply for p in pairs)})
         return output_dir
