@@ -56,7 +56,8 @@ def evaluation_items(evaluator) -> list[str] | None:
         from lmforge.plugins.evaluators.stage_effects import load_eval_prompts  # it imports this package
 
         prompts = load_eval_prompts(cfg.prompts or sample_data_path("prompts.jsonl"))[: cfg.limit]
-        return [p["messages"][-1]["content"] for p in prompts]
+        # trained behaviours (identity, small talk: `held_out: false`) are asked on purpose, not held out
+        return [p["messages"][-1]["content"] for p in prompts if p.get("held_out", True)]
     if name == "gsm8k":
         return [str(r.get("question", "")) for r in read_records(cfg.data)[: cfg.limit]]
     if name == "reward_accuracy":

@@ -42,7 +42,7 @@ from pathlib import Path
 from lmforge import Evaluator
 from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError, MissingArtifact
-from lmforge.plugins.lib.models import seed_everything
+from lmforge.plugins.lib.models import pad_token_id, seed_everything
 
 ANSWERS_FILE = "answers.jsonl"
 WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
@@ -176,7 +176,7 @@ def continuation(model, tokenizer, texts: list[str], max_new_tokens: int, batch_
     import torch
     from lmforge.plugins.lib.generation import left_padded
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     out = []
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
