@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import lmforge
     from lmforge.plugins.finetuners.sft import SFTFinetuner
-    from lmforge.plugins.lib.generation import GenerateParams, encode_prompt, eos_token_ids, sample
+    from lmforge.plugins.lib.generation import GenerateConfig, encode_prompt, eos_token_ids, sample
     from lmforge.plugins.pretrainers.hf_trainer import build_model_config
     from lmforge.plugins.retrieval.context_qa import answered, write_context_qa
     from lmforge.plugins.retrieval.when_unsure import (
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     heldout = [json.loads(x) for x in (root / "data" / "heldout.jsonl").read_text().splitlines()]
     known = [json.loads(x) for x in (root / "data" / "known.jsonl").read_text().splitlines()]
-    gen = GenerateParams(do_sample=False, max_new_tokens=24, batch_size=16)
+    gen = GenerateConfig(do_sample=False, max_new_tokens=24, batch_size=16)
     retriever = build_retriever({"name": "bm25", "collection": str(root / "data" / "documents")})
 
     def accuracy(rows, qas):

@@ -110,7 +110,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recorder = Recorder("sampler", packages=("lmforge", "torch", "transformers", "openai"))
     import torch
-    from lmforge.plugins.lib.generation import GenerateParams, generate_kwargs, sample
+    from lmforge.plugins.lib.generation import GenerateConfig, generate_kwargs, sample
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.threads:
@@ -122,7 +122,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval().to(device)
     prompts = load_questions(args.prompts)
-    settings = GenerateParams(max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size,
+    settings = GenerateConfig(max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size,
                               system_prompt=None)
     kwargs = generate_kwargs(settings, tokenizer)
     print(f"model {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params) on {device}, "

@@ -28,7 +28,7 @@ import json
 import random
 from pathlib import Path
 
-from lmforge.plugins.feedback.judged_pairs import JudgedPairsParams
+from lmforge.plugins.feedback.judged_pairs import JudgedPairsConfig
 
 OUT = Path(__file__).resolve().parents[1] / "core" / "sample_data"
 FACTS_SOURCE = "lmforge facts"
@@ -103,7 +103,7 @@ def turn(question: str, answer: str) -> dict:
 # them teaches the reply; the preference pairs then teach *when* (the `preferences` stage, plugins/feedback/
 # judged_pairs.py: on questions the model never answers right, its unsure reply -- this one -- is chosen over
 # its wrong answers; where it does, its right answer over the unsure reply).
-NOT_SURE = JudgedPairsParams.unsure_reply
+NOT_SURE = JudgedPairsConfig.unsure_reply
 UNKNOWABLE = {
     "capital": ["Bolivia", "Nepal", "Mongolia", "Ghana", "Laos", "Fiji", "Oman", "Chad", "Mali", "Latvia", "Estonia",
                 "Iceland", "Jamaica", "Panama", "Uruguay"],

@@ -84,7 +84,7 @@ class TensorBoardTracker:
 
 
 @dataclasses.dataclass
-class WandbParams:
+class WandbConfig:
     project: str = "lmforge"
     entity: str | None = None
     mode: str = "offline"  # offline (sync later with `wandb sync`), online, disabled; WANDB_MODE wins when set
@@ -94,14 +94,14 @@ class WandbParams:
 class WandbTracker:
     """Weights & Biases: one wandb run per lmforge run, the resolved config as its config, offline by default."""
 
-    config_class = WandbParams
+    config_class = WandbConfig
 
-    def __init__(self, run_dir: Path, run_name: str, params: WandbParams | None = None, config: dict | None = None):
+    def __init__(self, run_dir: Path, run_name: str, params: WandbConfig | None = None, config: dict | None = None):
         try:
             import wandb
         except ImportError:
             raise ConfigError("run.trackers: 'wandb' needs the wandb package (pip install 'lmforge[track]')") from None
-        params = params or WandbParams()
+        params = params or WandbConfig()
         self.run = wandb.init(project=params.project, entity=params.entity, name=run_name, dir=str(run_dir),
                               config=config or {}, tags=params.tags or None,
                               mode=os.environ.get("WANDB_MODE", params.mode), reinit="create_new",
@@ -125,7 +125,7 @@ class WandbTracker:
 
 
 @dataclasses.dataclass
-class TrackioParams:
+class TrackioConfig:
     project: str = "lmforge"
     space_id: str | None = None  # None: local only (the dashboard reads the local database)
 
@@ -133,16 +133,16 @@ class TrackioParams:
 class TrackioTracker:
     """Trackio, the local-first tracker: one trackio run per lmforge run, with the resolved config."""
 
-    config_class = TrackioParams
+    config_class = TrackioConfig
 
-    def __init__(self, run_dir: Path, run_name: str, params: TrackioParams | None = None,
+    def __init__(self, run_dir: Path, run_name: str, params: TrackioConfig | None = None,
                  config: dict | None = None):
         try:
             import trackio
         except ImportError:
             raise ConfigError("run.trackers: 'trackio' needs the trackio package (pip install 'lmforge[track]')") \
                 from None
-        params = params or TrackioParams()
+        params = params or TrackioConfig()
         self.trackio = trackio
         with _chatter_to_log():
             self.run = trackio.init(project=params.project, name=run_name, space_id=params.space_id,

@@ -143,15 +143,15 @@ def test_online_aligners_read_prompts_and_rewards_one_way(tiny_model_dir):
     """PPO, GRPO and RLOO take the same prompt and reward keys, in the same form, and the same prompts."""
     from dataclasses import fields
 
-    from lmforge.plugins.aligners.grpo import GRPOParams
+    from lmforge.plugins.aligners.grpo import GRPOConfig
     from lmforge.plugins.aligners.online_rl import PromptsAndRewards, online_prompts
-    from lmforge.plugins.aligners.ppo import PPOParams
-    from lmforge.plugins.aligners.rloo import RLOOParams
+    from lmforge.plugins.aligners.ppo import PPOConfig
+    from lmforge.plugins.aligners.rloo import RLOOConfig
     from transformers import AutoTokenizer
 
     shared = {f.name for f in fields(PromptsAndRewards)}
     assert {"rewards", "reward_params", "system_prompt", "prompt_field", "max_prompt_length"} <= shared
-    for params in (PPOParams, GRPOParams, RLOOParams):
+    for params in (PPOConfig, GRPOConfig, RLOOConfig):
         assert shared <= {f.name for f in fields(params)}
     for name in ("ppo", "grpo", "rloo"):
         cfg = lmforge.compose([f"aligner={name}", "aligner.rewards=[gsm8k_answer,format:0.2]",

@@ -11,7 +11,7 @@ import time
 import lmforge
 import pytest
 from lmforge.errors import ConfigError, DataError
-from lmforge.plugins.finetuners.sft import SFTFinetuner, SFTParams, build_trainer
+from lmforge.plugins.finetuners.sft import SFTFinetuner, SFTConfig, build_trainer
 
 SYSTEM = "You are {{name}}, a small assistant made by {{author}}."
 PLACEHOLDERS = {"name": "Forge", "author": "the lmforge project"}
@@ -51,7 +51,7 @@ def _expected_mask(tokenizer, text, spans):
 
 def test_labels_cover_only_assistant_content_and_end_of_turn(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}] * 2)
-    cfg = SFTParams(system_prompt=SYSTEM, placeholders=PLACEHOLDERS, max_length=512, save_steps=0)
+    cfg = SFTConfig(system_prompt=SYSTEM, placeholders=PLACEHOLDERS, max_length=512, save_steps=0)
     trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
                                           _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
@@ -84,7 +84,7 @@ def test_labels_cover_only_assistant_content_and_end_of_turn(tiny_model_dir, tin
 
 def test_completion_only_loss_on_text_prompt_completion(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "pc.jsonl", [{"prompt": "The capital of France is", "completion": "Paris."}] * 2)
-    cfg = SFTParams(prompt_completion="text", max_length=64, save_steps=0)
+    cfg = SFTConfig(prompt_completion="text", max_length=64, save_steps=0)
     trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
                                           _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
@@ -96,7 +96,7 @@ def test_completion_only_loss_on_text_prompt_completion(tiny_model_dir, tiny_con
 
 def test_completion_only_loss_on_chat_prompt_completion(tiny_model_dir, tiny_context, tmp_path):
     data = _jsonl(tmp_path / "pc.jsonl", [{"prompt": "Name a colour.", "completion": "Blue."}] * 2)
-    cfg = SFTParams(max_length=64, save_steps=0)
+    cfg = SFTConfig(max_length=64, save_steps=0)
     trainer, tokenizer, _ = build_trainer(cfg, {"model": tiny_model_dir, "data": data},
                                           _context(tiny_context, tmp_path))
     row = trainer.train_dataset[0]
@@ -116,16 +116,16 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
                              {"role": "assistant", "content": long_reply}]}]
     data = _jsonl(tmp_path / "mixed_len.jsonl", records)
     inputs = {"model": tiny_model_dir, "data": data}
-    trainer, _, stats = build_trainer(SFTParams(max_length=32, save_steps=0), inputs,
+    trainer, _, stats = build_trainer(SFTConfig(max_length=32, save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
     # keep_start never cuts a reply's end of turn: a single exchange too long to fit is dropped and counted
     assert stats["dropped_too_long"] == 1 and stats["cut_prompt_side"] == 0 and len(trainer.train_dataset) == 1
-    trainer, _, stats = build_trainer(SFTParams(max_length=32, truncation="drop", save_steps=0), inputs,
+    trainer, _, stats = build_trainer(SFTConfig(max_length=32, truncation="drop", save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
     assert stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 1
     only_long = _jsonl(tmp_path / "long.jsonl", records[1:])
     with pytest.raises(DataError, match=r"every example is longer than finetuner.max_length=32"):
-        build_trainer(SFTParams(max_length=32, truncation="drop"),
+        build_trainer(SFTConfig(max_length=32, truncation="drop"),
                       {"model": tiny_model_dir, "data": only_long}, _context(tiny_context, tmp_path))
 
 
@@ -142,7 +142,7 @@ def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp
 def test_packing_keeps_examples_apart(tiny_model_dir, tiny_context, tmp_path, real_data):
     import torch
 
-    cfg = SFTParams(packing=True, max_length=1024, batch_size=1, save_steps=0, placeholders=PLACEHOLDERS)
+    cfg = SFTConfig(packing=True, max_length=1024, batch_size=1, save_steps=0, placeholders=PLACEHOLDERS)
     trainer, _, stats = build_trainer(cfg, {"model": tiny_model_dir, "data": real_data / "identity.json"},
                                       _context(tiny_context, tmp_path))
     assert stats["train_rows"] < stats["train_examples"]  # several conversations share a row

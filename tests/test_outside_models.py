@@ -84,7 +84,7 @@ def gpt2_style_dir(tmp_path_factory):
 def test_gpt2_style_model_has_no_template_and_sft_says_how_to_add_one(gpt2_style_dir, fake_hub, tiny_context,
                                                                       tmp_path):
     from lmforge.errors import ConfigError
-    from lmforge.plugins.finetuners.sft import SFTParams, build_trainer
+    from lmforge.plugins.finetuners.sft import SFTConfig, build_trainer
     from lmforge.plugins.lib.models import load_tokenizer
 
     assert load_tokenizer(gpt2_style_dir).chat_template is None
@@ -93,7 +93,7 @@ def test_gpt2_style_model_has_no_template_and_sft_says_how_to_add_one(gpt2_style
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
     with pytest.raises(ConfigError, match="finetuner.chat_template"):
-        build_trainer(SFTParams(save_steps=0), {"model": "org/tiny-gpt2", "data": data}, tiny_context)
+        build_trainer(SFTConfig(save_steps=0), {"model": "org/tiny-gpt2", "data": data}, tiny_context)
 
 
 @pytest.mark.parametrize("preset, end", [("chatml", "<|im_end|>"), ("lmforge", "<|end|>")])
@@ -151,7 +151,7 @@ def test_saved_generation_config_lists_end_of_turn_beside_eos(tiny_model_dir, tm
 
 
 def test_keep_start_cuts_earlier_turns_never_the_end_of_turn(tiny_model_dir, tiny_context, tmp_path):
-    from lmforge.plugins.finetuners.sft import SFTParams, build_trainer
+    from lmforge.plugins.finetuners.sft import SFTConfig, build_trainer
 
     long = " ".join(["word"] * 60)
     records = [
@@ -164,7 +164,7 @@ def test_keep_start_cuts_earlier_turns_never_the_end_of_turn(tiny_model_dir, tin
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     context = lmforge_context(tiny_context, tmp_path)
-    trainer, tokenizer, stats = build_trainer(SFTParams(max_length=48, save_steps=0), {"model": tiny_model_dir,
+    trainer, tokenizer, stats = build_trainer(SFTConfig(max_length=48, save_steps=0), {"model": tiny_model_dir,
                                                                                         "data": data}, context)
     assert stats["cut_prompt_side"] == 1 and stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 2
     end = tokenizer.convert_tokens_to_ids("<|end|>")
@@ -194,9 +194,9 @@ def test_no_identity_unless_the_config_asks():
     assert own.sampler.get("system_prompt") is None
     demo = lmforge.compose([])  # the bundled demo asks for its identity explicitly
     assert "{{name}}" in demo.finetuner.system_prompt and demo.finetuner.placeholders.name == "Forge"
-    from lmforge.plugins.finetuners.sft import SFTParams, load_examples
+    from lmforge.plugins.finetuners.sft import SFTConfig, load_examples
 
-    examples, _ = load_examples(lmforge.sample_data_path("sft.jsonl"), SFTParams())
+    examples, _ = load_examples(lmforge.sample_data_path("sft.jsonl"), SFTConfig())
     assert all(m["role"] != "system" for e in examples for m in e["messages"])
 
 

@@ -89,13 +89,13 @@ def test_http_retriever_against_a_local_service(search_service):
 
 
 def test_retrieval_fires_above_the_threshold_only_and_passages_reach_the_prompt(varied_model_dir, collection):
-    from lmforge.plugins.lib.generation import GenerateParams, sample
+    from lmforge.plugins.lib.generation import GenerateConfig, sample
     from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer
     from lmforge.plugins.retrieval.when_unsure import RetrievalConfig, build_retriever, sample_when_unsure
 
     tokenizer, model = load_tokenizer(varied_model_dir), load_causal_lm(varied_model_dir).eval()
     prompts = [[{"role": "user", "content": "What is the capital of Velmora?"}]]
-    gen = GenerateParams(do_sample=False, max_new_tokens=8)
+    gen = GenerateConfig(do_sample=False, max_new_tokens=8)
     retriever = build_retriever({"name": "bm25", "collection": str(collection)})
     probe = sample_when_unsure(model, tokenizer, prompts, gen, RetrievalConfig(retriever="unused", threshold=1e9),
                                retriever)

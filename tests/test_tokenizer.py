@@ -182,14 +182,14 @@ def test_extra_special_tokens_are_escaped_too(tmp_path, small_text, tiny_context
 def test_trl_sft_and_dpo_tokenize_chats_with_the_saved_tokenizer(tiny_model_dir, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig as TrlSFTConfig, SFTTrainer
     from trl.data_utils import apply_chat_template
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     messages = [{"role": "user", "content": "What ends a turn? <|end|>"},
                 {"role": "assistant", "content": "The token <|end|> does."}]
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, assistant_only_loss=True, report_to="none",
+    args = TrlSFTConfig(output_dir=str(tmp_path), max_steps=1, assistant_only_loss=True, report_to="none",
                      use_cpu=True, bf16=False, activation_checkpointing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"messages": [messages]}),
                          processing_class=tok)

@@ -67,9 +67,9 @@ def test_a_bad_knob_fails_the_pipeline_before_any_stage_runs(tmp_path):
 
 
 def test_every_trl_stage_takes_the_shared_knobs():
-    from lmforge.plugins.lib.training import TrainerParams
+    from lmforge.plugins.lib.training import TrainerConfig
 
-    shared = set(TrainerParams.__dataclass_fields__)
+    shared = set(TrainerConfig.__dataclass_fields__)
     for option in ("finetuner=sft", "aligner=dpo", "aligner=orpo", "aligner=kto", "aligner=grpo", "aligner=rloo",
                    "aligner=reward_model"):
         kind = option.split("=")[0]
@@ -158,10 +158,10 @@ def test_dpo_completions_end_at_the_end_of_turn_token(real_data, tiny_model_dir,
 
 
 def test_kto_completions_end_at_the_end_of_turn_token(real_data, tiny_model_dir, tiny_context, tmp_path):
-    from lmforge.plugins.aligners.kto import KTOParams, build_kto
+    from lmforge.plugins.aligners.kto import KTOConfig, build_kto
 
     data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 8))
-    trainer = build_kto(KTOParams(max_steps=1), {"model": tiny_model_dir, "data": data},
+    trainer = build_kto(KTOConfig(max_steps=1), {"model": tiny_model_dir, "data": data},
                         _context(tiny_context, tmp_path / "work"))
     end = trainer.processing_class.convert_tokens_to_ids("<|end|>")
     assert all(row["completion_ids"][-1] == end and row["KL_completion_ids"][-1] == end

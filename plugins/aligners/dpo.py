@@ -20,7 +20,7 @@ from lmforge.plugins.lib.formats import preferences_for
 
 
 @dataclass
-class DPOParams(training.TrainerParams):
+class DPOConfig(training.TrainerConfig):
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # any of TRL's DPO loss types
     loss_weights: list[float] | None = None  # one per loss_type when combining several (e.g. MPO)
@@ -28,7 +28,7 @@ class DPOParams(training.TrainerParams):
     format: str = "auto"
 
 
-def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=None, **algorithm):
+def build_dpo(cfg: DPOConfig, inputs, context, config_class=None, trainer_class=None, **algorithm):
     """A ``DPOTrainer`` (or a subclass and its config, for DPO-family aligners) on the preference pairs."""
     from datasets import Dataset
 
@@ -50,7 +50,7 @@ def build_dpo(cfg: DPOParams, inputs, context, config_class=None, trainer_class=
 class DPOAligner(Aligner):
     """DPO against the frozen input model."""
 
-    config_class = DPOParams
+    config_class = DPOConfig
 
     run = training.run_trainer(build_dpo)
     check_data = training.check_preference_data

@@ -34,7 +34,7 @@ from lmforge.plugins.lib import training
 
 
 @dataclass
-class OnlineRLParams(training.TrainerParams, PromptsAndRewards):
+class OnlineRLConfig(training.TrainerConfig, PromptsAndRewards):
     batch_size: int = 8  # completions per device step: a multiple of num_generations
     learning_rate: float = 1e-5
     num_generations: int = 4  # completions sampled per prompt (the group)
@@ -55,12 +55,12 @@ class OnlineRLParams(training.TrainerParams, PromptsAndRewards):
 
 
 @dataclass
-class GRPOParams(OnlineRLParams):
+class GRPOConfig(OnlineRLConfig):
     loss_type: str = "dapo"  # grpo | dapo | dr_grpo | bnpo | ... (TRL's GRPO loss types)
     scale_rewards: str = "group"  # group | batch | none
 
 
-def build_online_rl(cfg: OnlineRLParams, inputs, context, trainer: str, **algorithm):
+def build_online_rl(cfg: OnlineRLConfig, inputs, context, trainer: str, **algorithm):
     """A GRPO-family trainer (``trainer``: TRL's ``GRPO``, ``RLOO`` …): prompts with their columns, reward
     functions, the reference, the shared and sampling knobs."""
     import trl
@@ -90,7 +90,7 @@ def build_online_rl(cfg: OnlineRLParams, inputs, context, trainer: str, **algori
 class GRPOAligner(Aligner):
     """GRPO: sample a group per prompt, score with reward functions, reinforce the better-than-group."""
 
-    config_class = GRPOParams
+    config_class = GRPOConfig
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     run = training.run_trainer(lambda cfg, inputs, context: build_online_rl(

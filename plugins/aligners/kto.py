@@ -66,7 +66,7 @@ def _text_fields(record: dict, where: str) -> dict[str, str]:
 
 
 @dataclass
-class KTOParams(training.TrainerParams):
+class KTOConfig(training.TrainerConfig):
     batch_size: int = 4  # at least 2: KTO estimates its KL term from mismatched pairs within a batch
     beta: float = 0.1
     desirable_weight: float = 1.0
@@ -82,14 +82,15 @@ class KTOParams(training.TrainerParams):
                               "KL estimate")
 
 
-def build_kto(cfg: KTOParams, inputs, context):
+def build_kto(cfg: KTOConfig, inputs, context):
     from datasets import Dataset
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig as TrlKTOConfig
+    from trl import KTOTrainer
 
     tokenizer = training.tokenizer_for(inputs["model"], cfg)
     dataset = Dataset.from_list(load_feedback(inputs["data"], cfg.format, tokenizer))
     dataset, heldout = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
-    args = KTOConfig(**training.trainer_arguments(
+    args = TrlKTOConfig(**training.trainer_arguments(
         cfg, context, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
         undesirable_weight=cfg.undesirable_weight, loss_type=cfg.loss_type, max_length=cfg.max_length))
     return training.reference_trainer(KTOTrainer, args, cfg, inputs, context, tokenizer, dataset, heldout,
@@ -99,6 +100,6 @@ def build_kto(cfg: KTOParams, inputs, context):
 class KTOAligner(Aligner):
     """KTO against the frozen input model."""
 
-    config_class = KTOParams
+    config_class = KTOConfig
 
     run = training.run_trainer(build_kto)

@@ -4,7 +4,7 @@ Why one module: the three sample answers to prompts and score them, so they shou
 put the same system turn in front of it, fit it to the same length and score it with the same reward
 functions — ``aligner=ppo`` and ``aligner=grpo`` take one config form and one data file. The pieces:
 
-* **Params** (:class:`PromptsAndRewards`): ``rewards`` (reward functions as ``NAME`` or ``NAME:WEIGHT``),
+* **Parameters** (:class:`PromptsAndRewards`): ``rewards`` (reward functions as ``NAME`` or ``NAME:WEIGHT``),
   ``reward_params``, ``reward_model_weight``, ``system_prompt``, ``prompt_field``, ``format`` and
   ``max_prompt_length``; each aligner's params dataclass takes these fields and checks them with
   :func:`check_prompts_and_rewards`.

@@ -19,7 +19,7 @@ from lmforge.plugins.lib.formats import preferences_for
 
 
 @dataclass
-class ORPOParams(training.TrainerParams):
+class ORPOConfig(training.TrainerConfig):
     beta: float = 0.1  # weight of the odds-ratio term (lambda in the paper)
     max_length: int = 256
     max_prompt_length: int = 128  # longer prompts lose their oldest turns / first tokens (see online_rl.fit_prompt)
@@ -32,9 +32,10 @@ class ORPOParams(training.TrainerParams):
                               f"within max_length {self.max_length}")
 
 
-def build_orpo(cfg: ORPOParams, inputs, context):
+def build_orpo(cfg: ORPOConfig, inputs, context):
     from datasets import Dataset
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    from trl.experimental.orpo import ORPOConfig as TrlORPOConfig
+    from trl.experimental.orpo import ORPOTrainer
 
     tokenizer = training.tokenizer_for(inputs["model"], cfg)
     pairs = preferences_for(tokenizer, inputs["data"], cfg.format)  # plain strings for a model with no template
@@ -43,7 +44,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
         pair["prompt"] = fit_prompt(pair["prompt"], tokenizer, cfg.max_prompt_length)
     dataset, heldout = training.split_heldout(Dataset.from_list(pairs), cfg.eval_fraction, context.seed,
                                               inputs["data"])
-    args = ORPOConfig(**training.trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
+    args = TrlORPOConfig(**training.trainer_arguments(cfg, context, beta=cfg.beta, max_length=cfg.max_length))
     model = training.load_trained_model(inputs["model"], cfg, context, tokenizer=tokenizer)
     return ORPOTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=heldout,
                        processing_class=tokenizer, peft_config=training.peft_config(cfg))
@@ -52,7 +53,7 @@ def build_orpo(cfg: ORPOParams, inputs, context):
 class ORPOAligner(Aligner):
     """ORPO: preference alignment without a reference model."""
 
-    config_class = ORPOParams
+    config_class = ORPOConfig
 
     run = training.run_trainer(build_orpo)
     check_data = training.check_preference_data

@@ -62,7 +62,7 @@ STATE_FILE = "ppo_state.json"
 
 
 @dataclass
-class PPOParams(PromptsAndRewards):  # rewards, reward_params, reward_model_weight, system_prompt, prompt_field,
+class PPOConfig(PromptsAndRewards):  # rewards, reward_params, reward_model_weight, system_prompt, prompt_field,
     #                                  format, max_prompt_length: the keys every online-RL aligner takes
     max_steps: int = 20  # PPO iterations, each one rollout batch and its optimisation
     rollout_batch_size: int = 8  # prompts per iteration (per process)
@@ -203,7 +203,7 @@ def _generalised_advantages(rewards, values, gamma: float, lam: float):
 class PPOAligner(Aligner):
     """RLHF with PPO against a reward model and/or reward functions, with a frozen reference model."""
 
-    config_class = PPOParams
+    config_class = PPOConfig
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     # ---- the run ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from lmforge.plugins.lib.models import load_tokenizer
 
 
 @dataclass
-class RewardModelParams(training.TrainerParams):
+class RewardModelConfig(training.TrainerConfig):
     max_steps: int = 50
     batch_size: int = 8
     learning_rate: float = 1e-4
@@ -123,14 +123,15 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: list[dict]) -> dict[str, floa
             "pairs": len(margins)}
 
 
-def build_reward_trainer(cfg: RewardModelParams, inputs, context, train_pairs: list[dict]):
+def build_reward_trainer(cfg: RewardModelConfig, inputs, context, train_pairs: list[dict]):
     from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig as TrlRewardConfig
+    from trl import RewardTrainer
 
     tokenizer = training.tokenizer_for(inputs["model"], cfg)
     model = training.load_trained_model(inputs["model"], cfg, context, "AutoModelForSequenceClassification", num_labels=1,
                                pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer)
-    args = RewardConfig(**training.trainer_arguments(cfg, context, max_length=cfg.max_length,
+    args = TrlRewardConfig(**training.trainer_arguments(cfg, context, max_length=cfg.max_length,
                                             center_rewards_coefficient=cfg.center_rewards_coefficient))
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_pairs),
                             processing_class=tokenizer, peft_config=training.peft_config(cfg, task_type="SEQ_CLS"))
@@ -142,7 +143,7 @@ def build_reward_trainer(cfg: RewardModelParams, inputs, context, train_pairs: l
 class RewardModelTrainer(Aligner):
     """Trains a scalar reward model on preference pairs (TRL RewardTrainer) and reports held-out accuracy."""
 
-    config_class = RewardModelParams
+    config_class = RewardModelConfig
     check_data = training.check_preference_data
 
     def run(self, inputs, output_dir, context):

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmforge import Aligner
-from lmforge.plugins.aligners.grpo import OnlineRLParams, build_online_rl
+from lmforge.plugins.aligners.grpo import OnlineRLConfig, build_online_rl
 from lmforge.plugins.lib import training
 
 
 @dataclass
-class RLOOParams(OnlineRLParams):
+class RLOOConfig(OnlineRLConfig):
     normalize_advantages: bool = False  # scale advantages to unit variance across the batch
 
 
 class RLOOAligner(Aligner):
     """RLOO: leave-one-out baselines over a group of sampled completions."""
 
-    config_class = RLOOParams
+    config_class = RLOOConfig
     optional_inputs: ClassVar[dict[str, str]] = {"reward_model": "a reward model (sequence classification, 1 label)"}
 
     run = training.run_trainer(lambda cfg, inputs, context: build_online_rl(

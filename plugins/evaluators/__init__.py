@@ -86,14 +86,14 @@ class GSM8K(Evaluator):
 
     def evaluate(self, artifact, inputs, context):
         from lmforge.plugins.aligners.rewards import final_answer
-        from lmforge.plugins.lib.generation import GenerateParams, sample
+        from lmforge.plugins.lib.generation import GenerateConfig, sample
 
         records = read_records(self.config.data)[: self.config.limit]
         for index, record in enumerate(records):
             if "question" not in record or "answer" not in record:
                 raise ConfigError(f"evaluation.gsm8k.data: {self.config.data}: record {index} needs question/answer")
         tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
-        params = GenerateParams(do_sample=False, max_new_tokens=self.config.max_new_tokens,
+        params = GenerateConfig(do_sample=False, max_new_tokens=self.config.max_new_tokens,
                                 batch_size=self.config.batch_size, system_prompt=self.config.system_prompt)
         rows = sample(model, tokenizer, [[{"role": "user", "content": r["question"]}] for r in records], params)
         correct = [final_answer(row["completion"]) == final_answer(r["answer"]) for row, r in zip(rows, records)]

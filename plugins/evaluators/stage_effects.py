@@ -196,7 +196,7 @@ class Answers(Evaluator):
     config_class = AnswersConfig
 
     def evaluate(self, artifact, inputs, context):
-        from lmforge.plugins.lib.generation import GenerateParams, sample
+        from lmforge.plugins.lib.generation import GenerateConfig, sample
 
         cfg = self.config
         if cfg.mode not in ("chat", "continuation"):
@@ -215,9 +215,9 @@ class Answers(Evaluator):
             common = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
                       "system_prompt": asking.system_prompt, "stop_tokens": asking.stop_tokens}
             greedy_rows = sample(model, tokenizer, [p["messages"] for p in prompts],
-                                 GenerateParams(do_sample=False, **common))
+                                 GenerateConfig(do_sample=False, **common))
             sample_rows = sample(model, tokenizer, [p["messages"] for p in prompts],
-                                 GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                                 GenerateConfig(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
                                                 top_p=1.0, n=cfg.samples, **common))
             greedy = [r["completion"] for r in greedy_rows]
             sampled = [r["completion"] for r in sample_rows]
@@ -367,7 +367,7 @@ class WinRate(Evaluator):
 
     def evaluate(self, artifact, inputs, context):
         from lmforge.plugins.lib.generation import (
-            GenerateParams,
+            GenerateConfig,
             sample,
             score_with_reward_model,
             with_system_prompt,
@@ -382,7 +382,7 @@ class WinRate(Evaluator):
             raise ConfigError("evaluation.win_rate.prompts: no held-out prompt (every one is marked held_out: false)")
         drawn = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0, "n": cfg.samples} \
             if cfg.temperature > 0 else {"do_sample": False}  # temperature 0: one greedy answer per prompt
-        params = GenerateParams(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, system_prompt=system,
+        params = GenerateConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, system_prompt=system,
                                 stop_tokens=asking.stop_tokens, **drawn)
         scores = []
         vocabulary = known_words(cfg.vocabulary or sample_data_path("sft.jsonl"), placeholders) \

@@ -44,7 +44,7 @@ from lmforge.params import ParamError, at_least
 
 
 @dataclass
-class JudgedPairsParams:
+class JudgedPairsConfig:
     samples: int = 8  # answers drawn per question
     temperature: float = 1.0  # high enough that a question's answers differ
     max_new_tokens: int = 40
@@ -106,7 +106,7 @@ def questions_with_references(source) -> list[dict]:
 class JudgedPairs(Sampler):
     """Samples answers from a model, ranks them against reference answers, writes preference pairs."""
 
-    config_class = JudgedPairsParams
+    config_class = JudgedPairsConfig
     inputs: ClassVar[dict[str, str]] = {"model": "a model directory (the fine-tuned model to align)",
                                         "prompts": "questions with reference answers: {prompt, reference} records"}
     optional_inputs: ClassVar[dict[str, str]] = {"known": "chat data the model was fine-tuned on: some of its "
@@ -137,7 +137,7 @@ class JudgedPairs(Sampler):
 
     def run(self, inputs, output_dir, context):
         from lmforge.plugins.evaluators.stage_effects import is_correct
-        from lmforge.plugins.lib.generation import GenerateParams, sample
+        from lmforge.plugins.lib.generation import GenerateConfig, sample
         from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, seed_everything
 
         cfg = self.config
@@ -145,7 +145,7 @@ class JudgedPairs(Sampler):
         asked = self.questions(inputs, seed)
         seed_everything(seed)
         model = load_causal_lm(inputs["model"], context, inference=True).eval()
-        params = GenerateParams(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
+        params = GenerateConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                 system_prompt=cfg.system_prompt)
         tokenizer, chats = load_tokenizer(inputs["model"]), [[{"role": "user", "content": q}] for q, _, _ in asked]

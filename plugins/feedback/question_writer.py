@@ -41,7 +41,7 @@ QA_REPLY = re.compile(r"Q:\s*(?P<q>.+?)\s*\n+\s*A:\s*(?P<a>.+)", re.DOTALL)
 
 
 @dataclass
-class QuestionWriterParams:
+class QuestionWriterConfig:
     method: str = "cloze"  # cloze: fill-in-the-blank from fact sentences | model: a second model writes Q/A
     max_questions: int = 200
     per_document: int = 2  # at most this many questions from one document
@@ -72,10 +72,10 @@ def cloze_questions(text: str) -> list[dict]:
 
 def model_questions(model, tokenizer, passages: list[str], max_new_tokens: int) -> list[tuple[dict | None, str]]:
     """Ask the writer model for one Q/A per passage; (pair or None, why rejected) for each, answer checked."""
-    from lmforge.plugins.lib.generation import GenerateParams, sample
+    from lmforge.plugins.lib.generation import GenerateConfig, sample
 
     prompts = [[{"role": "user", "content": WRITER_PROMPT.format(passage=p)}] for p in passages]
-    rows = sample(model, tokenizer, prompts, GenerateParams(do_sample=False, max_new_tokens=max_new_tokens))
+    rows = sample(model, tokenizer, prompts, GenerateConfig(do_sample=False, max_new_tokens=max_new_tokens))
     return [checked_pair(passage, row["completion"]) for passage, row in zip(passages, rows)]
 
 
@@ -93,7 +93,7 @@ def checked_pair(passage: str, reply: str) -> tuple[dict | None, str]:
 class QuestionWriter(Sampler):
     """Questions with checked answers from documents: cloze by rule, or written by a second model."""
 
-    config_class = QuestionWriterParams
+    config_class = QuestionWriterConfig
     inputs: ClassVar[dict[str, str]] = {"text": "the documents to ask about (any data input)"}
     optional_inputs: ClassVar[dict[str, str]] = {"model": "method=model: the writer model (dir or Hub id)"}
 

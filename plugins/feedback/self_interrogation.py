@@ -46,7 +46,7 @@ ANSWER_TYPES = ("number", "text")
 
 
 @dataclass
-class ProbeParams:
+class ProbeConfig:
     samples: int = 8  # answers drawn per question
     max_new_tokens: int = 256
     temperature: float = 0.8
@@ -118,7 +118,7 @@ def classify(answers: list[str | None], reference: str, known_threshold: float,
 class SelfInterrogation(Sampler):
     """Probes a model on Q/A data; writes "answer where known, say 'not sure' where not" SFT data + a report."""
 
-    config_class = ProbeParams
+    config_class = ProbeConfig
     inputs: ClassVar[dict[str, str]] = {"model": "a model directory",
                                         "prompts": "questions with reference answers (.jsonl/.json, e.g. "
                                                    "GSM8K {question, answer})"}

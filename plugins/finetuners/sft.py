@@ -39,8 +39,8 @@ GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
-class SFTParams(training.TrainerParams):
-    """SFT's own knobs; the shared ones (steps/epochs, batch, LoRA, dtype, …) come from ``TrainerParams``."""
+class SFTConfig(training.TrainerConfig):
+    """SFT's own knobs; the shared ones (steps/epochs, batch, LoRA, dtype, …) come from ``TrainerConfig``."""
 
     max_steps: int = 30
     learning_rate: float = 5e-4
@@ -73,7 +73,7 @@ class SFTParams(training.TrainerParams):
             raise ParamError(f"max_length: {self.max_length} is too small; expected at least 8 tokens")
 
 
-def load_examples(path, cfg: SFTParams) -> tuple[list[dict], str]:
+def load_examples(path, cfg: SFTConfig) -> tuple[list[dict], str]:
     """Training rows for TRL (``messages`` or ``prompt``/``completion``) and the data format's name."""
     adapter, _ = read_format(path, cfg.format, cfg.columns or None)
     common = {"fmt": cfg.format, "system_prompt": cfg.system_prompt, "placeholders": cfg.placeholders,
@@ -153,7 +153,7 @@ def _cut_last_prompt(messages: list[dict], tokenizer, max_length: int) -> list[d
     return messages if _token_length({"messages": messages}, tokenizer) <= max_length else None
 
 
-def check_chat_template(tokenizer, model_dir, cfg: SFTParams, conversational: bool) -> None:
+def check_chat_template(tokenizer, model_dir, cfg: SFTConfig, conversational: bool) -> None:
     if not conversational:
         return
     template = tokenizer.chat_template
@@ -172,10 +172,11 @@ def check_chat_template(tokenizer, model_dir, cfg: SFTParams, conversational: bo
                               "loss_on=all") from None
 
 
-def build_trainer(cfg: SFTParams, inputs: dict, context):
+def build_trainer(cfg: SFTConfig, inputs: dict, context):
     """The configured ``SFTTrainer`` with its datasets prepared, its tokenizer, and a dict of data statistics."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
 
     tokenizer = training.tokenizer_for(inputs["model"], cfg)
     examples, data_format = load_examples(inputs["data"], cfg)
@@ -202,7 +203,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
     else:
         dataset, evaluation = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
     eval_steps = cfg.eval_steps or cfg.save_steps or cfg.max_steps  # 0 (epochs, no saves): start and end only
-    args = SFTConfig(**training.trainer_arguments(
+    args = TrlSFTConfig(**training.trainer_arguments(
         cfg, context, max_length=cfg.max_length, truncation_mode="keep_start", packing=cfg.packing,
         packing_strategy="bfd", assistant_only_loss=cfg.loss_on == "assistant" and conversational,
         completion_only_loss=cfg.loss_on == "assistant" and "prompt" in dataset.column_names,
@@ -221,7 +222,7 @@ def build_trainer(cfg: SFTParams, inputs: dict, context):
 class SFTFinetuner(Finetuner):
     """SFT with reply-only loss (TRL SFTTrainer): full fine-tuning, LoRA or QLoRA; resumes after a kill."""
 
-    config_class = SFTParams
+    config_class = SFTConfig
     optional_inputs: ClassVar[dict[str, str]] = {"eval_data": "held-out SFT data for eval loss (any format)"}
 
     def check_data(self, inputs):

@@ -30,7 +30,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 
 @dataclass
-class GenerateParams:
+class GenerateConfig:
     max_new_tokens: int = 48
     do_sample: bool = True  # False: greedy decoding (deterministic)
     temperature: float = 0.8

@@ -7,7 +7,7 @@ plain model dir. Written once here, each plugin file is its data preparation, it
 and its trainer class (see docs/write-a-plugin.md, "an aligner in 25 lines"), and a knob added here
 (epochs, gradient checkpointing, load dtype, LoRA/QLoRA) reaches every trainer at once.
 
-No implementation inheritance: :class:`TrainerParams` is a dataclass of fields that plugins' params extend;
+No implementation inheritance: :class:`TrainerConfig` is a dataclass of fields that plugins' params extend;
 the behaviour lives in the functions below, which a plugin calls or not. Heavy imports stay inside
 functions so that listing plugins never imports torch.
 """
@@ -44,7 +44,7 @@ EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second"
 
 
 @dataclass
-class TrainerParams:
+class TrainerConfig:
     """Knobs every trainer-based stage takes; a plugin's params dataclass extends it with its own.
 
     Each field checks itself when the params are built (``__post_init__``), so a typo or an impossible
@@ -78,7 +78,7 @@ class TrainerParams:
         check_trainer_params(self)
 
 
-def check_trainer_params(p: TrainerParams) -> None:
+def check_trainer_params(p: TrainerConfig) -> None:
     """One-line errors naming the key (the stage's section is prefixed by ``build_params``)."""
     if p.max_steps < 0 or p.epochs < 0:
         key, value = ("max_steps", p.max_steps) if p.max_steps < 0 else ("epochs", p.epochs)
@@ -161,7 +161,7 @@ def base_arguments(context, *, max_steps: int, batch_size: int, learning_rate: f
     }
 
 
-def trainer_arguments(params: TrainerParams, context, **algorithm) -> dict[str, Any]:
+def trainer_arguments(params: TrainerConfig, context, **algorithm) -> dict[str, Any]:
     """Keyword arguments for a TRL ``XConfig``: the shared knobs of ``params`` plus the algorithm's own."""
     arguments = base_arguments(context, max_steps=params.max_steps if params.max_steps > 0 else -1,
                                batch_size=params.batch_size, learning_rate=params.learning_rate,
@@ -181,13 +181,13 @@ def trainer_arguments(params: TrainerParams, context, **algorithm) -> dict[str, 
 
 # --- models -------------------------------------------------------------------------------------------------
 
-def torch_dtype(params: TrainerParams):
+def torch_dtype(params: TrainerConfig):
     import torch
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.dtype, torch.float32)
 
 
-def tokenizer_for(ref, params: TrainerParams):
+def tokenizer_for(ref, params: TrainerConfig):
     """The model's tokenizer; with ``chat_template`` set, carrying that template (and its special tokens); with a
     pad token for batching (the EOS token when the model has none, as TRL does)."""
     tokenizer = load_tokenizer(ref, chat_template=params.chat_template)
@@ -195,7 +195,7 @@ def tokenizer_for(ref, params: TrainerParams):
     return tokenizer
 
 
-def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "AutoModelForCausalLM", *,
+def load_trained_model(ref, params: TrainerConfig, context, auto_class: str = "AutoModelForCausalLM", *,
                        tokenizer=None, full_precision: bool = False, **kwargs):
     """The model to train, loaded in ``params.dtype`` (QLoRA: a 4-bit base); safetensors only, no remote code.
 
@@ -225,7 +225,7 @@ def load_trained_model(ref, params: TrainerParams, context, auto_class: str = "A
     return model
 
 
-def reference_model(ref, params: TrainerParams, context, tokenizer=None):
+def reference_model(ref, params: TrainerConfig, context, tokenizer=None):
     """The frozen reference of DPO/KTO-style trainers: None with LoRA (the trainer disables the adapter to get
     the starting weights back), else the input model loaded once more, frozen, in the policy's dtype."""
     if params.method != "full":
@@ -233,7 +233,7 @@ def reference_model(ref, params: TrainerParams, context, tokenizer=None):
     return load_trained_model(ref, params, context, tokenizer=tokenizer).eval().requires_grad_(False)
 
 
-def peft_config(params: TrainerParams, task_type: str = "CAUSAL_LM"):
+def peft_config(params: TrainerConfig, task_type: str = "CAUSAL_LM"):
     """The LoRA config for ``method: lora|qlora`` (None for full training); a reward model's head trains fully."""
     if params.method == "full":
         return None
@@ -308,7 +308,7 @@ def split_heldout(dataset, fraction: float, seed: int, source):
     return (dataset.select([i for i in range(len(dataset)) if i not in held_set]), dataset.select(sorted(held)))
 
 
-def reference_trainer(trainer_class, args, cfg: TrainerParams, inputs: dict, context, tokenizer, dataset, heldout,
+def reference_trainer(trainer_class, args, cfg: TrainerConfig, inputs: dict, context, tokenizer, dataset, heldout,
                       completion_columns: tuple[str, ...], **extra):
     """A TRL trainer that learns against a frozen reference (DPO, KTO and their kin): the policy in
     ``cfg.dtype``, the reference from :func:`reference_model` (none with LoRA), completions cut at the end of
@@ -384,7 +384,7 @@ class Trained:
     resumed_from_step: int
 
 
-def train_resume_save(build: Callable[[], Any], params: TrainerParams, inputs: dict, output_dir, context,
+def train_resume_save(build: Callable[[], Any], params: TrainerConfig, inputs: dict, output_dir, context,
                       report: Callable[[Any, Any], dict[str, float]] | None = None) -> Trained:
     """Seed, build the plugin's trainer, train (resuming from the newest checkpoint), evaluate, save.
 
@@ -435,7 +435,7 @@ def run_trainer(build: Callable[[Any, dict, Any], Any]):
     """The ``run`` method of a stage whose whole work is the trainer ``build(cfg, inputs, context)`` returns::
 
         class DPOAligner(lmforge.Aligner):
-            config_class = DPOParams
+            config_class = DPOConfig
             run = training.run_trainer(build_dpo)
     """
     def run(self, inputs, output_dir, context):
@@ -458,7 +458,7 @@ def _probe_logits(model):
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()[0]
 
 
-def merge_adapter(trainer, params: TrainerParams, base_ref, output_dir, context):
+def merge_adapter(trainer, params: TrainerConfig, base_ref, output_dir, context):
     """Fold the LoRA weights into the base model (QLoRA: into a full-precision reload of the base);
     return the merged model and the largest output difference the merge made on a probe batch."""
     peft_model = trainer.model

@@ -14,7 +14,7 @@ from lmforge import Sampler
 from lmforge.plugins.lib.formats import load_prompts
 from lmforge.plugins.lib.generation import (
     REWARD_MODEL_INPUT,
-    GenerateParams,
+    GenerateConfig,
     check_best_of_input,
     rerank_best_of,
     sample,
@@ -28,7 +28,7 @@ from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, seed_ever
 class HFGenerateSampler(Sampler):
     """Samples completions per prompt in left-padded batches and writes completions.jsonl."""
 
-    config_class = GenerateParams
+    config_class = GenerateConfig
     optional_inputs: ClassVar[dict[str, str]] = REWARD_MODEL_INPUT
 
     def __init__(self, config=None, **params):
