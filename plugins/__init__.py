@@ -23,7 +23,7 @@ What measures and what goes beyond the pipeline:
 Libraries the plugins share (they register nothing): ``lib/`` — data reading, data formats, models,
 trainer plumbing, generation, checkpoints, data checks, local pages, evaluation-item overlap.
 
-Hook plugins, one module each: ``console.py`` (the live display), ``report.py`` (the run report and
+Hook plugins: ``console/`` (the live display, the closing lines), ``report.py`` (the run report and
 ``lmforge compare``), ``tracking.py`` (TensorBoard, W&B, Trackio), ``export.py`` (``lmforge export``).
 
 Every package registers through the ``lmforge`` entry point group and the ``lmforge_register`` hook,

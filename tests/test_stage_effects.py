@@ -8,6 +8,7 @@ import re
 import lmforge
 import pytest
 from lmforge.errors import ConfigError
+from lmforge.plugins.evaluators.answers_report import markdown_section
 from lmforge.plugins.evaluators.stage_effects import (
     Answers,
     WinRate,
@@ -15,7 +16,6 @@ from lmforge.plugins.evaluators.stage_effects import (
     english_share,
     is_correct,
     judge_provenance,
-    markdown_section,
     reference_score,
     verdict_counts,
     wilson_interval,

@@ -176,7 +176,7 @@ def lmforge_run_stage(stage, inputs, output_dir, context):
 def lmforge_report_sections(run_dir, manifests):
     """What each stage changed in the model's answers, and held-out items found in the training data: the
     sections the held-out evaluators contribute."""
-    from lmforge.plugins.evaluators import stage_effects
+    from lmforge.plugins.evaluators import answers_report
 
-    sections = [stage_effects.markdown_section(run_dir, manifests), overlap.report_section(run_dir, manifests)]
+    sections = [answers_report.markdown_section(run_dir, manifests), overlap.report_section(run_dir, manifests)]
     return [section for section in sections if section]
