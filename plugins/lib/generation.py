@@ -25,7 +25,7 @@ import torch
 from lmforge.errors import ConfigError
 from lmforge.params import ParamError
 from lmforge.plugins.lib.models import generation_eos_ids, pad_token_id
-from tqdm.auto import tqdm
+from tqdm import auto as tqdm_auto  # looked up when a bar opens: the run's console routes tqdm.auto.tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 
@@ -170,7 +170,7 @@ def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = Fa
     encoded = [encode_prompt(tokenizer, with_system_prompt(p, cfg.system_prompt)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     results: dict[int, list[dict]] = {}
-    bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
+    bar = tqdm_auto.tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
     for start in range(0, len(order), cfg.batch_size):
         batch = order[start:start + cfg.batch_size]
         input_ids, attention_mask = left_padded([encoded[i] for i in batch], kwargs["pad_token_id"], model.device)
