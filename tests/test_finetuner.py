@@ -11,7 +11,7 @@ import time
 import lmforge
 import pytest
 from lmforge.errors import ConfigError, DataError
-from lmforge.plugins.finetuners.sft import SFTFinetuner, SFTConfig, build_trainer
+from lmforge.plugins.finetuners.sft import SFTConfig, SFTFinetuner, build_trainer
 
 SYSTEM = "You are {{name}}, a small assistant made by {{author}}."
 PLACEHOLDERS = {"name": "Forge", "author": "the lmforge project"}

@@ -182,7 +182,8 @@ def test_extra_special_tokens_are_escaped_too(tmp_path, small_text, tiny_context
 def test_trl_sft_and_dpo_tokenize_chats_with_the_saved_tokenizer(tiny_model_dir, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig as TrlSFTConfig, SFTTrainer
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
     from trl.data_utils import apply_chat_template
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))

@@ -353,8 +353,10 @@ def judge_provenance(setting: str, judge: str, policy_data) -> dict:
     record = {"judge": setting, "kind": "reward model", "learned_from": data, "policy_learned_from":
               str(Path(policy_data).resolve()) if policy_data else None, "independent": None}
     if data and policy_data:
-        same = Path(data).resolve() == Path(policy_data).resolve() or \
-            (_file_digest(data) is not None and _file_digest(data) == _file_digest(policy_data))
+        same = Path(data).resolve() == Path(policy_data).resolve()
+        if not same:  # the same pairs under another path: compare contents (each file hashed once)
+            digest = _file_digest(data)
+            same = digest is not None and digest == _file_digest(policy_data)
         record["independent"] = not same
     return record
 
