@@ -249,6 +249,9 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         raise ConfigError(f"{where}.{message}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+        unknown = _unknown_nested_key(config_class, str(key))
+        if unknown:
+            raise ConfigError(f"{where}.{key}: {unknown}") from None
         mismatch = container_mismatch(str(exc))
         if mismatch:  # a mapping given for a list (or back): OmegaConf names no key, so find it
             key = next((k for k in values if not _merges(config_class, k, values[k])), key)
@@ -258,6 +261,24 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
         if field is not None:
             expected = f"; expected {getattr(field.type, '__name__', field.type)}"
         raise ConfigError(f"{where}.{key}: invalid value{expected} ({one_line(getattr(exc, 'msg', exc))})") from None
+
+
+def _unknown_nested_key(config_class, key: str) -> str:
+    """For ``a.b.c`` where ``a.b`` is a nested config dataclass without a field ``c``: the unknown-key message."""
+    *path, last = key.split(".")
+    node = config_class
+    for part in path:
+        field = next((f for f in dataclasses.fields(node) if f.name == part), None) if dataclasses.is_dataclass(node) else None
+        if field is None:
+            return ""
+        node = field.type if isinstance(field.type, type) else (
+            field.default_factory if callable(getattr(field, "default_factory", None)) else None)
+    if not path or not dataclasses.is_dataclass(node):
+        return ""
+    names = [f.name for f in dataclasses.fields(node)]
+    if last in names:
+        return ""
+    return f"unknown key{close_match(last, names)}; allowed: {', '.join(names)}"
 
 
 def _merges(config_class, key: str, value: Any) -> bool:

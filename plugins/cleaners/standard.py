@@ -33,6 +33,7 @@ from typing import Any
 
 from lmforge import Cleaner, Drop
 from lmforge.errors import ConfigError, DataError
+from lmforge.params import at_least, one_of
 from lmforge.plugins.cleaners.basic import build_steps, check_steps, edit_steps
 from lmforge.plugins.cleaners.web import is_extracted, worker_context
 from lmforge.plugins.cleaners.writers import AuditWriter, ShardWriter, document_id
@@ -53,6 +54,7 @@ STANDARD_STEPS = [
 ]
 
 
+EXECUTORS = ("in_process", "local", "ray", "slurm")
 AUTO_POOL_BYTES = 32 << 20  # below this, worker start-up costs more than it saves
 
 
@@ -76,6 +78,29 @@ def auto_workers(source) -> int:
 
 
 @dataclass
+class SlurmConfig:
+    """``cleaner.executor=slurm``: datatrove's SlurmPipelineExecutor (one array job per executor stage)."""
+
+    partition: str = ""
+    time: str = "24:00:00"
+    account: str = ""
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: float = 2.0
+    env_command: str = ""  # run in each job before the task, e.g. "source /shared/venv/bin/activate"
+    sbatch_args: dict[str, str] = field(default_factory=dict)  # more #SBATCH directives, e.g. {qos: high}
+    dry_run: bool = False  # write the sbatch scripts under the work dir, submit nothing, stop the run
+
+
+@dataclass
+class RayConfig:
+    """``cleaner.executor=ray``: datatrove's RayPipelineExecutor on the cluster at ``address``."""
+
+    address: str = ""  # "" = a Ray on this machine (started for the run); "auto" = the one `ray start` runs
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: float = 2.0
+
+
+@dataclass
 class StandardCleanerConfig:
     steps: list[Any] = field(default_factory=lambda: list(STANDARD_STEPS))
     text_field: str = "text"
@@ -92,9 +117,16 @@ class StandardCleanerConfig:
     allowed_ids: list[str] = field(default_factory=list)  # filled from allow_list, so the fingerprint follows it
     add: list[Any] = field(default_factory=list)  # steps to put in without restating `steps` (basic.edit_steps)
     remove: list[str] = field(default_factory=list)  # step names to take out of `steps`
+    executor: str = "in_process"  # in_process | local | ray | slurm (datatrove's executors, executors.py)
+    tasks: int = 0  # executor tasks = input shards; 0 = one per core of this machine
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
         self.steps, self.add, self.remove = edit_steps(self.steps, self.add, self.remove), [], []
+        one_of(self, "executor", EXECUTORS)
+        one_of(self, "on_bad_input", ("skip", "fail"))
+        at_least(self, 0, "tasks", "workers")
 
 
 def read_allow_list(path: str) -> list[str]:
@@ -181,14 +213,26 @@ class StandardCleaner(Cleaner):
 
     def preflight(self, context):
         check_steps(self.config.steps)
+        if self.config.executor != "in_process":
+            from lmforge.plugins.cleaners.executors import check_executor  # datatrove: an optional extra
+
+            check_executor(self.config)
 
     def run(self, inputs, output_dir, context):
+        if self.config.executor != "in_process":
+            from lmforge.plugins.cleaners.executors import run_on_executor  # datatrove: an optional extra
+
+            return run_on_executor(self, inputs["text"], Path(output_dir), context)
+        return self.clean(inputs["text"], Path(output_dir), context)
+
+    def clean(self, source, output_dir: Path, context, computed=None, seconds=None) -> Path:
+        """Clean ``source`` into ``output_dir``. ``computed``: the per-document results (of
+        ``_process_batch``) already worked out elsewhere (the executor's map tasks), one per record in
+        input order, with the ``seconds`` they took per step; then only the dedup decisions run here."""
         cfg = self.config
-        if cfg.on_bad_input not in ("skip", "fail"):
-            raise ConfigError(f"cleaner.on_bad_input: '{cfg.on_bad_input}' is not one of skip, fail")
         steps = build_steps(cfg.steps)  # the main copy holds dedup state (and validates the config)
         names = [getattr(s, "name", "") or type(s).__name__ for s in steps]
-        workers = cfg.workers or auto_workers(inputs["text"])
+        workers = 1 if computed is not None else cfg.workers or auto_workers(source)
         stats = CleaningStats(names, cfg.examples_per_reason, cfg.example_chars)
         writer = ShardWriter(Path(output_dir), cfg.shard_docs)
         started = time.perf_counter()
@@ -221,9 +265,11 @@ class StandardCleaner(Cleaner):
                     writer.add(fields)
 
         progress = _progress(context)
+        if seconds is not None:
+            stats.add_seconds(seconds)
         try:
-            for batch, results, seconds in self._batches(inputs["text"], steps, workers, stats, progress):
-                stats.add_seconds(seconds)
+            for batch, results, batch_seconds in self._batches(source, steps, workers, stats, progress, computed):
+                stats.add_seconds(batch_seconds)
                 decide(batch, results)
         except BaseException:
             audit.discard()
@@ -233,10 +279,10 @@ class StandardCleaner(Cleaner):
         if stats.docs_in == 0:
             audit.discard()
             detail = f" ({stats.bad_total} bad records, e.g. {stats.bad[0]})" if stats.bad else ""
-            raise DataError(f"{inputs['text']}: no documents in the input{detail}")
+            raise DataError(f"{source}: no documents in the input{detail}")
         if writer.rows_written + len(writer.buffer) == 0:
             audit.discard()
-            raise DataError(f"{inputs['text']}: every document was removed ({dict(stats.removed)}); "
+            raise DataError(f"{source}: every document was removed ({dict(stats.removed)}); "
                             "loosen the steps")
         writer.close()
         audit.close()
@@ -244,12 +290,13 @@ class StandardCleaner(Cleaner):
         report = stats.report(elapsed, workers, writer.files)
         (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         write_dataset_card(output_dir, "Cleaned text")
-        context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
-                             "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
+        if context is not None:
+            log_report(context, report)
         return output_dir
 
-    def _batches(self, source, steps, workers, stats, progress):
-        """(records, results, seconds) per batch, in input order, computed in a bounded process pool."""
+    def _batches(self, source, steps, workers, stats, progress, computed=None):
+        """(records, results, seconds) per batch, in input order, computed in a bounded process pool (or
+        taken from ``computed``)."""
         cfg = self.config
 
         def record_batches():
@@ -267,6 +314,14 @@ class StandardCleaner(Cleaner):
             if batch:
                 yield batch
 
+        if computed is not None:
+            zero = [0.0] * len(steps)
+            for batch in record_batches():
+                results = [next(computed) for _ in batch]
+                if progress is not None:
+                    progress.update(len(batch))
+                yield batch, results, zero
+            return
         if workers <= 1:
             for batch in record_batches():
                 results, seconds = _process_batch([r.fields[cfg.text_field] for r in batch], steps,
@@ -299,8 +354,13 @@ class StandardCleaner(Cleaner):
         return batch, results, seconds
 
 
+def log_report(context, report: dict[str, Any]) -> None:
+    context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
+                         "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
+
+
 def _progress(context):
-    if getattr(context, "quiet", False):
+    if context is None or getattr(context, "quiet", False):
         return None
     from tqdm.auto import tqdm
 
