@@ -15,8 +15,10 @@ annotations go to ``doc.metadata``)::
                                     JsonlWriter("filtered/")], tasks=4, workers=4).run()
 
 Deduplication is global, so at cluster scale it must not run inside one task: ``minhash_stages`` returns
-datatrove's four MinHash stages configured like our ``minhash_dedup`` step (same n-grams, bands, seed and
-normalisation, so the same signatures), to run as separate executor stages.
+datatrove's four MinHash stages configured like our ``minhash_dedup`` step (same n-grams, bands and seed; the
+hashing is datatrove's, so the documents they keep are not checked against ours), to run as separate
+executor stages. ``lmforge run`` itself runs the cleaner on an executor with ``cleaner.executor``
+(executors.py), keeping exactly the in-process documents.
 
 datatrove is an optional extra (``pip install 'lmforge[datatrove]'``); this module imports it lazily.
 """

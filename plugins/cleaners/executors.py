@@ -78,8 +78,8 @@ def run_on_executor(cleaner, source, output_dir: Path, context) -> Path:
     tasks = task_count(cfg)
     final = work / "final"
     with console_to(work / "logs" / "console.log"):
-        docs = write_shards(cfg, source, work / "shards", tasks)
-        tasks = min(tasks, max(docs, 1))
+        docs, tasks = write_shards(cfg, source, work / "shards", tasks)
+        tasks = min(tasks, docs)
         mapper = make_executor(cfg, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size)],
                                tasks, work / "logs" / "map", "map")
         decider = make_executor(cfg, [DecideTask(cfg, source, str(work), tasks)], 1, work / "logs" / "decide",
@@ -103,11 +103,13 @@ def run_on_executor(cleaner, source, output_dir: Path, context) -> Path:
 
 
 # ---- 1. shard --------------------------------------------------------------------------------------------
-def write_shards(cfg, source, shards: Path, tasks: int) -> int:
-    """Deal the input's records round-robin into ``tasks`` shards (record ``i`` to shard ``i % tasks``)."""
+def write_shards(cfg, source, shards: Path, tasks: int) -> tuple[int, int]:
+    """Deal the input's records round-robin into ``tasks`` shards (record ``i`` to shard ``i % tasks``);
+    (documents, tasks), as first written when a rerun finds the shards done."""
     done = shards / "DONE.json"
     if done.is_file():
-        return json.loads(done.read_text())["docs"]
+        written = json.loads(done.read_text())
+        return written["docs"], written["tasks"]
     partial = shards.with_name(shards.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -128,7 +130,7 @@ def write_shards(cfg, source, shards: Path, tasks: int) -> int:
     (partial / "DONE.json").write_text(json.dumps({"docs": docs, "tasks": tasks}))
     shutil.rmtree(shards, ignore_errors=True)
     partial.rename(shards)
-    return docs
+    return docs, tasks
 
 
 # ---- 2. map ----------------------------------------------------------------------------------------------
