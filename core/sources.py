@@ -7,6 +7,10 @@ are resolved here, once, before any stage runs: a glob that matches nothing or a
 cache fails in one line at start-up, and the input hash (the run's fingerprint) covers exactly the matched
 files or the Hub commit, which the manifest records.
 
+A directory of token shards (lmforge's own ``index.json`` + ``shard_N.bin``, or datatrove's ``DocumentTokenizer``
+``.ds`` files) is a data input of its own kind, ``tokens``: only a stage that reads tokens (the pretrainer)
+takes it; :func:`token_shard_kind` tells the two formats apart.
+
 Reading the rows is not done here (the core stays free of ``datasets``): ``lmforge.plugins.lib.data`` reads a
 :class:`DataSource`. Torch-free; ``huggingface_hub`` is imported only for refs that are not local paths.
 """
@@ -14,6 +18,7 @@ Reading the rows is not done here (the core stays free of ``datasets``): ``lmfor
 from __future__ import annotations
 
 import glob as globlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,6 +40,8 @@ NOT_DATA = {"manifest.json", "metrics.jsonl", "dataset_info.json", "state.json",
 PART_KEYS = ("path", "subset", "split", "revision", "weight", "limit")
 INPUT_KINDS = ("data", "model", "tokenizer", "path")
 _GLOB_CHARS = "*?["
+TOKEN_SHARDS_FORMAT = "lmforge-token-shards/"  # index.json "format" prefix of lmforge's token shard directories
+DATATROVE_TOKENS = ".ds"  # datatrove DocumentTokenizer's token files (<name>.ds, .ds.index, .ds.metadata)
 _SUBSET = re.compile(r"^(?P<repo>[^:@]+)(?::(?P<subset>[^@]+))?(?:@(?P<revision>.+))?$")
 
 
@@ -53,8 +60,9 @@ def is_saved_dataset(path: Path) -> bool:
 class DataPart:
     """One source of a data input, resolved.
 
-    ``kind`` is ``files`` (a file, a glob, a directory of files), ``saved`` (a ``save_to_disk`` dir) or
-    ``hub`` (a Hub dataset snapshot in the HF cache, read by ``datasets`` with ``subset``/``split``).
+    ``kind`` is ``files`` (a file, a glob, a directory of files), ``saved`` (a ``save_to_disk`` dir),
+    ``hub`` (a Hub dataset snapshot in the HF cache, read by ``datasets`` with ``subset``/``split``) or
+    ``tokens`` (a directory of token shards, see :func:`token_shard_kind`).
     """
 
     ref: str  # as written
@@ -221,10 +229,41 @@ def _glob(pattern: str) -> list[Path]:
     return matches
 
 
+def token_shard_kind(directory: Path) -> str | None:
+    """``lmforge`` (an ``index.json`` of format ``lmforge-token-shards/…``), ``datatrove`` (``.ds`` token files,
+    in it or below) or None for a directory that holds no token shards; a :class:`DataError` for one that
+    mixes token shards with another format or with text files."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    index, lmforge = directory / "index.json", False
+    if index.is_file():
+        try:
+            lmforge = str(json.loads(index.read_text()).get("format", "")).startswith(TOKEN_SHARDS_FORMAT)
+        except (ValueError, AttributeError, OSError):
+            lmforge = False
+    datatrove = sorted(p.relative_to(directory).as_posix() for p in directory.rglob(f"*{DATATROVE_TOKENS}")
+                       if p.is_file())
+    if lmforge and datatrove:
+        raise DataError(f"{directory}: mixes two token shard formats (lmforge's index.json and datatrove's "
+                        f"{datatrove[0]}); give each its own directory")
+    if not (lmforge or datatrove):
+        return None
+    text = [p for p in data_files_in(directory) if p != index]
+    if text:
+        raise DataError(f"{directory}: mixes token shards ({'index.json' if lmforge else datatrove[0]}) with text "
+                        f"files ({text[0].relative_to(directory)}); give each its own directory")
+    return "lmforge" if lmforge else "datatrove"
+
+
 def _local_part(ref: str, where: str, paths: list[Path], options: dict, common: dict) -> DataPart:
     for key in ("subset", "revision"):
         if options.get(key) is not None:
             raise ConfigError(f"{where}.{key}: only a Hub dataset id takes a {key}; '{ref}' is a local path")
+    if len(paths) == 1 and token_shard_kind(paths[0]):
+        if options.get("split") is not None or common["weight"] != 1.0 or common["limit"] is not None:
+            raise ConfigError(f"{where}: '{ref}' is a directory of token shards; it takes no split, weight or limit")
+        return DataPart(ref=ref, kind="tokens", files=(paths[0],))
     if len(paths) == 1 and is_saved_dataset(paths[0]):
         return DataPart(ref=ref, kind="saved", files=(paths[0],), split=options.get("split"), **common)
     if options.get("split") is not None:

@@ -203,7 +203,8 @@ class Pretrainer(Stage):
     kind = "pretrainer"
     distributed = True
     reads = ("model",)
-    inputs: ClassVar[dict[str, str]] = {"text": "a text dataset", "tokenizer": "a tokenizer directory"}
+    inputs: ClassVar[dict[str, str]] = {"text": "a text dataset, or a directory of token shards (lmforge's or "
+                                                "datatrove's)", "tokenizer": "a tokenizer directory"}
 
 
 class Finetuner(Stage):

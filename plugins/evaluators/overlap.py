@@ -13,7 +13,8 @@ n-grams, or the whole item when it is shorter (``lmforge.plugins.lib.overlap``, 
 ``decontaminate`` cleaning step). ``lm_eval`` tasks are not checked (their items come from the harness).
 
 Inputs made by an earlier stage of the run (``stage:…``) are not read (they do not exist yet); the inputs
-they were made from are. Web pages (.html/.warc) are not read either: extracting them is the cleaner's work.
+they were made from are. Web pages (.html/.warc) are not read either: extracting them is the cleaner's work;
+nor are directories of token shards (``pipeline=pretrain_shards``): they hold token ids, not text.
 
 ``evaluation.on_overlap``: ``warn`` (default: one line on stderr per stage), ``error`` (one line naming the
 stage, the evaluator and an overlapping item; the run stops before any stage runs) or ``off``. The result
@@ -118,6 +119,8 @@ def _readable(value) -> bool:
     try:
         source = resolve_data(value)
     except Exception:  # noqa: BLE001 - not a data source (a path input of another kind): not training text
+        return False
+    if any(part.kind == "tokens" for part in source.parts):  # token shards: no text to compare
         return False
     return not any(suffix_of(f) in WEB_SUFFIXES for f in source.files())
 

@@ -185,6 +185,9 @@ def _part_rows(part: DataPart, text_field: str, txt_mode: str, batch_size: int, 
     if part.kind == "hub":
         yield from _hub_dataset(part, batch_size)
         return
+    if part.kind == "tokens":
+        raise DataError(f"{part.ref}: a directory of token shards, not text; only the pretrainer's text input "
+                        "reads tokens")
     files = list(part.files)
     index = 0
     while index < len(files):

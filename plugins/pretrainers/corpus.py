@@ -4,6 +4,9 @@
 between them; format in ``token_shards.py``) under a key made of the tokenizer's files and the data's hash;
 later runs, and every rank, memory-map them as one stream. Both pretrainers read it through
 :func:`load_corpus`, so they train on the same data in the same order and their results compare one to one.
+
+**Token shards made elsewhere**: when the ``text`` input is a directory of token shards (lmforge's own, or
+datatrove's ``DocumentTokenizer`` output), it is memory-mapped as it is, after its checks (``shard_input.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.lib.checkpoints import split_too_short
 from lmforge.plugins.lib.models import load_tokenizer, model_path
 from lmforge.plugins.pretrainers.config import PretrainConfig
+from lmforge.plugins.pretrainers.shard_input import open_shards, shard_dir
 from lmforge.plugins.pretrainers.token_shards import TokenStream, build_shards
 from lmforge.plugins.pretrainers.windows import Windows, split_tokens
 
@@ -81,32 +85,43 @@ class Corpus:
     val: Windows
     train_tokens: int
     val_tokens: int
-    bytes_per_token: float
+    bytes_per_token: float | None  # None: the input's bytes are unknown (datatrove token shards)
+    source: str = "text"  # text (tokenised here) or the token shards' format
 
 
 def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
     """The tokenizer and the token windows, split into train and validation (nanoGPT's contiguous split)."""
     tokenizer_dir = pretrain_tokenizer_dir(cfg, inputs)
     tokenizer = load_tokenizer(tokenizer_dir)
-    # the first process of each machine to take the cache's file lock tokenises (all cores); the others
-    # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
-    tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
-                                    cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
+    shards = shard_dir(inputs["text"])
+    if shards is not None:  # tokenised elsewhere: mapped as it is, once its ids fit the tokenizer
+        tokens, meta = open_shards(shards, tokenizer)
+    else:
+        # the first process of each machine to take the cache's file lock tokenises (all cores); the others
+        # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it
+        tokens, meta = tokenized_corpus(inputs["text"], tokenizer_dir, tokenizer, cfg.text_field,
+                                        cfg.cache_dir, quiet=context.quiet or not main, workers=cfg.tokenize_workers)
     train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
     train = Windows(train_tokens, cfg.block_size, cfg.stride or cfg.block_size)
     if len(train) == 0:
         raise split_too_short(len(train_tokens), cfg.block_size)
+    bytes_per_token = meta["bytes"] / max(meta["tokens"], 1) if meta.get("bytes") else None
     return tokenizer, Corpus(train, Windows(val_tokens, cfg.block_size, cfg.block_size), len(train_tokens),
-                             len(val_tokens), meta["bytes"] / max(meta["tokens"], 1))
+                             len(val_tokens), bytes_per_token, meta.get("format", "text"))
 
 
 def training_summary(corpus: Corpus, val_windows: int, val_loss: float | None, **run) -> dict:
     """What a pretrainer reports at the end (metrics and ``train_summary.json``): windows and tokens of each
     split, bytes per token, the ``run`` facts it passes (steps, resumed step, world size …), and from the
-    validation loss, when there is one, its perplexity and bits per byte."""
+    validation loss, when there is one, its perplexity and bits per byte (when the corpus's bytes are known)."""
     summary = {"train_windows": len(corpus.train), "val_windows": val_windows, "train_tokens": corpus.train_tokens,
-               "val_tokens": corpus.val_tokens, "bytes_per_token": corpus.bytes_per_token, **run}
+               "val_tokens": corpus.val_tokens, "corpus_tokens": corpus.train_tokens + corpus.val_tokens, **run}
+    if corpus.bytes_per_token is not None:
+        summary["bytes_per_token"] = corpus.bytes_per_token
+    if corpus.source != "text":
+        summary["token_shards"] = corpus.source
     if val_loss is not None:
-        summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)),
-                       bits_per_byte=val_loss / math.log(2) / corpus.bytes_per_token)
+        summary.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50)))
+        if corpus.bytes_per_token is not None:
+            summary["bits_per_byte"] = val_loss / math.log(2) / corpus.bytes_per_token
     return summary

@@ -30,6 +30,7 @@ from lmforge.plugins.pretrainers.model import (
     initial_model,
     peak_flops,
 )
+from lmforge.plugins.pretrainers.shard_input import check_shard_input
 from lmforge.plugins.pretrainers.windows import Windows
 
 __all__ = ["HFTrainerPretrainer", "PretrainConfig", "build_model_config"]
@@ -127,6 +128,7 @@ class HFTrainerPretrainer(Pretrainer):
     """Builds the model from ``model`` config, windows the cached tokens, trains with the HF Trainer, resumes."""
 
     config_class = PretrainConfig
+    check_data = check_shard_input  # a directory of token shards is checked before any stage runs
 
     def preflight(self, context):
         check_model_config(context.model)

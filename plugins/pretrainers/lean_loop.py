@@ -47,6 +47,7 @@ from lmforge.plugins.pretrainers.model import (
     without_loss,
 )
 from lmforge.plugins.pretrainers.schedule import lr_at
+from lmforge.plugins.pretrainers.shard_input import check_shard_input
 from lmforge.plugins.pretrainers.windows import SampleOrder, sample_position
 
 
@@ -75,6 +76,7 @@ class LeanPretrainer(Pretrainer):
     """nanoGPT's loop over a transformers model with accelerate; same data and schedule as ``hf_trainer``."""
 
     config_class = PretrainConfig
+    check_data = check_shard_input  # a directory of token shards is checked before any stage runs
 
     def preflight(self, context):
         check_model_config(context.model)
