@@ -174,3 +174,15 @@ def test_shards_are_read_in_path_order_and_not_as_text(tiny_tokenizer_dir, tmp_p
     assert resolve_data(str(folder)).parts[0].kind == "tokens"
     with pytest.raises(lmforge.DataError, match="a directory of token shards, not text"):
         next(iter_texts(folder))
+
+
+def test_the_overlap_check_says_it_did_not_read_the_shards(datatrove_shards, tiny_tokenizer_dir, tmp_path):
+    """Token ids are not text: the plan-time overlap check names the shard input as not compared, so no
+    "0 of N overlap" claims a check that did not happen."""
+    from lmforge.plugins.evaluators.overlap import check_overlap
+
+    cfg = lmforge.resolve_config(lmforge.compose(["pipeline=pretrain_shards", f"data.token_shards={datatrove_shards}",
+                                                  f"data.tokenizer={tiny_tokenizer_dir}"]))
+    result = check_overlap(cfg)["pretrainer"]
+    assert result["items"] > 0 and result["overlapping"] == 0
+    assert result["not_read"] == {"pipeline.stages.pretrainer.text": "token shards"}

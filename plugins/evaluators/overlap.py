@@ -114,15 +114,16 @@ def training_inputs(stage_name: str, config: dict[str, Any]) -> list[tuple[str, 
     return found
 
 
-def _readable(value) -> bool:
-    """False for inputs this check does not read: web pages (the cleaner extracts them), non-data paths."""
+def _unread(value) -> str | None:
+    """Why this check does not read a training input ("web pages": the cleaner extracts them; "token shards":
+    token ids, not text), "" when it does, None when it is not data (a path input of another kind)."""
     try:
         source = resolve_data(value)
     except Exception:  # noqa: BLE001 - not a data source (a path input of another kind): not training text
-        return False
-    if any(part.kind == "tokens" for part in source.parts):  # token shards: no text to compare
-        return False
-    return not any(suffix_of(f) in WEB_SUFFIXES for f in source.files())
+        return None
+    if any(part.kind == "tokens" for part in source.parts):
+        return "token shards"
+    return "web pages" if any(suffix_of(f) in WEB_SUFFIXES for f in source.files()) else ""
 
 
 def _snippet(text: str) -> str:
@@ -133,7 +134,7 @@ def _snippet(text: str) -> str:
 def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB) -> dict[str, dict[str, Any]]:
     """For each stage with evaluators that read items: its items against its training inputs (see the module
     docstring), reading at most ``max_mb`` MB of text per input. ``{stage: {"items", "overlapping", "exact",
-    "ngram", "examples", "evaluators", "inputs", "partly_read", "unchecked"}}``; stages without such evaluators
+    "ngram", "examples", "evaluators", "inputs", "partly_read", "unchecked", "not_read"}}``; stages without such evaluators
     are left out."""
     from lmforge.plugins.evaluators import evaluators_for  # the package imports this module
 
@@ -162,6 +163,8 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
     inputs_of: dict[str, list[str]] = {}
     partial: set[str] = set()  # inputs read only in part
     partly_read: set[str] = set()  # their config keys
+    unread: dict[str, str] = {}  # inputs not read -> why
+    not_read: dict[str, dict[str, str]] = {}  # stage -> config key -> why
     for stage_name in asked:
         keys = []
         for earlier in lineage(stage_name, stages):
@@ -170,9 +173,14 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
             for where, value in training_inputs(earlier, config):
                 ident = json.dumps(value, sort_keys=True, default=str)
                 if ident not in hits:
-                    hits[ident], complete = _scan(index, value, int(max_mb * 1e6)) if _readable(value) else ({}, True)
+                    why = _unread(value)
+                    hits[ident], complete = _scan(index, value, int(max_mb * 1e6)) if why == "" else ({}, True)
                     if not complete:
                         partial.add(ident)
+                    if why:
+                        unread[ident] = why
+                if ident in unread:
+                    not_read.setdefault(stage_name, {})[where] = unread[ident]
                 keys.append(ident)
                 if ident in partial:
                     partly_read.add(where)
@@ -201,6 +209,7 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
             "inputs": sorted(set(inputs_of.get(stage_name, []))),
             "partly_read": sorted(set(inputs_of.get(stage_name, [])) & partly_read),  # their first max_mb MB
             "unchecked": unchecked.get(stage_name, []),
+            "not_read": not_read.get(stage_name, {}),  # config key -> why (web pages, token shards)
             "ngram_words": n,
         }
     return results
@@ -295,6 +304,10 @@ def report_section(run_dir, manifests: dict[str, dict[str, Any]]) -> str | None:
         if found.get("examples"):
             example = found["examples"][0]
             line += f", e.g. {json.dumps(example['item'])} ({example['match']}, {Path(example['where']).name})"
+        if found.get("not_read"):
+            line += "; not compared with " + ", ".join(f"`{key}` ({why})" for key, why in found["not_read"].items())
+        if found.get("partly_read"):
+            line += "; read in part (`evaluation.overlap_max_mb`): " + ", ".join(f"`{key}`" for key in found["partly_read"])
         lines.append(line)
     if not lines:
         return None
