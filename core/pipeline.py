@@ -158,7 +158,7 @@ def _run_stage_with_ranks(stage_obj: Stage, checked: dict[str, Path], output_dir
     """One process of several (``accelerate launch``): rank 0 writes the artifact; the others wait for it.
 
     A training stage (``Stage.distributed``) runs on every rank, the others into a private scratch dir
-    they drop; any other stage runs on rank 0 alone. Either way the other ranks then block on rank 0's
+    (in the stage's work dir, which goes when the stage completes) they drop; any other stage runs on rank 0 alone. Either way the other ranks then block on rank 0's
     broadcast of the manifest (``lmforge.distributed``), not on polling files; if rank 0 fails in a
     single-process stage they stop with its message. (A failure inside a collective stage ends that
     process, and ``accelerate launch`` stops the rest.)
@@ -182,7 +182,8 @@ def _run_stage_with_ranks(stage_obj: Stage, checked: dict[str, Path], output_dir
         distributed.from_main({"manifest": result[1]})
         return result
     if collective:
-        scratch = output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch")
+        scratch = (context.work_dir / f"rank{context.rank}.scratch" if context.work_dir is not None  # a kill
+                   else output_dir.with_name(f"{output_dir.name}.rank{context.rank}.scratch"))  # leaves it in .work
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         context.hardware.apply_threads()

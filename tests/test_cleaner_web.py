@@ -15,10 +15,10 @@ from lmforge.plugins.cleaners.web import iter_html_documents, iter_warc_document
 
 ARTICLE = [
     "The river authority published its yearly report on water quality along the northern valley.",
-    "Samples taken at twelve stations show that nitrate levels fell for the third year in a row, "
-    "which the authors attribute to new rules on fertiliser use and to the wet spring.",
-    "Fish counts rose at every station but one, where a broken weir still blocks the salmon run; "
-    "repairs are planned for the autumn, once the water is low enough for the work to begin.",
+    ("Samples taken at twelve stations show that nitrate levels fell for the third year in a row, "
+     "which the authors attribute to new rules on fertiliser use and to the wet spring."),
+    ("Fish counts rose at every station but one, where a broken weir still blocks the salmon run; "
+     "repairs are planned for the autumn, once the water is low enough for the work to begin."),
 ]
 CHROME = ["Home", "News", "Sport", "Weather", "Share on Facebook", "Tweet this",
           "We use cookies to improve your experience. Accept all cookies",

@@ -89,6 +89,7 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_p
     lines = [line for line in err.splitlines() if line.startswith("lmforge: error:")]
     assert len(lines) == 1 and "rank 0 of 2: another process of this run stopped" in lines[0], err[-3000:]
     assert not lmforge.is_complete(tmp_path / "default" / "pretrainer")  # nothing that looks whole
+    assert not [p.name for p in (tmp_path / "default").iterdir() if p.name.endswith((".partial", ".scratch"))]
     results = finish(machines(tmp_path, overrides))
     for rerun_code, _, rerun_err in results:
         assert rerun_code == 0, rerun_err[-3000:]

@@ -280,7 +280,7 @@ def cli(*args, cwd, timeout=600):
 
     env = {**os.environ, "LMFORGE_TRACEBACK": "1"}
     proc = subprocess.run([sys.executable, "-m", "lmforge.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -413,7 +413,7 @@ def test_online_aligner_gives_a_base_model_a_template_and_a_reference_that_reads
     assert trainer.ref_model.get_input_embeddings().weight.shape[0] == vocab
     assert not any(p.requires_grad for p in trainer.ref_model.parameters())
     assert trainer.train_dataset[0]["prompt"][0] == {"role": "system", "content": "Answer briefly."}
-    out, manifest = lmforge.run_stage(stage, inputs, tmp_path / aligner, context)
+    out, _ = lmforge.run_stage(stage, inputs, tmp_path / aligner, context)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     kls = [row["kl"] for row in logged if "kl" in row]
     assert kls and kls[0] < 0.05  # the first samples come from a policy equal to its reference

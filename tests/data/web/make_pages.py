@@ -146,8 +146,8 @@ def news(page, title, paragraphs, rng, site):
     page.block("chrome", '<div class="cookie-banner"><p>We use cookies to give you the best experience on our '
                'website. By continuing you agree to our use of cookies.</p><button>Accept all</button>'
                '<button>Manage preferences</button></div>',
-               ["We use cookies to give you the best experience on our website. By continuing you agree to "
-                "our use of cookies.", "Accept all", "Manage preferences"])
+               [("We use cookies to give you the best experience on our website. By continuing you agree to "
+                 "our use of cookies."), "Accept all", "Manage preferences"])
     parts, lines = article(title, paragraphs, rng, headings=rng.random() < 0.5)
     author = rng.choice(NAMES)
     byline = f"By {author} | Published {rng.randint(1, 28)} March 20{rng.randint(15, 24)}, {rng.randint(6, 22)}:{rng.randint(10, 59)}"
