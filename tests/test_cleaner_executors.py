@@ -13,25 +13,10 @@ from pathlib import Path
 
 import lmforge
 import pytest
-from lmforge.cli import main
+from test_reliability import cli
+from test_reliability import one_error_line as error_line
 
 pytest.importorskip("datatrove")  # the `test` extra installs it; the suite runs it in CI
-
-
-def cli(capsys, *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("lmforge: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def clean(capsys, root: Path, name: str, *overrides: str) -> Path:

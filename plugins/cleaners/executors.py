@@ -70,8 +70,10 @@ def task_count(cfg) -> int:
     return cfg.tasks or os.cpu_count() or 1
 
 
-def run_on_executor(cleaner, source, output_dir: Path, context) -> Path:
-    """Shard, map on the executor, decide on the executor, then move the result into ``output_dir``."""
+def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -> Path:
+    """Shard, map on the executor, decide on the executor, then move the result into ``output_dir``.
+    ``process_batch``: the in-process cleaner's per-document function (standard.py), run by the map tasks;
+    the decide task calls ``cleaner.clean`` with the map's results."""
     cfg = cleaner.config
     check_executor(cfg)
     work = context.checkpoint_dir() / "executor"
@@ -80,9 +82,9 @@ def run_on_executor(cleaner, source, output_dir: Path, context) -> Path:
     with console_to(work / "logs" / "console.log"):
         docs, tasks = write_shards(cfg, source, work / "shards", tasks)
         tasks = min(tasks, docs)
-        mapper = make_executor(cfg, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size)],
+        mapper = make_executor(cfg, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size, process_batch)],
                                tasks, work / "logs" / "map", "map")
-        decider = make_executor(cfg, [DecideTask(cfg, source, str(work), tasks)], 1, work / "logs" / "decide",
+        decider = make_executor(cfg, [DecideTask(cleaner, source, str(work), tasks)], 1, work / "logs" / "decide",
                                 "decide", depends=mapper)
         if not context.quiet:
             print(f"cleaning on datatrove's {cfg.executor} executor: {docs:,} documents in {tasks} tasks "
@@ -140,14 +142,13 @@ class MapTask(PipelineStep):
     name = "lmforge steps (per document)"
     type = "🧹 - CLEAN"
 
-    def __init__(self, specs: list[Any], allowed: list[str], work: str, batch_size: int):
+    def __init__(self, specs: list[Any], allowed: list[str], work: str, batch_size: int, process_batch):
         super().__init__()
         self.specs, self.allowed, self.work, self.batch_size = list(specs), list(allowed), work, batch_size
+        self.process_batch = process_batch
         build_steps(self.specs)  # a bad step config fails here, not inside a remote task
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from lmforge.plugins.cleaners.standard import _process_batch
-
         steps = build_steps(self.specs)
         names = [getattr(s, "name", "") or type(s).__name__ for s in steps]
         allowed = frozenset(self.allowed)
@@ -160,8 +161,8 @@ class MapTask(PipelineStep):
             for batch in _batched(shard, self.batch_size):
                 docs = [json.loads(line) for line in batch]
                 with self.track_time(unit="batch"):
-                    computed, batch_seconds = _process_batch([d["text"] for d in docs], steps, allowed,
-                                                             [d["extracted"] for d in docs])
+                    computed, batch_seconds = self.process_batch([d["text"] for d in docs], steps, allowed,
+                                                                 [d["extracted"] for d in docs])
                 seconds = [a + b for a, b in zip(seconds, batch_seconds)]
                 for doc, result in zip(docs, computed):
                     pickle.dump((doc["id"], result), out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -193,13 +194,11 @@ class DecideTask(PipelineStep):
     name = "lmforge dedup decisions + output"
     type = "🫂 - DEDUP"
 
-    def __init__(self, config, source, work: str, tasks: int):
+    def __init__(self, cleaner, source, work: str, tasks: int):
         super().__init__()
-        self.config, self.source, self.work, self.tasks = config, source, work, tasks
+        self.cleaner, self.source, self.work, self.tasks = cleaner, source, work, tasks
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from lmforge.plugins.cleaners.standard import StandardCleaner
-
         work = Path(self.work)
         results = work / RESULTS
         streams = [_pickled(results / f"{r:05d}.pkl") for r in range(self.tasks)]
@@ -221,7 +220,7 @@ class DecideTask(PipelineStep):
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         with self.track_time(unit="run"):
-            StandardCleaner(self.config).clean(self.source, partial, None, computed=computed(), seconds=seconds)
+            self.cleaner.clean(self.source, partial, None, computed=computed(), seconds=seconds)
         shutil.rmtree(work / "final", ignore_errors=True)
         partial.rename(work / "final")
         yield from ()

@@ -222,7 +222,7 @@ class StandardCleaner(Cleaner):
         if self.config.executor != "in_process":
             from lmforge.plugins.cleaners.executors import run_on_executor  # datatrove: an optional extra
 
-            return run_on_executor(self, inputs["text"], Path(output_dir), context)
+            return run_on_executor(self, inputs["text"], Path(output_dir), context, _process_batch)
         return self.clean(inputs["text"], Path(output_dir), context)
 
     def clean(self, source, output_dir: Path, context, computed=None, seconds=None) -> Path:
