@@ -33,13 +33,16 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import datatrove.executor.slurm as datatrove_slurm
+import datatrove.utils.logging as datatrove_logging
 from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
@@ -87,9 +90,10 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -
         decider = make_executor(cfg, [DecideTask(cleaner, source, str(work), tasks)], 1, work / "logs" / "decide",
                                 "decide", depends=mapper)
         if not context.quiet:
-            print(f"cleaning on datatrove's {cfg.executor} executor: {docs:,} documents in {tasks} tasks "
-                  f"(logs: {work / 'logs'})", flush=True)
-        launch(cfg, mapper, decider, work)
+            print(f"cleaning on datatrove's {cfg.executor} executor: {docs:,} documents in {tasks} tasks\n"
+                  f"  datatrove's logs: {work / 'logs'}", flush=True)
+        with task_progress([("map", mapper), ("decide", decider)], context.quiet):
+            launch(cfg, mapper, decider, work)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = json.loads((final / "report.json").read_text())
     report["executor"] = {"name": cfg.executor, "tasks": tasks, "workers": cfg.workers or tasks,
@@ -344,19 +348,49 @@ def _replaced(module, name: str, value):
 
 
 @contextlib.contextmanager
+def task_progress(stages: list[tuple[str, Any]], quiet: bool, every: float = 5.0):
+    """A line each time another tenth of a stage's tasks has finished (read from datatrove's completion
+    files, so it works for every executor); on stdout, which the run's live display prints above itself."""
+    stop = threading.Event()
+
+    def watch():
+        shown: dict[str, int] = {}
+        while not stop.wait(every):
+            for stage, executor in stages:
+                total = executor.world_size
+                done = total - len(executor.get_incomplete_ranks(skip_completed=True))
+                if done and done * 10 // total > shown.get(stage, 0):
+                    shown[stage] = done * 10 // total
+                    print(f"  {stage} tasks done: {done} of {total}", flush=True)
+
+    thread = threading.Thread(target=watch, name="lmforge-task-progress", daemon=True)
+    if not quiet:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+
+
+@contextlib.contextmanager
 def console_to(path: Path):
-    """datatrove's console lines, this process's and its task processes', go to ``path``; the terminal keeps
-    lmforge's own (progress on stdout, one error line)."""
+    """datatrove's console lines go to ``path``: its task processes' (they inherit file descriptor 2, pointed
+    at ``path``) and this process's (datatrove's stderr sinks, through its logging module's ``sys``); lmforge's
+    own output (the run's display on ``sys.stderr``, lines on stdout) still reaches the terminal."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(path, "a", encoding="utf-8") as log:
-        os.dup2(log.fileno(), 2)  # task processes inherit it
+    with open(path, "a", encoding="utf-8") as log, os.fdopen(os.dup(saved), "w", buffering=1) as terminal:
+        os.dup2(log.fileno(), 2)
         try:
-            with contextlib.redirect_stderr(log):  # this process's sinks, even where sys.stderr is not fd 2
+            with contextlib.redirect_stderr(terminal), \
+                    _replaced(datatrove_logging, "sys", SimpleNamespace(stderr=log, stdout=sys.stdout)):
                 yield
         finally:
             log.flush()
+            terminal.flush()
             os.dup2(saved, 2)
             os.close(saved)
 
