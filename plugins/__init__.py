@@ -2,9 +2,10 @@
 
 The six stages, one package each (a stage kind's implementations side by side):
 
-- ``cleaners/``      raw text and web pages in, clean documents out (rules, dedup, language, PII, audit page)
+- ``cleaners/``      raw text and web pages in, clean documents out (rules, dedup, language, PII, audit page;
+                     datatrove's executors: local, Ray, Slurm)
 - ``tokenizers/``    BPE, unigram, WordPiece, char; chat tokens and the chat template
-- ``pretrainers/``   the HF Trainer and the lean accelerate loop; token shards
+- ``pretrainers/``   the HF Trainer and the lean accelerate loop; token shards (its own and datatrove's)
 - ``finetuners/``    SFT (TRL)
 - ``aligners/``      DPO, ORPO, KTO, GRPO, RLOO (TRL), the reward model, PPO; reward functions
 - ``samplers/``      batch sampling (``hf_generate``), vLLM, the ``chat`` command
