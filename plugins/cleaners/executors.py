@@ -1,9 +1,8 @@
 """The standard cleaner on datatrove's executors: ``cleaner.executor=local|ray|slurm``.
 
-Why datatrove's executors rather than a scheduler of our own: they already run tasks as local processes,
-Slurm array jobs and Ray tasks, keep a completion file per finished task (a rerun redoes only the rest)
-and per-task stats. What runs inside the tasks is lmforge's own steps, so the kept documents are exactly
-the in-process cleaner's, byte for byte. Three parts:
+The executors themselves, their options and the running of their stages are shared with the pretrainer's
+token-shard build (``lib/executors.py``, which says why datatrove's). What runs inside the tasks here is
+lmforge's own steps, so the kept documents are exactly the in-process cleaner's, byte for byte. Three parts:
 
 1. shard (this process): the input, read by lmforge's readers (every container the in-process cleaner
    reads, bad records under ``on_bad_input``), dealt round-robin into ``tasks`` jsonl.gz shards;
@@ -31,42 +30,32 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import datatrove.executor.slurm as datatrove_slurm
-import datatrove.utils.logging as datatrove_logging
-from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
-from datatrove.utils.stats import PipelineStats
-from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.errors import DataError
 from lmforge.plugins.cleaners.basic import build_steps
 from lmforge.plugins.cleaners.web import is_extracted
 from lmforge.plugins.lib.data import BadRecord, iter_rows
+from lmforge.plugins.lib.executors import (
+    ExecutorChoice,
+    check_executor,
+    console_to,
+    make_executor,
+    merged_stats,
+    run_stages,
+    task_progress,
+)
 
 RESULTS = "results"
 
 
-def check_executor(cfg) -> None:
-    """Plan-time checks of the executor options (one line naming the key)."""
-    if cfg.executor == "ray":
-        try:
-            import ray  # noqa: F401 - only whether it is installed
-        except ImportError:
-            raise ConfigError("cleaner.executor=ray: Ray is not installed; pip install 'lmforge[datatrove,ray]'") from None
-    if cfg.executor == "slurm" and not cfg.slurm.dry_run:
-        if not cfg.slurm.partition:
-            raise ConfigError("cleaner.slurm.partition: required by cleaner.executor=slurm")
-        if shutil.which("sbatch") is None:
-            raise ConfigError("cleaner.executor=slurm: no `sbatch` on PATH (run on a Slurm login node, "
-                              "or set cleaner.slurm.dry_run=true to write the scripts only)")
+def executor_choice(cfg) -> ExecutorChoice:
+    return ExecutorChoice(cfg.executor, cfg.workers, cfg.slurm, cfg.ray, key="cleaner.executor",
+                          slurm_key="cleaner.slurm", job="clean")
 
 
 def task_count(cfg) -> int:
@@ -78,22 +67,23 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -
     ``process_batch``: the in-process cleaner's per-document function (standard.py), run by the map tasks;
     the decide task calls ``cleaner.clean`` with the map's results."""
     cfg = cleaner.config
-    check_executor(cfg)
+    choice = executor_choice(cfg)
+    check_executor(choice)
     work = context.checkpoint_dir() / "executor"
     tasks = task_count(cfg)
     final = work / "final"
     with console_to(work / "logs" / "console.log"):
         docs, tasks = write_shards(cfg, source, work / "shards", tasks)
         tasks = min(tasks, docs)
-        mapper = make_executor(cfg, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size, process_batch)],
+        mapper = make_executor(choice, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size, process_batch)],
                                tasks, work / "logs" / "map", "map")
-        decider = make_executor(cfg, [DecideTask(cleaner, source, str(work), tasks)], 1, work / "logs" / "decide",
+        decider = make_executor(choice, [DecideTask(cleaner, source, str(work), tasks)], 1, work / "logs" / "decide",
                                 "decide", depends=mapper)
         if not context.quiet:
             print(f"cleaning on datatrove's {cfg.executor} executor: {docs:,} documents in {tasks} tasks\n"
                   f"  datatrove's logs: {work / 'logs'}", flush=True)
         with task_progress([("map", mapper), ("decide", decider)], context.quiet):
-            launch(cfg, mapper, decider, work)
+            run_stages(choice, [("map", mapper), ("decide", decider)], work, "cleaner")
     output_dir.mkdir(parents=True, exist_ok=True)
     report = json.loads((final / "report.json").read_text())
     report["executor"] = {"name": cfg.executor, "tasks": tasks, "workers": cfg.workers or tasks,
@@ -240,165 +230,3 @@ def _pickled(path: Path) -> Iterator[tuple[int, tuple]]:
                 return
 
 
-# ---- executors -------------------------------------------------------------------------------------------
-def make_executor(cfg, pipeline: list, tasks: int, logs: Path, stage: str, depends=None):
-    workers = cfg.workers or -1
-    if cfg.executor == "local":
-        return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=cfg.workers or os.cpu_count() or 1,
-                                     logging_dir=str(logs), depends=depends, start_method="spawn")
-    if cfg.executor == "ray":
-        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logs),
-                                   depends=depends, cpus_per_task=cfg.ray.cpus_per_task,
-                                   mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb)
-    slurm = cfg.slurm
-    sbatch_args = dict(slurm.sbatch_args)
-    if slurm.account:
-        sbatch_args["account"] = slurm.account
-    return SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logs),
-                                 depends=depends, job_name=f"lmforge-clean-{stage}", time=slurm.time,
-                                 partition=slurm.partition or "PARTITION", cpus_per_task=slurm.cpus_per_task,
-                                 mem_per_cpu_gb=slurm.mem_per_cpu_gb, env_command=slurm.env_command or None,
-                                 sbatch_args=sbatch_args, slurm_logs_folder=str(logs / "slurm_logs"))
-
-
-def launch(cfg, mapper, decider, work: Path) -> None:
-    """Run both executor stages to the end (Slurm: submit both, then wait for the completion files)."""
-    if cfg.executor == "slurm":
-        run_on_slurm(cfg, decider, work)
-    else:
-        with ray_cluster(cfg.ray.address) if cfg.executor == "ray" else contextlib.nullcontext():
-            for executor, stage in ((mapper, "map"), (decider, "decide")):
-                try:
-                    executor.run()
-                except LmforgeError:
-                    raise
-                except Exception as exc:
-                    _raise_if_incomplete(executor, stage, exc)
-                    raise
-                _raise_if_incomplete(executor, stage)
-    _raise_if_incomplete(mapper, "map")
-    _raise_if_incomplete(decider, "decide")
-
-
-def _raise_if_incomplete(executor, stage: str, exc: BaseException | None = None) -> None:
-    missing = executor.get_incomplete_ranks(skip_completed=True)
-    if not missing:
-        return
-    logs = Path(executor.logging_dir.path) / "logs"
-    why = f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})" if exc else ""
-    raise LmforgeError(f"cleaner: {len(missing)} of {executor.world_size} {stage} task(s) did not finish, first "
-                       f"task {missing[0]}{why}; its log: {logs / f'task_{missing[0]:05d}.log'}; a rerun keeps "
-                       "the finished tasks")
-
-
-@contextlib.contextmanager
-def ray_cluster(address: str):
-    """Connect to the Ray at ``address``, or start one on this machine (127.0.0.1) for the run."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        options = {"address": address} if address else {"include_dashboard": False, "num_cpus": os.cpu_count()}
-        ray.init(log_to_driver=False, logging_level="ERROR", **options)
-        started = True
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def run_on_slurm(cfg, decider, work: Path) -> None:
-    """Submit the map array job and the decide job after it; wait for them (or, dry run: write the scripts)."""
-    if cfg.slurm.dry_run:
-        scripts = []
-
-        def write_only(contents, _retriever, *args):
-            head, _, body = contents.partition("\n")
-            scripts.append(f"{head}\n# submitted as: sbatch {' '.join(args)} <this file>\n{body}")
-            return f"dry-run-{len(scripts)}"
-
-        with _replaced(datatrove_slurm, "launch_slurm_job", write_only):
-            decider.launch_job()
-        paths = []
-        for number, script in enumerate(scripts):
-            path = work / f"sbatch-{number}.slurm"
-            path.write_text(script)
-            paths.append(str(path))
-        raise LmforgeError(f"cleaner.slurm.dry_run: wrote {len(paths)} sbatch scripts, nothing submitted: "
-                           f"{', '.join(paths)}")
-    decider.launch_job()
-    while decider.get_incomplete_ranks(skip_completed=True):
-        jobs = [str(j) for j in (decider.depends_job_id, decider.job_id) if j not in (None, -1)]
-        alive = subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], check=False, capture_output=True,
-                               text=True).stdout
-        if jobs and not alive.strip() and decider.get_incomplete_ranks(skip_completed=True):
-            break
-        time.sleep(30)
-
-
-@contextlib.contextmanager
-def _replaced(module, name: str, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
-@contextlib.contextmanager
-def task_progress(stages: list[tuple[str, Any]], quiet: bool, every: float = 5.0):
-    """A line each time another tenth of a stage's tasks has finished (read from datatrove's completion
-    files, so it works for every executor); on stdout, which the run's live display prints above itself."""
-    stop = threading.Event()
-
-    def watch():
-        shown: dict[str, int] = {}
-        while not stop.wait(every):
-            for stage, executor in stages:
-                total = executor.world_size
-                done = total - len(executor.get_incomplete_ranks(skip_completed=True))
-                if done and done * 10 // total > shown.get(stage, 0):
-                    shown[stage] = done * 10 // total
-                    print(f"  {stage} tasks done: {done} of {total}", flush=True)
-
-    thread = threading.Thread(target=watch, name="lmforge-task-progress", daemon=True)
-    if not quiet:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
-
-
-@contextlib.contextmanager
-def console_to(path: Path):
-    """datatrove's console lines go to ``path``: its task processes' (they inherit file descriptor 2, pointed
-    at ``path``) and this process's (datatrove's stderr sinks, through its logging module's ``sys``); lmforge's
-    own output (the run's display on ``sys.stderr``, lines on stdout) still reaches the terminal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "a", encoding="utf-8") as log, os.fdopen(os.dup(saved), "w", buffering=1) as terminal:
-        os.dup2(log.fileno(), 2)
-        try:
-            with contextlib.redirect_stderr(terminal), \
-                    _replaced(datatrove_logging, "sys", SimpleNamespace(stderr=log, stdout=sys.stdout)):
-                yield
-        finally:
-            log.flush()
-            terminal.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def merged_stats(logs: Path) -> list[dict]:
-    """datatrove's per-task stats of one executor stage, summed: per step, its seconds and counts."""
-    files = sorted((logs / "stats").glob("*.json"))
-    total = sum((PipelineStats.from_json(json.loads(f.read_text())) for f in files), start=PipelineStats())
-    return [{"step": step.name, "seconds": round(getattr(step.time_stats, "total", 0.0), 3),
-             "counts": {key: getattr(metric, "total", metric) for key, metric in step.stats.items()}}
-            for step in total.stats]

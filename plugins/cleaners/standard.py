@@ -38,6 +38,7 @@ from lmforge.plugins.cleaners.basic import build_steps, check_steps, edit_steps
 from lmforge.plugins.cleaners.web import is_extracted, worker_context
 from lmforge.plugins.cleaners.writers import AuditWriter, ShardWriter, document_id
 from lmforge.plugins.lib.data import BadRecord, iter_rows, write_dataset_card
+from lmforge.plugins.lib.executors import EXECUTORS, RayConfig, SlurmConfig, check_executor
 
 STANDARD_STEPS = [
     "normalize",
@@ -54,7 +55,6 @@ STANDARD_STEPS = [
 ]
 
 
-EXECUTORS = ("in_process", "local", "ray", "slurm")
 AUTO_POOL_BYTES = 32 << 20  # below this, worker start-up costs more than it saves
 
 
@@ -75,29 +75,6 @@ def auto_workers(source) -> int:
         return cores
     size = sum(f.stat().st_size for part in parts for f in part.files if f.is_file())
     return cores if size > AUTO_POOL_BYTES else 1
-
-
-@dataclass
-class SlurmConfig:
-    """``cleaner.executor=slurm``: datatrove's SlurmPipelineExecutor (one array job per executor stage)."""
-
-    partition: str = ""
-    time: str = "24:00:00"
-    account: str = ""
-    cpus_per_task: int = 1
-    mem_per_cpu_gb: float = 2.0
-    env_command: str = ""  # run in each job before the task, e.g. "source /shared/venv/bin/activate"
-    sbatch_args: dict[str, str] = field(default_factory=dict)  # more #SBATCH directives, e.g. {qos: high}
-    dry_run: bool = False  # write the sbatch scripts under the work dir, submit nothing, stop the run
-
-
-@dataclass
-class RayConfig:
-    """``cleaner.executor=ray``: datatrove's RayPipelineExecutor on the cluster at ``address``."""
-
-    address: str = ""  # "" = a Ray on this machine (started for the run); "auto" = the one `ray start` runs
-    cpus_per_task: int = 1
-    mem_per_cpu_gb: float = 2.0
 
 
 @dataclass
@@ -214,9 +191,9 @@ class StandardCleaner(Cleaner):
     def preflight(self, context):
         check_steps(self.config.steps)
         if self.config.executor != "in_process":
-            from lmforge.plugins.cleaners.executors import check_executor  # datatrove: an optional extra
+            from lmforge.plugins.cleaners.executors import executor_choice  # datatrove: an optional extra
 
-            check_executor(self.config)
+            check_executor(executor_choice(self.config))
 
     def run(self, inputs, output_dir, context):
         if self.config.executor != "in_process":
