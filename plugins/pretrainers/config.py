@@ -3,9 +3,10 @@ when the stage is built."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lmforge.errors import ConfigError, close_match
+from lmforge.plugins.lib.executors import EXECUTORS, ExecutorChoice, RayConfig, SlurmConfig, check_executor
 
 SCHEDULERS = ("cosine", "wsd", "linear", "constant")
 
@@ -36,6 +37,12 @@ class PretrainConfig:
     text_field: str = "text"
     cache_dir: str | None = None  # token cache; None = $LMFORGE_CACHE_DIR or ~/.cache/lmforge/tokens
     tokenize_workers: int | None = None  # processes that tokenise the corpus into shards; None = every core
+    # the token-shard build on datatrove's executors (its DocumentTokenizer; shard_build.py): in_process = the
+    # workers above; local | ray | slurm with the cleaner's options (tokenize_workers = tasks at once there)
+    tokenize_executor: str = "in_process"
+    tokenize_tasks: int = 0  # executor tasks; 0 = one per input file, at most one per core
+    tokenize_slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    tokenize_ray: RayConfig = field(default_factory=RayConfig)
     peak_tflops: float | None = None  # for MFU; None = known GPUs only
     compile: bool | None = None  # torch.compile the model; None = hardware.compile
     init_from: str | None = None  # continued pretraining: a model dir or Hub id (its weights and tokenizer)
@@ -54,5 +61,18 @@ class PretrainConfig:
             raise ConfigError(f"pretrainer.stride: must be >= 1 or null, got {self.stride}")
         if self.tokenize_workers is not None and self.tokenize_workers < 1:
             raise ConfigError(f"pretrainer.tokenize_workers: must be >= 1 or null, got {self.tokenize_workers}")
+        if self.tokenize_executor not in EXECUTORS:
+            raise ConfigError(f"pretrainer.tokenize_executor: unknown '{self.tokenize_executor}'"
+                              f"{close_match(self.tokenize_executor, EXECUTORS)}; one of {', '.join(EXECUTORS)}")
+        if self.tokenize_tasks < 0:
+            raise ConfigError(f"pretrainer.tokenize_tasks: must be >= 0, got {self.tokenize_tasks}")
+        if self.tokenize_executor != "in_process":
+            check_executor(self.tokenize_choice())
+
+    def tokenize_choice(self) -> ExecutorChoice:
+        """The executor of the token-shard build (``shard_build.py``), with the keys that name its options."""
+        return ExecutorChoice(self.tokenize_executor, self.tokenize_workers or 0, self.tokenize_slurm,
+                              self.tokenize_ray, key="pretrainer.tokenize_executor",
+                              slurm_key="pretrainer.tokenize_slurm", job="tokenize")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"pretrainer.val_fraction: must be in [0, 1), got {self.val_fraction}")

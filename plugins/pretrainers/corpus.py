@@ -5,6 +5,9 @@ between them; format in ``token_shards.py``) under a key made of the tokenizer's
 later runs, and every rank, memory-map them as one stream. Both pretrainers read it through
 :func:`load_corpus`, so they train on the same data in the same order and their results compare one to one.
 
+**On an executor** (``pretrainer.tokenize_executor=local|ray|slurm``): the cache entry is built by datatrove's
+``DocumentTokenizer`` tasks instead (``shard_build.py``) and read as below.
+
 **Token shards made elsewhere**: when the ``text`` input is a directory of token shards (lmforge's own, or
 datatrove's ``DocumentTokenizer`` output), it is memory-mapped as it is, after its checks (``shard_input.py``).
 """
@@ -23,6 +26,7 @@ from lmforge.errors import ConfigError
 from lmforge.plugins.lib.checkpoints import split_too_short
 from lmforge.plugins.lib.models import load_tokenizer, model_path
 from lmforge.plugins.pretrainers.config import PretrainConfig
+from lmforge.plugins.pretrainers.shard_build import build_on_executor
 from lmforge.plugins.pretrainers.shard_input import open_shards, shard_dir
 from lmforge.plugins.pretrainers.token_shards import TokenStream, build_shards
 from lmforge.plugins.pretrainers.windows import Windows, split_tokens
@@ -65,6 +69,19 @@ def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field
     return tokens, {"tokens": index["tokens"], "bytes": index["bytes"], "documents": index["documents"], "key": key}
 
 
+def executor_corpus(cfg: PretrainConfig, text, tokenizer_dir: Path, tokenizer, quiet: bool):
+    """The corpus tokenised by datatrove's DocumentTokenizer on ``pretrainer.tokenize_executor`` (shard_build.py),
+    cached under its own key (its layout differs: eos after every document), then mapped like any datatrove
+    shard directory."""
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, "datatrove-DocumentTokenizer", tokenizer_hash(tokenizer_dir),
+                                     sources.input_hash(text), cfg.text_field]).encode()).hexdigest()[:24]
+    entry = cache_root(cfg.cache_dir) / key
+    if not entry.is_dir():
+        build_on_executor(cfg, text, tokenizer_dir, tokenizer, cfg.text_field, entry, quiet)
+    tokens, meta = open_shards(entry, tokenizer)
+    return tokens, {**meta, "key": key}
+
+
 def pretrain_tokenizer_dir(cfg: PretrainConfig, inputs: dict) -> Path:
     """The tokenizer to train with: the ``tokenizer`` input, or with ``init_from`` that model's own."""
     tokenizer_dir = model_path(inputs["tokenizer"])
@@ -96,6 +113,8 @@ def load_corpus(cfg: PretrainConfig, inputs, context, main: bool):
     shards = shard_dir(inputs["text"])
     if shards is not None:  # tokenised elsewhere: mapped as it is, once its ids fit the tokenizer
         tokens, meta = open_shards(shards, tokenizer)
+    elif cfg.tokenize_executor != "in_process":  # tokenised by executor tasks, once, under the cache's file lock
+        tokens, meta = executor_corpus(cfg, inputs["text"], tokenizer_dir, tokenizer, context.quiet or not main)
     else:
         # the first process of each machine to take the cache's file lock tokenises (all cores); the others
         # wait on the lock (not in a collective, so no NCCL/gloo timeout however long it takes), then map it

@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from lmforge.errors import DataError
+from lmforge.plugins.pretrainers.shard_build import input_files
 from lmforge.plugins.pretrainers.token_shards import FORMAT, TokenStream
 from lmforge.sources import DATATROVE_TOKENS, DataSource, token_shard_kind
 
@@ -64,8 +65,11 @@ def open_shards(directory: Path, tokenizer) -> tuple:
 
 def check_shard_input(stage, inputs: dict) -> None:
     """A pretrainer's ``check_data``: a directory of token shards is opened and checked against the tokenizer
-    before any stage of the pipeline runs (when the tokenizer exists already: not a ``stage:`` reference)."""
+    before any stage of the pipeline runs (when the tokenizer exists already: not a ``stage:`` reference);
+    with ``tokenize_executor``, a text input must be files datatrove's readers take."""
     directory = shard_dir(inputs.get("text"))
+    if directory is None and inputs.get("text") is not None and stage.config.tokenize_executor != "in_process":
+        input_files(inputs["text"])  # datatrove's readers must read it (checked here, before any stage runs)
     if directory is None or inputs.get("tokenizer") is None:
         return
     from lmforge.plugins.lib.models import load_tokenizer, model_path
