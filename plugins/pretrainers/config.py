@@ -66,6 +66,11 @@ class PretrainConfig:
                               f"{close_match(self.tokenize_executor, EXECUTORS)}; one of {', '.join(EXECUTORS)}")
         if self.tokenize_tasks < 0:
             raise ConfigError(f"pretrainer.tokenize_tasks: must be >= 0, got {self.tokenize_tasks}")
+        if self.tokenize_executor == "slurm" and not (self.tokenize_slurm.partition or self.tokenize_slurm.dry_run):
+            raise ConfigError("pretrainer.tokenize_slurm.partition: required by pretrainer.tokenize_executor=slurm")
+
+    def check_machine(self) -> None:
+        """Checks of this machine, when the run is planned (``preflight``): the executor's packages, ``sbatch``."""
         if self.tokenize_executor != "in_process":
             check_executor(self.tokenize_choice())
 

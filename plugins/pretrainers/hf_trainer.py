@@ -132,6 +132,7 @@ class HFTrainerPretrainer(Pretrainer):
 
     def preflight(self, context):
         check_model_config(context.model)
+        self.config.check_machine()
 
     def run(self, inputs, output_dir, context):
         from transformers import Trainer

@@ -80,6 +80,7 @@ class LeanPretrainer(Pretrainer):
 
     def preflight(self, context):
         check_model_config(context.model)
+        self.config.check_machine()
 
     def run(self, inputs, output_dir, context):
         cfg = self.config
