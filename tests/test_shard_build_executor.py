@@ -56,3 +56,15 @@ def test_bad_tokenize_executor_options_fail_when_planned(capsys, tmp_path, overr
     code, err = cli(capsys, "run", *TINY, f"run.root={tmp_path}", *overrides)
     assert code != 0 and message in one_error_line(err)
     assert not (tmp_path / "default" / "cleaner").exists()
+
+
+def test_slurm_dry_run_writes_the_tokenizer_job(capsys, tmp_path):
+    cache = tmp_path / "cache"
+    code, err = cli(capsys, "run", *TINY, f"run.root={tmp_path}", f"pretrainer.cache_dir={cache}",
+                    "pretrainer.tokenize_executor=slurm", "pretrainer.tokenize_slurm.dry_run=true",
+                    "pretrainer.tokenize_slurm.partition=cpu", "pretrainer.tokenize_slurm.time=01:00:00")
+    assert code != 0 and "pretrainer.tokenize_slurm.dry_run: wrote 2 sbatch scripts" in one_error_line(err)
+    script = next(cache.glob("*.logs/sbatch-0.slurm")).read_text()
+    assert "#SBATCH --partition=cpu" in script and "#SBATCH --time=01:00:00" in script
+    assert "#SBATCH --job-name=lmforge-tokenize-shards" in script and "launch_pickled_pipeline" in script
+    assert not lmforge.is_complete(tmp_path / "default" / "pretrainer")
