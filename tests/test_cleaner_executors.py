@@ -57,6 +57,15 @@ def test_local_executor_keeps_the_in_process_documents(capsys, tmp_path, in_proc
     assert not (tmp_path / "local" / ".work" / "cleaner").exists()  # a complete stage leaves no work behind
 
 
+def test_web_pages_on_the_local_executor_keep_the_in_process_documents(capsys, tmp_path):
+    """WARC input: the shard step extracts the articles (the in-process reader), the tasks clean them."""
+    warc = Path(__file__).parent / "data" / "web" / "pages.warc.gz"
+    reference = clean(capsys, tmp_path, "web_ref", f"data.raw_text={warc}")
+    report = same_output(reference, clean(capsys, tmp_path, "web_local", f"data.raw_text={warc}",
+                                          "cleaner.executor=local", "cleaner.tasks=3"))
+    assert report["docs_in"] > 20 and report["executor"]["tasks"] == 3
+
+
 def test_ray_executor_keeps_the_in_process_documents(capsys, tmp_path, in_process):
     pytest.importorskip("ray")
     out = clean(capsys, tmp_path, "ray", "cleaner.executor=ray", "cleaner.tasks=2", "cleaner.ray.cpus_per_task=1")

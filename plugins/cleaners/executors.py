@@ -62,10 +62,11 @@ def task_count(cfg) -> int:
     return cfg.tasks or os.cpu_count() or 1
 
 
-def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -> Path:
+def run_on_executor(cleaner, source, output_dir: Path, context, process_batch, read_workers: int = 1) -> Path:
     """Shard, map on the executor, decide on the executor, then move the result into ``output_dir``.
     ``process_batch``: the in-process cleaner's per-document function (standard.py), run by the map tasks;
-    the decide task calls ``cleaner.clean`` with the map's results."""
+    the decide task calls ``cleaner.clean`` with the map's results. ``read_workers``: processes extracting
+    HTML / WARC articles in the shard step (as in-process: every core for a large input)."""
     cfg = cleaner.config
     choice = executor_choice(cfg)
     check_executor(choice)
@@ -73,7 +74,7 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -
     tasks = task_count(cfg)
     final = work / "final"
     with console_to(work / "logs" / "console.log"):
-        docs, tasks = write_shards(cfg, source, work / "shards", tasks)
+        docs, tasks = write_shards(cfg, source, work / "shards", tasks, read_workers)
         tasks = min(tasks, docs)
         mapper = make_executor(choice, [MapTask(cfg.steps, cfg.allowed_ids, str(work), cfg.batch_size, process_batch)],
                                tasks, work / "logs" / "map", "map")
@@ -99,7 +100,7 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch) -
 
 
 # ---- 1. shard --------------------------------------------------------------------------------------------
-def write_shards(cfg, source, shards: Path, tasks: int) -> tuple[int, int]:
+def write_shards(cfg, source, shards: Path, tasks: int, read_workers: int = 1) -> tuple[int, int]:
     """Deal the input's records round-robin into ``tasks`` shards (record ``i`` to shard ``i % tasks``);
     (documents, tasks), as first written when a rerun finds the shards done."""
     done = shards / "DONE.json"
@@ -113,7 +114,7 @@ def write_shards(cfg, source, shards: Path, tasks: int) -> tuple[int, int]:
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(gzip.open(partial / f"shard-{rank:05d}.jsonl.gz", "wt", encoding="utf-8"))
                  for rank in range(tasks)]
-        for item in iter_rows(source, cfg.text_field, cfg.txt_mode, workers=cfg.workers or 1):
+        for item in iter_rows(source, cfg.text_field, cfg.txt_mode, workers=read_workers):
             if isinstance(item, BadRecord):
                 if cfg.on_bad_input == "fail":
                     raise DataError(f"{item.where}: {item.problem}")

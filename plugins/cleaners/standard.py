@@ -199,7 +199,8 @@ class StandardCleaner(Cleaner):
         if self.config.executor != "in_process":
             from lmforge.plugins.cleaners.executors import run_on_executor  # datatrove: an optional extra
 
-            return run_on_executor(self, inputs["text"], Path(output_dir), context, _process_batch)
+            return run_on_executor(self, inputs["text"], Path(output_dir), context, _process_batch,
+                                   read_workers=self.config.workers or auto_workers(inputs["text"]))
         return self.clean(inputs["text"], Path(output_dir), context)
 
     def clean(self, source, output_dir: Path, context, computed=None, seconds=None) -> Path:
