@@ -307,8 +307,8 @@ def _flatten(node, prefix: str = "") -> dict:
 
 
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Overlaid curves (one line per run) for every stage and metric, a final-metrics table and the config
-    keys that differ. Writes ``compare.md`` + ``compare.html`` into ``out_dir``; returns the HTML path."""
+    """Overlaid curves (one line per run) for every stage and metric — the headline ones open, the others and
+    the final-metrics table folded, as in the run report — and the config keys that differ. Writes ``compare.md`` + ``compare.html`` into ``out_dir``; returns the HTML path."""
     from lmforge.errors import ConfigError
 
     runs = {}
@@ -342,21 +342,30 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         lines += [f"## {escape_markdown(stage)}", ""]
         series = {label: curves(read_metrics(d / stage)) for label, (d, m) in runs.items() if stage in m}
         all_keys = list(dict.fromkeys(k for s in series.values() for k in s))
-        for title, group in plot_groups(all_keys):
+        headline = headline_metrics(next(m[stage] for _, m in runs.values() if stage in m))
+        shown = [k for k in headline if k in all_keys]
+        plots = {False: [], True: []}  # headline curves open, the others collapsed (as in the run report)
+        for title, group in plot_groups(shown) + plot_groups([k for k in all_keys if k not in shown]):
             plot_lines = [(f"{label}: {TITLES.get(k, k)}" if len(group) > 1 else label, *zip(*s[k]))
                           for label, s in series.items() for k in group if k in s]
             name = _file_name(stage, *group)
             _figure(f"{stage}: {title}", plot_lines, "loss" if group[0] in LOSS_KEYS else group[0],
                     out_dir / "plots" / name)
-            lines += [f"![{escape_markdown(stage + ': ' + title)}](plots/{name})", ""]
+            plots[group[0] not in shown] += [f"![{escape_markdown(stage + ': ' + title)}](plots/{name})", ""]
+        lines += plots[False]
         finals = {label: m[stage].get("metrics", {}) for label, (d, m) in runs.items() if stage in m}
         metric_keys = list(dict.fromkeys(k for f in finals.values() for k, v in f.items()
                                          if isinstance(v, (int, float)) and not isinstance(v, bool)))
+        table = []
         if metric_keys:
-            lines += ["| metric | " + " | ".join(map(escape_markdown, labels)) + " |", "|---|" + "---|" * len(labels)]
-            lines += [f"| {escape_markdown(k)} | " + " | ".join(_value(finals.get(lb, {}).get(k, "—")) for lb in labels)
+            table += ["| metric | " + " | ".join(map(escape_markdown, labels)) + " |", "|---|" + "---|" * len(labels)]
+            table += [f"| {escape_markdown(k)} | " + " | ".join(_value(finals.get(lb, {}).get(k, "—")) for lb in labels)
                       + " |" for k in metric_keys]
-            lines.append("")
+            table.append("")
+        more = len(plots[True]) // 2
+        parts = [f"{more} more curve{'s' * (more != 1)}" if more else "",
+                 f"the last value of all {len(metric_keys)} metrics" if metric_keys else ""]
+        lines += _collapsed(f"{stage}: " + " and ".join(p for p in parts if p), plots[True] + table)
     markdown = "\n".join(lines) + "\n"
     (out_dir / "compare.md").write_text(markdown, encoding="utf-8", errors="backslashreplace")
     page = out_dir / "compare.html"

@@ -127,6 +127,9 @@ def test_compare_overlays_runs_and_tables_metrics_and_config(two_runs, tmp_path,
     assert "| final\\_score | 0.501 | 0.503 |" in markdown
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["curvy_loss_val_loss.png", "curvy_lr.png",
                                                                  "curvy_my_metric.png"]
+    opened, folded = markdown.split("<details>", 1)
+    assert "curvy_loss_val_loss.png" in opened and "curvy_lr.png" in opened  # headline curves open
+    assert "curvy_my_metric.png" in folded and "| final\\_score |" in folded  # the rest, and the table, folded
 
 
 def test_compare_refuses_a_directory_without_a_run(two_runs, tmp_path, capsys):
@@ -160,6 +163,8 @@ def test_report_and_compare_pages_in_a_browser(browser, two_runs, tmp_path):
     out = tmp_path / "cmp"
     page = lmforge.plugins.report.compare_runs(list(two_runs), out)
     browser.get(page.as_uri())
+    for summary in browser.find_elements(By.TAG_NAME, "summary"):  # the metrics table is folded
+        summary.click()
     headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "th")]
     assert headers.count("slow_lr") >= 2 and headers.count("fast_lr") >= 2  # config and metrics tables
     images = _loaded_images(browser)
