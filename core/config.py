@@ -265,19 +265,13 @@ def build_params(config_class, values: dict[str, Any] | None, where: str, plugin
 
 def _unknown_nested_key(config_class, key: str) -> str:
     """For ``a.b.c`` where ``a.b`` is a nested config dataclass without a field ``c``: the unknown-key message."""
-    *path, last = key.split(".")
-    node = config_class
-    for part in path:
-        field = next((f for f in dataclasses.fields(node) if f.name == part), None) if dataclasses.is_dataclass(node) else None
-        if field is None:
-            return ""
-        node = field.type if isinstance(field.type, type) else (
-            field.default_factory if callable(getattr(field, "default_factory", None)) else None)
-    if not path or not dataclasses.is_dataclass(node):
+    from omegaconf import DictConfig, OmegaConf
+
+    path, _, last = key.rpartition(".")
+    node = OmegaConf.select(OmegaConf.structured(config_class), path) if path else None
+    if not isinstance(node, DictConfig) or last in node:
         return ""
-    names = [f.name for f in dataclasses.fields(node)]
-    if last in names:
-        return ""
+    names = list(node.keys())
     return f"unknown key{close_match(last, names)}; allowed: {', '.join(names)}"
 
 

@@ -41,7 +41,6 @@ from lmforge.plugins.cleaners.basic import build_steps
 from lmforge.plugins.cleaners.web import is_extracted
 from lmforge.plugins.lib.data import BadRecord, iter_rows
 from lmforge.plugins.lib.executors import (
-    ExecutorChoice,
     check_executor,
     console_to,
     make_executor,
@@ -51,11 +50,6 @@ from lmforge.plugins.lib.executors import (
 )
 
 RESULTS = "results"
-
-
-def executor_choice(cfg) -> ExecutorChoice:
-    return ExecutorChoice(cfg.executor, cfg.workers, cfg.slurm, cfg.ray, key="cleaner.executor",
-                          slurm_key="cleaner.slurm", job="clean")
 
 
 def task_count(cfg) -> int:
@@ -68,7 +62,7 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch, r
     the decide task calls ``cleaner.clean`` with the map's results. ``read_workers``: processes extracting
     HTML / WARC articles in the shard step (as in-process: every core for a large input)."""
     cfg = cleaner.config
-    choice = executor_choice(cfg)
+    choice = cfg.executor_choice()
     check_executor(choice)
     work = context.checkpoint_dir() / "executor"
     tasks = task_count(cfg)
@@ -92,10 +86,9 @@ def run_on_executor(cleaner, source, output_dir: Path, context, process_batch, r
                           "decide": merged_stats(work / "logs" / "decide")}
     for item in final.iterdir():
         if item.name != "report.json":
-            shutil.copy2(item, output_dir / item.name)
+            shutil.copy2(item, output_dir / item.name)  # copied: a rerun after a kill here copies again
     (output_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
-                         "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
+    cleaner.log_report(context, report)
     return output_dir
 
 

@@ -38,7 +38,7 @@ from lmforge.plugins.cleaners.basic import build_steps, check_steps, edit_steps
 from lmforge.plugins.cleaners.web import is_extracted, worker_context
 from lmforge.plugins.cleaners.writers import AuditWriter, ShardWriter, document_id
 from lmforge.plugins.lib.data import BadRecord, iter_rows, write_dataset_card
-from lmforge.plugins.lib.executors import EXECUTORS, RayConfig, SlurmConfig, check_executor
+from lmforge.plugins.lib.executors import EXECUTORS, ExecutorChoice, RayConfig, SlurmConfig, check_executor
 
 STANDARD_STEPS = [
     "normalize",
@@ -104,6 +104,11 @@ class StandardCleanerConfig:
         one_of(self, "executor", EXECUTORS)
         one_of(self, "on_bad_input", ("skip", "fail"))
         at_least(self, 0, "tasks", "workers")
+
+    def executor_choice(self) -> ExecutorChoice:
+        """The executor the steps run on (``executors.py``), with the keys that name its options."""
+        return ExecutorChoice(self.executor, self.workers, self.slurm, self.ray, key="cleaner.executor",
+                              slurm_key="cleaner.slurm", job="clean")
 
 
 def read_allow_list(path: str) -> list[str]:
@@ -191,9 +196,7 @@ class StandardCleaner(Cleaner):
     def preflight(self, context):
         check_steps(self.config.steps)
         if self.config.executor != "in_process":
-            from lmforge.plugins.cleaners.executors import executor_choice  # datatrove: an optional extra
-
-            check_executor(executor_choice(self.config))
+            check_executor(self.config.executor_choice())
 
     def run(self, inputs, output_dir, context):
         if self.config.executor != "in_process":
@@ -269,8 +272,14 @@ class StandardCleaner(Cleaner):
         (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         write_dataset_card(output_dir, "Cleaned text")
         if context is not None:
-            log_report(context, report)
+            self.log_report(context, report)
         return output_dir
+
+    @staticmethod
+    def log_report(context, report: dict[str, Any]) -> None:
+        """The run's metrics of a cleaning report (in-process, or merged from an executor's tasks)."""
+        context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
+                             "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
 
     def _batches(self, source, steps, workers, stats, progress, computed=None):
         """(records, results, seconds) per batch, in input order, computed in a bounded process pool (or
@@ -330,11 +339,6 @@ class StandardCleaner(Cleaner):
         if progress is not None:
             progress.update(len(batch))
         return batch, results, seconds
-
-
-def log_report(context, report: dict[str, Any]) -> None:
-    context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
-                         "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
 
 
 def _progress(context):

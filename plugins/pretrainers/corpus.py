@@ -51,6 +51,13 @@ def tokenizer_hash(tokenizer_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def cache_key(tokenizer_dir: Path, text, text_field: str, *layout: str) -> str:
+    """A token cache entry's name: the tokenizer's files, the data's content hash, the text field (and a
+    layout other than lmforge's own, e.g. datatrove's)."""
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, *layout, tokenizer_hash(tokenizer_dir), sources.input_hash(text),
+                                      text_field]).encode()).hexdigest()[:24]
+
+
 def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field: str, cache_dir: str | None,
                      quiet: bool = True, workers: int | None = None):
     """The corpus as one token stream (eos between documents), from the cache or tokenised now.
@@ -60,8 +67,7 @@ def tokenized_corpus(text_path: Path, tokenizer_dir: Path, tokenizer, text_field
     the tokenizer's files, the data's content hash and the text field; a missing entry is built by
     ``workers`` processes (None = every core), resuming a build that was killed (see ``token_shards``).
     """
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, tokenizer_hash(tokenizer_dir), sources.input_hash(text_path),
-                                     text_field]).encode()).hexdigest()[:24]
+    key = cache_key(tokenizer_dir, text_path, text_field)
     entry = cache_root(cache_dir) / key
     if not (entry / "index.json").is_file():
         build_shards(text_path, tokenizer, text_field, entry, workers=workers, quiet=quiet, key=key)
@@ -73,8 +79,7 @@ def executor_corpus(cfg: PretrainConfig, text, tokenizer_dir: Path, tokenizer, q
     """The corpus tokenised by datatrove's DocumentTokenizer on ``pretrainer.tokenize_executor`` (shard_build.py),
     cached under its own key (its layout differs: eos after every document), then mapped like any datatrove
     shard directory."""
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, "datatrove-DocumentTokenizer", tokenizer_hash(tokenizer_dir),
-                                     sources.input_hash(text), cfg.text_field]).encode()).hexdigest()[:24]
+    key = cache_key(tokenizer_dir, text, cfg.text_field, "datatrove-DocumentTokenizer")
     entry = cache_root(cfg.cache_dir) / key
     if not entry.is_dir():
         build_on_executor(cfg, text, tokenizer_dir, tokenizer, cfg.text_field, entry, quiet)

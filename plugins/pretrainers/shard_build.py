@@ -30,7 +30,7 @@ from lmforge.plugins.lib.executors import (
 )
 from lmforge.sources import resolve_data, suffix_of
 
-READERS = {".parquet": "ParquetReader", ".jsonl": "JsonlReader", ".jsonl.gz": "JsonlReader", ".json": "JsonlReader"}
+READERS = {".parquet": "ParquetReader", ".jsonl": "JsonlReader", ".jsonl.gz": "JsonlReader"}
 
 
 def input_files(text) -> tuple[Path, str, list[Path]]:
