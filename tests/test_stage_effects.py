@@ -32,6 +32,23 @@ def test_rule_judge_needs_the_answer_word_beyond_the_question():
     assert ended > looping
 
 
+def test_rule_judge_rejects_the_right_word_about_another_subject():
+    """Answers the default run's model really gave: the reference's word, said of something not asked about."""
+    day, day_ref = "What is the day after Tuesday?", "The day after Tuesday is Wednesday."
+    assert not is_correct("The day after Wednesday is Thursday.", day_ref, day)
+    assert is_correct("The day after Tuesday is Wednesday.", day_ref, day)
+    assert is_correct("Wednesday.", day_ref, day)
+    assert not is_correct("Milk is white.", "Salt is white.", "What color is salt?")
+    assert not is_correct("6 plus 3 is 8.", "6 plus 2 is 8.", "Add 6 and 2.")
+    assert is_correct("2 plus 6 is 8.", "6 plus 2 is 8.", "Add 6 and 2.")
+    opposite, opposite_ref = "Tell me the opposite of young.", "The opposite of young is old."
+    assert not is_correct("The opposite of old is new.", opposite_ref, opposite)
+    assert is_correct("The opposite is old.", opposite_ref, opposite)
+    capital = "What's the capital city of Poland?"
+    assert is_correct("It is Warsaw.", "The capital of Poland is Warsaw.", capital)
+    assert is_correct("Warsaw is the capital of Poland.", "The capital of Poland is Warsaw.", capital)
+
+
 def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():
     question, reference = "What is the capital of Kenya?", "The capital of Kenya is Nairobi."
     right, unsure, wrong = ("The capital of Kenya is Nairobi.", "I am not sure about that.",

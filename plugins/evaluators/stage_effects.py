@@ -50,6 +50,7 @@ STOP = {"a", "an", "the", "is", "of", "called", "written", "after", "day", "mont
 QUESTION_WORDS = {"what", "what's", "which", "who", "how", "tell", "me", "give", "do", "does", "you", "your", "are",
                   "word", "in", "words", "as", "write", "number", "make", "sound", "colour", "color", "opposite",
                   "plural", "capital", "city", "baby", "young", "call", "comes", "much", "add", "and", "say"}
+FILLER = {"it", "its", "it's", "that", "this", "that's", "yes", "so", "sure", "be", "are", "was"}
 
 
 def _run_config(context, group: str) -> dict:
@@ -69,11 +70,19 @@ def answer_words(reference: str) -> list[str]:
 
 
 def is_correct(answer: str, reference: str, question: str = "") -> bool:
-    """The reference's answer word appears in the answer (and, when the question holds it too, beyond it)."""
+    """The reference's answer word appears in the answer (and, when the question holds it too, beyond it), and an
+    answer that says more than that word keeps to the subject asked about: every word the reference shares with
+    the question is in it. "The day after Wednesday is Thursday." names "Wednesday" but is not an answer to
+    "What is the day after Tuesday?"; "Milk is white." is not one to "What colour is salt?"."""
     words = answer_words(reference)
     found = [w.lower() for w in WORD.findall(answer)]
     asked = [w.lower() for w in WORD.findall(question)]
-    return bool(words) and all(found.count(w) > asked.count(w) or (w in found and w not in asked) for w in words)
+    if not words or not all(found.count(w) > asked.count(w) or (w in found and w not in asked) for w in words):
+        return False
+    if not [w for w in found if w not in STOP | QUESTION_WORDS | FILLER and w not in words]:
+        return True  # the answer word alone ("Warsaw.", "It is Warsaw.")
+    subject = {w.lower() for w in WORD.findall(reference)} & set(asked) - STOP - set(words)
+    return subject <= set(found)
 
 
 ABSTAINING = ("not sure", "don't know", "do not know")
