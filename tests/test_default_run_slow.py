@@ -1,4 +1,5 @@
-"""The real default pipeline, as `lmforge run` runs it, and the numbers that say each stage worked.
+"""The real default pipeline, as `lmforge run` runs it (the installed command, from an empty directory), the
+numbers that say each stage worked, and the aligned model loading and generating with plain transformers.
 
 Slow (four to five minutes on two idle CPU cores, far longer on busy ones): CI runs it. The thresholds are below the numbers measured
 (docs/quickstart.md) so that they hold run to run; the numbers it reaches are printed (pytest -s) and are in
@@ -12,8 +13,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +32,12 @@ def _metrics(run_dir, stage):
 def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the user's default threads
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lmforge.cli", "run", f"run.root={tmp_path}", "run.quiet=true"],
+    command = Path(sys.executable).with_name("lmforge")  # the console script the install put beside python
+    proc = subprocess.run([str(command) if command.exists() else "lmforge", "run", "run.quiet=true"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "default"
+    run = tmp_path / "runs" / "default"
     base, sft, rm, aligned = (_metrics(run, s) for s in ("pretrainer", "finetuner", "reward_model", "aligner"))
     numbers = {"seconds": round(seconds), "base_val_loss": base["eval_loss"],
                "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"],
@@ -71,3 +75,12 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert "| finetuner | " in report and "| aligner | " in report and "**Not independent**" in report
     assert "| Who are you? *(trained)* |" in report
     assert json.loads((run / "aligner" / "win_rate.json").read_text())["independent"] is False
+
+    # the aligned model is a plain transformers model: loads and generates outside lmforge
+    tokenizer = AutoTokenizer.from_pretrained(run / "aligner")
+    model = AutoModelForCausalLM.from_pretrained(run / "aligner")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    encoded = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**encoded, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > encoded["input_ids"].shape[1]
+    print("aligned model, plain transformers:", repr(tokenizer.decode(out[0][encoded["input_ids"].shape[1]:])))
