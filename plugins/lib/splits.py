@@ -8,23 +8,16 @@ one side, chosen by a seeded hash so the split does not depend on row order.
 from __future__ import annotations
 
 import hashlib
-import re
 
 from lmforge.errors import DataError
-
-_WORDS = re.compile(r"[^\W_]+")
-_OPERANDS = re.compile(r"\b(\d+) (plus|and|times) (\d+)\b")
+from lmforge.plugins.lib.overlap import words
 
 
 def normalised_prompt(text: str) -> str:
-    """A prompt as the held-out split compares it: lower case, words only (no punctuation, one space between),
-    the operands of a sum or product in ascending order ("What is 3 + 1?" and "what is 1 plus 3" are one)."""
-    text = " ".join(_WORDS.findall(text.lower().replace("+", " plus ").replace("*", " times ")))
-    def ordered(match) -> str:
-        low, high = sorted((match.group(1), match.group(3)), key=int)
-        return f"{low} {match.group(2)} {high}"
-
-    return _OPERANDS.sub(ordered, text)
+    """A prompt as the held-out split compares it: the overlap check's normalisation (``lib.overlap.words``:
+    the cleaner's lower case, punctuation and diacritics out, and one order for the operands of a sum or a
+    product), so "What is 3 + 1?" and "what is 1 plus 3" are one prompt here as there."""
+    return " ".join(words(text, commutative=True))
 
 
 def prompt_of(row: dict) -> str:
