@@ -55,7 +55,9 @@ WORD_PATTERN = re.compile(
     r"|[^\w\s.\-'’]|\.(?!\.)|" + WORD_RULES,
     re.IGNORECASE,
 )
-SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s+\S)")
+# sentence-final punctuation before more text; or a full stop between a word and a capitalised one with no space
+# ("… on Wednesday.The stabbing …", as spaCy's tokenizer, which datatrove counts with, splits it)
+SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s+\S)|(?<=[a-z]{2})[.!?](?=[A-Z][a-z])")
 _DELETE_PUNCTUATION = dict.fromkeys(map(ord, PUNCTUATION_SET))
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
