@@ -40,7 +40,7 @@ from typing import ClassVar
 
 from lmforge import Sampler
 from lmforge.errors import DataError
-from lmforge.params import ParamError, at_least
+from lmforge.params import ParamError, at_least, one_of
 
 
 @dataclass
@@ -56,6 +56,7 @@ class JudgedPairsConfig:
     known_questions: int = 200  # questions drawn from the `known` input
     greedy: bool = True  # also answer each question greedily; a right greedy answer is chosen over unsure_reply
     unsure_pairs: int = 2  # (right greedy answer, unsure_reply) pairs per question the model answers right greedily
+    knows: str = "sampled"  # known question: sampled = a sample was right; greedy = its greedy answer is right
     seed: int | None = None  # None: the run's seed
 
     def __post_init__(self):
@@ -63,16 +64,21 @@ class JudgedPairsConfig:
         at_least(self, 1, "max_new_tokens", "batch_size", "wrong_per_question")
         at_least(self, 0, "known_questions", "unsure_pairs")
         at_least(self, 0, "temperature", exclusive=True)  # sampled answers differ only above 0
+        one_of(self, "knows", ("sampled", "greedy"))
+        if self.knows == "greedy" and not self.greedy:
+            raise ParamError("knows: greedy needs greedy: true (the greedy answer is what says it knows)")
         if not self.unsure_reply.strip():
             raise ParamError("unsure_reply: empty; it is the answer chosen where the model is never right")
 
 
 def ranked_pairs(question: str, reference: str, completions: list[tuple[str, bool]], unsure_reply: str,
                  wrong_per_question: int, against_unsure: bool, greedy: tuple[str, bool] | None = None,
-                 unsure_pairs: int = 1) -> tuple[list[tuple[str, str]], bool]:
+                 unsure_pairs: int = 1, knows_greedy_only: bool = False) -> tuple[list[tuple[str, str]], bool]:
     """(chosen, rejected) answers to one question from its sampled (completion, ended its turn) answers and its
     greedy answer, if asked; and whether any answer was right. A right greedy answer is the chosen one, paired
-    with ``unsure_reply`` ``unsure_pairs`` times whatever ``against_unsure`` says."""
+    with ``unsure_reply`` ``unsure_pairs`` times whatever ``against_unsure`` says. With ``knows_greedy_only`` a
+    question whose greedy answer is not right is one the model does not know: ``unsure_reply`` is chosen over its
+    wrong answers, and its right samples are in no pair."""
     from lmforge.plugins.evaluators.stage_effects import abstains, is_correct
 
     def is_right(text: str, ended: bool) -> bool:
@@ -82,9 +88,9 @@ def ranked_pairs(question: str, reference: str, completions: list[tuple[str, boo
     right = [text for text, ended in completions if is_right(text, ended)]
     wrong = list(dict.fromkeys(text for text, _ in completions
                                if text.strip() and text not in right and not abstains(text)))
-    if not right:
-        return [(unsure_reply, text) for text in wrong[:wrong_per_question]], False
     known = bool(greedy) and is_right(*greedy)
+    if not right or (knows_greedy_only and not known):
+        return [(unsure_reply, text) for text in wrong[:wrong_per_question]], bool(right)
     best = greedy[0] if known else Counter(right).most_common(1)[0][0]
     times = unsure_pairs if known else 1 if against_unsure else 0
     unsure = [(best, unsure_reply)] * times if not abstains(reference) else []
@@ -163,7 +169,8 @@ class JudgedPairs(Sampler):
         for index, (question, reference, taught) in enumerate(asked):
             ranked, answered = ranked_pairs(question, reference, by_question.get(index, []), cfg.unsure_reply,
                                             cfg.wrong_per_question, against_unsure=not taught or index % 2 == 0,
-                                            greedy=greedy.get(index), unsure_pairs=cfg.unsure_pairs)
+                                            greedy=greedy.get(index), unsure_pairs=cfg.unsure_pairs,
+                                            knows_greedy_only=cfg.knows == "greedy")
             right_once += answered
             greedy_right += index in greedy and greedy[index][1] and is_correct(greedy[index][0], reference, question)
             pairs += [{"prompt": system + [{"role": "user", "content": question}],
