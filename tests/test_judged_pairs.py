@@ -73,6 +73,24 @@ def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny
     assert len(load_preferences(str(out / "preferences.jsonl"))) == len(pairs)
 
 
+def test_with_knows_greedy_a_lucky_right_sample_is_not_knowing():
+    # one sample of eight right, the greedy answer wrong: the model does not know it, so not sure is chosen and
+    # the lucky right sample is in no pair (neither taught nor rejected)
+    sampled = [("The capital of Kenya is Nairobi.", True), ("The capital of Kenya is Paris.", True)]
+    greedy = ("The capital of Kenya is Lima.", True)
+    pairs, right = ranked_pairs(QUESTION, REFERENCE, sampled, UNSURE, 3, against_unsure=True, greedy=greedy,
+                                knows_greedy_only=True)
+    assert right and pairs == [(UNSURE, "The capital of Kenya is Paris."), (UNSURE, greedy[0])]
+    # a right greedy answer is knowing, as without the option
+    known = ranked_pairs(QUESTION, REFERENCE, sampled, UNSURE, 3, against_unsure=False,
+                         greedy=("The capital of Kenya is Nairobi.", True), unsure_pairs=1, knows_greedy_only=True)
+    assert known[0][0] == ("The capital of Kenya is Nairobi.", UNSURE)
+    with pytest.raises(ConfigError, match="knows: unknown 'always'; one of: sampled, greedy"):
+        JudgedPairs(knows="always")
+    with pytest.raises(ConfigError, match="knows: greedy needs greedy: true"):
+        JudgedPairs(knows="greedy", greedy=False)
+
+
 def test_bad_settings_and_records_are_refused(varied_model_dir, tiny_context, tmp_path):
     with pytest.raises(ConfigError, match="samples: must be >= 2, got 1"):
         JudgedPairs(samples=1)
