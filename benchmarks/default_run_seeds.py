@@ -1,0 +1,106 @@
+"""What the default pipeline's alignment does to held-out answers, over several seeds, item by item.
+
+    python benchmarks/default_run_seeds.py --seeds 0 1 2 3 4 [--where DIR] [overrides …]
+    python benchmarks/default_run_seeds.py --collect LABEL=RUN_DIR [LABEL=RUN_DIR …]   # runs made already
+
+The first form runs ``lmforge run run.seed=K`` (the bundled data, CPU, ``OMP_NUM_THREADS=1``) for each seed in
+``--where`` (default: a temporary directory); the second reads finished run directories (``<root>/default``).
+For every run it records the held-out greedy answers' right / not sure / wrong counts of the fine-tuned
+(``finetuner``) and the aligned (``aligner``) model, the reward model's accuracy on pairs of held-out prompts,
+the win rate, and item by item what alignment did to the answers the fine-tuned model had right: kept, lost,
+and the ones it gained. The totals over seeds are what is compared: one run's "right" counts are one or two
+guessed sums, and a single seed says little. Writes benchmarks/results/default_run_seeds_<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _results import Recorder
+
+COUNTS = ("right", "not_sure", "wrong", "n")
+
+
+def answers(run: Path, stage: str) -> list[dict]:
+    return [json.loads(line) for line in (run / stage / "answers.jsonl").read_text().splitlines() if line.strip()]
+
+
+def one_run(run: Path) -> dict:
+    """The numbers of one finished run directory (``<root>/<name>``)."""
+    metrics = {stage: json.loads((run / stage / "manifest.json").read_text())["metrics"]
+               for stage in ("finetuner", "reward_model", "aligner")}
+    sft, aligned = answers(run, "finetuner"), answers(run, "aligner")
+    items = [(a["prompt"], bool(a["correct"]), bool(b["correct"]), a["answer"], b["answer"])
+             for a, b in zip(sft, aligned) if a["held_out"] and a.get("reference")]
+    config = json.loads((run / "config.json").read_text())
+    return {
+        "run": str(run), "seed": config["run"]["seed"],
+        "preferences_config": config.get("preferences"), "aligner_config": config.get("aligner"),
+        "finetuner": {k: metrics["finetuner"][f"eval/answers/{k}"] for k in COUNTS},
+        "aligner": {k: metrics["aligner"][f"eval/answers/{k}"] for k in COUNTS},
+        "reward_model_accuracy": metrics["reward_model"].get("eval_accuracy"),
+        "win_rate": metrics["aligner"].get("eval/win_rate/win_rate"),
+        "sft_right_kept": [p for p, s, a, *_ in items if s and a],
+        "sft_right_lost": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if s and not a],
+        "gained": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if a and not s],
+    }
+
+
+def totals(runs: list[dict]) -> dict:
+    out = {stage: {k: sum(r[stage][k] for r in runs) for k in COUNTS} for stage in ("finetuner", "aligner")}
+    out["sft_right_kept"] = sum(len(r["sft_right_kept"]) for r in runs)
+    out["sft_right_lost"] = sum(len(r["sft_right_lost"]) for r in runs)
+    out["gained"] = sum(len(r["gained"]) for r in runs)
+    out["runs"] = len(runs)
+    out["aligned_right_at_least_sft_in"] = sum(r["aligner"]["right"] >= r["finetuner"]["right"] for r in runs)
+    out["aligned_wrong_lower_in"] = sum(r["aligner"]["wrong"] < r["finetuner"]["wrong"] for r in runs)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[])
+    parser.add_argument("--where", type=Path, help="run here (default: a temporary directory)")
+    parser.add_argument("--collect", nargs="*", default=[], metavar="LABEL=RUN_DIR",
+                        help="finished run directories to read instead of running")
+    parser.add_argument("--out", type=Path, help="raw result file (default: results/default_run_seeds_<date>.json)")
+    parser.add_argument("overrides", nargs="*", help="extra `lmforge run` overrides for every seed")
+    args = parser.parse_args()
+    if not args.seeds and not args.collect:
+        parser.error("give --seeds or --collect")
+    recorder = Recorder("default_run_seeds", packages=("lmforge", "torch", "transformers", "trl"))
+    groups: dict[str, list[dict]] = {}
+    for item in args.collect:
+        label, _, directory = item.partition("=")
+        if not directory:
+            parser.error(f"--collect {item}: expected LABEL=RUN_DIR")
+        groups.setdefault(label, []).append(one_run(Path(directory)))
+    if args.seeds:
+        where = args.where or Path(tempfile.mkdtemp(prefix="default_run_seeds_"))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        for seed in args.seeds:
+            root = where / f"seed{seed}"
+            command = [sys.executable, "-m", "lmforge.cli", "run", f"run.root={root}", "run.quiet=true",
+                       f"run.seed={seed}", *args.overrides]
+            print(f"seed {seed}: {' '.join(command[2:])}", flush=True)
+            subprocess.run(command, env=env, check=True)
+            groups.setdefault(" ".join(args.overrides) or "default", []).append(one_run(root / "default"))
+    results = {label: {"totals": totals(runs), "runs": runs} for label, runs in groups.items()}
+    for label, result in results.items():
+        t = result["totals"]
+        print(f"{label}: {t['runs']} runs; SFT right/not sure/wrong {t['finetuner']['right']}/"
+              f"{t['finetuner']['not_sure']}/{t['finetuner']['wrong']} -> aligned {t['aligner']['right']}/"
+              f"{t['aligner']['not_sure']}/{t['aligner']['wrong']}; SFT's right kept {t['sft_right_kept']}, "
+              f"lost {t['sft_right_lost']}, gained {t['gained']}")
+    recorder.write({"seeds": args.seeds, "overrides": args.overrides, "collect": args.collect}, results, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
