@@ -115,6 +115,9 @@ def test_bundled_pairs_teach_the_unsure_reply_and_answering():
 def test_english_share_uses_the_cleaners_language_id():
     assert english_share(["The capital of France is Paris.", "I am Forge, a small assistant."]) == 1.0
     assert english_share(["Die Hauptstadt von Frankreich ist Paris.", "8 8 8 8 8 8"]) == 0.0
+    # an empty continuation (a base model ending the document) is no language at all: counted apart, as `empty`
+    assert english_share(["The capital of France is Paris.", "", "  "]) == 1.0
+    assert english_share(["", ""]) == 0.0
 
 
 def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_context, tmp_path):

@@ -103,9 +103,10 @@ def english_share(texts: list[str], threshold: float = 0.5) -> float:
 
     if _LANGUAGE is None:
         _LANGUAGE = LanguageFilter({"languages": ["en"], "threshold": threshold, "annotate": False})
-    if not texts:
+    written = [t for t in texts if t.strip()]
+    if not written:
         return 0.0
-    return sum(bool(t.strip()) and isinstance(_LANGUAGE.process(t), str) for t in texts) / len(texts)
+    return sum(isinstance(_LANGUAGE.process(t), str) for t in written) / len(written)
 
 
 def alpha_word_share(texts: list[str]) -> float:
@@ -238,7 +239,7 @@ class Answers(Evaluator):
         with open(Path(artifact) / ANSWERS_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps({**r, "mode": cfg.mode}, ensure_ascii=False) + "\n" for r in rows)
         metrics = {"english": english_share(sampled), "alpha_words": alpha_word_share(sampled),
-                   "prompts": len(rows)}
+                   "empty": sum(not t.strip() for t in sampled) / max(len(sampled), 1), "prompts": len(rows)}
         if ends:
             metrics["ends_turn"] = sum(ends) / len(ends)
         metrics["held_out_n"] = sum(r["held_out"] for r in rows)
