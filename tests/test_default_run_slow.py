@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 COUNTS = ("eval/answers/right", "eval/answers/not_sure", "eval/answers/wrong", "eval/answers/n")
-RM_ACCURACY = 0.58  # measured 0.65 on 117 pairs of prompts it never saw (0.56 with pairs without greedy answers)
+RM_ACCURACY = 0.58  # measured 0.75 on 114 pairs of prompts it never saw (0.70-0.75 over five seeds)
 
 
 def _metrics(run_dir, stage):
@@ -61,9 +61,9 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert {r["kind"] for r in run_prompts if not r["held_out"]} == {"identity", "chat"}
     held_n = sum(r["held_out"] for r in run_prompts)
     assert sft["eval/answers/n"] == aligned["eval/answers/n"] == held_n
-    # alignment trades wrong answers for "I am not sure" on the held-out prompts (measured of 52: wrong 45 -> 29,
-    # not sure 5 -> 22) and keeps what SFT answers right -- all but one guess: measured right 2 -> 1 ("Add 7 and
-    # 0." -> "7 plus 0 is 8." in every DPO setting tried, docs/quickstart.md), so one answer of slack
+    # alignment trades wrong answers for "I am not sure" on the held-out prompts (measured of 52: wrong 46 -> 34,
+    # not sure 5 -> 18) and does not keep a guessed right answer: right 1 -> 0 ("Add 7 and 0." -> "7 plus 0 is 8.";
+    # over five seeds 8 -> 3, every one a sum, docs/quickstart.md), so one answer of slack
     assert aligned["eval/answers/right"] >= sft["eval/answers/right"] - 1
     assert aligned["eval/answers/wrong"] <= sft["eval/answers/wrong"] - 8
     assert aligned["eval/answers/not_sure"] >= sft["eval/answers/not_sure"] + 8

@@ -46,7 +46,7 @@ STANDARD_STEPS = [
     "language",
     "gopher_repetition",
     {"name": "gopher_quality", "alpha_ratio_skip_punctuation": True},
-    {"name": "c4_quality", "filter_no_terminal_punct": False},
+    {"name": "c4_quality", "filter_no_terminal_punct": False, "min_num_sentences": 3},
     {"name": "fineweb_quality", "look_through_closing_marks": True, "char_duplicates_ratio": 0.1},
     "harmful",
     "exact_dedup",
