@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import textwrap
 
@@ -101,8 +102,12 @@ def _task(cfg) -> None:
 
     if rank():  # under `accelerate launch` the main process says it, once
         return
-    print(f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
-          f"skipped as complete: {', '.join(result.skipped) or 'none'})")
+    line = (f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
+            f"skipped as complete: {', '.join(result.skipped) or 'none'})")
+    if sys.stdout.isatty():  # folded to the terminal's width, as the closing lines above it; one line when piped
+        line = textwrap.fill(line, shutil.get_terminal_size().columns - 1, subsequent_indent=" " * 9,
+                             break_on_hyphens=False)
+    print(line)
 
 
 # Hydra's own flags: those that take a value, and ``--info``'s optional value.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pty
+import re
 import subprocess
 import sys
 import warnings
@@ -134,6 +136,35 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     assert lines[-2] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
     assert lines[-3] == "lmforge: report: default/report.html", output
     assert any(line.startswith("lmforge: aligner on ") and " right, " in line for line in lines[-6:-3]), output
+
+
+def test_the_closing_line_fits_an_80_column_terminal(tmp_path):
+    """In a terminal (a real pseudo-terminal, 80 columns) `run complete` folds under its prefix, as the other
+    closing lines do; piped it stays one line (the test above)."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "80", "LINES": "40", "TERM": "xterm"}
+    args = [sys.executable, "-c", "from lmforge.cli import main; main()", "run", f"run.root={tmp_path}",
+            "pipeline=clean_only"]
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert process.wait(timeout=300) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("lmforge: run complete:"))
+    closing = [line for line in lines[start:] if line.strip()]
+    assert len(closing) >= 2 and all(len(line) <= 80 for line in closing), closing
+    assert all(line.startswith(" " * 9) for line in closing[1:]), closing
+    assert "skipped as complete: none)" in " ".join(part.strip() for part in closing)
 
 
 def test_a_stage_without_a_bar_moves_by_its_logged_steps(tmp_path, capfd):
