@@ -207,6 +207,16 @@ def test_report_leads_with_right_not_sure_wrong_and_flags_a_judge_that_shares_th
     assert "| aligner | 1/2 = 0.50 (0.09–0.91) | 1/2 = 0.50 (0.09–0.91) | 0/2 = 0.00 (0.00–0.66) |" in section
     assert "0.68 of 100" in section and "**Not independent**" in section
     assert "| Who are you? *(trained)* |" in section
+    # what alignment did, prompt by prompt: the right answer kept, the wrong one turned into "not sure"
+    assert "| finetuner \\ aligner | right | not sure | wrong |" in section
+    assert "| right | 1 | 0 | 0 |" in section and "| wrong | 0 | 1 | 0 |" in section
+    assert "right answers lost" not in section
+    rows = [json.loads(line) for line in (tmp_path / "aligner" / "answers.jsonl").read_text().splitlines()]
+    rows[1].update(answer="6 plus 7 is 14.", correct=False)
+    (tmp_path / "aligner" / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    section = markdown_section(tmp_path, manifests)
+    assert "| right | 0 | 0 | 1 |" in section
+    assert "- right answers lost: 1: *What is 6 \\+ 7?* 6 plus 7 is 13\\. → 6 plus 7 is 14\\." in section
 
 
 def test_default_pipeline_asks_every_stage_the_held_out_prompts():

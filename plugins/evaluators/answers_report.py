@@ -7,6 +7,7 @@ reports on skipped stages too; it reaches the report through ``lmforge_report_se
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lmforge.plugins.evaluators.stage_effects import (
     ANSWERS_FILE,
     VERDICTS,
     WIN_RATE_FILE,
+    verdict,
     verdict_counts,
     wilson_interval,
 )
@@ -105,6 +107,38 @@ def _answers_table(answers: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def _change_lines(answers: dict[str, list[dict]], examples: int = 5) -> list[str]:
+    """What each chat model did to its predecessor's held-out answers, prompt by prompt: a table of verdict before
+    x verdict after, and the prompts whose right answer was lost or gained (a count of right answers can stay
+    the same while different questions are answered right)."""
+    chat = [stage for stage, rows in answers.items() if rows and rows[0].get("mode", "chat") == "chat"]
+    labels = {"right": "right", "not_sure": "not sure", "wrong": "wrong"}
+    lines = []
+    for before, after in itertools.pairwise(chat):
+        pairs = [(a, b) for a, b in zip(answers[before], answers[after])
+                 if a.get("held_out", True) and a["prompt"] == b["prompt"] and verdict(a) and verdict(b)]
+        if not pairs:
+            continue
+        lines += [(f"What **{after}** did to **{before}**'s held-out answers (rows: {before}, columns: {after}; "
+                   f"{len(pairs)} prompts):"), "",
+                  f"| {before} \\ {after} | " + " | ".join(labels[v] for v in VERDICTS) + " |",
+                  "|---" * (len(VERDICTS) + 1) + "|"]
+        for first in VERDICTS:
+            counts = [sum(verdict(a) == first and verdict(b) == then for a, b in pairs) for then in VERDICTS]
+            lines.append(f"| {labels[first]} | " + " | ".join(map(str, counts)) + " |")
+        lines.append("")
+        lost = [(a, b) for a, b in pairs if verdict(a) == "right" and verdict(b) != "right"]
+        gained = [(a, b) for a, b in pairs if verdict(a) != "right" and verdict(b) == "right"]
+        for name, items in (("right answers lost", lost), ("right answers gained", gained)):
+            if items:
+                shown = "; ".join(f"*{_cell(a['prompt'], 50)}* {_cell(a['answer'], 50)} → {_cell(b['answer'], 50)}"
+                                  for a, b in items[:examples])
+                more = f" (and {len(items) - examples} more)" if len(items) > examples else ""
+                lines.append(f"- {name}: {len(items)}: {shown}{more}")
+        lines.append("")
+    return lines
+
+
 def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) -> str:
     """The report section: first what each chat model answers (right / not sure / wrong on held-out prompts, the
     win rates with their judges), then per stage the numbers that say it worked, then the answers side by side."""
@@ -131,6 +165,7 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
         lines += ["## What the models answer", "", intro, ""]
         lines += table + [""] if table else []
         lines += win_rates + [""] if win_rates else []
+        lines += _change_lines(answers)
     if numbers or answers:
         lines += ["## What each stage did", ""]
     if numbers:
