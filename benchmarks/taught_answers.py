@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _results import Recorder
 from lmforge.config import sample_data_path
-from lmforge.plugins.evaluators.stage_effects import VERDICTS, abstains, is_correct
+from lmforge.plugins.evaluators.stage_effects import VERDICTS, is_correct, verdict
 from lmforge.plugins.lib.formats import load_conversations
 from lmforge.plugins.lib.generation import GenerateConfig, sample
 from lmforge.plugins.lib.models import load_tokenizer
@@ -47,12 +47,8 @@ def verdicts(model_dir: str, items: list[tuple[str, str]]) -> list[tuple[str, st
     params = GenerateConfig(do_sample=False, n=1, max_new_tokens=40, batch_size=64, system_prompt=SYSTEM)
     rows = sample(model, load_tokenizer(model_dir), [[{"role": "user", "content": q}] for q, _ in items], params)
     answers = {row["index"]: row["completion"] for row in rows}
-    out = []
-    for index, (question, reference) in enumerate(items):
-        answer = answers[index]
-        out.append(("right" if is_correct(answer, reference, question) else
-                    "not_sure" if abstains(answer) else "wrong", answer))
-    return out
+    return [(verdict({"answer": answers[index], "correct": is_correct(answers[index], reference, question)}),
+             answers[index]) for index, (question, reference) in enumerate(items)]
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 from lmforge.plugins.evaluators.stage_effects import (
@@ -115,20 +116,20 @@ def _change_lines(answers: dict[str, list[dict]], examples: int = 5) -> list[str
     labels = {"right": "right", "not_sure": "not sure", "wrong": "wrong"}
     lines = []
     for before, after in itertools.pairwise(chat):
-        pairs = [(a, b) for a, b in zip(answers[before], answers[after])
+        pairs = [(verdict(a), verdict(b), a, b) for a, b in zip(answers[before], answers[after])
                  if a.get("held_out", True) and a["prompt"] == b["prompt"] and verdict(a) and verdict(b)]
         if not pairs:
             continue
+        moves = Counter((first, then) for first, then, _, _ in pairs)
         lines += [(f"What **{after}** did to **{before}**'s held-out answers (rows: {before}, columns: {after}; "
                    f"{len(pairs)} prompts):"), "",
                   f"| {before} \\ {after} | " + " | ".join(labels[v] for v in VERDICTS) + " |",
                   "|---" * (len(VERDICTS) + 1) + "|"]
-        for first in VERDICTS:
-            counts = [sum(verdict(a) == first and verdict(b) == then for a, b in pairs) for then in VERDICTS]
-            lines.append(f"| {labels[first]} | " + " | ".join(map(str, counts)) + " |")
+        lines += [f"| {labels[first]} | " + " | ".join(str(moves[first, then]) for then in VERDICTS) + " |"
+                  for first in VERDICTS]
         lines.append("")
-        lost = [(a, b) for a, b in pairs if verdict(a) == "right" and verdict(b) != "right"]
-        gained = [(a, b) for a, b in pairs if verdict(a) != "right" and verdict(b) == "right"]
+        lost = [(a, b) for first, then, a, b in pairs if first == "right" != then]
+        gained = [(a, b) for first, then, a, b in pairs if first != "right" == then]
         for name, items in (("right answers lost", lost), ("right answers gained", gained)):
             if items:
                 shown = "; ".join(f"*{_cell(a['prompt'], 50)}* {_cell(a['answer'], 50)} → {_cell(b['answer'], 50)}"
