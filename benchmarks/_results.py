@@ -56,7 +56,7 @@ def git_state() -> dict:
         except OSError:
             return ""
     return {"lmforge_commit": git("rev-parse", "HEAD") or None,
-            "lmforge_uncommitted_changes": bool(git("status", "--porcelain", "--", "core", "plugins"))}
+            "lmforge_uncommitted_changes": bool(git("status", "--porcelain", "--", ":/core", ":/plugins"))}
 
 
 def median(values) -> float:

@@ -13,32 +13,18 @@ benchmarks/results/taught_answers_<date>.json.
 from __future__ import annotations
 
 import argparse
-import random
 from collections import Counter
 from pathlib import Path
 
 from _results import Recorder
 from lmforge.config import sample_data_path
-from lmforge.plugins.evaluators.stage_effects import VERDICTS, is_correct, verdict
-from lmforge.plugins.lib.formats import load_conversations
+from lmforge.plugins.evaluators.stage_effects import VERDICTS, is_correct, taught_questions, verdict
 from lmforge.plugins.lib.generation import GenerateConfig, sample
 from lmforge.plugins.lib.models import load_tokenizer
 from transformers import AutoModelForCausalLM
 
 SYSTEM = "You are Forge, a small assistant made by the lmforge project."
 PLACEHOLDERS = {"name": "Forge", "author": "the lmforge project"}
-
-
-def taught_questions(path: str, n: int, seed: int) -> list[tuple[str, str]]:
-    """(question, taught answer) of the single-turn chats, ``n`` of them drawn with ``seed``."""
-    taught: dict[str, str] = {}
-    for chat in load_conversations(path, placeholders=PLACEHOLDERS):
-        users = [m["content"] for m in chat if m["role"] == "user"]
-        if len(users) == 1 and chat[-1]["role"] == "assistant":
-            taught.setdefault(users[0], chat[-1]["content"])
-    items = sorted(taught.items())
-    random.Random(seed).shuffle(items)
-    return items[:n]
 
 
 def verdicts(model_dir: str, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -61,7 +47,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     recorder = Recorder("taught_answers", packages=("lmforge", "torch", "transformers"))
-    items = taught_questions(args.data, args.n, args.seed)
+    items = taught_questions(args.data, args.n, args.seed, PLACEHOLDERS)
     before, after = verdicts(args.before, items), verdicts(args.after, items)
     table = {first: {then: sum(a[0] == first and b[0] == then for a, b in zip(before, after)) for then in VERDICTS}
              for first in VERDICTS}

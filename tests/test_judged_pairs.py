@@ -8,7 +8,7 @@ import json
 import lmforge
 import pytest
 from lmforge.errors import ConfigError, DataError
-from lmforge.plugins.feedback.judged_pairs import JudgedPairs, ranked_pairs
+from lmforge.plugins.feedback.judged_pairs import JudgedPairs, anchor_pairs, ranked_pairs
 
 UNSURE = "I am not sure about that."
 QUESTION, REFERENCE = "What is the capital of Kenya?", "The capital of Kenya is Nairobi."
@@ -89,6 +89,33 @@ def test_with_knows_greedy_a_lucky_right_sample_is_not_knowing():
         JudgedPairs(knows="always")
     with pytest.raises(ConfigError, match="knows: greedy needs greedy: true"):
         JudgedPairs(knows="greedy", greedy=False)
+
+
+def test_an_answer_rejected_for_one_question_is_chosen_for_the_question_that_taught_it():
+    unsure = "I am not sure about that."
+    system = [{"role": "system", "content": "You are Forge."}]
+
+    def pair(question, chosen, rejected):
+        return {"prompt": system + [{"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+    taught = {"What is the opposite of wet?": "The opposite of wet is dry.",
+              "Tell me the opposite of wet.": "The opposite of wet is dry.",
+              "What colour is snow?": "Snow is white."}
+    pairs = [pair("What is the opposite of wide?", unsure, "The opposite of wet is dry."),
+             pair("Give me the opposite of the word rich.", unsure, "The opposite of wet is dry."),
+             pair("What is the opposite of wet?", "The opposite of wet is dry.", "The opposite of wet is wet."),
+             pair("What colour is salt?", unsure, "Salt is grey."),
+             pair("Tell me the opposite of wet.", unsure, "The opposite of wet is dry.")]
+    anchored = anchor_pairs(pairs, taught, unsure)
+    # one anchor per rejection, on the questions that taught the answer in turn, never on the rejecting question
+    assert [(p["prompt"][-1]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in anchored] == [
+        ("What is the opposite of wet?", "The opposite of wet is dry.", unsure),
+        ("Tell me the opposite of wet.", "The opposite of wet is dry.", unsure),
+        ("What is the opposite of wet?", "The opposite of wet is dry.", unsure)]
+    assert all(p["prompt"][0] == system[0] for p in anchored)  # same system prompt as the pair it answers
+    assert anchor_pairs(pairs, {}, unsure) == []
 
 
 def test_bad_settings_and_records_are_refused(varied_model_dir, tiny_context, tmp_path):

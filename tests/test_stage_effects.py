@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import lmforge
 import pytest
@@ -17,6 +18,7 @@ from lmforge.plugins.evaluators.stage_effects import (
     is_correct,
     judge_provenance,
     reference_score,
+    taught_questions,
     verdict_counts,
     wilson_interval,
 )
@@ -47,6 +49,10 @@ def test_rule_judge_rejects_the_right_word_about_another_subject():
     capital = "What's the capital city of Poland?"
     assert is_correct("It is Warsaw.", "The capital of Poland is Warsaw.", capital)
     assert is_correct("Warsaw is the capital of Poland.", "The capital of Poland is Warsaw.", capital)
+    # cut off before its subject: the answer word is there, but as the subject of a claim about another month
+    month, month_ref = "What month comes after February?", "The month after February is March."
+    assert not is_correct("The month after March is\ufffd.", month_ref, month)
+    assert is_correct("The month after February is March.", month_ref, month)
 
 
 def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():
@@ -145,6 +151,29 @@ def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_con
         Answers({"mode": "chatty"}).evaluate(artifact, {}, tiny_context)
 
 
+def test_answers_evaluator_asks_questions_the_fine_tuning_data_taught(varied_model_dir, tiny_context, tmp_path):
+    chats = tmp_path / "sft.jsonl"
+    turns = [("What is 2 + 2?", "2 plus 2 is 4."), ("Who made you?", "{{author}} made me."),
+             ("What colour is snow?", "Snow is white.")]
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in turns]
+    rows.append({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                              {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]})
+    chats.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    artifact = tmp_path / "model"
+    shutil.copytree(varied_model_dir, artifact)
+    metrics = Answers({"max_new_tokens": 4, "samples": 1, "limit": 2, "taught": str(chats), "taught_questions": 2,
+                       "placeholders": {"author": "lmforge"}}).evaluate(artifact, {}, tiny_context)
+    written = [json.loads(line) for line in (artifact / "taught_answers.jsonl").read_text().splitlines()]
+    # two of the single-turn chats (a multi-turn chat is not one question), the answer it was taught as reference
+    assert len(written) == metrics["taught_n"] == 2
+    assert {w["prompt"] for w in written} <= {q for q, _ in turns}
+    assert {w["reference"] for w in written} <= {"2 plus 2 is 4.", "lmforge made me.", "Snow is white."}
+    assert metrics["taught_right"] + metrics["taught_not_sure"] + metrics["taught_wrong"] == 2
+    assert [w["prompt"] for w in written] == [q for q, _ in taught_questions(chats, 2, placeholders={"author": "lmforge"})]  # the same draw every time
+    with pytest.raises(ConfigError, match="evaluation.answers.taught: .*missing.jsonl: no such file"):
+        Answers({"taught": str(tmp_path / "missing.jsonl")})
+
+
 def test_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):
     prompts = tmp_path / "held_out.jsonl"
     prompts.write_text(json.dumps({"prompt": "What is 2 + 2?", "reference": "2 plus 2 is 4."}) + "\n")
@@ -217,6 +246,20 @@ def test_report_leads_with_right_not_sure_wrong_and_flags_a_judge_that_shares_th
     section = markdown_section(tmp_path, manifests)
     assert "| right | 0 | 0 | 1 |" in section
     assert "- right answers lost: 1: *What is 6 \\+ 7?* 6 plus 7 is 13\\. → 6 plus 7 is 14\\." in section
+    # what each model kept of the questions fine-tuning taught: a column and a line
+    for stage, answers in (("finetuner", ["Snow is white.", "2 plus 2 is 4."]),
+                           ("aligner", ["I am not sure about that.", "2 plus 2 is 4."])):
+        taught = [{"prompt": "What colour is snow?", "answer": answers[0], "reference": "Snow is white.",
+                   "correct": answers[0] == "Snow is white."},
+                  {"prompt": "What is 2 + 2?", "answer": answers[1], "reference": "2 plus 2 is 4.", "correct": True}]
+        (tmp_path / stage / "taught_answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in taught))
+    section = markdown_section(tmp_path, manifests)
+    assert "| wrong | trained behaviours right | taught questions right |" in section
+    assert "| 1/1 = 1.00 (0.21–1.00) | 2/2 = 1.00 (0.34–1.00) |" in section
+    assert "| 1/1 = 1.00 (0.21–1.00) | 1/2 = 0.50 (0.09–0.91) |" in section
+    assert ("- **aligner** on 2 questions of the fine-tuning data: right 2 → 1; of finetuner's right answers 1 became "
+            "\"not sure\" and 0 wrong, 0 gained (e.g. *What colour is snow?* Snow is white\\. → I am not sure about "
+            "that\\.).") in section
 
 
 def test_default_pipeline_asks_every_stage_the_held_out_prompts():
@@ -233,5 +276,8 @@ def test_default_pipeline_asks_every_stage_the_held_out_prompts():
     assert dropped["aligner"]["data"] == lmforge.sample_data_path("preferences.jsonl")
     assert {"name": "answers", "mode": "continuation"} in cfg["evaluation"]["pretrainer"]
     assert {e["name"] for e in cfg["evaluation"]["aligner"]} == {"answers", "win_rate"}
+    # the chat models are also asked questions of their SFT data: what alignment keeps of what SFT taught
+    for stage in ("finetuner", "aligner"):
+        assert {"name": "answers", "taught": cfg["data"]["sft"]} in cfg["evaluation"][stage]
     # the reward model and the aligner hold pairs out by prompt (plugins/lib/training.py split_heldout)
     assert cfg["reward_model"]["eval_fraction"] > 0

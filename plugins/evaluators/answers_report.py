@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmforge.plugins.evaluators.stage_effects import (
     ANSWERS_FILE,
+    TAUGHT_FILE,
     VERDICTS,
     WIN_RATE_FILE,
     verdict,
@@ -94,18 +95,45 @@ def _win_rate_lines(run_dir: Path, manifests: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _answers_table(answers: dict[str, list[dict]]) -> list[str]:
-    """Right / not sure / wrong per chat model on held-out prompts, and trained behaviours right, with 95% CIs."""
+def _answers_table(answers: dict[str, list[dict]], taught: dict[str, list[dict]] | None = None) -> list[str]:
+    """Right / not sure / wrong per chat model on held-out prompts, trained behaviours right, and (when asked) the
+    questions of its fine-tuning data answered right, with 95% CIs."""
     chat = {stage: rows for stage, rows in answers.items() if rows and rows[0].get("mode", "chat") == "chat"}
     if not chat:
         return []
-    lines = ["| model | right (held out) | not sure | wrong | trained behaviours right |", "|---|---|---|---|---|"]
+    taught = taught or {}
+    column = any(stage in taught for stage in chat)
+    lines = ["| model | right (held out) | not sure | wrong | trained behaviours right |" +
+             (" taught questions right |" if column else ""), "|---|---|---|---|---|" + ("---|" if column else "")]
     for stage, rows in chat.items():
         held = verdict_counts([r for r in rows if r.get("held_out", True)])
         trained = verdict_counts([r for r in rows if not r.get("held_out", True)])
         lines.append(f"| {stage} | " + " | ".join(_share(held[v], held["n"]) for v in VERDICTS) +
                      f" | {_share(trained['right'], trained['n'])} |")
+        if column:
+            counts = verdict_counts(taught.get(stage, []))
+            lines[-1] += f" {_share(counts['right'], counts['n'])} |"
     return lines
+
+
+def _taught_lines(taught: dict[str, list[dict]], examples: int = 3) -> list[str]:
+    """What each chat model kept of what fine-tuning taught: the same taught questions before and after, the right
+    answers lost (to "not sure" or to a wrong answer) and gained."""
+    lines = []
+    for before, after in itertools.pairwise(taught):
+        pairs = [(verdict(a), verdict(b), a, b) for a, b in zip(taught[before], taught[after])
+                 if a["prompt"] == b["prompt"]]
+        if not pairs:
+            continue
+        lost = Counter(then for first, then, _, _ in pairs if first == "right" != then)
+        gained = sum(first != "right" == then for first, then, _, _ in pairs)
+        shown = "; ".join([f"*{_cell(a['prompt'], 50)}* {_cell(a['answer'], 50)} → {_cell(b['answer'], 50)}"
+                           for first, then, a, b in pairs if first == "right" != then][:examples])
+        right = [sum(v == "right" for v in column) for column in zip(*[(f, t) for f, t, _, _ in pairs])]
+        lines.append(f"- **{after}** on {len(pairs)} questions of the fine-tuning data: right {right[0]} → {right[1]}; "
+                     f"of {before}'s right answers {lost['not_sure']} became \"not sure\" and {lost['wrong']} wrong, "
+                     f"{gained} gained" + (f" (e.g. {shown})" if shown else "") + ".")
+    return lines + [""] if lines else []
 
 
 def _change_lines(answers: dict[str, list[dict]], examples: int = 5) -> list[str]:
@@ -157,16 +185,20 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
         path = run_dir / stage / ANSWERS_FILE
         if path.is_file():
             answers[stage] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    table, win_rates = _answers_table(answers), _win_rate_lines(run_dir, manifests)
+    taught = {stage: [json.loads(line) for line in (run_dir / stage / TAUGHT_FILE).read_text(encoding="utf-8").splitlines()
+                      if line] for stage in answers if (run_dir / stage / TAUGHT_FILE).is_file()}
+    table, win_rates = _answers_table(answers, taught), _win_rate_lines(run_dir, manifests)
     if table or win_rates:
         intro = ("Greedy answers to the evaluation prompts. *Held out*: every prompt not marked `held_out: false` "
                  "(the bundled ones ask facts that no fine-tuning chat, preference question or pair asks, in any "
                  "phrasing or operand order). *Trained behaviours* (`held_out: false`: identity, small talk) are "
-                 "asked in training too and counted apart. Each cell: count/n = share (95% Wilson interval).")
+                 "asked in training too and counted apart. *Taught questions*: questions of the fine-tuning data, "
+                 "asked to see what later stages keep of what it taught. Each cell: count/n = share (95% Wilson "
+                 "interval).")
         lines += ["## What the models answer", "", intro, ""]
         lines += table + [""] if table else []
         lines += win_rates + [""] if win_rates else []
-        lines += _change_lines(answers)
+        lines += _change_lines(answers) + _taught_lines(taught)
     if numbers or answers:
         lines += ["## What each stage did", ""]
     if numbers:

@@ -17,7 +17,10 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators/__in
   (the same for trained behaviours, prompts marked ``held_out: false``), ``identity`` (identity prompts whose
   greedy answer names the configured identity), ``ends_turn`` (sampled answers that stop with an end-of-turn
   token), ``english`` (sampled answers that the cleaner's language ID calls English), ``alpha_words`` (share of
-  words made of letters: English words, not digit soup).
+  words made of letters: English words, not digit soup). With ``taught`` (the chat data the model was fine-tuned
+  on) it also asks ``taught_questions`` of that data's single-turn questions greedily (the same draw for every
+  model), written to ``<artifact>/taught_answers.jsonl``: ``taught_right`` / ``taught_not_sure`` /
+  ``taught_wrong`` / ``taught_n`` say what a later stage kept of what fine-tuning taught.
 * ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
   a cached Hub id) on held-out prompts, judged by a reward model that did not train the policy (e.g. the run's
   ``reward_model`` stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties
@@ -35,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +46,12 @@ from pathlib import Path
 from lmforge import Evaluator
 from lmforge.config import sample_data_path
 from lmforge.errors import ConfigError, MissingArtifact
+from lmforge.params import ParamError, at_least
 from lmforge.plugins.lib.models import pad_token_id, seed_everything
 
 ANSWERS_FILE = "answers.jsonl"
+TAUGHT_FILE = "taught_answers.jsonl"
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".gz")
 WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 STOP = {"a", "an", "the", "is", "of", "called", "written", "after", "day", "month", "says", "plus", "i", "am"}
 QUESTION_WORDS = {"what", "what's", "which", "who", "how", "tell", "me", "give", "do", "does", "you", "your", "are",
@@ -73,14 +80,16 @@ def is_correct(answer: str, reference: str, question: str = "") -> bool:
     """The reference's answer word appears in the answer (and, when the question holds it too, beyond it), and an
     answer that says more than that word keeps to the subject asked about: every word the reference shares with
     the question is in it. "The day after Wednesday is Thursday." names "Wednesday" but is not an answer to
-    "What is the day after Tuesday?"; "Milk is white." is not one to "What colour is salt?"."""
+    "What is the day after Tuesday?"; "Milk is white." is not one to "What colour is salt?". An answer of the answer
+    word and filler alone must end with that word: "The month after March is" (cut off) does not answer "What month
+    comes after February?"."""
     words = answer_words(reference)
     found = [w.lower() for w in WORD.findall(answer)]
     asked = [w.lower() for w in WORD.findall(question)]
     if not words or not all(found.count(w) > asked.count(w) or (w in found and w not in asked) for w in words):
         return False
-    if not [w for w in found if w not in STOP | QUESTION_WORDS | FILLER and w not in words]:
-        return True  # the answer word alone ("Warsaw.", "It is Warsaw.")
+    if found[-1] in words and not [w for w in found if w not in STOP | QUESTION_WORDS | FILLER and w not in words]:
+        return True  # the answer word alone, ending the answer ("Warsaw.", "It is Warsaw.")
     subject = {w.lower() for w in WORD.findall(reference)} & set(asked) - STOP - set(words)
     return subject <= set(found)
 
@@ -148,6 +157,28 @@ class AnswersConfig(HeldOutAsking):
     mode: str = "chat"  # chat: through the chat template | continuation: the prompt text as plain text
     top_k: int = 50
     identity: str | None = None  # the name identity answers must hold; null: placeholders' name
+    taught: str | None = None  # the chat data the model was fine-tuned on: also ask some of its questions
+    taught_questions: int = 100  # how many of them (single-turn chats, drawn with a fixed seed)
+
+    def __post_init__(self):
+        at_least(self, 1, "taught_questions")
+        if self.taught and not self.taught.startswith("stage:") and self.taught.endswith(DATA_SUFFIXES) \
+                and not Path(self.taught).exists():
+            raise ParamError(f"taught: {self.taught}: no such file")
+
+
+def taught_questions(path, n: int, seed: int = 1, placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(question, taught answer) of a fine-tuning data file's single-turn chats, ``n`` of them drawn with ``seed``."""
+    from lmforge.plugins.lib.formats import load_conversations
+
+    taught: dict[str, str] = {}
+    for chat in load_conversations(str(path), placeholders=placeholders or None):
+        users = [m["content"] for m in chat if m["role"] == "user"]
+        if len(users) == 1 and chat[-1]["role"] == "assistant":
+            taught.setdefault(users[0], chat[-1]["content"])
+    items = sorted(taught.items())
+    random.Random(seed).shuffle(items)
+    return items[:n]
 
 
 @dataclass
@@ -249,6 +280,15 @@ class Answers(Evaluator):
             metrics.update({f"trained_{k}": v for k, v in trained.items()})
             if metrics["n"]:
                 metrics["correct"] = metrics["right"] / metrics["n"]
+        if cfg.taught and cfg.mode == "chat":
+            items = taught_questions(cfg.taught, cfg.taught_questions, placeholders=placeholders)
+            got = sample(model, tokenizer, [[{"role": "user", "content": q}] for q, _ in items],
+                         GenerateConfig(do_sample=False, **common))
+            taught = [{"prompt": q, "answer": row["completion"], "reference": a, "correct": is_correct(row["completion"], a, q)}
+                      for (q, a), row in zip(items, got)]
+            with open(Path(artifact) / TAUGHT_FILE, "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in taught)
+            metrics.update({f"taught_{k}": v for k, v in verdict_counts(taught).items()})
         asked = [r for r in rows if r["kind"] == "identity"]
         if asked and identity and cfg.mode == "chat":
             metrics["identity"] = sum(identity.lower() in r["answer"].lower() for r in asked) / len(asked)

@@ -57,6 +57,7 @@ class JudgedPairsConfig:
     greedy: bool = True  # also answer each question greedily; a right greedy answer is chosen over unsure_reply
     unsure_pairs: int = 2  # (right greedy answer, unsure_reply) pairs per question the model answers right greedily
     knows: str = "sampled"  # known question: sampled = a sample was right; greedy = its greedy answer is right
+    anchors: bool = False  # a rejected answer that is another taught question's answer: that pair, chosen over unsure
     seed: int | None = None  # None: the run's seed
 
     def __post_init__(self):
@@ -97,6 +98,29 @@ def ranked_pairs(question: str, reference: str, completions: list[tuple[str, boo
     return unsure + [(best, text) for text in wrong[:wrong_per_question]], True
 
 
+def anchor_pairs(pairs: list[dict], taught: dict[str, str], unsure_reply: str) -> list[dict]:
+    """For each pair whose rejected answer is what the SFT data taught for another question, that question's pair
+    with the same answer chosen over ``unsure_reply``. A small model answers an unknown question with an answer it
+    was taught for another ("What is the opposite of wide?" -> "The opposite of wet is dry."); rejecting it lowers
+    that answer everywhere, the question it belongs to included, and the aligned model hedges on what it knew.
+    The anchor says "wrong here, right there", so the preference is about the question, not the answer."""
+    by_answer: dict[str, list[str]] = {}
+    for question, answer in taught.items():
+        by_answer.setdefault(answer, []).append(question)
+    used: Counter = Counter()
+    anchored = []
+    for pair in pairs:
+        rejected, question = pair["rejected"][0]["content"], pair["prompt"][-1]["content"]
+        owners = [q for q in by_answer.get(rejected, []) if q != question]
+        if owners:
+            owner = owners[used[rejected] % len(owners)]
+            used[rejected] += 1
+            anchored.append({"prompt": pair["prompt"][:-1] + [{"role": "user", "content": owner}],
+                             "chosen": [{"role": "assistant", "content": rejected}],
+                             "rejected": [{"role": "assistant", "content": unsure_reply}]})
+    return anchored
+
+
 def questions_with_references(source) -> list[dict]:
     """The {prompt, reference} records of a questions input; one line naming the file:line that is not one."""
     from lmforge.plugins.lib.data import read_rows
@@ -122,21 +146,27 @@ class JudgedPairs(Sampler):
         if "prompts" in inputs:  # before the stages ahead of this one train
             questions_with_references(inputs["prompts"])
 
+    def taught(self, inputs) -> dict[str, str]:
+        """question -> taught answer of the ``known`` chats (none without that input)."""
+        from lmforge.plugins.lib.formats import load_conversations
+
+        taught: dict[str, str] = {}
+        if inputs.get("known"):
+            for conversation in load_conversations(str(inputs["known"]), placeholders=self.config.placeholders or None):
+                users = [m["content"] for m in conversation if m["role"] == "user"]
+                if users and conversation[-1]["role"] == "assistant":
+                    taught.setdefault(users[-1], conversation[-1]["content"])
+        return taught
+
     def questions(self, inputs, seed: int) -> list[tuple[str, str, bool]]:
         """(question, reference, fine-tuned on) for every question to ask."""
         from lmforge.plugins.evaluators.stage_effects import fill_placeholders
-        from lmforge.plugins.lib.formats import load_conversations
 
         placeholders = self.config.placeholders or {}
         asked = [(r["prompt"], fill_placeholders(r["reference"], placeholders), False)
                  for r in questions_with_references(inputs["prompts"])]
         if inputs.get("known") and self.config.known_questions > 0:
-            taught = {}
-            for conversation in load_conversations(str(inputs["known"]), placeholders=placeholders or None):
-                users = [m["content"] for m in conversation if m["role"] == "user"]
-                if users and conversation[-1]["role"] == "assistant":
-                    taught.setdefault(users[-1], conversation[-1]["content"])
-            drawn = sorted(taught.items())
+            drawn = sorted(self.taught(inputs).items())
             random.Random(seed).shuffle(drawn)
             asked += [(q, a, True) for q, a in drawn[: self.config.known_questions]]
         return asked
@@ -176,6 +206,8 @@ class JudgedPairs(Sampler):
             pairs += [{"prompt": system + [{"role": "user", "content": question}],
                        "chosen": [{"role": "assistant", "content": chosen}],
                        "rejected": [{"role": "assistant", "content": rejected}]} for chosen, rejected in ranked]
+        anchored = anchor_pairs(pairs, self.taught(inputs), cfg.unsure_reply) if cfg.anchors else []
+        pairs += anchored
         if not pairs:
             raise DataError(f"{inputs['prompts']}: no preference pairs: every answer of the model was right "
                             "(nothing to prefer against) or empty")
@@ -186,6 +218,6 @@ class JudgedPairs(Sampler):
         with open(output_dir / "preferences.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs)
         context.log_metrics({"questions": len(asked), "pairs": len(pairs), "answered_right": right_once / len(asked),
-                             "greedy_right": greedy_right,
+                             "greedy_right": greedy_right, "anchor_pairs": len(anchored),
                              "unsure_chosen": sum(p["chosen"][0]["content"] == cfg.unsure_reply for p in pairs)})
         return output_dir
