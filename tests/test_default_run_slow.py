@@ -61,19 +61,24 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert {r["kind"] for r in run_prompts if not r["held_out"]} == {"identity", "chat"}
     held_n = sum(r["held_out"] for r in run_prompts)
     assert sft["eval/answers/n"] == aligned["eval/answers/n"] == held_n
-    # alignment trades wrong answers for "I am not sure" on the held-out prompts (measured of 52: wrong 46 -> 34,
-    # not sure 5 -> 18) and does not keep a guessed right answer: right 1 -> 0 ("Add 7 and 0." -> "7 plus 0 is 8.";
-    # over five seeds 8 -> 3, every one a sum, docs/quickstart.md), so one answer of slack
+    # alignment trades wrong answers for "I am not sure" on the held-out prompts (measured of 52: wrong 46 -> 30,
+    # not sure 5 -> 21); its right answers are guessed sums it may lose (seed 0: 1 -> 1; over five seeds 8 -> 4,
+    # docs/quickstart.md), so one answer of slack
     assert aligned["eval/answers/right"] >= sft["eval/answers/right"] - 1
     assert aligned["eval/answers/wrong"] <= sft["eval/answers/wrong"] - 8
     assert aligned["eval/answers/not_sure"] >= sft["eval/answers/not_sure"] + 8
     assert aligned["eval/answers/ends_turn"] >= 0.9 and aligned["eval/answers/english"] >= 0.8
     assert aligned["eval/answers/identity"] >= 0.5
+    # both chat models are asked 100 questions of the SFT data: the SFT model learnt them, and the report says what
+    # alignment kept (it hedges on some: docs/quickstart.md)
+    assert sft["eval/answers/taught_n"] == aligned["eval/answers/taught_n"] == 100
+    assert sft["eval/answers/taught_right"] >= 85 and aligned["eval/answers/taught_right"] >= 70
     # the report leads with what the models answer; the win rate's judge learned from the aligner's own pairs
     report = (run / "report.md").read_text()
     assert report.index("## What the models answer") < report.index("## What each stage did")
     assert "| finetuner | " in report and "| aligner | " in report and "**Not independent**" in report
     assert "| Who are you? *(trained)* |" in report
+    assert "taught questions right |" in report and "- **aligner** on 100 questions of the fine-tuning data" in report
     assert json.loads((run / "aligner" / "win_rate.json").read_text())["independent"] is False
 
     # the aligned model is a plain transformers model: loads and generates outside lmforge

@@ -53,6 +53,11 @@ def test_rule_judge_rejects_the_right_word_about_another_subject():
     month, month_ref = "What month comes after February?", "The month after February is March."
     assert not is_correct("The month after March is\ufffd.", month_ref, month)
     assert is_correct("The month after February is March.", month_ref, month)
+    # an answer of two words, both in the question: the two together, beyond the question
+    mexico, mexico_ref = "Which city is the capital of Mexico?", "The capital of Mexico is Mexico City."
+    assert is_correct(mexico_ref, mexico_ref, mexico) and is_correct("Mexico City.", mexico_ref, mexico)
+    assert not is_correct("The capital of Mexico is Athens.", mexico_ref, mexico)
+    assert not is_correct("The capital of Mexico is a city.", mexico_ref, mexico)
 
 
 def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():

@@ -36,6 +36,7 @@ intervals, trained behaviours apart, win rates with their judge's provenance -- 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -70,23 +71,34 @@ def fill_placeholders(text: str, placeholders: dict[str, str]) -> str:
     return text
 
 
-def answer_words(reference: str) -> list[str]:
-    """The words of a reference answer that the question does not already give away (its last content words)."""
+def answer_words(reference: str, question: str = "") -> list[str]:
+    """The words of a reference answer that the question does not already give away: its last content word or, when
+    the question holds that word too, the content words that end the reference ("Which city is the capital of
+    Mexico?" -> "... is Mexico City." -> mexico city)."""
     words = [w.lower() for w in WORD.findall(reference)]
-    return [w for w in words if w not in STOP][-1:]
+    last = [w for w in words if w not in STOP][-1:]
+    if not last or last[0] not in {w.lower() for w in WORD.findall(question)}:
+        return last
+    tail = list(itertools.takewhile(lambda w: w not in STOP, reversed(words)))
+    return tail[::-1]
+
+
+def _occurrences(words: list[str], run: list[str]) -> int:
+    """How often ``run`` occurs in ``words`` as consecutive words."""
+    return sum(words[i:i + len(run)] == run for i in range(len(words) - len(run) + 1))
 
 
 def is_correct(answer: str, reference: str, question: str = "") -> bool:
-    """The reference's answer word appears in the answer (and, when the question holds it too, beyond it), and an
-    answer that says more than that word keeps to the subject asked about: every word the reference shares with
+    """The reference's answer words appear in the answer, together and more often than in the question, and an
+    answer that says more than them keeps to the subject asked about: every word the reference shares with
     the question is in it. "The day after Wednesday is Thursday." names "Wednesday" but is not an answer to
     "What is the day after Tuesday?"; "Milk is white." is not one to "What colour is salt?". An answer of the answer
     word and filler alone must end with that word: "The month after March is" (cut off) does not answer "What month
     comes after February?"."""
-    words = answer_words(reference)
+    words = answer_words(reference, question)
     found = [w.lower() for w in WORD.findall(answer)]
     asked = [w.lower() for w in WORD.findall(question)]
-    if not words or not all(found.count(w) > asked.count(w) or (w in found and w not in asked) for w in words):
+    if not words or _occurrences(found, words) <= _occurrences(asked, words):
         return False
     if found[-1] in words and not [w for w in found if w not in STOP | QUESTION_WORDS | FILLER and w not in words]:
         return True  # the answer word alone, ending the answer ("Warsaw.", "It is Warsaw.")
