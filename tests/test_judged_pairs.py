@@ -73,6 +73,25 @@ def test_the_stage_writes_pairs_of_the_models_own_answers(varied_model_dir, tiny
     assert len(load_preferences(str(out / "preferences.jsonl"))) == len(pairs)
 
 
+def test_with_anchors_the_stage_adds_the_pair_of_the_question_that_taught_a_rejected_answer(
+        varied_model_dir, tiny_context, tmp_path):
+    prompts = tmp_path / "questions.jsonl"
+    prompts.write_text(json.dumps({"prompt": QUESTION, "reference": REFERENCE}) + "\n")
+    inputs = {"model": varied_model_dir, "prompts": prompts}
+    out, _ = lmforge.run_stage(JudgedPairs(samples=4, max_new_tokens=8), inputs, tmp_path / "plain", tiny_context)
+    rejected = json.loads((out / "preferences.jsonl").read_text().splitlines()[0])["rejected"][0]["content"]
+    # fine-tuning data that taught the model's wrong answer as the answer to another question
+    known = tmp_path / "sft.jsonl"
+    known.write_text(json.dumps({"messages": [{"role": "user", "content": "Say something."},
+                                              {"role": "assistant", "content": rejected}]}) + "\n")
+    stage = JudgedPairs(samples=4, max_new_tokens=8, known_questions=0, anchors=True)
+    out, manifest = lmforge.run_stage(stage, {**inputs, "known": known}, tmp_path / "anchored", tiny_context)
+    pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    anchors = [p for p in pairs if p["prompt"][-1]["content"] == "Say something."]
+    assert anchors and manifest["metrics"]["anchor_pairs"] == len(anchors)
+    assert all(p["chosen"][0]["content"] == rejected and p["rejected"][0]["content"] == UNSURE for p in anchors)
+
+
 def test_with_knows_greedy_a_lucky_right_sample_is_not_knowing():
     # one sample of eight right, the greedy answer wrong: the model does not know it, so not sure is chosen and
     # the lucky right sample is in no pair (neither taught nor rejected)
