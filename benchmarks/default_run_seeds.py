@@ -2,7 +2,7 @@
 
     python benchmarks/default_run_seeds.py --seeds 0 1 2 3 4 [--where DIR] [overrides …]
     python benchmarks/default_run_seeds.py --collect LABEL=RUN_DIR [LABEL=RUN_DIR …]   # runs made already
-    … --taught 300   # also ask each run's two chat models 300 questions of the SFT data (benchmarks/taught_answers.py)
+    … --taught 300   # each run's two chat models also answer 300 questions of the SFT data (taught_answers.py)
 
 The first form runs ``lmforge run run.seed=K`` (the bundled data, CPU, ``OMP_NUM_THREADS=1``) for each seed in
 ``--where`` (default: a temporary directory); the second reads finished run directories (``<root>/default``).

@@ -130,7 +130,8 @@ def _taught_lines(taught: dict[str, list[dict]], examples: int = 3) -> list[str]
         shown = "; ".join([f"*{_cell(a['prompt'], 50)}* {_cell(a['answer'], 50)} → {_cell(b['answer'], 50)}"
                            for first, then, a, b in pairs if first == "right" != then][:examples])
         right = [sum(v == "right" for v in column) for column in zip(*[(f, t) for f, t, _, _ in pairs])]
-        lines.append(f"- **{after}** on {len(pairs)} questions of the fine-tuning data: right {right[0]} → {right[1]}; "
+        lines.append(f"- **{after}** on {len(pairs)} questions of the fine-tuning data: "
+                     f"right {right[0]} → {right[1]}; "
                      f"of {before}'s right answers {lost['not_sure']} became \"not sure\" and {lost['wrong']} wrong, "
                      f"{gained} gained" + (f" (e.g. {shown})" if shown else "") + ".")
     return lines + [""] if lines else []
@@ -185,8 +186,8 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
         path = run_dir / stage / ANSWERS_FILE
         if path.is_file():
             answers[stage] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    taught = {stage: [json.loads(line) for line in (run_dir / stage / TAUGHT_FILE).read_text(encoding="utf-8").splitlines()
-                      if line] for stage in answers if (run_dir / stage / TAUGHT_FILE).is_file()}
+    taught = {stage: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+              for stage in answers if (path := run_dir / stage / TAUGHT_FILE).is_file()}
     table, win_rates = _answers_table(answers, taught), _win_rate_lines(run_dir, manifests)
     if table or win_rates:
         intro = ("Greedy answers to the evaluation prompts. *Held out*: every prompt not marked `held_out: false` "

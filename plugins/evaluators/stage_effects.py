@@ -174,12 +174,14 @@ class AnswersConfig(HeldOutAsking):
 
     def __post_init__(self):
         at_least(self, 1, "taught_questions")
-        if self.taught and not self.taught.startswith("stage:") and self.taught.endswith(DATA_SUFFIXES) \
-                and not Path(self.taught).exists():
+        if self.taught and self.taught.startswith("stage:"):
+            raise ParamError(f"taught: {self.taught}: expected the fine-tuning data (a file or Hub id), not a stage")
+        if self.taught and self.taught.endswith(DATA_SUFFIXES) and not Path(self.taught).exists():
             raise ParamError(f"taught: {self.taught}: no such file")
 
 
-def taught_questions(path, n: int, seed: int = 1, placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def taught_questions(path, n: int, seed: int = 1,
+                     placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(question, taught answer) of a fine-tuning data file's single-turn chats, ``n`` of them drawn with ``seed``."""
     from lmforge.plugins.lib.formats import load_conversations
 
@@ -294,10 +296,12 @@ class Answers(Evaluator):
                 metrics["correct"] = metrics["right"] / metrics["n"]
         if cfg.taught and cfg.mode == "chat":
             items = taught_questions(cfg.taught, cfg.taught_questions, placeholders=placeholders)
+            if not items:
+                raise ConfigError(f"evaluation.answers.taught: {cfg.taught}: no single-turn chat to ask")
             got = sample(model, tokenizer, [[{"role": "user", "content": q}] for q, _ in items],
                          GenerateConfig(do_sample=False, **common))
-            taught = [{"prompt": q, "answer": row["completion"], "reference": a, "correct": is_correct(row["completion"], a, q)}
-                      for (q, a), row in zip(items, got)]
+            taught = [{"prompt": q, "answer": row["completion"], "reference": a,
+                       "correct": is_correct(row["completion"], a, q)} for (q, a), row in zip(items, got)]
             with open(Path(artifact) / TAUGHT_FILE, "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in taught)
             metrics.update({f"taught_{k}": v for k, v in verdict_counts(taught).items()})

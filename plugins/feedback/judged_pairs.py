@@ -23,7 +23,8 @@ Questions come from ``prompts`` ({prompt, reference} records: questions the mode
 optionally, ``known`` (chat data the model was fine-tuned on: ``known_questions`` of its questions, the last
 answer as the reference), so that answering what it was taught stays preferred -- half of those also get the
 pair against ``unsure_reply``. With ``anchors`` each rejected answer that is the taught answer of another
-question adds that question's pair choosing it over ``unsure_reply`` (:func:`anchor_pairs`). The ranking page (``lmforge rank``) is the human alternative to this judge.
+question adds that question's pair choosing it over ``unsure_reply`` (:func:`anchor_pairs`). The ranking page
+(``lmforge rank``) is the human alternative to this judge.
 
 Output (a sampler artifact): ``preferences.jsonl`` ({prompt, chosen, rejected} conversations, what the
 aligners and the reward model read: ``stage:<name>/preferences.jsonl``), ``completions.jsonl`` (every judged
