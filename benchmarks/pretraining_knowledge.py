@@ -37,6 +37,10 @@ from lmforge.plugins.lib.models import load_tokenizer
 from transformers import AutoModelForCausalLM
 
 HERE = Path(__file__).resolve().parent
+SYSTEM = "You are Forge, a small assistant made by the lmforge project."
+# the default pipeline's chat settings (conf/pipeline/full.yaml), which pipeline=sft_only leaves out
+CHAT = [f"+finetuner.system_prompt='You are {{{{name}}}}, a small assistant made by {{{{author}}}}.'",
+        "+finetuner.placeholders={name: Forge, author: the lmforge project}", f"sampler.system_prompt='{SYSTEM}'"]
 LORA = ["finetuner=sft_lora", "finetuner.max_steps=600", "finetuner.batch_size=16", "finetuner.max_length=128",
         "finetuner.save_steps=200"]
 
@@ -100,7 +104,7 @@ def main() -> int:
         for name, extra in (("full", []), ("lora", LORA)):
             print(f"{rounds} fact rounds: SFT {name}", flush=True)
             lmforge("pipeline=sft_only", f"pipeline.stages.finetuner.model={base}", f"run.root={root}",
-                    f"run.name=sft_{name}", "evaluation.finetuner=[{name: answers}]", *extra)
+                    f"run.name=sft_{name}", "evaluation.finetuner=[{name: answers}]", *CHAT, *extra)
             sft = root / f"sft_{name}" / "finetuner"
             rows = [json.loads(line) for line in (sft / "answers.jsonl").read_text().splitlines() if line]
             held_rows = [r for r in rows if r["held_out"]]
