@@ -39,7 +39,7 @@ from transformers import AutoModelForCausalLM
 HERE = Path(__file__).resolve().parent
 SYSTEM = "You are Forge, a small assistant made by the lmforge project."
 # the default pipeline's chat settings (conf/pipeline/full.yaml), which pipeline=sft_only leaves out
-CHAT = [f"+finetuner.system_prompt='You are {{{{name}}}}, a small assistant made by {{{{author}}}}.'",
+CHAT = ["+finetuner.system_prompt='You are {{name}}, a small assistant made by {{author}}.'",
         "+finetuner.placeholders={name: Forge, author: the lmforge project}", f"sampler.system_prompt='{SYSTEM}'"]
 LORA = ["finetuner=sft_lora", "finetuner.max_steps=600", "finetuner.batch_size=16", "finetuner.max_length=128",
         "finetuner.save_steps=200"]
