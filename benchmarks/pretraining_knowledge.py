@@ -5,8 +5,9 @@
 The held-out prompts ask facts that no fine-tuning chat or preference question asks; the pretraining text states
 every fact as a sentence (``--fact-rounds`` times, benchmarks/make_sample_data.py). For each number of rounds this
 regenerates the pretraining text (the bundled web text plus the facts; the chat data comes out the same), runs the
-default cleaner, tokenizer and pretrainer on it, then fine-tunes the base model twice on the bundled chats -- the
-default full SFT and LoRA (``finetuner=sft_lora`` with the default run's steps, batch and length) -- and records:
+default cleaner, tokenizer and pretrainer on it, then fine-tunes the base model three times on the bundled chats --
+the default full SFT, LoRA (``finetuner=sft_lora`` with the default run's steps, batch and length) and LoRA for
+twice the steps at half the learning rate (``lora_long``) -- and records:
 
 - ``as_text``: held-out facts the model completes right as plain text (the reference up to its last word,
   "The opposite of wide is", continued greedily; right when the continuation starts with the answer word), for
@@ -43,6 +44,7 @@ CHAT = ["+finetuner.system_prompt='You are {{name}}, a small assistant made by {
         "+finetuner.placeholders={name: Forge, author: the lmforge project}", f"sampler.system_prompt='{SYSTEM}'"]
 LORA = ["finetuner=sft_lora", "finetuner.max_steps=600", "finetuner.batch_size=16", "finetuner.max_length=128",
         "finetuner.save_steps=200"]
+LORA_LONG = [LORA[0], "finetuner.max_steps=1200", "finetuner.learning_rate=1e-3", *LORA[2:]]
 
 
 def pretraining_text(rounds: int, out: Path) -> Path:
@@ -101,7 +103,7 @@ def main() -> int:
         docs = json.loads((root / "base" / "cleaner" / "report.json").read_text())
         result = {"documents_in": docs["docs_in"], "documents_kept": docs["docs_out"],
                   "as_text": {"base": facts_as_text(base, references)}, "answers": {}}
-        for name, extra in (("full", []), ("lora", LORA)):
+        for name, extra in (("full", []), ("lora", LORA), ("lora_long", LORA_LONG)):
             print(f"{rounds} fact rounds: SFT {name}", flush=True)
             lmforge("pipeline=sft_only", f"pipeline.stages.finetuner.model={base}", f"run.root={root}",
                     f"run.name=sft_{name}", "evaluation.finetuner=[{name: answers}]", *CHAT, *extra)
@@ -114,7 +116,7 @@ def main() -> int:
         results[f"fact_rounds_{rounds}"] = result
         print(f"{rounds} fact rounds: {json.dumps(result)}", flush=True)
     recorder.write({"fact_rounds": args.fact_rounds, "held_out_facts": len(references), "lora": LORA,
-                    "seed": 0}, results, args.out)
+                    "lora_long": LORA_LONG, "seed": 0}, results, args.out)
     return 0
 
 
