@@ -129,9 +129,10 @@ def _taught_lines(taught: dict[str, list[dict]], examples: int = 3) -> list[str]
         gained = sum(first != "right" == then for first, then, _, _ in pairs)
         shown = "; ".join([f"*{_cell(a['prompt'], 50)}* {_cell(a['answer'], 50)} → {_cell(b['answer'], 50)}"
                            for first, then, a, b in pairs if first == "right" != then][:examples])
-        right = [sum(v == "right" for v in column) for column in zip(*[(f, t) for f, t, _, _ in pairs])]
+        right_before = sum(first == "right" for first, _, _, _ in pairs)
+        right_after = sum(then == "right" for _, then, _, _ in pairs)
         lines.append(f"- **{after}** on {len(pairs)} questions of the fine-tuning data: "
-                     f"right {right[0]} → {right[1]}; "
+                     f"right {right_before} → {right_after}; "
                      f"of {before}'s right answers {lost['not_sure']} became \"not sure\" and {lost['wrong']} wrong, "
                      f"{gained} gained" + (f" (e.g. {shown})" if shown else "") + ".")
     return lines + [""] if lines else []
@@ -181,13 +182,12 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
             value = metrics.get(key)
             if isinstance(value, (int, float)):
                 numbers.append(f"| {stage} | {label} | {value:.3g} |")
-    answers = {}
-    for stage in manifests:
-        path = run_dir / stage / ANSWERS_FILE
-        if path.is_file():
-            answers[stage] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    taught = {stage: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-              for stage in answers if (path := run_dir / stage / TAUGHT_FILE).is_file()}
+    def rows(stages, name: str) -> dict[str, list[dict]]:
+        return {stage: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+                for stage in stages if (path := run_dir / stage / name).is_file()}
+
+    answers = rows(manifests, ANSWERS_FILE)
+    taught = rows(answers, TAUGHT_FILE)
     table, win_rates = _answers_table(answers, taught), _win_rate_lines(run_dir, manifests)
     if table or win_rates:
         intro = ("Greedy answers to the evaluation prompts. *Held out*: every prompt not marked `held_out: false` "

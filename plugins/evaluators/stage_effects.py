@@ -180,17 +180,23 @@ class AnswersConfig(HeldOutAsking):
             raise ParamError(f"taught: {self.taught}: no such file")
 
 
-def taught_questions(path, n: int, seed: int = 1,
-                     placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(question, taught answer) of a fine-tuning data file's single-turn chats, ``n`` of them drawn with ``seed``."""
+def taught_answers(path, placeholders: dict[str, str] | None = None, single_turn: bool = False) -> dict[str, str]:
+    """question -> taught answer of fine-tuning chats ending with the assistant: the last user turn and the answer
+    to it, first seen wins; ``single_turn``: only chats of one user turn."""
     from lmforge.plugins.lib.formats import load_conversations
 
     taught: dict[str, str] = {}
     for chat in load_conversations(str(path), placeholders=placeholders or None):
         users = [m["content"] for m in chat if m["role"] == "user"]
-        if len(users) == 1 and chat[-1]["role"] == "assistant":
-            taught.setdefault(users[0], chat[-1]["content"])
-    items = sorted(taught.items())
+        if users and chat[-1]["role"] == "assistant" and (len(users) == 1 or not single_turn):
+            taught.setdefault(users[-1], chat[-1]["content"])
+    return taught
+
+
+def taught_questions(path, n: int, seed: int = 1,
+                     placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(question, taught answer) of a fine-tuning data file's single-turn chats, ``n`` of them drawn with ``seed``."""
+    items = sorted(taught_answers(path, placeholders, single_turn=True).items())
     random.Random(seed).shuffle(items)
     return items[:n]
 

@@ -148,39 +148,29 @@ class JudgedPairs(Sampler):
         if "prompts" in inputs:  # before the stages ahead of this one train
             questions_with_references(inputs["prompts"])
 
-    def taught(self, inputs) -> dict[str, str]:
-        """question -> taught answer of the ``known`` chats (none without that input)."""
-        from lmforge.plugins.lib.formats import load_conversations
-
-        taught: dict[str, str] = {}
-        if inputs.get("known"):
-            for conversation in load_conversations(str(inputs["known"]), placeholders=self.config.placeholders or None):
-                users = [m["content"] for m in conversation if m["role"] == "user"]
-                if users and conversation[-1]["role"] == "assistant":
-                    taught.setdefault(users[-1], conversation[-1]["content"])
-        return taught
-
-    def questions(self, inputs, seed: int) -> list[tuple[str, str, bool]]:
-        """(question, reference, fine-tuned on) for every question to ask."""
+    def questions(self, inputs, seed: int, taught: dict[str, str]) -> list[tuple[str, str, bool]]:
+        """(question, reference, fine-tuned on) for every question to ask; ``taught``: the ``known`` chats'
+        question -> answer."""
         from lmforge.plugins.evaluators.stage_effects import fill_placeholders
 
         placeholders = self.config.placeholders or {}
         asked = [(r["prompt"], fill_placeholders(r["reference"], placeholders), False)
                  for r in questions_with_references(inputs["prompts"])]
-        if inputs.get("known") and self.config.known_questions > 0:
-            drawn = sorted(self.taught(inputs).items())
+        if taught and self.config.known_questions > 0:
+            drawn = sorted(taught.items())
             random.Random(seed).shuffle(drawn)
             asked += [(q, a, True) for q, a in drawn[: self.config.known_questions]]
         return asked
 
     def run(self, inputs, output_dir, context):
-        from lmforge.plugins.evaluators.stage_effects import is_correct
+        from lmforge.plugins.evaluators.stage_effects import is_correct, taught_answers
         from lmforge.plugins.lib.generation import GenerateConfig, sample
         from lmforge.plugins.lib.models import load_causal_lm, load_tokenizer, seed_everything
 
         cfg = self.config
         seed = context.seed if cfg.seed is None else cfg.seed
-        asked = self.questions(inputs, seed)
+        known = taught_answers(inputs["known"], cfg.placeholders) if inputs.get("known") else {}
+        asked = self.questions(inputs, seed, known)
         seed_everything(seed)
         model = load_causal_lm(inputs["model"], context, inference=True).eval()
         params = GenerateConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, n=cfg.samples,
@@ -208,7 +198,7 @@ class JudgedPairs(Sampler):
             pairs += [{"prompt": system + [{"role": "user", "content": question}],
                        "chosen": [{"role": "assistant", "content": chosen}],
                        "rejected": [{"role": "assistant", "content": rejected}]} for chosen, rejected in ranked]
-        anchored = anchor_pairs(pairs, self.taught(inputs), cfg.unsure_reply) if cfg.anchors else []
+        anchored = anchor_pairs(pairs, known, cfg.unsure_reply) if cfg.anchors else []
         pairs += anchored
         if not pairs:
             raise DataError(f"{inputs['prompts']}: no preference pairs: every answer of the model was right "
