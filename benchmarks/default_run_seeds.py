@@ -3,6 +3,7 @@
     python benchmarks/default_run_seeds.py --seeds 0 1 2 3 4 [--where DIR] [overrides …]
     python benchmarks/default_run_seeds.py --collect LABEL=RUN_DIR [LABEL=RUN_DIR …]   # runs made already
     … --taught 300   # each run's two chat models also answer 300 questions of the SFT data (taught_answers.py)
+    … --as-text      # and how many held-out facts the base, SFT and aligned models complete as plain text
 
 The first form runs ``lmforge run run.seed=K`` (the bundled data, CPU, ``OMP_NUM_THREADS=1``) for each seed in
 ``--where`` (default: a temporary directory); the second reads finished run directories (``<root>/default``).
@@ -12,8 +13,11 @@ the win rate, and item by item what alignment did to the answers the fine-tuned 
 and the ones it gained. The totals over seeds are what is compared: one run's "right" counts are one or two
 guessed sums, and a single seed says little. With ``--taught N`` each run's fine-tuned and aligned models also
 answer N questions the SFT data taught (the same questions for every run), so what alignment keeps of what the
-model knew is counted beside what it does where it knows nothing. A run made without the reward model stage
-records no reward-model accuracy or win rate. Writes benchmarks/results/default_run_seeds_<date>.json.
+model knew is counted beside what it does where it knows nothing. With ``--as-text`` the base, fine-tuned and
+aligned models also complete each held-out fact's reference from all but its last word
+(``pretraining_knowledge.facts_as_text``): what each model knows, whether or not it says it. A run made
+without the reward model stage records no reward-model accuracy or win rate. Writes
+benchmarks/results/default_run_seeds_<date>.json.
 """
 
 from __future__ import annotations
@@ -28,18 +32,21 @@ from pathlib import Path
 
 from _results import Recorder
 from lmforge.config import sample_data_path
-from lmforge.plugins.evaluators.stage_effects import taught_questions
+from lmforge.plugins.evaluators.stage_effects import load_eval_prompts, taught_questions
+from pretraining_knowledge import facts_as_text
 from taught_answers import PLACEHOLDERS, verdicts
 
 COUNTS = ("right", "not_sure", "wrong", "n")
+MODELS = ("pretrainer", "finetuner", "aligner")
 
 
 def answers(run: Path, stage: str) -> list[dict]:
     return [json.loads(line) for line in (run / stage / "answers.jsonl").read_text().splitlines() if line.strip()]
 
 
-def one_run(run: Path, taught: list[tuple[str, str]]) -> dict:
-    """The numbers of one finished run directory (``<root>/<name>``); ``taught``: (question, answer) pairs to ask."""
+def one_run(run: Path, taught: list[tuple[str, str]], references: list[tuple[str, str]]) -> dict:
+    """The numbers of one finished run directory (``<root>/<name>``); ``taught``: (question, answer) pairs to ask;
+    ``references``: held-out (reference, question) facts to complete as text (none: not measured)."""
     metrics = {stage: json.loads((run / stage / "manifest.json").read_text())["metrics"]
                for stage in ("finetuner", "reward_model", "aligner") if (run / stage / "manifest.json").exists()}
     sft, aligned = answers(run, "finetuner"), answers(run, "aligner")
@@ -47,8 +54,9 @@ def one_run(run: Path, taught: list[tuple[str, str]]) -> dict:
              for a, b in zip(sft, aligned) if a["held_out"] and a.get("reference")]
     config = json.loads((run / "config.json").read_text())
     return {
-        "run": str(run), "seed": config["run"]["seed"],
-        "preferences_config": config.get("preferences"), "aligner_config": config.get("aligner"),
+        "run": str(run), "seed": config["run"]["seed"], "pretraining_text": config["data"]["raw_text"],
+        "finetuner_config": config.get("finetuner"), "preferences_config": config.get("preferences"),
+        "aligner_config": config.get("aligner"),
         "finetuner": {k: metrics["finetuner"][f"eval/answers/{k}"] for k in COUNTS},
         "aligner": {k: metrics["aligner"][f"eval/answers/{k}"] for k in COUNTS},
         "reward_model_accuracy": metrics.get("reward_model", {}).get("eval_accuracy"),
@@ -57,6 +65,8 @@ def one_run(run: Path, taught: list[tuple[str, str]]) -> dict:
         "sft_right_lost": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if s and not a],
         "gained": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if a and not s],
         **({"taught": taught_counts(run, taught)} if taught else {}),
+        **({"as_text": {stage: facts_as_text(run / stage, references) for stage in MODELS},
+            "as_text_of": len(references)} if references else {}),
     }
 
 
@@ -78,6 +88,8 @@ def totals(runs: list[dict]) -> dict:
     out["runs"] = len(runs)
     out["aligned_right_at_least_sft_in"] = sum(r["aligner"]["right"] >= r["finetuner"]["right"] for r in runs)
     out["aligned_wrong_lower_in"] = sum(r["aligner"]["wrong"] < r["finetuner"]["wrong"] for r in runs)
+    if all("as_text" in r for r in runs):
+        out["as_text"] = {stage: sum(r["as_text"][stage] for r in runs) for stage in MODELS}
     if all("taught" in r for r in runs):
         out["taught"] = {stage: {v: sum(r["taught"][stage][v] for r in runs) for v in ("right", "not_sure", "wrong")}
                          for stage in ("finetuner", "aligner")}
@@ -95,18 +107,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="raw result file (default: results/default_run_seeds_<date>.json)")
     parser.add_argument("--taught", type=int, default=0, metavar="N",
                         help="also ask both chat models N questions of the SFT data (default: none)")
+    parser.add_argument("--as-text", action="store_true",
+                        help="also count the held-out facts the base, SFT and aligned models complete as text")
     parser.add_argument("overrides", nargs="*", help="extra `lmforge run` overrides for every seed")
     args = parser.parse_args()
     if not args.seeds and not args.collect:
         parser.error("give --seeds or --collect")
     recorder = Recorder("default_run_seeds", packages=("lmforge", "torch", "transformers", "trl"))
     taught = taught_questions(str(sample_data_path("sft.jsonl")), args.taught, 1, PLACEHOLDERS) if args.taught else []
+    references = [(p["reference"], p["messages"][-1]["content"]) for p in load_eval_prompts(
+        sample_data_path("prompts.jsonl")) if p["held_out"] and p["reference"]] if args.as_text else []
     groups: dict[str, list[dict]] = {}
     for item in args.collect:
         label, _, directory = item.partition("=")
         if not directory:
             parser.error(f"--collect {item}: expected LABEL=RUN_DIR")
-        groups.setdefault(label, []).append(one_run(Path(directory), taught))
+        groups.setdefault(label, []).append(one_run(Path(directory), taught, references))
     if args.seeds:
         where = args.where or Path(tempfile.mkdtemp(prefix="default_run_seeds_"))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -116,7 +132,8 @@ def main() -> int:
                        f"run.seed={seed}", *args.overrides]
             print(f"seed {seed}: {' '.join(command[2:])}", flush=True)
             subprocess.run(command, env=env, check=True)
-            groups.setdefault(" ".join(args.overrides) or "default", []).append(one_run(root / "default", taught))
+            label = " ".join(args.overrides) or "default"
+            groups.setdefault(label, []).append(one_run(root / "default", taught, references))
     results = {label: {"totals": totals(runs), "runs": runs} for label, runs in groups.items()}
     for label, result in results.items():
         t = result["totals"]
@@ -127,7 +144,7 @@ def main() -> int:
               (f"; taught right {t['taught']['finetuner']['right']} -> {t['taught']['aligner']['right']}"
                if "taught" in t else ""))
     recorder.write({"seeds": args.seeds, "overrides": args.overrides, "collect": args.collect,
-                    "taught": args.taught}, results, args.out)
+                    "taught": args.taught, "as_text": args.as_text}, results, args.out)
     return 0
 
 

@@ -9,8 +9,8 @@ default cleaner, tokenizer and pretrainer on it, then fine-tunes the base model 
 the default full SFT, LoRA (``finetuner=sft_lora`` with the default run's steps, batch and length) and LoRA for
 twice the steps at half the learning rate (``lora_long``) -- and records:
 
-- ``as_text``: held-out facts the model completes right as plain text (the reference up to its last word,
-  "The opposite of wide is", continued greedily; right when the continuation starts with the answer word), for
+- ``as_text``: held-out facts the model completes right as plain text (the reference up to its answer,
+  "The opposite of wide is", continued greedily; right when the continuation starts with the answer), for
   the base model and both fine-tuned models: what each model knows;
 - ``answers``: right / not sure / wrong of the fine-tuned models' greedy answers to the held-out questions (the
   report's judge): what each model can say when asked.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from _results import Recorder
 from lmforge.config import sample_data_path
-from lmforge.plugins.evaluators.stage_effects import load_eval_prompts, verdict_counts
+from lmforge.plugins.evaluators.stage_effects import known_as_text, load_eval_prompts, verdict_counts
 from lmforge.plugins.lib.models import load_tokenizer
 from transformers import AutoModelForCausalLM
 
@@ -65,22 +65,11 @@ def lmforge(*overrides: str) -> None:
                     *overrides], env=env, check=True)
 
 
-def facts_as_text(model_dir: Path, references: list[str]) -> int:
-    """How many references the model completes right as plain text, greedily, from all but their last word."""
-    import torch
-
+def facts_as_text(model_dir: Path, facts: list[tuple[str, str]]) -> int:
+    """How many (reference, question) facts the model completes right as plain text, greedily, from the reference up
+    to its answer: the ``answers`` evaluator's ``known_as_text`` probe."""
     tokenizer, model = load_tokenizer(str(model_dir)), AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    right = 0
-    for reference in references:
-        prefix, answer = reference.rstrip(".").rsplit(" ", 1)
-        ids = tokenizer(prefix, return_tensors="pt").input_ids
-        if tokenizer.bos_token_id is not None and ids[0, 0] != tokenizer.bos_token_id:
-            ids = torch.cat([torch.tensor([[tokenizer.bos_token_id]]), ids], dim=1)
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        right += tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().lower().startswith(
-            answer.lower())
-    return right
+    return sum(known_as_text(model, tokenizer, facts))
 
 
 def main() -> int:
@@ -92,7 +81,7 @@ def main() -> int:
     recorder = Recorder("pretraining_knowledge", packages=("lmforge", "torch", "transformers", "trl", "peft"))
     where = args.where or Path(tempfile.mkdtemp(prefix="pretraining_knowledge_"))
     held = [p for p in load_eval_prompts(sample_data_path("prompts.jsonl")) if p["held_out"] and p["reference"]]
-    references = [p["reference"] for p in held]
+    references = [(p["reference"], p["messages"][-1]["content"]) for p in held]
     results = {}
     for rounds in args.fact_rounds:
         root = where / f"rounds{rounds}"

@@ -21,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 pytestmark = pytest.mark.slow
 
 
-COUNTS = ("eval/answers/right", "eval/answers/not_sure", "eval/answers/wrong", "eval/answers/n")
+COUNTS = ("eval/answers/right", "eval/answers/not_sure", "eval/answers/wrong", "eval/answers/n",
+          "eval/answers/known_as_text")
 RM_ACCURACY = 0.58  # measured 0.75 on 114 pairs of prompts it never saw (0.70-0.75 over five seeds)
 
 
@@ -41,6 +42,7 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     base, sft, rm, aligned = (_metrics(run, s) for s in ("pretrainer", "finetuner", "reward_model", "aligner"))
     numbers = {"seconds": round(seconds), "base_val_loss": base["eval_loss"],
                "base_bits_per_byte": base["bits_per_byte"], "base_alpha_words": base["eval/answers/alpha_words"],
+               "base_known_as_text": base["eval/answers/known_as_text"],
                "sft_val_loss": sft["eval_loss"], "sft_identity": sft["eval/answers/identity"],
                "rm_accuracy": rm["eval_accuracy"],
                **{"sft_" + k.removeprefix("eval/answers/"): sft[k] for k in COUNTS},
@@ -79,6 +81,11 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert "| finetuner | " in report and "| aligner | " in report and "**Not independent**" in report
     assert "| Who are you? *(trained)* |" in report
     assert "taught questions right |" in report and "- **aligner** on 100 questions of the fine-tuning data" in report
+    # what each model knows as text beside what it answers (the base model completes a few held-out facts; the
+    # chat models next to none: docs/quickstart.md)
+    assert all(isinstance(m["eval/answers/known_as_text"], (int, float)) for m in (base, sft, aligned))
+    assert aligned["eval/answers/known_right"] <= aligned["eval/answers/known_as_text"]
+    assert "- **Known as text**: held-out facts each model completes as plain text" in report
     assert json.loads((run / "aligner" / "win_rate.json").read_text())["independent"] is False
 
     # the aligned model is a plain transformers model: loads and generates outside lmforge

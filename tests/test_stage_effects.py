@@ -15,8 +15,10 @@ from lmforge.plugins.evaluators.stage_effects import (
     WinRate,
     abstains,
     english_share,
+    fact_prompt,
     is_correct,
     judge_provenance,
+    known_as_text,
     reference_score,
     taught_questions,
     verdict_counts,
@@ -58,6 +60,10 @@ def test_rule_judge_rejects_the_right_word_about_another_subject():
     assert is_correct(mexico_ref, mexico_ref, mexico) and is_correct("Mexico City.", mexico_ref, mexico)
     assert not is_correct("The capital of Mexico is Athens.", mexico_ref, mexico)
     assert not is_correct("The capital of Mexico is a city.", mexico_ref, mexico)
+    # an answer word the judge otherwise skips ("after" in "the day after"): a bundled held-out fact
+    before, before_ref = "Tell me the opposite of before.", "The opposite of before is after."
+    assert is_correct(before_ref, before_ref, before) and is_correct("After.", before_ref, before)
+    assert not is_correct("The opposite of up is down.", before_ref, before)
 
 
 def test_rule_judge_ranks_the_right_answer_over_not_sure_over_a_wrong_one():
@@ -146,12 +152,19 @@ def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_con
     written = [json.loads(line) for line in (artifact / "answers.jsonl").read_text().splitlines()]
     assert [w["reference"] for w in written] == ["I am Forge.", "2 plus 2 is 4."]
     assert [w["held_out"] for w in written] == [False, True]  # held out unless the prompt file says otherwise
+    # the held-out fact is also completed as plain text; the verdicts of the facts it completes are counted apart
+    assert "known_as_text" not in written[0] and isinstance(written[1]["known_as_text"], bool)
+    assert metrics["known_as_text"] == written[1]["known_as_text"]
+    assert metrics["known_right"] + metrics["known_not_sure"] + metrics["known_wrong"] == metrics["known_as_text"]
     # counts of the held-out answers for other code to read from the manifest; trained behaviours apart
     assert metrics["n"] == metrics["held_out_n"] == 1 and metrics["trained_n"] == 1
     assert metrics["right"] + metrics["not_sure"] + metrics["wrong"] == 1
     base = Answers({"prompts": str(prompts), "max_new_tokens": 4, "mode": "continuation"}).evaluate(
         artifact, {}, tiny_context)
     assert "ends_turn" not in base and "identity" not in base
+    assert base["known_as_text"] in (0, 1) and "known_right" not in base  # a base model is probed, not judged
+    assert "known_as_text" not in Answers({"prompts": str(prompts), "max_new_tokens": 4, "mode": "continuation",
+                                           "as_text": False}).evaluate(artifact, {}, tiny_context)
     with pytest.raises(ConfigError, match="evaluation.answers.mode"):
         Answers({"mode": "chatty"}).evaluate(artifact, {}, tiny_context)
 
@@ -177,6 +190,38 @@ def test_answers_evaluator_asks_questions_the_fine_tuning_data_taught(varied_mod
     assert [w["prompt"] for w in written] == [q for q, _ in taught_questions(chats, 2, placeholders={"author": "lmforge"})]  # the same draw every time
     with pytest.raises(ConfigError, match="evaluation.answers.taught: .*missing.jsonl: no such file"):
         Answers({"taught": str(tmp_path / "missing.jsonl")})
+    multi_turn = tmp_path / "multi_turn.jsonl"
+    multi_turn.write_text(json.dumps(rows[-1]) + "\n")
+    with pytest.raises(ConfigError, match="evaluation.answers.taught: .*multi_turn.jsonl: no single-turn chat"):
+        Answers({"taught": str(multi_turn)})  # at config time, before any model is trained
+
+
+def test_a_fact_is_known_as_text_when_the_model_completes_it(varied_model_dir):
+    """The probe behind ``known_as_text``: the reference up to its answer, continued greedily by a real model. The
+    references are made from the model's own continuations, so it knows the first and not the second."""
+    import torch
+    from lmforge.plugins.lib.models import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    assert fact_prompt("The opposite of wide is narrow.") == ("The opposite of wide is", "narrow")
+    mexico = fact_prompt("The capital of Mexico is Mexico City.", "Which city is the capital of Mexico?")
+    assert mexico == ("The capital of Mexico is", "Mexico City")
+    tokenizer = load_tokenizer(str(varied_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(varied_model_dir).eval()
+    heads = ["The opposite of wide is", "The capital of Peru is", "A cow says", "The plural of mouse is"]
+    encoded = [[tokenizer.bos_token_id, *tokenizer(h, add_special_tokens=False)["input_ids"]] for h in heads]
+    continued = []
+    for ids in encoded:  # one at a time: no padding in what the probe is checked against
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=6,
+                             pad_token_id=tokenizer.pad_token_id)
+        continued.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+    facts = []
+    for head, text in zip(heads, continued):
+        words = re.findall(r"[^\W_]+", text)
+        if words and words[0].lower() not in head.lower().split() and words[0].lower() not in {"is", "the", "a"}:
+            facts += [(f"{head} {words[0]}.", ""), (f"{head} {words[0]}x.", "")]
+    assert facts, continued
+    assert known_as_text(model, tokenizer, facts, batch_size=3) == [True, False] * (len(facts) // 2)
 
 
 def test_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):
@@ -265,6 +310,21 @@ def test_report_leads_with_right_not_sure_wrong_and_flags_a_judge_that_shares_th
     assert ("- **aligner** on 2 questions of the fine-tuning data: right 2 → 1; of finetuner's right answers 1 became "
             "\"not sure\" and 0 wrong, 0 gained (e.g. *What colour is snow?* Snow is white\\. → I am not sure about "
             "that\\.).") in section
+    # what each model knows as text, and what it says when asked: the aligned model hedges a fact it completes
+    assert "Known as text" not in section
+    for stage, known in (("pretrainer", [True, False]), ("finetuner", [True, False]), ("aligner", [True, True])):
+        (tmp_path / stage).mkdir(exist_ok=True)
+        rows = [json.loads(line) for line in (tmp_path / "finetuner" / "answers.jsonl").read_text().splitlines()]
+        if stage == "aligner":
+            rows[1].update(answer="I am not sure about that.", correct=False)
+        for row, flag in zip(rows[1:], known):
+            row["known_as_text"] = flag
+        rows = [{**r, "mode": "continuation"} for r in rows] if stage == "pretrainer" else rows
+        (tmp_path / stage / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    section = markdown_section(tmp_path, {"pretrainer": {"metrics": {}}, **manifests})
+    assert ("- **Known as text**: held-out facts each model completes as plain text (the reference up to its answer, "
+            "continued greedily), whatever it answers when asked: pretrainer 1 of 2; finetuner 1 of 2 (asked them: "
+            "1 right, 0 not sure, 0 wrong); aligner 2 of 2 (asked them: 0 right, 1 not sure, 1 wrong).") in section
 
 
 def test_default_pipeline_asks_every_stage_the_held_out_prompts():

@@ -1,5 +1,6 @@
 """The report's "What the models answer" section: right / not sure / wrong per chat model with 95% intervals,
-trained behaviours apart, each win rate with what its judge learned from, and the answers side by side.
+trained behaviours apart, the held-out facts each model knows as text and what it answers to them, each win rate
+with what its judge learned from, and the answers side by side.
 
 Built from what the ``answers`` and ``win_rate`` evaluators (stage_effects.py) left on disk, so it
 reports on skipped stages too; it reaches the report through ``lmforge_report_sections``.
@@ -116,6 +117,26 @@ def _answers_table(answers: dict[str, list[dict]], taught: dict[str, list[dict]]
     return lines
 
 
+def _known_lines(answers: dict[str, list[dict]]) -> list[str]:
+    """Held-out facts each model completes as plain text and, for a chat model, what it answers when asked them:
+    whether a model hedges (or gets wrong) what it knows, or only what it does not."""
+    parts = []
+    for stage, rows in answers.items():
+        facts = [r for r in rows if r.get("held_out", True) and "known_as_text" in r]
+        if not facts:
+            continue
+        known = [r for r in facts if r["known_as_text"]]
+        text = f"{stage} {len(known)} of {len(facts)}"
+        if rows[0].get("mode", "chat") == "chat" and known:
+            counts = verdict_counts(known)
+            text += f" (asked them: {counts['right']} right, {counts['not_sure']} not sure, {counts['wrong']} wrong)"
+        parts.append(text)
+    if not parts:
+        return []
+    return [("- **Known as text**: held-out facts each model completes as plain text (the reference up to its answer, "
+             "continued greedily), whatever it answers when asked: " + "; ".join(parts) + "."), ""]
+
+
 def _taught_lines(taught: dict[str, list[dict]], examples: int = 3) -> list[str]:
     """What each chat model kept of what fine-tuning taught: the same taught questions before and after, the right
     answers lost (to "not sure" or to a wrong answer) and gained."""
@@ -198,6 +219,7 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
                  "interval).")
         lines += ["## What the models answer", "", intro, ""]
         lines += table + [""] if table else []
+        lines += _known_lines(answers)
         lines += win_rates + [""] if win_rates else []
         lines += _change_lines(answers) + _taught_lines(taught)
     if numbers or answers:

@@ -20,7 +20,11 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators/__in
   words made of letters: English words, not digit soup). With ``taught`` (the chat data the model was fine-tuned
   on) it also asks ``taught_questions`` of that data's single-turn questions greedily (the same draw for every
   model), written to ``<artifact>/taught_answers.jsonl``: ``taught_right`` / ``taught_not_sure`` /
-  ``taught_wrong`` / ``taught_n`` say what a later stage kept of what fine-tuning taught.
+  ``taught_wrong`` / ``taught_n`` say what a later stage kept of what fine-tuning taught. With ``as_text`` (on by
+  default) each held-out reference is also completed as plain text from all but its last word ("The opposite of
+  wide is" -> "narrow"?), greedily: ``known_as_text`` on the row and as a count, and for chat models
+  ``known_right`` / ``known_not_sure`` / ``known_wrong``, the verdicts of the answers to the facts it completes --
+  whether a model hedges what it knows or only what it does not.
 * ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
   a cached Hub id) on held-out prompts, judged by a reward model that did not train the policy (e.g. the run's
   ``reward_model`` stage for a DPO policy) or by the reference rule judge (``judge: reference``), ties
@@ -80,7 +84,7 @@ def answer_words(reference: str, question: str = "") -> list[str]:
     if not last or last[0] not in {w.lower() for w in WORD.findall(question)}:
         return last
     tail = list(itertools.takewhile(lambda w: w not in STOP, reversed(words)))
-    return tail[::-1]
+    return tail[::-1] or words[-1:]  # "The opposite of before is after.": the last word, though a stop word
 
 
 def _occurrences(words: list[str], run: list[str]) -> int:
@@ -171,13 +175,18 @@ class AnswersConfig(HeldOutAsking):
     identity: str | None = None  # the name identity answers must hold; null: placeholders' name
     taught: str | None = None  # the chat data the model was fine-tuned on: also ask some of its questions
     taught_questions: int = 100  # how many of them (single-turn chats, drawn with a fixed seed)
+    as_text: bool = True  # also complete each held-out reference as plain text: does the model know the fact?
 
     def __post_init__(self):
         at_least(self, 1, "taught_questions")
         if self.taught and self.taught.startswith("stage:"):
             raise ParamError(f"taught: {self.taught}: expected the fine-tuning data (a file or Hub id), not a stage")
-        if self.taught and self.taught.endswith(DATA_SUFFIXES) and not Path(self.taught).exists():
-            raise ParamError(f"taught: {self.taught}: no such file")
+        if self.taught and self.taught.endswith(DATA_SUFFIXES):
+            if not Path(self.taught).exists():
+                raise ParamError(f"taught: {self.taught}: no such file")
+            if self.mode == "chat" and not taught_answers(self.taught, single_turn=True):
+                # checked when the run is planned, not after the model it evaluates has trained
+                raise ParamError(f"taught: {self.taught}: no single-turn chat to ask")
 
 
 def taught_answers(path, placeholders: dict[str, str] | None = None, single_turn: bool = False) -> dict[str, str]:
@@ -234,15 +243,51 @@ def model_for_answers(model_dir, context):
 
 def continuation(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy plain-text continuations (no chat template): what a base model does with a prompt."""
+    return _greedy(model, tokenizer, [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
+                   max_new_tokens, batch_size)
+
+
+def fact_prompt(reference: str, question: str = "") -> tuple[str, str]:
+    """(text up to the answer, answer) of a reference sentence, the answer as the judge reads it
+    (``answer_words``): "The opposite of wide is narrow." -> ("The opposite of wide is", "narrow"); "The capital
+    of Mexico is Mexico City." asked "Which city is the capital of Mexico?" -> (".. is", "Mexico City")."""
+    words = answer_words(reference, question)
+    spans = [(m.start(), m.end(), m.group().lower()) for m in WORD.finditer(reference)]
+    for start in range(len(spans) - len(words), -1, -1) if words else ():
+        if [w for _, _, w in spans[start:start + len(words)]] == words:
+            begin, end = spans[start][0], spans[start + len(words) - 1][1]
+            return reference[:begin].rstrip(), reference[begin:end]
+    return reference, ""
+
+
+def known_as_text(model, tokenizer, facts: list[tuple[str, str]], batch_size: int = 64) -> list[bool]:
+    """Whether the model completes each fact (reference, question) as plain text: the reference up to its answer
+    (``fact_prompt``), as a document starts (after the beginning-of-text token when the tokenizer has one),
+    continued greedily, is right when the continuation's first words are the answer's. What the model knows,
+    whatever it answers when asked."""
+    bos = tokenizer.bos_token_id
+    prompts = [fact_prompt(reference, question) for reference, question in facts]
+    encoded = []
+    for head, _ in prompts:
+        ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        encoded.append([bos, *ids] if bos is not None and (not ids or ids[0] != bos) else ids)
+    got = _greedy(model, tokenizer, encoded, 6, batch_size)
+    out = []
+    for (_, answer), text in zip(prompts, got):
+        words = [w.lower() for w in WORD.findall(answer)]
+        out.append(bool(words) and [w.lower() for w in WORD.findall(text)][: len(words)] == words)
+    return out
+
+
+def _greedy(model, tokenizer, encoded: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations of token id lists, batched and left-padded; the new text only."""
     import torch
     from lmforge.plugins.lib.generation import left_padded
 
     pad = pad_token_id(tokenizer)
     out = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch]
-        input_ids, attention = left_padded(encoded, pad, model.device)
+    for start in range(0, len(encoded), batch_size):
+        input_ids, attention = left_padded(encoded[start:start + batch_size], pad, model.device)
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
                                        max_new_tokens=max_new_tokens, pad_token_id=pad)
@@ -287,19 +332,28 @@ class Answers(Evaluator):
             reference = fill_placeholders(prompt["reference"], placeholders) if prompt["reference"] else None
             rows.append({"prompt": question, "kind": prompt["kind"], "held_out": prompt["held_out"], "answer": answer,
                          "reference": reference, "correct": is_correct(answer, reference, question) if reference else None})
-        with open(Path(artifact) / ANSWERS_FILE, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps({**r, "mode": cfg.mode}, ensure_ascii=False) + "\n" for r in rows)
         metrics = {"english": english_share(sampled), "alpha_words": alpha_word_share(sampled),
                    "empty": sum(not t.strip() for t in sampled) / max(len(sampled), 1), "prompts": len(rows)}
         if ends:
             metrics["ends_turn"] = sum(ends) / len(ends)
         metrics["held_out_n"] = sum(r["held_out"] for r in rows)
+        facts = [r for r in rows if r["held_out"] and r["reference"]]
+        if cfg.as_text and facts:
+            for row, known in zip(facts, known_as_text(model, tokenizer, [(r["reference"], r["prompt"]) for r in facts],
+                                                       cfg.batch_size)):
+                row["known_as_text"] = known
+            metrics["known_as_text"] = sum(r["known_as_text"] for r in facts)
+            if cfg.mode == "chat":
+                known = verdict_counts([r for r in facts if r["known_as_text"]])
+                metrics.update({f"known_{v}": known[v] for v in VERDICTS})
         if cfg.mode == "chat":
             metrics.update(verdict_counts([r for r in rows if r["held_out"]]))
             trained = verdict_counts([r for r in rows if not r["held_out"]])
             metrics.update({f"trained_{k}": v for k, v in trained.items()})
             if metrics["n"]:
                 metrics["correct"] = metrics["right"] / metrics["n"]
+        with open(Path(artifact) / ANSWERS_FILE, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps({**r, "mode": cfg.mode}, ensure_ascii=False) + "\n" for r in rows)
         if cfg.taught and cfg.mode == "chat":
             items = taught_questions(cfg.taught, cfg.taught_questions, placeholders=placeholders)
             if not items:
