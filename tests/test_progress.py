@@ -124,7 +124,8 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     """The default pipeline (steps cut down to keep this test short), piped as CI or `| tee` would see it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
     args = [sys.executable, "-c", "from lmforge.cli import main; main()", "run", f"run.root={tmp_path}",
-            "pretrainer.max_steps=20", "finetuner.max_steps=4", "aligner.max_steps=4", "sampler.max_prompts=2"]
+            "pretrainer.max_steps=20", "finetuner.max_steps=4", "reward_model.max_steps=4", "aligner.max_steps=4",
+            "preferences.samples=2", "sampler.max_prompts=2"]
     result = subprocess.run(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             timeout=600, check=False)
     output = result.stdout

@@ -45,6 +45,7 @@ import json
 import math
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +185,10 @@ class AnswersConfig(HeldOutAsking):
         if self.taught and self.taught.endswith(DATA_SUFFIXES):
             if not Path(self.taught).exists():
                 raise ParamError(f"taught: {self.taught}: no such file")
-            if self.mode == "chat" and not taught_answers(self.taught, single_turn=True):
-                # checked when the run is planned, not after the model it evaluates has trained
+            with warnings.catch_warnings():  # placeholders are filled when the questions are asked
+                warnings.simplefilter("ignore")
+                asked = taught_answers(self.taught, single_turn=True) if self.mode == "chat" else True
+            if not asked:  # checked when the run is planned, not after the model it evaluates has trained
                 raise ParamError(f"taught: {self.taught}: no single-turn chat to ask")
 
 
