@@ -16,6 +16,7 @@ before doing any work.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -104,8 +105,6 @@ def find_converter(llama_cpp: str | None) -> Path:
 
 
 def export_command(argv: list[str]) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="lmforge export", description=(
         "Copy a model dir with a chat template any jinja renderer accepts (--to hf), or convert it to GGUF "
         "for llama.cpp / Ollama with llama.cpp's own converter (--to gguf)."))

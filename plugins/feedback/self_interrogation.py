@@ -31,6 +31,7 @@ records, what the finetuner reads; each with its ``boundary`` label), ``knowledg
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -228,7 +229,6 @@ class SelfInterrogation(Sampler):
 
     def _replay(self, path, probe_examples: int, seed: int) -> list[dict]:
         """``replay_ratio`` x ``probe_examples`` ordinary SFT conversations (seeded draw, repeats if short)."""
-        import random
 
         if not path or self.config.replay_ratio <= 0:
             return []

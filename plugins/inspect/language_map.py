@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,6 @@ def whole_word_tokens(tokenizer, limit: int, ranked_text: str | None = None) -> 
     Ranked by frequency in ``ranked_text`` when given, else by id (earlier BPE merges are more frequent pieces).
     Tokenizers with no word-start marks at all fall back to every alphabetic token.
     """
-    import re
 
     special = set(tokenizer.all_special_ids)
     spaced: dict[str, int] = {}  # " word": a word start, as it appears mid-sentence

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import threading
+import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlparse
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_BODY_BYTES = 1 << 20  # page requests are a few hundred bytes; anything near this is not one
@@ -61,8 +63,6 @@ class LocalPageHandler(BaseHTTPRequestHandler):
         return True
 
     def do_POST(self):
-        from urllib.parse import urlparse
-
         from lmforge.errors import LmforgeError
 
         if self.refuse_foreign_host():
@@ -125,7 +125,6 @@ class LocalPageServer(ThreadingHTTPServer):
 
     def serve_until_interrupted(self, open_browser_at: str | None = None) -> None:
         """Serve in this thread until Ctrl-C (the ``lmforge rank`` / ``audit`` commands), opening a browser tab first."""
-        import webbrowser
 
         if open_browser_at:
             webbrowser.open(open_browser_at)

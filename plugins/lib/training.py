@@ -15,6 +15,7 @@ functions so that listing plugins never imports torch.
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +405,6 @@ def merge_adapter(trainer, params: TrainerConfig, base_ref, output_dir, context)
     if params.save_adapter:
         peft_model.save_pretrained(str(Path(output_dir) / "adapter"), safe_serialization=True)
     if params.method == "qlora":
-        import tempfile
-
         from peft import PeftModel
 
         auto_class = "AutoModelForSequenceClassification" if "SequenceClassification" in type(

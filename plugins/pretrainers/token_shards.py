@@ -34,7 +34,10 @@ same flat layout; :class:`TokenStream` reads such files too (``TokenStream.from_
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator
@@ -107,8 +110,6 @@ def iter_pieces(text: Any, text_field: str, piece_chars: int = PIECE_CHARS,
 
 def _text_file_pieces(path: Path, piece_chars: int, block_chars: int) -> Iterator[tuple[str, bool]]:
     """The pieces of one text file (gzipped or not) read block by block; bad UTF-8 names its file:line."""
-    import codecs
-    import gzip
 
     from lmforge.errors import DataError
 
@@ -301,8 +302,6 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
             _WORKER.clear()
             _WORKER.update(saved)
     else:
-        import multiprocessing
-
         # fork where there is one (Linux), as datasets.map(num_proc) does: a spawned worker would re-run the
         # user's script when it lacks an `if __name__ == "__main__"` guard (lmforge.run from a script under
         # accelerate launch). The workers touch only the tokenizer built afresh here, never torch or CUDA.
@@ -322,7 +321,6 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
 
 def _pool_map(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int, method: str, done) -> None:
     """Unfinished shards to a process pool; at most ``workers + 1`` shards of text in flight at once."""
-    import multiprocessing
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                              initializer=_init_worker, initargs=initargs) as pool:

@@ -10,6 +10,7 @@ vocabulary lacks as UTF-8 bytes instead of ``<|unk|>``, so ordinary text round-t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from lmforge.errors import ConfigError
@@ -60,7 +61,6 @@ class UnigramTokenizer(SubwordTokenizer):
 
     def finish(self, tokenizer):
         """Add the 256 byte pieces for byte fallback, scored below every learned piece so text never prefers them."""
-        import json
 
         from tokenizers import decoders, models
 
