@@ -14,7 +14,7 @@ and the ones it gained. The totals over seeds are what is compared: one run's "r
 guessed sums, and a single seed says little. With ``--taught N`` each run's fine-tuned and aligned models also
 answer N questions the SFT data taught (the same questions for every run), so what alignment keeps of what the
 model knew is counted beside what it does where it knows nothing. With ``--as-text`` the base, fine-tuned and
-aligned models also complete each held-out fact's reference from all but its last word
+aligned models also complete each held-out fact's reference from the text before its answer
 (``pretraining_knowledge.facts_as_text``): what each model knows, whether or not it says it. A run made
 without the reward model stage records no reward-model accuracy or win rate. Writes
 benchmarks/results/default_run_seeds_<date>.json.
@@ -54,7 +54,7 @@ def one_run(run: Path, taught: list[tuple[str, str]], references: list[tuple[str
              for a, b in zip(sft, aligned) if a["held_out"] and a.get("reference")]
     config = json.loads((run / "config.json").read_text())
     return {
-        "run": str(run), "seed": config["run"]["seed"], "pretraining_text": config["data"]["raw_text"],
+        "run": str(run), "seed": config["run"]["seed"], "pretraining_text": config.get("data", {}).get("raw_text"),
         "finetuner_config": config.get("finetuner"), "preferences_config": config.get("preferences"),
         "aligner_config": config.get("aligner"),
         "finetuner": {k: metrics["finetuner"][f"eval/answers/{k}"] for k in COUNTS},
@@ -65,7 +65,8 @@ def one_run(run: Path, taught: list[tuple[str, str]], references: list[tuple[str
         "sft_right_lost": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if s and not a],
         "gained": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if a and not s],
         **({"taught": taught_counts(run, taught)} if taught else {}),
-        **({"as_text": {stage: facts_as_text(run / stage, references) for stage in MODELS},
+        **({"as_text": {stage: facts_as_text(run / stage, references)
+                        for stage in MODELS if (run / stage).is_dir()},
             "as_text_of": len(references)} if references else {}),
     }
 
@@ -89,7 +90,7 @@ def totals(runs: list[dict]) -> dict:
     out["aligned_right_at_least_sft_in"] = sum(r["aligner"]["right"] >= r["finetuner"]["right"] for r in runs)
     out["aligned_wrong_lower_in"] = sum(r["aligner"]["wrong"] < r["finetuner"]["wrong"] for r in runs)
     if all("as_text" in r for r in runs):
-        out["as_text"] = {stage: sum(r["as_text"][stage] for r in runs) for stage in MODELS}
+        out["as_text"] = {stage: sum(r["as_text"].get(stage, 0) for r in runs) for stage in MODELS}
     if all("taught" in r for r in runs):
         out["taught"] = {stage: {v: sum(r["taught"][stage][v] for r in runs) for v in ("right", "not_sure", "wrong")}
                          for stage in ("finetuner", "aligner")}

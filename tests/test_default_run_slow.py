@@ -83,8 +83,9 @@ def test_default_run_yields_a_model_that_visibly_works(tmp_path):
     assert "taught questions right |" in report and "- **aligner** on 100 questions of the fine-tuning data" in report
     # what each model knows as text beside what it answers (the base model completes a few held-out facts; the
     # chat models next to none: docs/quickstart.md)
-    assert all(isinstance(m["eval/answers/known_as_text"], (int, float)) for m in (base, sft, aligned))
-    assert aligned["eval/answers/known_right"] <= aligned["eval/answers/known_as_text"]
+    assert all(m["eval/answers/known_as_text_n"] == held_n for m in (base, sft, aligned))  # every fact probed
+    assert base["eval/answers/known_as_text"] >= 1  # measured 4 (seed 0; 1-4 over five seeds)
+    assert "eval/answers/known_right" in aligned and "eval/answers/known_right" not in base
     assert "- **Known as text**: held-out facts each model completes as plain text" in report
     assert json.loads((run / "aligner" / "win_rate.json").read_text())["independent"] is False
 

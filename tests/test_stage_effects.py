@@ -11,9 +11,11 @@ import pytest
 from lmforge.errors import ConfigError
 from lmforge.plugins.evaluators.answers_report import markdown_section
 from lmforge.plugins.evaluators.stage_effects import (
+    STOP,
     Answers,
     WinRate,
     abstains,
+    document_start,
     english_share,
     fact_prompt,
     is_correct,
@@ -154,7 +156,7 @@ def test_answers_evaluator_writes_answers_and_metrics(varied_model_dir, tiny_con
     assert [w["held_out"] for w in written] == [False, True]  # held out unless the prompt file says otherwise
     # the held-out fact is also completed as plain text; the verdicts of the facts it completes are counted apart
     assert "known_as_text" not in written[0] and isinstance(written[1]["known_as_text"], bool)
-    assert metrics["known_as_text"] == written[1]["known_as_text"]
+    assert metrics["known_as_text"] == written[1]["known_as_text"] and metrics["known_as_text_n"] == 1
     assert metrics["known_right"] + metrics["known_not_sure"] + metrics["known_wrong"] == metrics["known_as_text"]
     # counts of the held-out answers for other code to read from the manifest; trained behaviours apart
     assert metrics["n"] == metrics["held_out_n"] == 1 and metrics["trained_n"] == 1
@@ -197,8 +199,9 @@ def test_answers_evaluator_asks_questions_the_fine_tuning_data_taught(varied_mod
 
 
 def test_a_fact_is_known_as_text_when_the_model_completes_it(varied_model_dir):
-    """The probe behind ``known_as_text``: the reference up to its answer, continued greedily by a real model. The
-    references are made from the model's own continuations, so it knows the first and not the second."""
+    """The probe behind ``known_as_text``: the reference up to its answer, continued greedily by a real model after
+    the token a document starts after. The references are made from the model's own continuations (one and two
+    words), so it knows each first one and not the second."""
     import torch
     from lmforge.plugins.lib.models import load_tokenizer
     from transformers import AutoModelForCausalLM
@@ -208,20 +211,35 @@ def test_a_fact_is_known_as_text_when_the_model_completes_it(varied_model_dir):
     assert mexico == ("The capital of Mexico is", "Mexico City")
     tokenizer = load_tokenizer(str(varied_model_dir))
     model = AutoModelForCausalLM.from_pretrained(varied_model_dir).eval()
-    heads = ["The opposite of wide is", "The capital of Peru is", "A cow says", "The plural of mouse is"]
-    encoded = [[tokenizer.bos_token_id, *tokenizer(h, add_special_tokens=False)["input_ids"]] for h in heads]
+    # lmforge's tokenizer adds no start token: its documents are joined by the end-of-text token in pretraining
+    assert document_start(tokenizer) == [tokenizer.eos_token_id]
+    heads = ["The opposite of wide is", "The capital of Peru is", "A cow says", "The plural of mouse is",
+             "The colour of snow is", "The day after Monday is", "The month after May is", "A baby cat is called",
+             "Grass is", "The number nine is written", "A sheep says", "The opposite of hot is"]
     continued = []
-    for ids in encoded:  # one at a time: no padding in what the probe is checked against
-        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=6,
+    for head in heads:  # one at a time: no padding in what the probe is checked against
+        ids = [tokenizer.eos_token_id, *tokenizer(head, add_special_tokens=False)["input_ids"]]
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
                              pad_token_id=tokenizer.pad_token_id)
         continued.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
     facts = []
     for head, text in zip(heads, continued):
-        words = re.findall(r"[^\W_]+", text)
-        if words and words[0].lower() not in head.lower().split() and words[0].lower() not in {"is", "the", "a"}:
+        if not text[:1].isspace():
+            continue  # the continuation goes on with the last word ("is" -> "isnarrow"): no new word to check
+        words = [w for w in re.findall(r"[^\W_]+", text) if w.lower() not in STOP | set(head.lower().split())]
+        if words and fact_prompt(f"{head} {words[0]}.") == (head, words[0]):
             facts += [(f"{head} {words[0]}.", ""), (f"{head} {words[0]}x.", "")]
-    assert facts, continued
+        both = text.split()[:2]
+        two = fact_prompt(f"{head} {' '.join(both)}.", f"Which {both[-1]}?") if len(both) == 2 else None
+        if two == (head, " ".join(both)):  # a two-word answer whose last word the question holds
+            facts += [(f"{head} {' '.join(both)}.", f"Which {both[-1]}?"), (f"{head} {both[0]} x.", "Which x?")]
+    assert len(facts) >= 4 and any(" " in fact_prompt(*f)[1] for f in facts), continued
     assert known_as_text(model, tokenizer, facts, batch_size=3) == [True, False] * (len(facts) // 2)
+    # a continuation glued to the last word is not the answer, though its letters are
+    glued = next(f"{head} {text.split()[0]}." for head, text in zip(heads, continued) if text[:1].isalnum())
+    assert known_as_text(model, tokenizer, [(glued, "")]) == [False]
+    # nothing to complete: no text before the answer, or no answer words
+    assert known_as_text(model, tokenizer, [("Warsaw.", "What is the capital of Poland?"), ("Is.", "")]) == [None, None]
 
 
 def test_win_rate_of_a_model_against_itself_is_one_half(varied_model_dir, tiny_context, tmp_path):

@@ -303,7 +303,6 @@ class PPOAligner(Aligner):
 
         A separate value model starts from the reward model when it reads the policy's vocabulary, else from
         the policy with a zeroed head; a shared one is a zeroed scalar head on the policy."""
-
         from lmforge.plugins.aligners.reward_model import RewardScorer, load_reward_model
 
         cfg = self.config

@@ -51,7 +51,6 @@ def worker_context():
     torch.distributed's (C++) threads run, and tests clean beside in-process servers. Then the workers come from a
     ``forkserver`` (a clean single-threaded process that forks them) instead.
     """
-
     methods = multiprocessing.get_all_start_methods()
     torch = sys.modules.get("torch")
     distributed = bool(torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized())

@@ -21,8 +21,9 @@ Two evaluator plugins (kind ``evaluator``, registered by plugins/evaluators/__in
   on) it also asks ``taught_questions`` of that data's single-turn questions greedily (the same draw for every
   model), written to ``<artifact>/taught_answers.jsonl``: ``taught_right`` / ``taught_not_sure`` /
   ``taught_wrong`` / ``taught_n`` say what a later stage kept of what fine-tuning taught. With ``as_text`` (on by
-  default) each held-out reference is also completed as plain text from all but its last word ("The opposite of
-  wide is" -> "narrow"?), greedily: ``known_as_text`` on the row and as a count, and for chat models
+  default) each held-out reference is also completed as plain text from the text before its answer words ("The
+  opposite of wide is" -> "narrow"?), greedily: ``known_as_text`` on the row and as a count of
+  ``known_as_text_n`` facts with text before their answer, and for chat models
   ``known_right`` / ``known_not_sure`` / ``known_wrong``, the verdicts of the answers to the facts it completes --
   whether a model hedges what it knows or only what it does not.
 * ``win_rate``: this model against a baseline model (an input such as the aligner's ``model``, a model dir or
@@ -186,7 +187,7 @@ class AnswersConfig(HeldOutAsking):
             if not Path(self.taught).exists():
                 raise ParamError(f"taught: {self.taught}: no such file")
             with warnings.catch_warnings():  # placeholders are filled when the questions are asked
-                warnings.simplefilter("ignore")
+                warnings.filterwarnings("ignore", message=".*unfilled placeholders")
                 asked = taught_answers(self.taught, single_turn=True) if self.mode == "chat" else True
             if not asked:  # checked when the run is planned, not after the model it evaluates has trained
                 raise ParamError(f"taught: {self.taught}: no single-turn chat to ask")
@@ -263,27 +264,46 @@ def fact_prompt(reference: str, question: str = "") -> tuple[str, str]:
     return reference, ""
 
 
-def known_as_text(model, tokenizer, facts: list[tuple[str, str]], batch_size: int = 64) -> list[bool]:
+def document_start(tokenizer) -> list[int]:
+    """The token(s) a document starts after in pretraining: the tokenizer's own start token when it adds one
+    (Llama's BOS), else the end-of-text token that joins documents in a packed stream (lmforge's token shards,
+    GPT-2); none when it has neither."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    added = tokenizer("a", add_special_tokens=True)["input_ids"]
+    if len(added) > len(plain) and added[-len(plain):] == plain:
+        return added[: len(added) - len(plain)]
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def known_as_text(model, tokenizer, facts: list[tuple[str, str]], batch_size: int = 64) -> list[bool | None]:
     """Whether the model completes each fact (reference, question) as plain text: the reference up to its answer
-    (``fact_prompt``), as a document starts (after the beginning-of-text token when the tokenizer has one),
-    continued greedily, is right when the continuation's first words are the answer's. What the model knows,
-    whatever it answers when asked."""
-    bos = tokenizer.bos_token_id
+    (``fact_prompt``), as a document starts (``document_start``), continued greedily, is right when the
+    continuation's first words are the answer's. What the model knows, whatever it answers when asked. None for a
+    fact with no text before its answer ("Warsaw.") or no answer words: nothing to complete."""
     prompts = [fact_prompt(reference, question) for reference, question in facts]
-    encoded = []
-    for head, _ in prompts:
-        ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-        encoded.append([bos, *ids] if bos is not None and (not ids or ids[0] != bos) else ids)
-    got = _greedy(model, tokenizer, encoded, 6, batch_size)
-    out = []
-    for (_, answer), text in zip(prompts, got):
-        words = [w.lower() for w in WORD.findall(answer)]
-        out.append(bool(words) and [w.lower() for w in WORD.findall(text)][: len(words)] == words)
+    probed = [i for i, (head, answer) in enumerate(prompts) if WORD.search(head) and WORD.search(answer)]
+    out: list[bool | None] = [None] * len(facts)
+    if not probed:
+        return out
+    start = document_start(tokenizer)
+    encoded = [start + tokenizer(prompts[i][0], add_special_tokens=False)["input_ids"] for i in probed]
+    longest = max(len(tokenizer(" " + prompts[i][1], add_special_tokens=False)["input_ids"]) for i in probed)
+    got = _greedy(model, tokenizer, encoded, longest + 2, batch_size, text=False)  # room for the whole answer
+    for i, ids, new in zip(probed, encoded, got):
+        # decoded with the text before it, so that a continuation glued to the last word ("is" -> "isnarrow") is
+        # not a new word, whatever the tokenizer does with leading spaces
+        head = tokenizer.decode(ids, skip_special_tokens=True)
+        whole = tokenizer.decode(ids + new, skip_special_tokens=True)
+        text = whole[len(head):] if whole.startswith(head) else ""
+        words = [w.lower() for w in WORD.findall(prompts[i][1])]
+        out[i] = not WORD.match(text) and [w.lower() for w in WORD.findall(text)][: len(words)] == words
     return out
 
 
-def _greedy(model, tokenizer, encoded: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy continuations of token id lists, batched and left-padded; the new text only."""
+def _greedy(model, tokenizer, encoded: list[list[int]], max_new_tokens: int, batch_size: int,
+            text: bool = True) -> list:
+    """Greedy continuations of token id lists, batched and left-padded: the new text only (``text``), or the new
+    token ids."""
     import torch
     from lmforge.plugins.lib.generation import left_padded
 
@@ -294,7 +314,8 @@ def _greedy(model, tokenizer, encoded: list[list[int]], max_new_tokens: int, bat
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
                                        max_new_tokens=max_new_tokens, pad_token_id=pad)
-        out += [tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True) for row in generated.tolist()]
+        new = [row[input_ids.shape[1]:] for row in generated.tolist()]
+        out += [tokenizer.decode(ids, skip_special_tokens=True) for ids in new] if text else new
     return out
 
 
@@ -340,14 +361,16 @@ class Answers(Evaluator):
         if ends:
             metrics["ends_turn"] = sum(ends) / len(ends)
         metrics["held_out_n"] = sum(r["held_out"] for r in rows)
-        facts = [r for r in rows if r["held_out"] and r["reference"]]
-        if cfg.as_text and facts:
-            for row, known in zip(facts, known_as_text(model, tokenizer, [(r["reference"], r["prompt"]) for r in facts],
-                                                       cfg.batch_size)):
-                row["known_as_text"] = known
-            metrics["known_as_text"] = sum(r["known_as_text"] for r in facts)
+        if cfg.as_text:
+            facts = [r for r in rows if r["held_out"] and r["reference"]]
+            probes = known_as_text(model, tokenizer, [(r["reference"], r["prompt"]) for r in facts], cfg.batch_size)
+            for row, known in zip(facts, probes):
+                if known is not None:
+                    row["known_as_text"] = known
+            probed = [r for r in facts if "known_as_text" in r]
+            metrics.update(known_as_text=sum(r["known_as_text"] for r in probed), known_as_text_n=len(probed))
             if cfg.mode == "chat":
-                known = verdict_counts([r for r in facts if r["known_as_text"]])
+                known = verdict_counts([r for r in probed if r["known_as_text"]])
                 metrics.update({f"known_{v}": known[v] for v in VERDICTS})
         if cfg.mode == "chat":
             metrics.update(verdict_counts([r for r in rows if r["held_out"]]))

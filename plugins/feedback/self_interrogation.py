@@ -229,7 +229,6 @@ class SelfInterrogation(Sampler):
 
     def _replay(self, path, probe_examples: int, seed: int) -> list[dict]:
         """``replay_ratio`` x ``probe_examples`` ordinary SFT conversations (seeded draw, repeats if short)."""
-
         if not path or self.config.replay_ratio <= 0:
             return []
         from lmforge.plugins.lib.formats import load_conversations

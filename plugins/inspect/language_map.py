@@ -47,7 +47,6 @@ def whole_word_tokens(tokenizer, limit: int, ranked_text: str | None = None) -> 
     Ranked by frequency in ``ranked_text`` when given, else by id (earlier BPE merges are more frequent pieces).
     Tokenizers with no word-start marks at all fall back to every alphabetic token.
     """
-
     special = set(tokenizer.all_special_ids)
     spaced: dict[str, int] = {}  # " word": a word start, as it appears mid-sentence
     bare: dict[str, int] = {}  # "word" with no space: a whole word only for tokenizers without space marks

@@ -125,7 +125,6 @@ class LocalPageServer(ThreadingHTTPServer):
 
     def serve_until_interrupted(self, open_browser_at: str | None = None) -> None:
         """Serve in this thread until Ctrl-C (the ``lmforge rank`` / ``audit`` commands), opening a browser tab first."""
-
         if open_browser_at:
             webbrowser.open(open_browser_at)
         try:

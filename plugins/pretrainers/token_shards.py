@@ -110,7 +110,6 @@ def iter_pieces(text: Any, text_field: str, piece_chars: int = PIECE_CHARS,
 
 def _text_file_pieces(path: Path, piece_chars: int, block_chars: int) -> Iterator[tuple[str, bool]]:
     """The pieces of one text file (gzipped or not) read block by block; bad UTF-8 names its file:line."""
-
     from lmforge.errors import DataError
 
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -321,7 +320,6 @@ def _run_pool(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int
 
 def _pool_map(tasks, partial: Path, workers: int, initargs: tuple, itemsize: int, method: str, done) -> None:
     """Unfinished shards to a process pool; at most ``workers + 1`` shards of text in flight at once."""
-
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                              initializer=_init_worker, initargs=initargs) as pool:
         pending = {}

@@ -61,7 +61,6 @@ class UnigramTokenizer(SubwordTokenizer):
 
     def finish(self, tokenizer):
         """Add the 256 byte pieces for byte fallback, scored below every learned piece so text never prefers them."""
-
         from tokenizers import decoders, models
 
         cfg = self.config
