@@ -15,7 +15,8 @@ guessed sums, and a single seed says little. With ``--taught N`` each run's fine
 answer N questions the SFT data taught (the same questions for every run), so what alignment keeps of what the
 model knew is counted beside what it does where it knows nothing. With ``--as-text`` the base, fine-tuned and
 aligned models also complete each held-out fact's reference from the text before its answer
-(``pretraining_knowledge.facts_as_text``): what each model knows, whether or not it says it. A run made
+(``pretraining_knowledge.facts_known``): what each model knows, whether or not it says it, and the chat models'
+right / not sure / wrong answers to the facts they complete (``answers_to_known``). A run made
 without the reward model stage records no reward-model accuracy or win rate. Writes
 benchmarks/results/default_run_seeds_<date>.json.
 """
@@ -32,8 +33,8 @@ from pathlib import Path
 
 from _results import Recorder
 from lmforge.config import sample_data_path
-from lmforge.plugins.evaluators.stage_effects import load_eval_prompts, taught_questions
-from pretraining_knowledge import facts_as_text
+from lmforge.plugins.evaluators.stage_effects import VERDICTS, load_eval_prompts, taught_questions, verdict
+from pretraining_knowledge import facts_known
 from taught_answers import PLACEHOLDERS, verdicts
 
 COUNTS = ("right", "not_sure", "wrong", "n")
@@ -65,10 +66,22 @@ def one_run(run: Path, taught: list[tuple[str, str]], references: list[tuple[str
         "sft_right_lost": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if s and not a],
         "gained": [{"prompt": p, "sft": x, "aligned": y} for p, s, a, x, y in items if a and not s],
         **({"taught": taught_counts(run, taught)} if taught else {}),
-        **({"as_text": {stage: facts_as_text(run / stage, references)
-                        for stage in MODELS if (run / stage).is_dir()},
-            "as_text_of": len(references)} if references else {}),
+        **(as_text(run, references) if references else {}),
     }
+
+
+def as_text(run: Path, references: list[tuple[str, str]]) -> dict:
+    """Held-out facts each model of a run completes as plain text and, for the chat models, the verdicts of their
+    greedy answers to those facts: does a model answer, hedge or get wrong what it knows?"""
+    known = {stage: facts_known(run / stage, references) for stage in MODELS if (run / stage).is_dir()}
+    out = {"as_text": {stage: sum(bool(k) for k in flags) for stage, flags in known.items()},
+           "as_text_of": len(references), "answers_to_known": {}}
+    for stage in ("finetuner", "aligner"):
+        if stage in known:
+            rows = {r["prompt"]: r for r in answers(run, stage)}
+            asked = [rows[question] for (_, question), k in zip(references, known[stage]) if k and question in rows]
+            out["answers_to_known"][stage] = {v: sum(verdict(r) == v for r in asked) for v in VERDICTS}
+    return out
 
 
 def taught_counts(run: Path, taught: list[tuple[str, str]]) -> dict:
@@ -91,6 +104,8 @@ def totals(runs: list[dict]) -> dict:
     out["aligned_wrong_lower_in"] = sum(r["aligner"]["wrong"] < r["finetuner"]["wrong"] for r in runs)
     if all("as_text" in r for r in runs):
         out["as_text"] = {stage: sum(r["as_text"].get(stage, 0) for r in runs) for stage in MODELS}
+        out["answers_to_known"] = {stage: {v: sum(r["answers_to_known"].get(stage, {}).get(v, 0) for r in runs)
+                                           for v in VERDICTS} for stage in ("finetuner", "aligner")}
     if all("taught" in r for r in runs):
         out["taught"] = {stage: {v: sum(r["taught"][stage][v] for r in runs) for v in ("right", "not_sure", "wrong")}
                          for stage in ("finetuner", "aligner")}

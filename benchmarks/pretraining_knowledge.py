@@ -65,11 +65,16 @@ def lmforge(*overrides: str) -> None:
                     *overrides], env=env, check=True)
 
 
-def facts_as_text(model_dir: Path, facts: list[tuple[str, str]]) -> int:
-    """How many (reference, question) facts the model completes right as plain text, greedily, from the reference up
-    to its answer: the ``answers`` evaluator's ``known_as_text`` probe."""
+def facts_known(model_dir: Path, facts: list[tuple[str, str]]) -> list[bool | None]:
+    """Per (reference, question) fact, whether the model completes it right as plain text, greedily, from the
+    reference up to its answer: the ``answers`` evaluator's ``known_as_text`` probe."""
     tokenizer, model = load_tokenizer(str(model_dir)), AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    return sum(known_as_text(model, tokenizer, facts))
+    return known_as_text(model, tokenizer, facts)
+
+
+def facts_as_text(model_dir: Path, facts: list[tuple[str, str]]) -> int:
+    """How many facts the model completes right as plain text (``facts_known``)."""
+    return sum(bool(known) for known in facts_known(model_dir, facts))
 
 
 def main() -> int:
