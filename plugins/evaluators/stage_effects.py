@@ -209,7 +209,12 @@ def taught_answers(path, placeholders: dict[str, str] | None = None, single_turn
 def taught_questions(path, n: int, seed: int = 1,
                      placeholders: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(question, taught answer) of a fine-tuning data file's single-turn chats, ``n`` of them drawn with ``seed``."""
-    items = sorted(taught_answers(path, placeholders, single_turn=True).items())
+    return seeded_draw(taught_answers(path, placeholders, single_turn=True), n, seed)
+
+
+def seeded_draw(taught: dict[str, str], n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (question, answer) items of ``taught``, the same draw for the same items and seed."""
+    items = sorted(taught.items())
     random.Random(seed).shuffle(items)
     return items[:n]
 

@@ -151,15 +151,13 @@ class JudgedPairs(Sampler):
     def questions(self, inputs, seed: int, taught: dict[str, str]) -> list[tuple[str, str, bool]]:
         """(question, reference, fine-tuned on) for every question to ask; ``taught``: the ``known`` chats'
         question -> answer."""
-        from lmforge.plugins.evaluators.stage_effects import fill_placeholders
+        from lmforge.plugins.evaluators.stage_effects import fill_placeholders, seeded_draw
 
         placeholders = self.config.placeholders or {}
         asked = [(r["prompt"], fill_placeholders(r["reference"], placeholders), False)
                  for r in questions_with_references(inputs["prompts"])]
         if taught and self.config.known_questions > 0:
-            drawn = sorted(taught.items())
-            random.Random(seed).shuffle(drawn)
-            asked += [(q, a, True) for q, a in drawn[: self.config.known_questions]]
+            asked += [(q, a, True) for q, a in seeded_draw(taught, self.config.known_questions, seed)]
         return asked
 
     def run(self, inputs, output_dir, context):
