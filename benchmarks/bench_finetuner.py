@@ -60,6 +60,18 @@ class StepClock:
             self.marks[step] = time.perf_counter()
 
 
+def log_clock(marks: dict[int, float]):
+    """A ``TrainerCallback`` noting, in ``marks``, the wall time of each step's first training-loss log line."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and state.global_step not in marks:
+                marks[state.global_step] = time.perf_counter()
+
+    return Clock()
+
+
 def prepare(work: Path) -> tuple[Path, Path, Path]:
     """(base model dir, training chats, held-out chats): the bundled text's tokenizer, a seeded random model."""
     import lmforge.conf
@@ -90,16 +102,10 @@ def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: 
     the script leaves out the settings it states only to match lmforge's CPU run (``TRL_DEFAULTS``)."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     marks: dict[int, float] = {}
-
-    class Clock(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and state.global_step not in marks:
-                marks[state.global_step] = time.perf_counter()
-
     started = time.perf_counter()
 
     def fill(text: str) -> str:
@@ -131,7 +137,7 @@ def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: 
         disable_tqdm=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(chats(train)),
                          eval_dataset=Dataset.from_list(chats(held)), processing_class=tokenizer,
-                         callbacks=[Clock()])
+                         callbacks=[log_clock(marks)])
     keep.setdefault("defaults" if trl_defaults else "args", trainer.args)
     before = trainer.evaluate()["eval_loss"]
     result = trainer.train()
@@ -144,20 +150,21 @@ def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: 
             "train_loss": result.training_loss, "eval_loss_start": before, "eval_loss_end": after}
 
 
-def lmforge_sft(base: Path, train: Path, held: Path, steps: int, out: Path) -> dict:
-    """``lmforge.run_stage`` of the sft finetuner with the same settings, timed the same way."""
-    stage = lmforge.registry().get("finetuner", "sft")(
-        max_steps=steps, batch_size=SETTINGS["batch_size"], learning_rate=SETTINGS["learning_rate"],
-        lr_scheduler=SETTINGS["lr_scheduler"], warmup_steps=SETTINGS["warmup_steps"],
-        weight_decay=SETTINGS["weight_decay"], max_length=SETTINGS["max_length"], save_steps=0,
-        logging_steps=steps // 2, system_prompt=SYSTEM, placeholders=PLACEHOLDERS)
-    context = lmforge.RunContext(stage_name="finetuner", quiet=True, seed=SETTINGS["seed"], work_dir=out / "work",
-                                 hardware=lmforge.Hardware(device="cpu", precision="fp32"))
+def cpu_context(stage_name: str, work: Path):
+    """The run context both lmforge benchmarks give a stage: fp32 on the CPU, the benchmark's seed, quiet."""
+    return lmforge.RunContext(stage_name=stage_name, quiet=True, seed=SETTINGS["seed"], work_dir=work,
+                              hardware=lmforge.Hardware(device="cpu", precision="fp32"))
+
+
+def timed_stage(stage, inputs: dict, steps: int, out: Path) -> dict:
+    """``lmforge.run_stage`` timed like the plain scripts: the whole call, ms/step over the second half of the
+    steps (between its step-N/2 and step-N log lines), and the stage's logged metrics."""
+    context = cpu_context(stage.kind, out / "work")
     clock = StepClock()
     lmforge.register_plugin(clock)
     started = time.perf_counter()
     try:
-        lmforge.run_stage(stage, {"model": base, "data": train, "eval_data": held}, out / "model", context)
+        lmforge.run_stage(stage, inputs, out / "model", context)
     finally:
         lmforge.unregister_plugin(clock)
     wall = time.perf_counter() - started
@@ -166,7 +173,22 @@ def lmforge_sft(base: Path, train: Path, held: Path, steps: int, out: Path) -> d
         metrics.update({k: v for k, v in json.loads(line).items() if v is not None})
     half = steps // 2
     return {"wall_s": wall, "ms_per_step": 1000 * (clock.marks[steps] - clock.marks[half]) / (steps - half),
-            "train_loss": metrics.get("train_loss"), "eval_loss_start": metrics.get("eval_loss_start"),
+            "metrics": metrics}
+
+
+def sft_stage(steps: int):
+    return lmforge.registry().get("finetuner", "sft")(
+        max_steps=steps, batch_size=SETTINGS["batch_size"], learning_rate=SETTINGS["learning_rate"],
+        lr_scheduler=SETTINGS["lr_scheduler"], warmup_steps=SETTINGS["warmup_steps"],
+        weight_decay=SETTINGS["weight_decay"], max_length=SETTINGS["max_length"], save_steps=0,
+        logging_steps=steps // 2, system_prompt=SYSTEM, placeholders=PLACEHOLDERS)
+
+
+def lmforge_sft(base: Path, train: Path, held: Path, steps: int, out: Path) -> dict:
+    """``lmforge.run_stage`` of the sft finetuner with the same settings, timed the same way."""
+    run = timed_stage(sft_stage(steps), {"model": base, "data": train, "eval_data": held}, steps, out)
+    metrics = run.pop("metrics")
+    return {**run, "train_loss": metrics.get("train_loss"), "eval_loss_start": metrics.get("eval_loss_start"),
             "eval_loss_end": metrics.get("eval_loss_end")}
 
 
@@ -174,15 +196,8 @@ def lmforge_args(base: Path, train: Path, held: Path, steps: int, work: Path):
     """The ``TrainingArguments`` lmforge's stage builds (its own ``build_trainer``), for the field-by-field check."""
     from lmforge.plugins.finetuners.sft import build_trainer
 
-    stage = lmforge.registry().get("finetuner", "sft")(
-        max_steps=steps, batch_size=SETTINGS["batch_size"], learning_rate=SETTINGS["learning_rate"],
-        lr_scheduler=SETTINGS["lr_scheduler"], warmup_steps=SETTINGS["warmup_steps"],
-        weight_decay=SETTINGS["weight_decay"], max_length=SETTINGS["max_length"], save_steps=0,
-        logging_steps=steps // 2, system_prompt=SYSTEM, placeholders=PLACEHOLDERS)
-    context = lmforge.RunContext(stage_name="finetuner", quiet=True, seed=SETTINGS["seed"], work_dir=work,
-                                 hardware=lmforge.Hardware(device="cpu", precision="fp32"))
-    trainer, _, _ = build_trainer(stage.config, {"model": base, "data": train, "eval_data": held}, context)
-    return trainer.args
+    inputs = {"model": base, "data": train, "eval_data": held}
+    return build_trainer(sft_stage(steps).config, inputs, cpu_context("finetuner", work))[0].args
 
 
 def differences(a, b) -> dict:
@@ -193,22 +208,33 @@ def differences(a, b) -> dict:
             if k not in skip and left.get(k) != right.get(k)}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_parser(doc: str, bench: str) -> argparse.ArgumentParser:
+    """The options both trainer benchmarks take."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100, help="training steps per run (even; the 2nd half is timed)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--trl-defaults", action="store_true",
-                        help="also run the plain script with TRL's own SFTConfig defaults for bf16 and gradient "
-                             "checkpointing (both on), which lmforge turns off on a CPU")
-    parser.add_argument("--out", type=Path, help="raw result file (default: results/finetuner_<date>.json)")
+    parser.add_argument("--out", type=Path, help=f"raw result file (default: results/{bench}_<date>.json)")
+    return parser
+
+
+def start(parser: argparse.ArgumentParser, argv, bench: str):
+    """The parsed options and the result recorder, torch imported and its threads set before any timing."""
     args = parser.parse_args(argv)
     if args.steps < 2 or args.steps % 2:
         parser.error("--steps: an even number of at least 2")
-    import torch  # imported here, before any timing
+    import torch
 
     torch.set_num_threads(args.threads)
-    recorder = Recorder("finetuner", packages=("lmforge", "torch", "transformers", "trl", "datasets", "accelerate"))
+    return args, Recorder(bench, packages=("lmforge", "torch", "transformers", "trl", "datasets", "accelerate"))
+
+
+def main(argv=None) -> None:
+    parser = bench_parser(__doc__, "finetuner")
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="also run the plain script with TRL's own SFTConfig defaults for bf16 and gradient "
+                             "checkpointing (both on), which lmforge turns off on a CPU")
+    args, recorder = start(parser, argv, "finetuner")
     work = Path(tempfile.mkdtemp(prefix="bench-finetuner-"))
     base, train, held = prepare(work)
     keep: dict = {}
