@@ -48,7 +48,8 @@ def versions(packages=PACKAGES) -> dict[str, str | None]:
 
 
 def git_state() -> dict:
-    """The commit measured, and whether core/ or plugins/ differed from it (uncommitted edits)."""
+    """The commit measured, whether core/ or plugins/ differed from it (uncommitted edits), and whether the
+    benchmark scripts did (an edited or new script)."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=RESULTS.parent, capture_output=True, text=True,
@@ -56,7 +57,8 @@ def git_state() -> dict:
         except OSError:
             return ""
     return {"lmforge_commit": git("rev-parse", "HEAD") or None,
-            "lmforge_uncommitted_changes": bool(git("status", "--porcelain", "--", ":/core", ":/plugins"))}
+            "lmforge_uncommitted_changes": bool(git("status", "--porcelain", "--", ":/core", ":/plugins")),
+            "benchmark_scripts_uncommitted": bool(git("status", "--porcelain", "--", ":/benchmarks/*.py"))}
 
 
 def median(values) -> float:

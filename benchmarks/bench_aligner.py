@@ -26,6 +26,8 @@ plain. The raw result goes to benchmarks/results/aligner_<date>.json.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import tempfile
 import time
@@ -51,9 +53,21 @@ SFT_STEPS = 100
 
 
 def answer_tokens(trainer) -> int:
-    """Tokens in the chosen and rejected answers a DPO trainer trains on."""
+    """Tokens in the chosen and rejected answers a DPO trainer's dataset holds (before its collator's cut at
+    ``max_length``, which no bundled pair reaches)."""
     data = trainer.train_dataset
     return sum(len(ids) for column in ("chosen_ids", "rejected_ids") for ids in data[column])
+
+
+def token_rows(ours, theirs) -> dict:
+    """Row by row: pairs whose prompt tokens are the same on both sides, and answers (chosen and rejected) that
+    are the plain side's minus exactly its last token, which is the token after the end-of-turn token."""
+    a, b = ours.train_dataset, theirs.train_dataset
+    end = ours.processing_class.convert_tokens_to_ids("<|end|>")
+    same_prompt = sum(x == y for x, y in zip(a["prompt_ids"], b["prompt_ids"]))
+    one_less = sum(x == y[:-1] and y[-2] == end for column in ("chosen_ids", "rejected_ids")
+                   for x, y in zip(a[column], b[column]))
+    return {"pairs": len(a), "same_prompt_ids": same_prompt, "answers_one_token_shorter_after_end": one_less}
 
 
 def plain_trl(model_dir: Path, pairs: Path, steps: int, out: Path, keep: dict) -> dict:
@@ -77,8 +91,8 @@ def plain_trl(model_dir: Path, pairs: Path, steps: int, out: Path, keep: dict) -
         disable_tqdm=True, num_train_epochs=1.0, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0)
     trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, callbacks=[log_clock(marks)])
-    keep.setdefault("args", trainer.args)
-    keep.setdefault("answer_tokens", answer_tokens(trainer))
+    keep.setdefault("args", copy.deepcopy(trainer.args))  # as built, untrained
+    keep.setdefault("trainer", trainer)
     result = trainer.train()
     trainer.model.save_pretrained(str(out / "model"), safe_serialization=True)
     tokenizer.save_pretrained(str(out / "model"))
@@ -97,7 +111,7 @@ def dpo_stage(steps: int):
 
 def lmforge_dpo(model_dir: Path, pairs: Path, steps: int, out: Path) -> dict:
     """``lmforge.run_stage`` of the dpo aligner with the same settings, timed the same way."""
-    run = timed_stage(dpo_stage(steps), {"model": model_dir, "data": pairs}, steps, out)
+    run = timed_stage(dpo_stage(steps), {"model": model_dir, "data": pairs}, steps, out, DPO["seed"])
     return {**{k: v for k, v in run.items() if k != "metrics"}, "train_loss": run["metrics"].get("train_loss")}
 
 
@@ -109,15 +123,16 @@ def main(argv=None) -> None:
     lmforge_sft(base, train, held, SFT_STEPS, work / "sft")
     model_dir, pairs = work / "sft" / "model", Path(sample_data_path("preferences.jsonl"))
     keep: dict = {}
-    runs = iter(range(10 ** 6))
+    runs = itertools.count()
     results = interleaved({
         "plain TRL": lambda: plain_trl(model_dir, pairs, args.steps, work / f"plain-{next(runs)}", keep),
         "lmforge dpo": lambda: lmforge_dpo(model_dir, pairs, args.steps, work / f"lmforge-{next(runs)}"),
     }, args.rounds, log=None)
     ours = build_dpo(dpo_stage(args.steps).config, {"model": model_dir, "data": pairs},
-                     cpu_context("aligner", work / "args"))
+                     cpu_context("aligner", work / "args", DPO["seed"]))
     diff = differences(ours.args, keep["args"])
-    tokens = {"lmforge dpo": answer_tokens(ours), "plain TRL": keep["answer_tokens"]}
+    tokens = {"lmforge dpo": answer_tokens(ours), "plain TRL": answer_tokens(keep["trainer"])}
+    rows = token_rows(ours, keep["trainer"])
     summary = {name: {key: median([r[key] for r in rounds]) for key in rounds[0]} for name, rounds in results.items()}
     for key in ("wall_s", "ms_per_step"):
         summary[f"ratio_{key}"] = summary["lmforge dpo"][key] / summary["plain TRL"][key]
@@ -130,11 +145,13 @@ def main(argv=None) -> None:
         print(f"{name:{width}}  {s['wall_s']:7.1f}  {s['ms_per_step']:8.1f}  {s['train_loss']:10.4f}  {tokens[name]:13,}")
     print(f"lmforge / plain: wall {summary['ratio_wall_s']:.3f}, ms/step {summary['ratio_ms_per_step']:.3f}")
     print("TrainingArguments differences (lmforge, plain):", diff or "none")
+    print(f"of {rows['pairs']:,} pairs: same prompt tokens {rows['same_prompt_ids']:,}; answers one token shorter, "
+          f"the token after <|end|>: {rows['answers_one_token_shorter_after_end']:,} of {2 * rows['pairs']:,}")
     settings = {**DPO, "rounds": args.rounds, "steps": args.steps, "threads": args.threads,
                 "model": f"model=small, random init (seed 0), then {SFT_STEPS} steps of lmforge SFT on the bundled chats",
                 "pairs": "core/sample_data/preferences.jsonl"}
     recorder.write(settings, {"rounds": results, "medians": summary, "args_differences": diff,
-                              "answer_tokens": tokens}, args.out)
+                              "answer_tokens": tokens, "token_rows": rows}, args.out)
 
 
 if __name__ == "__main__":

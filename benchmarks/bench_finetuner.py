@@ -27,6 +27,8 @@ benchmarks/results/finetuner_<date>.json.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import os
 import tempfile
@@ -99,7 +101,8 @@ def prepare(work: Path) -> tuple[Path, Path, Path]:
 def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: dict,
               trl_defaults: bool = False) -> dict:
     """The hand-written TRL script, timed from reading the chat file to the saved model. With ``trl_defaults``
-    the script leaves out the settings it states only to match lmforge's CPU run (``TRL_DEFAULTS``)."""
+    it leaves bf16 and gradient checkpointing at TRL's defaults (both on) instead of turning them off as
+    lmforge's CPU run does."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -138,7 +141,7 @@ def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: 
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(chats(train)),
                          eval_dataset=Dataset.from_list(chats(held)), processing_class=tokenizer,
                          callbacks=[log_clock(marks)])
-    keep.setdefault("defaults" if trl_defaults else "args", trainer.args)
+    keep.setdefault("defaults" if trl_defaults else "args", copy.deepcopy(trainer.args))  # as built, untrained
     before = trainer.evaluate()["eval_loss"]
     result = trainer.train()
     after = trainer.evaluate()["eval_loss"]
@@ -150,16 +153,16 @@ def plain_trl(base: Path, train: Path, held: Path, steps: int, out: Path, keep: 
             "train_loss": result.training_loss, "eval_loss_start": before, "eval_loss_end": after}
 
 
-def cpu_context(stage_name: str, work: Path):
+def cpu_context(stage_name: str, work: Path, seed: int):
     """The run context both lmforge benchmarks give a stage: fp32 on the CPU, the benchmark's seed, quiet."""
-    return lmforge.RunContext(stage_name=stage_name, quiet=True, seed=SETTINGS["seed"], work_dir=work,
+    return lmforge.RunContext(stage_name=stage_name, quiet=True, seed=seed, work_dir=work,
                               hardware=lmforge.Hardware(device="cpu", precision="fp32"))
 
 
-def timed_stage(stage, inputs: dict, steps: int, out: Path) -> dict:
+def timed_stage(stage, inputs: dict, steps: int, out: Path, seed: int) -> dict:
     """``lmforge.run_stage`` timed like the plain scripts: the whole call, ms/step over the second half of the
     steps (between its step-N/2 and step-N log lines), and the stage's logged metrics."""
-    context = cpu_context(stage.kind, out / "work")
+    context = cpu_context(stage.kind, out / "work", seed)
     clock = StepClock()
     lmforge.register_plugin(clock)
     started = time.perf_counter()
@@ -186,7 +189,8 @@ def sft_stage(steps: int):
 
 def lmforge_sft(base: Path, train: Path, held: Path, steps: int, out: Path) -> dict:
     """``lmforge.run_stage`` of the sft finetuner with the same settings, timed the same way."""
-    run = timed_stage(sft_stage(steps), {"model": base, "data": train, "eval_data": held}, steps, out)
+    run = timed_stage(sft_stage(steps), {"model": base, "data": train, "eval_data": held}, steps, out,
+                      SETTINGS["seed"])
     metrics = run.pop("metrics")
     return {**run, "train_loss": metrics.get("train_loss"), "eval_loss_start": metrics.get("eval_loss_start"),
             "eval_loss_end": metrics.get("eval_loss_end")}
@@ -197,7 +201,7 @@ def lmforge_args(base: Path, train: Path, held: Path, steps: int, work: Path):
     from lmforge.plugins.finetuners.sft import build_trainer
 
     inputs = {"model": base, "data": train, "eval_data": held}
-    return build_trainer(sft_stage(steps).config, inputs, cpu_context("finetuner", work))[0].args
+    return build_trainer(sft_stage(steps).config, inputs, cpu_context("finetuner", work, SETTINGS["seed"]))[0].args
 
 
 def differences(a, b) -> dict:
@@ -238,7 +242,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-finetuner-"))
     base, train, held = prepare(work)
     keep: dict = {}
-    runs = iter(range(10 ** 6))
+    runs = itertools.count()
     contenders = {
         "plain TRL": lambda: plain_trl(base, train, held, args.steps, work / f"plain-{next(runs)}", keep),
         "lmforge sft": lambda: lmforge_sft(base, train, held, args.steps, work / f"lmforge-{next(runs)}"),

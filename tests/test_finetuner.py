@@ -123,7 +123,13 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
     trainer, _, stats = build_trainer(SFTConfig(max_length=32, truncation="drop", save_steps=0), inputs,
                                       _context(tiny_context, tmp_path))
     assert stats["dropped_too_long"] == 1 and len(trainer.train_dataset) == 1
+    # held-out chats follow the same policy: the one that cannot fit whole is dropped, not cut before its end
+    trainer, _, stats = build_trainer(SFTConfig(max_length=32, save_steps=0), {**inputs, "eval_data": data},
+                                      _context(tiny_context, tmp_path))
+    assert stats["eval_dropped_too_long"] == 1 and len(trainer.eval_dataset) == 1
     only_long = _jsonl(tmp_path / "long.jsonl", records[1:])
+    with pytest.raises(DataError, match=r"long.jsonl: none of the 1 examples' last reply fits"):
+        build_trainer(SFTConfig(max_length=32), {**inputs, "eval_data": only_long}, _context(tiny_context, tmp_path))
     with pytest.raises(DataError, match=r"every example is longer than finetuner.max_length=32"):
         build_trainer(SFTConfig(max_length=32, truncation="drop"),
                       {"model": tiny_model_dir, "data": only_long}, _context(tiny_context, tmp_path))

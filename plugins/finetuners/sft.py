@@ -192,6 +192,12 @@ def build_trainer(cfg: SFTConfig, inputs: dict, context):
         if not examples:
             raise DataError(f"{inputs['data']}: none of the {stats['dropped_too_long']} examples' last reply fits "
                             f"finetuner.max_length={cfg.max_length} tokens; raise max_length")
+        if evaluation is not None:  # held-out chats keep their ends of turn too
+            evaluation, stats["eval_cut_prompt_side"], stats["eval_dropped_too_long"] = keep_last_reply(
+                evaluation, tokenizer, cfg.max_length)
+            if not evaluation:
+                raise DataError(f"{inputs['eval_data']}: none of the {stats['eval_dropped_too_long']} examples' last "
+                                f"reply fits finetuner.max_length={cfg.max_length} tokens; raise max_length")
     if cfg.truncation == "drop":
         examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length,
                                                             str(inputs["data"]))
@@ -202,7 +208,8 @@ def build_trainer(cfg: SFTConfig, inputs: dict, context):
         evaluation = Dataset.from_list(evaluation)
     else:
         dataset, evaluation = training.split_heldout(dataset, cfg.eval_fraction, context.seed, inputs["data"])
-    eval_steps = cfg.eval_steps or cfg.save_steps or cfg.max_steps  # 0 (epochs, no saves): start and end only
+    # at each save, else at the last step; epochs without saves: none (train_resume_save adds start and end)
+    eval_steps = cfg.eval_steps or cfg.save_steps or cfg.max_steps
     args = TrlSFTConfig(**training.trainer_arguments(
         cfg, context, max_length=cfg.max_length, truncation_mode="keep_start", packing=cfg.packing,
         packing_strategy="bfd", assistant_only_loss=cfg.loss_on == "assistant" and conversational,
