@@ -15,7 +15,7 @@ and so does a symmetric fact in either order (3 + 1 and 1 + 3 are one sum; see `
 small talk are trained behaviours: the evaluation prompts ask them too, marked ``held_out: false``, and the
 report counts them apart from the held-out facts.
 
-    python benchmarks/make_sample_data.py [--identity ../shared/data/identity.json]
+    python benchmarks/make_sample_data.py [--identity ../shared/data/identity.json] [--fact-rounds 16] [--phrasings 1] [--out DIR]
 
 Deterministic (seeded); the table data is written here and is part of the project (same licence).
 The identity conversations come from identity.json (Apache-2.0, see ATTRIBUTION.md): English ones only.
@@ -26,18 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 from lmforge.plugins.feedback.judged_pairs import JudgedPairsConfig
 
-OUT = Path(__file__).resolve().parents[1] / "core" / "sample_data"
+BUNDLED = Path(__file__).resolve().parents[1] / "core" / "sample_data"
+OUT = BUNDLED
 FACTS_SOURCE = "lmforge facts"
 
 # The facts the chats ask about (sample_facts.json: word pairs, colours, sounds, young animals, plurals,
 # capitals, days, months, number words, small talk and the identity questions), as tuples and lists; and
 # RELATIONS: relation -> (question templates, answer template, sentence for the pretraining text).
 _TABLES = json.loads(Path(__file__).with_name("sample_facts.json").read_text(encoding="utf-8"))
-RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in _TABLES.pop("relations").items()}
+RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in _TABLES["relations"].items()}
+# other ways to state each fact (``--phrasings``), after ``sentence``
+PHRASINGS = {name: [r["sentence"], *r.get("also", [])] for name, r in _TABLES.pop("relations").items()}
 FACTS = {name: [tuple(x) if isinstance(x, list) else x for x in rows] for name, rows in _TABLES.items()}
 OPPOSITES, COLOURS, SOUNDS, YOUNG = FACTS["opposites"], FACTS["colours"], FACTS["sounds"], FACTS["young"]
 PLURALS, CAPITALS, DAYS, MONTHS = FACTS["plurals"], FACTS["capitals"], FACTS["days"], FACTS["months"]
@@ -83,14 +87,12 @@ def by_fact(relation: str, rows: list[dict]) -> list[list[dict]]:
 
 def fill(template: str, item: dict) -> str:
     text = template.format(a=item["a"], b=item["b"], c=item.get("c", ""), n=item.get("n", ""),
-                           A=item["a"][:1].upper() + item["a"][1:])
+                           A=item["a"][:1].upper() + item["a"][1:], B=item["b"][:1].upper() + item["b"][1:])
     return text[:1].upper() + text[1:]
 
 
 def spell_numbers(text: str) -> str:
     """0-20 as words ("9 plus 2 is 11." -> "nine plus two is eleven.")."""
-    import re
-
     return re.sub(r"\b(1?\d|20)\b", lambda m: NUMBER_WORDS[int(m.group(1))], text)
 
 
@@ -141,20 +143,28 @@ def main(argv=None) -> None:
     parser.add_argument("--preference-share", type=float, default=0.15,
                         help="share of each relation's items asked only when making preference pairs")
     parser.add_argument("--fact-rounds", type=int, default=16, help="times each fact appears in the pretraining text")
+    parser.add_argument("--phrasings", type=int, default=1,
+                        help="each round writes each fact in one of its first N phrasings (sample_facts.json: "
+                             "`sentence`, then `also`), drawn at random; 1: the `sentence` only")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="where the four files go (the web text is always read from core/sample_data)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.phrasings < 1:
+        parser.error("--phrasings: at least 1")
+    phrasing_rng = random.Random(args.seed + 2)  # its own stream: the split and the shuffles stay as they are
     rng = random.Random(args.seed)
 
-    sft, prompts, preference_prompts, sentences = [], [], [], []
+    sft, prompts, preference_prompts, sentences = [], [], [], []  # sentences: each fact's phrasings, relation
     for relation, rows in items().items():
-        questions, answer, sentence = RELATIONS[relation]
+        questions, answer, _ = RELATIONS[relation]
         facts = by_fact(relation, rows)
         rng.shuffle(facts)
         held = max(2, round(len(facts) * args.heldout))
         for_preferences = held + max(1, round(len(facts) * args.preference_share))
         for k, fact in enumerate(facts):
             for item in fact:
-                sentences.append(fill(sentence, item))
+                sentences.append(([fill(s, item) for s in PHRASINGS[relation][:args.phrasings]], relation))
                 if k < held:  # asked only at evaluation time; known only from the pretraining text
                     prompts.append({"prompt": fill(rng.choice(questions), item), "reference": fill(answer, item),
                                     "kind": relation, "held_out": True})
@@ -189,21 +199,25 @@ def main(argv=None) -> None:
     facts = []
     for _ in range(args.fact_rounds):
         rng.shuffle(sentences)
-        for i in range(0, len(sentences), 24):
-            chunk = [x if " is written " in x else spell_numbers(x) for x in sentences[i:i + 24]]
+        written = [(ways[0] if len(ways) == 1 else phrasing_rng.choice(ways), relation) for ways, relation in sentences]
+        for i in range(0, len(written), 24):
+            # the number words themselves keep their digit ("The number 8 is written eight.")
+            chunk = [x if relation == "number_word" else spell_numbers(x) for x, relation in written[i:i + 24]]
             pairs = [a[:-1] + ", and " + b[:1].lower() + b[1:] if b else a
                      for a, b in zip(chunk[::2], chunk[1::2] + [""] * (len(chunk) % 2))]
             pairs = [x[:1].upper() + x[1:] for x in pairs]
             facts.append({"text": " ".join(pairs), "source": FACTS_SOURCE})
-    raw = [json.loads(line) for line in (OUT / "raw_text.jsonl").read_text(encoding="utf-8").splitlines()]
+    raw = [json.loads(line) for line in (BUNDLED / "raw_text.jsonl").read_text(encoding="utf-8").splitlines()]
     web = [r for r in raw if r.get("source") != FACTS_SOURCE]
     # interleaved, so that the pretrainer's held-out tail is web text and facts alike
     order = sorted([((k + 0.5) / len(web), 0, k) for k in range(len(web))] +
                    [((k + 0.5) / len(facts), 1, k) for k in range(len(facts))])
     raw = [(web, facts)[which][k] for _, which, k in order]
 
+    args.out.mkdir(parents=True, exist_ok=True)
+
     def write(name, rows):
-        with open(OUT / name, "w", encoding="utf-8") as handle:
+        with open(args.out / name, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         print(f"{name}: {len(rows)} rows")
 
