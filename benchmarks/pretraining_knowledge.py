@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,7 @@ def pretraining_text(rounds: int, out: Path) -> Path:
     spec = importlib.util.spec_from_file_location("make_sample_data", HERE / "make_sample_data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(sample_data_path("raw_text.jsonl"), out / "raw_text.jsonl")
-    module.OUT = out
-    module.main(["--fact-rounds", str(rounds)])
+    module.main(["--fact-rounds", str(rounds), "--out", str(out)])
     return out / "raw_text.jsonl"
 
 
