@@ -37,10 +37,10 @@ FACTS_SOURCE = "lmforge facts"
 
 # The facts the chats ask about (sample_facts.json: word pairs, colours, sounds, young animals, plurals,
 # capitals, days, months, number words, small talk and the identity questions), as tuples and lists; and
-# RELATIONS: relation -> (question templates, answer template, sentence for the pretraining text).
+# RELATIONS: relation -> (question templates, answer template); PHRASINGS: relation -> the sentences that state a
+# fact in the pretraining text, ``sentence`` first, then its ``also`` (``--phrasings``).
 _TABLES = json.loads(Path(__file__).with_name("sample_facts.json").read_text(encoding="utf-8"))
-RELATIONS = {name: (r["questions"], r["answer"], r["sentence"]) for name, r in _TABLES["relations"].items()}
-# other ways to state each fact (``--phrasings``), after ``sentence``
+RELATIONS = {name: (r["questions"], r["answer"]) for name, r in _TABLES["relations"].items()}
 PHRASINGS = {name: [r["sentence"], *r.get("also", [])] for name, r in _TABLES.pop("relations").items()}
 FACTS = {name: [tuple(x) if isinstance(x, list) else x for x in rows] for name, rows in _TABLES.items()}
 OPPOSITES, COLOURS, SOUNDS, YOUNG = FACTS["opposites"], FACTS["colours"], FACTS["sounds"], FACTS["young"]
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
 
     sft, prompts, preference_prompts, sentences = [], [], [], []  # sentences: each fact's phrasings, relation
     for relation, rows in items().items():
-        questions, answer, _ = RELATIONS[relation]
+        questions, answer = RELATIONS[relation]
         facts = by_fact(relation, rows)
         rng.shuffle(facts)
         held = max(2, round(len(facts) * args.heldout))

@@ -137,6 +137,15 @@ def keep_last_reply(examples: list[dict], tokenizer, max_length: int) -> tuple[l
     return kept, cut, dropped
 
 
+def fitted(examples: list[dict], tokenizer, max_length: int, source) -> tuple[list[dict], int, int]:
+    """``keep_last_reply``, with one line naming ``source`` when no example is left."""
+    kept, cut, dropped = keep_last_reply(examples, tokenizer, max_length)
+    if not kept:
+        raise DataError(f"{source}: none of the {dropped} examples' last reply fits "
+                        f"finetuner.max_length={max_length} tokens; raise max_length")
+    return kept, cut, dropped
+
+
 def _cut_last_prompt(messages: list[dict], tokenizer, max_length: int) -> list[dict] | None:
     """The conversation with its last user turn's text cut from the left so the whole fits, or None."""
     if len(messages) < 2 or messages[-2]["role"] != "user":
@@ -187,17 +196,11 @@ def build_trainer(cfg: SFTConfig, inputs: dict, context):
     check_chat_template(tokenizer, inputs["model"], cfg, conversational)
     evaluation = load_examples(inputs["eval_data"], cfg)[0] if inputs.get("eval_data") else None
     if cfg.truncation == "keep_start":
-        examples, stats["cut_prompt_side"], stats["dropped_too_long"] = keep_last_reply(
-            examples, tokenizer, cfg.max_length)
-        if not examples:
-            raise DataError(f"{inputs['data']}: none of the {stats['dropped_too_long']} examples' last reply fits "
-                            f"finetuner.max_length={cfg.max_length} tokens; raise max_length")
+        examples, stats["cut_prompt_side"], stats["dropped_too_long"] = fitted(
+            examples, tokenizer, cfg.max_length, inputs["data"])
         if evaluation is not None:  # held-out chats keep their ends of turn too
-            evaluation, stats["eval_cut_prompt_side"], stats["eval_dropped_too_long"] = keep_last_reply(
-                evaluation, tokenizer, cfg.max_length)
-            if not evaluation:
-                raise DataError(f"{inputs['eval_data']}: none of the {stats['eval_dropped_too_long']} examples' last "
-                                f"reply fits finetuner.max_length={cfg.max_length} tokens; raise max_length")
+            evaluation, stats["eval_cut_prompt_side"], stats["eval_dropped_too_long"] = fitted(
+                evaluation, tokenizer, cfg.max_length, inputs["eval_data"])
     if cfg.truncation == "drop":
         examples, stats["dropped_too_long"] = drop_too_long(examples, tokenizer, cfg.max_length,
                                                             str(inputs["data"]))
