@@ -135,7 +135,17 @@ def test_truncation_policies(tiny_model_dir, tiny_context, tmp_path):
                       {"model": tiny_model_dir, "data": only_long}, _context(tiny_context, tmp_path))
 
 
-def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, real_data):
+def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp_path, real_data, monkeypatch):
+    from transformers import Trainer
+
+    evaluated_at = []
+    evaluate = Trainer.evaluate
+
+    def counted(trainer, *args, **kwargs):
+        evaluated_at.append(trainer.state.global_step)
+        return evaluate(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", counted)
     held_out = _jsonl(tmp_path / "held_out.jsonl", [{"messages": CONVERSATION}] * 3)
     stage = SFTFinetuner(max_steps=2, max_length=64, save_steps=0, placeholders=PLACEHOLDERS, max_examples=16)
     inputs = {"model": tiny_model_dir, "data": real_data / "identity.json", "eval_data": held_out}
@@ -143,6 +153,7 @@ def test_eval_data_input_is_used_for_eval_loss(tiny_model_dir, tiny_context, tmp
     metrics = manifest["metrics"]
     assert metrics["eval_examples"] == 3 and metrics["train_examples"] == 16
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"]
+    assert evaluated_at == [0, 2]  # before training and at the last step; not a second time after it
 
 
 def test_packing_keeps_examples_apart(tiny_model_dir, tiny_context, tmp_path, real_data):

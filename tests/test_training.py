@@ -8,6 +8,7 @@ solutions in capitals, which a tiny random model picks up in a few steps.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lmforge
@@ -226,12 +227,14 @@ def test_the_25_line_aligner_of_the_docs_trains(real_data, tiny_model_dir, tiny_
     assert len([line for line in code.splitlines() if line.strip()]) <= 40
     namespace: dict = {}
     exec(compile(code, "my_simpo.py", "exec"), namespace)  # noqa: S102 (the documented example, run as written)
-    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 16))
-    stage = namespace["SimPOAligner"](max_steps=3, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=0,
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 32))  # long questions: prompts that fill max_length
+    stage = namespace["SimPOAligner"](max_steps=8, batch_size=4, learning_rate=1e-3, max_length=128, save_steps=0,
                                       logging_steps=1, eval_fraction=0.25)
     out = tmp_path / "simpo"
     _, manifest = lmforge.run_stage(stage, {"model": tiny_model_dir, "data": data}, out,
                                     _context(tiny_context, tmp_path / "work"))
-    assert [m["step"] for m in _metrics(out) if "loss" in m] == [1, 2, 3]
-    assert "eval_loss_start" in manifest["metrics"] and "eval_loss_end" in manifest["metrics"]
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert len(losses) == 8 and all(math.isfinite(x) for x in losses), losses  # no answer cut away: no NaN
+    metrics = manifest["metrics"]
+    assert metrics["eval_loss_end"] < metrics["eval_loss_start"], metrics
     assert (out / "model.safetensors").is_file()

@@ -344,8 +344,10 @@ def train_resume_save(build: Callable[[], Any], params: TrainerConfig, inputs: d
     history = trainer.state.log_history
     if history and history[-1].get("train_loss") is not None:
         summary["train_loss"] = history[-1]["train_loss"]
-    if trainer.eval_dataset is not None:
-        summary.update(_eval_summary(trainer.evaluate(), "_end"))
+    if trainer.eval_dataset is not None:  # an evaluation the trainer ran at its last step is not run again
+        last = next((h for h in reversed(history) if "eval_loss" in h), None)
+        done = last is not None and last.get("step") == trainer.state.global_step
+        summary.update(_eval_summary(last if done else trainer.evaluate(), "_end"))
     model = trainer.model
     if params.method != "full":
         model, summary["lora_merge_max_abs_diff"] = merge_adapter(trainer, params, inputs["model"], output_dir,
