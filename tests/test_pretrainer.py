@@ -331,9 +331,13 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(corpus, tmp_p
     assert lmforge.is_complete(tmp_path / "ddp" / "pretrainer")
 
 
-def test_hf_trainer_plugin_learns_on_the_same_windows(corpus, char_dir, cache, tmp_path):
+def test_hf_trainer_plugin_learns_on_the_same_windows(corpus, char_dir, cache, tmp_path, monkeypatch):
     from lmforge.plugins.pretrainers.hf_trainer import HFTrainerPretrainer
+    from transformers import Trainer
 
+    evaluated_at, evaluate = [], Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate",
+                        lambda trainer, *a, **k: evaluated_at.append(trainer.state.global_step) or evaluate(trainer, *a, **k))
     out = tmp_path / "hf"
     stage = HFTrainerPretrainer(**{**LOOP, "max_steps": 30, "eval_steps": 30, "save_steps": 0, "logging_steps": 10,
                                    "lr_scheduler": "wsd", "cache_dir": cache})
@@ -341,6 +345,8 @@ def test_hf_trainer_plugin_learns_on_the_same_windows(corpus, char_dir, cache, t
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["val_loss"] < math.log(73) - 1.0 and summary["steps"] == 30
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # evaluated once at step 30 (eval_steps divides max_steps), not a second time after training
+    assert evaluated_at == [30] and summary["val_loss"] == next(m["eval_loss"] for m in logged if "eval_loss" in m)
     train_logs = [m for m in logged if "loss" in m]
     assert train_logs[-1]["loss"] < train_logs[0]["loss"] and "tokens_per_s" in train_logs[-1]
     # the Trainer's warmup-stable-decay is lmforge's wsd: the last step's lr is the lean loop's for step 29

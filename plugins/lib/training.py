@@ -313,6 +313,15 @@ def _eval_summary(metrics: dict[str, Any], suffix: str) -> dict[str, float]:
             if k.startswith("eval_") and k not in EVAL_NOISE and isinstance(v, (int, float))}
 
 
+def final_evaluation(trainer) -> dict[str, Any]:
+    """The held-out metrics after training: those the trainer logged at its last step when it evaluated there
+    (``eval_steps`` divides the steps), else a fresh ``evaluate()`` -- the held-out set is not evaluated twice."""
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return last
+    return trainer.evaluate()
+
+
 @dataclass
 class Trained:
     """What :func:`train_resume_save` did: the saved model and the summary metrics it logged."""
@@ -344,10 +353,8 @@ def train_resume_save(build: Callable[[], Any], params: TrainerConfig, inputs: d
     history = trainer.state.log_history
     if history and history[-1].get("train_loss") is not None:
         summary["train_loss"] = history[-1]["train_loss"]
-    if trainer.eval_dataset is not None:  # an evaluation the trainer ran at its last step is not run again
-        last = next((h for h in reversed(history) if "eval_loss" in h), None)
-        done = last is not None and last.get("step") == trainer.state.global_step
-        summary.update(_eval_summary(last if done else trainer.evaluate(), "_end"))
+    if trainer.eval_dataset is not None:
+        summary.update(_eval_summary(final_evaluation(trainer), "_end"))
     model = trainer.model
     if params.method != "full":
         model, summary["lora_merge_max_abs_diff"] = merge_adapter(trainer, params, inputs["model"], output_dir,

@@ -20,7 +20,7 @@ from pathlib import Path
 from lmforge import Pretrainer
 from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of, stop_if_not_finite
 from lmforge.plugins.lib.models import save_model_dir, seed_everything
-from lmforge.plugins.lib.training import base_arguments, route_logs_to_lmforge
+from lmforge.plugins.lib.training import base_arguments, final_evaluation, route_logs_to_lmforge
 from lmforge.plugins.pretrainers.config import PretrainConfig
 from lmforge.plugins.pretrainers.corpus import load_corpus, training_summary
 from lmforge.plugins.pretrainers.model import (
@@ -152,7 +152,7 @@ class HFTrainerPretrainer(Pretrainer):
         route_logs_to_lmforge(trainer, context)
         resume_from = latest_checkpoint(args.output_dir)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        val_loss = trainer.evaluate()["eval_loss"] if evaluation is not None else None
+        val_loss = final_evaluation(trainer)["eval_loss"] if evaluation is not None else None
         summary = training_summary(corpus, len(evaluation or []), val_loss, steps=trainer.state.global_step,
                                    resumed_from_step=step_of(resume_from) if resume_from else 0,
                                    world_size=args.world_size)
