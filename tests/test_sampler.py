@@ -243,3 +243,23 @@ def test_cli_commands_registered_and_listed(capsys):
     with pytest.raises(SystemExit):
         main(["chat", "/does/not/exist"])
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_model_with_few_learned_positions_generates_within_them(tiny_tokenizer_dir, prompts_file, tmp_path,
+                                                                  tiny_context):
+    """GPT-2 blocks with a 24-position table (nanoGPT's shape, smaller): past it the position lookup fails, so the
+    sampler and the evaluators' greedy continuations stop at the table's end and keep a long prompt's end."""
+    from lmforge.plugins.evaluators.stage_effects import continuation
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=24, n_embd=32, n_layer=1, n_head=2))
+    model_dir = tmp_path / "gpt2"
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    rows = sample_rows(model_dir, prompts_file, tmp_path / "out", tiny_context, batch_size=4, do_sample=False)
+    assert len(rows) == len(PROMPTS) and all(1 <= r["completion_tokens"] <= 16 for r in rows)
+    texts = ["a long plain text prompt that needs more than twenty four tokens " * 3, "short"]
+    got = continuation(model, tokenizer, texts, max_new_tokens=40, batch_size=2)
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in got]
+    assert len(got) == 2 and all(1 <= n <= 24 for n in lengths)

@@ -310,15 +310,16 @@ def _greedy(model, tokenizer, encoded: list[list[int]], max_new_tokens: int, bat
     """Greedy continuations of token id lists, batched and left-padded: the new text only (``text``), or the new
     token ids."""
     import torch
-    from lmforge.plugins.lib.generation import left_padded
+    from lmforge.plugins.lib.generation import left_padded, within_positions
 
     pad = pad_token_id(tokenizer)
     out = []
     for start in range(0, len(encoded), batch_size):
         input_ids, attention = left_padded(encoded[start:start + batch_size], pad, model.device)
+        input_ids, attention, new_tokens = within_positions(model, input_ids, attention, max_new_tokens)
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
-                                       max_new_tokens=max_new_tokens, pad_token_id=pad)
+                                       max_new_tokens=new_tokens, pad_token_id=pad)
         new = [row[input_ids.shape[1]:] for row in generated.tolist()]
         out += [tokenizer.decode(ids, skip_special_tokens=True) for ids in new] if text else new
     return out

@@ -157,6 +157,18 @@ def left_padded(sequences: list[list[int]], pad_id: int, device):
     return input_ids.to(device), attention_mask.to(device)
 
 
+def within_positions(model, input_ids, attention_mask, max_new_tokens: int):
+    """``(input_ids, attention_mask, max_new_tokens)`` that fit the model's position table: a model with learned
+    positions (GPT-2's ``n_positions``) fails with an index error past it, and no model was trained there. A
+    prompt longer than the table keeps its end; the new tokens stop at the table's end (at least one)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return input_ids, attention_mask, max_new_tokens
+    if input_ids.shape[1] > limit - 1:
+        input_ids, attention_mask = input_ids[:, 1 - limit:], attention_mask[:, 1 - limit:]
+    return input_ids, attention_mask, max(1, min(max_new_tokens, limit - input_ids.shape[1]))
+
+
 def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = False) -> list[dict[str, Any]]:
     """Generate ``samples_per_prompt`` completions for each prompt; rows in prompt order.
 
@@ -174,9 +186,10 @@ def sample(model, tokenizer, prompts: list[list[dict]], cfg, progress: bool = Fa
     for start in range(0, len(order), cfg.batch_size):
         batch = order[start:start + cfg.batch_size]
         input_ids, attention_mask = left_padded([encoded[i] for i in batch], kwargs["pad_token_id"], model.device)
+        input_ids, attention_mask, new = within_positions(model, input_ids, attention_mask, kwargs["max_new_tokens"])
         with torch.no_grad():
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                    num_return_sequences=per_prompt, **kwargs)
+                                    num_return_sequences=per_prompt, **{**kwargs, "max_new_tokens": new})
         new_tokens = output[:, input_ids.shape[1]:].tolist()
         for offset, tokens in enumerate(new_tokens):
             end = next((k for k, token in enumerate(tokens) if token in end_ids), None)
