@@ -217,6 +217,28 @@ def _run_settings_class():
     return RunSettings
 
 
+def without_other_plugins_keys(kind: str, plugin: str, values: dict[str, Any], config_class) -> dict[str, Any]:
+    """``values`` less the keys that another plugin's option file of group ``kind`` set to the same value and
+    that ``plugin`` does not take: ``sampler.plugin=echo`` swaps the implementation and keeps the settings the
+    two share (``sampler.max_new_tokens`` …), but not ``hf_generate.yaml``'s ``top_k``, which the user never wrote.
+    A key the user set to a value of their own is still the plugin's to accept or refuse."""
+    taken = {f.name for f in dataclasses.fields(config_class)} if config_class is not None else set()
+    unknown = [key for key in values if key not in taken]
+    if not unknown:
+        return values
+    import yaml
+
+    carried = set()
+    for option in sorted(Path(str(resources.files("lmforge.conf") / kind)).glob("*.yaml")):
+        try:
+            settings = yaml.safe_load(option.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(settings, dict) and settings.get("plugin") not in (None, plugin):
+            carried |= {key for key in unknown if key in settings and settings[key] == values[key]}
+    return {key: value for key, value in values.items() if key not in carried}
+
+
 def build_params(config_class, values: dict[str, Any] | None, where: str, plugin: str = ""):
     """Turn a dict of parameters into ``config_class``, with one-line errors naming ``where.key``."""
     values = dict(values or {})

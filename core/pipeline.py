@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import artifacts, sources
-from .config import RESERVED_KEYS, build_params
+from .config import RESERVED_KEYS, build_params, without_other_plugins_keys
 from .errors import ConfigError, MissingArtifact, close_match
 from .registry import plugin_manager, registry
 from .rundir import RunSettings, prepare_run_dir, run_dir_of, run_lock, run_settings
@@ -70,6 +71,7 @@ def stage(name: str, cfg) -> Stage:
         raise ConfigError(f"{name}.plugin: not set; say which {kind} implementation to use")
     cls = registry().get(kind, node["plugin"])
     params = {k: v for k, v in node.items() if k not in RESERVED_KEYS}
+    params = without_other_plugins_keys(kind, node["plugin"], params, cls.config_class)
     config = build_params(cls.config_class, params, where=name, plugin=f"{kind} '{node['plugin']}'")
     return cls(config)
 
@@ -307,13 +309,26 @@ def run(cfg) -> RunResult:
     """
     cfg = resolve_config(cfg)
     settings = run_settings(cfg.get("run"))
-    planned = plan(cfg)
+    held: list = []  # warnings raised while planning (a stage's check_data): shown once the run's console is up
+    try:
+        with warnings.catch_warnings(record=True) as held:
+            planned = plan(cfg)
+    except BaseException:
+        _show_warnings(held)
+        raise
     main = context_for(cfg, "pipeline", None)
     if not main.is_main_process:
-        return _run_planned(cfg, settings, planned, run_dir_of(settings), main)
+        return _run_planned(cfg, settings, planned, run_dir_of(settings), main, held)
     run_dir = prepare_run_dir(settings)
     with run_lock(run_dir):
-        return _run_planned(cfg, settings, planned, run_dir, main)
+        return _run_planned(cfg, settings, planned, run_dir, main, held)
+
+
+def _show_warnings(held: list) -> None:
+    """Show warnings recorded earlier (the filters already passed them) through ``warnings.showwarning`` as it
+    is now: after ``lmforge_pipeline_start`` that is the run console's (run.log), else the terminal."""
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def plan(cfg: dict[str, Any]) -> dict[str, tuple[Stage, dict[str, Any]]]:
@@ -357,14 +372,17 @@ def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, An
         stage_obj.preflight(context)
 
 
-def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext) -> RunResult:
+def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext, held=()) -> RunResult:
     force = settings.force
     main.run_dir = run_dir
     if main.is_main_process:
         artifacts.write_json_atomic(run_dir / "config.json", cfg)
     result = RunResult(run_dir=run_dir)
     pm = plugin_manager()
-    pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
+    try:
+        pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
+    finally:
+        _show_warnings(held)
     node_of = {name: dict(cfg[name]) for name in planned}
     if main.world_size > 1:
         from . import distributed

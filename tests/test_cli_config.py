@@ -134,3 +134,34 @@ def test_core_import_stays_torch_free():
 
     code = "import lmforge, lmforge.cli, sys; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_plugin_override_keeps_shared_settings_and_drops_the_other_plugins_defaults():
+    """`sampler.plugin=echo` (a plugin with no option file) runs with the settings it shares with the option
+    file it replaces; that file's keys it does not take are not errors, a key the user set still is."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class EchoConfig:
+        suffix: str = "!"
+        max_new_tokens: int = 8
+
+    class Echo(lmforge.Sampler):
+        config_class = EchoConfig
+
+        def run(self, inputs, output_dir, context):
+            return output_dir
+
+    base = ["pipeline=sample_only", "pipeline.stages.sampler.model=somewhere", "sampler.plugin=echo"]
+    with lmforge.registered("sampler", "echo", Echo):
+        stage = lmforge.stage("sampler", lmforge.compose(base))
+        assert stage.config == EchoConfig(suffix="!", max_new_tokens=48)  # hf_generate.yaml's 48 is kept
+        with pytest.raises(lmforge.ConfigError, match=r"sampler.top_k: unknown key for sampler 'echo'"):
+            lmforge.stage("sampler", lmforge.compose([*base, "sampler.top_k=7"]))  # the user's own value
+
+
+def test_sft_only_fills_the_bundled_identity_and_adds_no_system_prompt():
+    cfg = lmforge.compose(["pipeline=sft_only", "pipeline.stages.finetuner.model=somewhere"])
+    stage = lmforge.stage("finetuner", cfg)
+    assert stage.config.placeholders == {"name": "Forge", "author": "the lmforge project"}
+    assert stage.config.system_prompt is None
