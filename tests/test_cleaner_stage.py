@@ -80,6 +80,9 @@ def test_bad_input_is_skipped_and_reported_or_fails_with_file_and_line(tmp_path,
     ]) + b"\n")
     rows, report = clean(tmp_path, bad, tiny_context, "skip")
     assert len(rows) == 2 and report["bad_records"] == 4
+    _, manifest = lmforge.run_stage(StandardCleaner(workers=1, steps=["normalize"]), {"text": str(bad)},
+                                    tmp_path / "staged", tiny_context)
+    assert manifest["metrics"]["bad_records"] == 4  # in the console's summary line, not only in report.json
     lines = report["bad_record_lines"]
     assert lines[0].startswith(f"{bad}:2: invalid JSON line") and f"{bad}:3: no 'text' field" in lines[1]
     assert lines[2].startswith(f"{bad}:4: invalid UTF-8") and "expected a string" in lines[3]

@@ -278,8 +278,9 @@ class StandardCleaner(Cleaner):
     @staticmethod
     def log_report(context, report: dict[str, Any]) -> None:
         """The run's metrics of a cleaning report (in-process, or merged from an executor's tasks)."""
+        skipped = {"bad_records": report["bad_records"]} if report.get("bad_records") else {}  # file:line in report.json
         context.log_metrics({"docs_in": report["docs_in"], "docs_out": report["docs_out"],
-                             "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"]})
+                             "chars_out": report["chars_out"], "mb_per_s": report["mb_per_s"], **skipped})
 
     def _batches(self, source, steps, workers, stats, progress, computed=None):
         """(records, results, seconds) per batch, in input order, computed in a bounded process pool (or
