@@ -28,7 +28,13 @@ from pathlib import Path
 from lmforge import hookimpl
 from lmforge.errors import ConfigError
 
-LMFORGE_FILES = {"manifest.json", "metrics.jsonl", "eval.json", "completions.jsonl"}
+# What a Hugging Face model directory needs, and nothing else: a stage's own files and its evaluators' (manifest,
+# metrics, eval.json, answers.jsonl, win_rate.json, plots, ...) stay behind, whatever new ones appear.
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
+               "merges.txt", "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json",
+               "README.md"}
+MODEL_SUFFIXES = (".safetensors",)
 _GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 _ESCAPE_FILTER = re.compile(r"\s*\|\s*replace\(\s*\"(?:[^\"\\]|\\.)*\"\s*,\s*\"(?:[^\"\\]|\\.)*\\ufdd0\"\s*\)")
 CONVERTER = "convert_hf_to_gguf.py"
@@ -57,8 +63,27 @@ def check_renders(template: str) -> str:
                                             eos_token="")
 
 
+def model_files(model_dir: Path) -> list[Path]:
+    """The files of ``model_dir`` a runtime loads: weights (``*.safetensors`` and their index), configs, tokenizer,
+    chat template, model card (:data:`MODEL_FILES`), and the code files a config's ``auto_map`` names."""
+    model_dir = Path(model_dir)
+    code = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((model_dir / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for targets in auto_map.values():
+            for target in targets if isinstance(targets, list) else [targets]:
+                if isinstance(target, str) and "." in target:
+                    code.add(target.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    return sorted(item for item in model_dir.iterdir() if item.is_file() and (
+        item.name in MODEL_FILES or item.name.endswith(MODEL_SUFFIXES) or item.name in code))
+
+
 def export_hf(model_dir: Path, out_dir: Path) -> Path:
-    """Copy a model dir (weights, configs, tokenizer) with a runtime-ready chat template into ``out_dir``."""
+    """Copy a model dir's model files (:func:`model_files`: weights, configs, tokenizer) with a runtime-ready chat
+    template into ``out_dir``; everything else in it (lmforge's and its evaluators' files) stays behind."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"export: {model_dir}: not a model directory (no config.json)")
@@ -69,9 +94,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for item in model_dir.iterdir():
-        if item.is_file() and item.name not in LMFORGE_FILES:
-            shutil.copy2(item, partial / item.name)
+    for item in model_files(model_dir):
+        shutil.copy2(item, partial / item.name)
     templates = 0
     jinja = partial / "chat_template.jinja"
     if jinja.is_file():

@@ -167,9 +167,24 @@ def _quote(text: str) -> list[str]:
     return [f"> {escape_markdown(line)}" if line.strip() else ">" for line in str(text).splitlines() or [""]]
 
 
-def _value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
+def format_number(value: float, float_format: str = ".4g") -> str:
+    """A metric as a person reads it: a count (an int, or a whole float — manifests often hold counts as floats
+    such as 1137.0) with thousands separators ("1,137"), any other float in ``float_format`` ("0.702")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return escape_markdown(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}"
+    return f"{value:{float_format}}"
+
+
+def _value(value, group: bool = True) -> str:
+    """A table cell: numbers by :func:`format_number` (``group=False``: a config value as written, no
+    separators), anything else as literal text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if group:
+            return format_number(value)
+        if isinstance(value, float):
+            return f"{value:.4g}"
     return escape_markdown(json.dumps(value) if isinstance(value, (dict, list)) else value)
 
 
@@ -180,18 +195,39 @@ def _metrics_table(metrics: dict) -> list[str]:
     return ["| metric | last value |", "|---|---|", *[f"| {escape_markdown(k)} | {_value(v)} |" for k, v in rows], ""]
 
 
+def pick_samples(rows, count: int = SAMPLES_PER_STAGE) -> list[tuple[str, str]]:
+    """Up to ``count`` distinct (prompt, completion) pairs from ``completions.jsonl`` rows (a sampler writes
+    several samples per prompt, often the same text): one per prompt first, in file order, then other
+    completions of those prompts when there are fewer prompts than ``count``. Reads only as far as it needs
+    once ``count`` prompts are found."""
+    first, others, seen = [], [], set()
+    for sample in rows:
+        prompt = sample.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = prompt[-1].get("content", "") if prompt and isinstance(prompt[-1], dict) else ""
+        pair = (str(prompt), str(sample.get("completion", "")))
+        if pair in seen:
+            continue
+        seen.add(pair)
+        if all(shown[0] != pair[0] for shown in first):
+            first.append(pair)
+            if len(first) == count:
+                break
+        elif len(others) < count:
+            others.append(pair)
+    return (first + others)[:count]
+
+
 def _samples(artifact: Path) -> list[str]:
     completions = artifact / "completions.jsonl"
     if not completions.is_file():
         return []
     lines = ["### Samples", ""]
-    for raw in completions.read_text().splitlines()[:SAMPLES_PER_STAGE]:
-        sample = json.loads(raw)
-        prompt = sample.get("prompt", "")
-        if isinstance(prompt, list):
-            prompt = prompt[-1].get("content", "") if prompt else ""
-        lines += ["**prompt:**", "", *_quote(str(prompt)[:300]), "", "**completion:**", "",
-                  *_quote(str(sample.get("completion", ""))[:600]), "", "---", ""]
+    with open(completions, encoding="utf-8") as handle:
+        rows = (json.loads(raw) for raw in handle if raw.strip())
+        for prompt, completion in pick_samples(rows):
+            lines += ["**prompt:**", "", *_quote(prompt[:300]), "", "**completion:**", "",
+                      *_quote(completion[:600]), "", "---", ""]
     return lines
 
 
@@ -246,11 +282,13 @@ def build_report(run_dir: Path, manifests: dict[str, dict]) -> Path:
         cleaning = artifact / "report.json"
         if cleaning.is_file():
             report = json.loads(cleaning.read_text())
-            lines += [(f"Kept **{report['docs_out']}** of {report['docs_in']} documents "
-                       f"({report['chars_out']} of {report['chars_in']} characters)."), ""]
+            docs_out, docs_in, chars_out, chars_in = (format_number(report[k]) for k in
+                                                      ("docs_out", "docs_in", "chars_out", "chars_in"))
+            lines += [f"Kept **{docs_out}** of {docs_in} documents ({chars_out} of {chars_in} characters).", ""]
             if report.get("removed"):
                 lines += ["| removed by | documents |", "|---|---|"]
-                lines += [f"| {escape_markdown(r)} | {n} |" for r, n in sorted(report["removed"].items())]
+                lines += [f"| {escape_markdown(r)} | {format_number(count)} |"
+                          for r, count in sorted(report["removed"].items())]
                 lines.append("")
         lines += _stage_curves(stage, manifest, artifact, plots_dir)
         lines += _samples(artifact)
@@ -335,7 +373,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     if differ:
         lines += ["## Config differences", "", "| key | " + " | ".join(map(escape_markdown, labels)) + " |",
                   "|---|" + "---|" * len(labels)]
-        lines += [f"| {escape_markdown(k)} | " + " | ".join(_value(configs[lb].get(k, "—")) for lb in labels) + " |"
+        lines += [f"| {escape_markdown(k)} | " + " | ".join(_value(configs[lb].get(k, "—"), group=False)
+                                                         for lb in labels) + " |"
                   for k in differ]
         lines.append("")
     stages = list(dict.fromkeys(s for _, manifests in runs.values() for s in manifests))

@@ -53,3 +53,28 @@ def test_export_refuses_a_directory_that_is_no_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path)])
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_export_leaves_evaluator_and_stage_files_behind(tiny_model_dir, tmp_path):
+    """A stage dir as a run leaves it: model files plus the stage's and its evaluators' files (answers.jsonl,
+    taught_answers.jsonl, win_rate.json, a plot, ...); only what a runtime loads reaches the export."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stage = tmp_path / "aligner"
+    shutil.copytree(tiny_model_dir, stage)
+    model = sorted(p.name for p in stage.iterdir())
+    lmforge_own = {"manifest.json": "{}", "metrics.jsonl": "", "eval.json": "{}", "completions.jsonl": "",
+                   "answers.jsonl": '{"prompt": "Hi", "answer": "Hello"}\n', "taught_answers.jsonl": "",
+                   "win_rate.json": '{"score": 0.5}', "train_summary.json": "{}", "language_map.png": "",
+                   "some_new_evaluator.json": "{}"}
+    for name, text in lmforge_own.items():
+        (stage / name).write_text(text)
+    (stage / "adapter").mkdir()
+    (stage / "adapter" / "adapter_config.json").write_text("{}")
+    out = tmp_path / "exported"
+    main(["export", str(stage), "-o", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == model
+    assert AutoTokenizer.from_pretrained(str(out)) is not None
+    assert AutoModelForCausalLM.from_pretrained(str(out)).config.vocab_size > 0

@@ -109,6 +109,28 @@ def test_export_votes_across_annotators_and_loads_as_preferences(session, tmp_pa
             for r in map(json.loads, best.read_text().splitlines())} <= {(0, 0, 2), (1, 2, 0), (1, 2, 1)}
 
 
+def test_export_treats_identical_texts_as_one_candidate(tmp_path):
+    """One ranking put two copies of a text at different ranks: no pair of a text with itself, and not both
+    "2" > "4" (first copy over the other text) and "4" > "2" (the other text over the second copy)."""
+    prompt = [{"role": "user", "content": "What is 2 plus 2?"}]
+    texts = ["2 plus 2 is 2.", "2 plus 2 is 4.", "2 plus 2 is 2.", "2 plus 2 is 5."]
+    session = RankSession.create(tmp_path / "session", [prompt], [texts], {"k": 4})
+    session.record("ada", 0, [[2], [1], [0], [3]])  # the copy of "is 2" at rank 1 and rank 3
+    out = tmp_path / "prefs.jsonl"
+    result = export_preferences(session, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    pairs = {(r["chosen"], r["rejected"]) for r in rows}
+    assert all(chosen != rejected for chosen, rejected in pairs)
+    assert not any((rejected, chosen) in pairs for chosen, rejected in pairs)
+    assert pairs == {("2 plus 2 is 2.", "2 plus 2 is 4."), ("2 plus 2 is 2.", "2 plus 2 is 5."),
+                     ("2 plus 2 is 4.", "2 plus 2 is 5.")}
+    assert len(rows) == result["pairs"] == 3 and result["identical_dropped"] == 3
+    best = tmp_path / "best.jsonl"
+    export_preferences(session, best, "best_vs_worst")
+    assert [(r["chosen"], r["rejected"]) for r in map(json.loads, best.read_text().splitlines())] == \
+        [("2 plus 2 is 2.", "2 plus 2 is 5.")]
+
+
 def test_exported_rankings_train_a_reward_model(session, tmp_path, tiny_model_dir, tiny_context):
     from lmforge.plugins.aligners.reward_model import RewardModelTrainer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -169,3 +170,72 @@ def test_report_and_compare_pages_in_a_browser(browser, two_runs, tmp_path):
     assert headers.count("slow_lr") >= 2 and headers.count("fast_lr") >= 2  # config and metrics tables
     images = _loaded_images(browser)
     assert len(images) == 3 and all(width > 0 for _, width in images)
+
+
+SAME = {"prompt": [{"role": "user", "content": "What is the opposite of laugh?"}],
+        "completion": "The opposite of loud is quiet."}
+
+
+@dataclass
+class ProbeConfig:
+    pass
+
+
+class Probe(lmforge.Evaluator):
+    """Held-out items that repeat after normalisation: 5 texts, 3 distinct questions."""
+
+    name = "probe_report"
+    config_class = ProbeConfig
+
+    def held_out_items(self):
+        return ["What is 7 + 3?", "What is 3 plus 7?", "Add 0 and 7.", "add 7 and 0", "Where is Peru?"]
+
+    def evaluate(self, artifact, inputs, context):
+        return {"asked": 1.0}
+
+
+class Repetitive(lmforge.Sampler):
+    """Samples like a preference stage: several samples per prompt, most of them the same text; logs counts
+    (one as a whole float, as manifests often hold them) and a rate."""
+
+    config_class = CurvyConfig
+    inputs: ClassVar[dict] = {}
+
+    def run(self, inputs, output_dir, context):
+        rows = [SAME] * 6 + [{**SAME, "completion": "The opposite of right is outside."}, SAME]
+        rows += [{"prompt": [{"role": "user", "content": "What is 2 plus 2?"}], "completion": "4."}] * 3
+        (Path(output_dir) / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        context.log_metrics({"pairs": 1137.0, "chars_out": 1757327, "my_rate": 0.70234}, step=1)
+        return output_dir
+
+
+@pytest.fixture(scope="module")
+def repetitive_run(tmp_path_factory):
+    cfg = {"run": {"root": str(tmp_path_factory.mktemp("runs")), "name": "repetitive", "report": True,
+                   "quiet": True},
+           "hardware": {"device": "cpu"}, "pipeline": {"stages": {"preferences": {}}},
+           "preferences": {"kind": "sampler", "plugin": "repetitive_test"},
+           "evaluation": {"preferences": [{"name": "probe_report"}]}}
+    with lmforge.registered("sampler", "repetitive_test", Repetitive), \
+            lmforge.registered("evaluator", "probe_report", Probe):
+        return (lmforge.run(cfg).run_dir / "report.md").read_text()
+
+
+def test_report_samples_are_distinct_and_of_distinct_prompts_first(repetitive_run):
+    samples = repetitive_run.split("### Samples", 1)[1]
+    shown = re.findall(r"\*\*prompt:\*\*\n\n> (.*)\n\n\*\*completion:\*\*\n\n> (.*)\n", samples)
+    assert shown == [("What is the opposite of laugh?", "The opposite of loud is quiet\\."),
+                     ("What is 2 plus 2?", "4\\."),
+                     ("What is the opposite of laugh?", "The opposite of right is outside\\.")]
+
+
+def test_report_prints_counts_as_integers_with_separators(repetitive_run):
+    assert "| pairs | 1,137 |" in repetitive_run and "| chars\\_out | 1,757,327 |" in repetitive_run
+    assert "| my\\_rate | 0.7023 |" in repetitive_run  # other floats as before
+    assert "| preferences | preference pairs made from its own answers | 1,137 |" in repetitive_run
+    assert "e+0" not in repetitive_run
+
+
+def test_report_says_overlap_items_are_distinct_questions(repetitive_run):
+    assert ("**preferences**: overlap with training data: 0 of 3 distinct held-out items (from 5 held-out texts; "
+            "texts equal after normalisation") in repetitive_run

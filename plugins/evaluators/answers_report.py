@@ -194,6 +194,8 @@ def _change_lines(answers: dict[str, list[dict]], examples: int = 5) -> list[str
 def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) -> str:
     """The report section: first what each chat model answers (right / not sure / wrong on held-out prompts, the
     win rates with their judges), then per stage the numbers that say it worked, then the answers side by side."""
+    from lmforge.plugins.report import format_number
+
     run_dir = Path(run_dir)
     lines = []
     numbers = []
@@ -201,8 +203,8 @@ def markdown_section(run_dir, manifests: dict[str, dict], max_prompts: int = 8) 
         metrics = manifest.get("metrics") or {}
         for key, label in STAGE_NUMBERS:
             value = metrics.get(key)
-            if isinstance(value, (int, float)):
-                numbers.append(f"| {stage} | {label} | {value:.3g} |")
+            if isinstance(value, (int, float)):  # a count as "1,137", other numbers to 3 significant digits
+                numbers.append(f"| {stage} | {label} | {format_number(value, '.3g')} |")
     def rows(stages, name: str) -> dict[str, list[dict]]:
         return {stage: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
                 for stage in stages if (path := run_dir / stage / name).is_file()}

@@ -18,7 +18,8 @@ nor are directories of token shards (``pipeline=pretrain_shards``): they hold to
 
 ``evaluation.on_overlap``: ``warn`` (default: one line on stderr per stage), ``error`` (one line naming the
 stage, the evaluator and an overlapping item; the run stops before any stage runs) or ``off``. The result
-goes into the stage's ``eval.json`` (``overlap``: items, overlapping, examples) and its manifest metrics
+goes into the stage's ``eval.json`` (``overlap``: items — distinct after normalisation —, the texts they came
+from, overlapping, examples) and its manifest metrics
 (``eval/overlap/items``, ``eval/overlap/overlapping``); the report's section (:func:`report_section`) says
 "overlap with training data: N of M" per stage.
 """
@@ -142,6 +143,7 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
     index = OverlapIndex(n, commutative=True)
     by_text: dict[str, int] = {}  # normalised item -> index item
     asked: dict[str, dict[str, list[int]]] = {}  # stage -> evaluator -> items
+    asked_texts: dict[str, set[str]] = {}  # stage -> its evaluators' texts as given (before normalisation)
     unchecked: dict[str, list[str]] = {}
     for stage_name in stages:
         for evaluator in evaluators_for(stage_name, config):
@@ -152,6 +154,8 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
             items = asked.setdefault(stage_name, {}).setdefault(evaluator.name, [])
             for text in texts:
                 key = " ".join(index.words(text))
+                if key:
+                    asked_texts.setdefault(stage_name, set()).add(text)
                 if key and key not in by_text:
                     by_text[key] = index.add(text, text)
                 if key and by_text[key] not in items:
@@ -199,6 +203,7 @@ def check_overlap(config: dict[str, Any], n: int = NGRAM, max_mb: float = MAX_MB
         first_evaluator = {i: name for name, found in reversed(evaluators.items()) for i in found}
         results[stage_name] = {
             "items": len(items), "overlapping": len(overlapping),
+            "texts": len(asked_texts.get(stage_name, ())),  # items count texts equal after normalisation once
             "exact": sum(merged[i][0] == "exact" for i in overlapping),
             "ngram": sum(merged[i][0] == "ngram" for i in overlapping),
             "examples": [{"evaluator": first_evaluator[i], "item": index.labels[i], "match": merged[i][0],
@@ -295,12 +300,21 @@ def report_section(run_dir, manifests: dict[str, dict[str, Any]]) -> str | None:
         metrics = manifest.get("metrics") or {}
         if "eval/overlap/items" not in metrics:
             continue
-        counts = f"{int(metrics['eval/overlap/overlapping'])} of {int(metrics['eval/overlap/items'])}"
-        line = f"- **{stage_name}**: overlap with training data: {counts} held-out items"
+        items = int(metrics["eval/overlap/items"])
         try:
             found = json.loads((Path(run_dir) / stage_name / "eval.json").read_text())["overlap"]
         except (OSError, ValueError, KeyError, TypeError):
             found = {}
+        texts = found.get("texts")  # absent in runs made before it was recorded
+        # items are distinct after normalisation ("What is 7 + 3?" and "What is 3 plus 7?" are one): say so
+        # when the evaluators asked more texts than that, so "0 of 46" beside "52 prompts" is no riddle
+        what = "held-out items"
+        if texts != items:
+            source = f"from {texts} held-out texts; " if isinstance(texts, int) else ""
+            what = (f"distinct held-out items ({source}texts equal after normalisation — case, punctuation, "
+                    f"operand order: \"7 + 3\" is \"3 plus 7\" — counted once)")
+        line = (f"- **{stage_name}**: overlap with training data: {int(metrics['eval/overlap/overlapping'])} "
+                f"of {items} {what}")
         if found.get("examples"):
             example = found["examples"][0]
             line += f", e.g. {json.dumps(example['item'])} ({example['match']}, {Path(example['where']).name})"

@@ -33,6 +33,25 @@ def implied_pairs(ranking: list[list[int]], mode: str = "all_pairs") -> list[tup
     return [(a, b) for i, better in enumerate(ranking) for worse in ranking[i + 1:] for a in better for b in worse]
 
 
+def merge_identical(ranking: list[list[int]], texts: dict[int, str]) -> list[list[int]]:
+    """The ranking with candidates of one text as one candidate: the lowest id of that text, at the best rank
+    any of them got (a text cannot be preferred over itself, nor over another text and under it at once)."""
+    canonical: dict[str, int] = {}
+    for candidate in sorted(texts):
+        canonical.setdefault(texts[candidate], candidate)
+    merged, placed = [], set()
+    for group in ranking:
+        kept = []
+        for candidate in group:
+            one = canonical.get(texts.get(candidate), candidate)
+            if one not in placed:
+                placed.add(one)
+                kept.append(one)
+        if kept:
+            merged.append(kept)
+    return merged
+
+
 def pair_agreement(first: list[list[int]], second: list[list[int]]) -> tuple[float, float]:
     """Pairwise agreement (share of candidate pairs ordered alike, ties as their own verdict) and Kendall tau-b."""
     pos_a, pos_b = positions(first), positions(second)
@@ -71,8 +90,10 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
     """Write pairwise preferences (``load_preferences`` format) and return counts.
 
     Each annotator's ranking votes for the pairs it implies; a pair is exported once, in the direction with
-    more votes (pairs the annotators split evenly on are dropped and counted as ``conflicts``). Pairs of
-    identical texts are dropped too (nothing to learn).
+    more votes (pairs the annotators split evenly on are dropped and counted as ``conflicts``). Candidates
+    with identical texts count as one (:func:`merge_identical`: the lowest id, at its best rank), so no pair
+    has the same chosen and rejected text and no ranking says A > B and B > A through two copies of a text;
+    ``identical_dropped`` counts the candidate pairs left out for naming such a copy.
     """
     rankings = session.rankings(annotators)
     rows, conflicts, identical = [], 0, 0
@@ -80,13 +101,19 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
         pid = prompt["prompt_id"]
         votes: dict[tuple[int, int], int] = {}
         voters: dict[tuple[int, int], list[str]] = {}
+        texts = {c["id"]: c["text"] for c in prompt["candidates"]}
+        left_out: set[frozenset[int]] = set()
         for annotator in sorted(rankings):
             if pid not in rankings[annotator]:
                 continue
-            for better, worse in implied_pairs(rankings[annotator][pid], mode):
+            ranking = rankings[annotator][pid]
+            merged = merge_identical(ranking, texts)
+            kept = {frozenset(pair) for pair in implied_pairs(merged, mode)}
+            left_out |= {frozenset(pair) for pair in implied_pairs(ranking, mode)} - kept
+            for better, worse in implied_pairs(merged, mode):
                 votes[(better, worse)] = votes.get((better, worse), 0) + 1
                 voters.setdefault((better, worse), []).append(annotator)
-        texts = {c["id"]: c["text"] for c in prompt["candidates"]}
+        identical += len(left_out)
         for (better, worse), count in sorted(votes.items()):
             against = votes.get((worse, better), 0)
             if count < against or (count == against and better > worse):
@@ -94,8 +121,7 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
             if count == against:
                 conflicts += 1
                 continue
-            if texts[better] == texts[worse]:
-                identical += 1
+            if texts[better] == texts[worse]:  # cannot happen after merge_identical; never write one
                 continue
             rows.append({"prompt": prompt["prompt"], "chosen": texts[better], "rejected": texts[worse],
                          "prompt_id": pid, "chosen_id": better, "rejected_id": worse,
