@@ -165,7 +165,9 @@ def test_token_view_covers_the_text_exactly(tiny_tokenizer_dir, capsys):
     assert code in (0, None)
     printed = capsys.readouterr().out
     ids = tokenizer("I have a headache", add_special_tokens=False)["input_ids"]
-    assert "ids: " + " ".join(map(str, ids)) in printed and "tokens/word" in printed
+    assert "ids: " + " ".join(map(str, ids)) in printed and "tokens/word" in printed and " 4 words " in printed
+    main(["tokenize", str(tiny_tokenizer_dir), "headache"])
+    assert " 1 word (" in capsys.readouterr().out
 
 
 def test_tokenizer_report_has_fertility_and_token_views(tiny_tokenizer_dir):

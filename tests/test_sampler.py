@@ -223,13 +223,16 @@ def test_chat_context_files_are_working_memory(varied_model_dir, tmp_path):
 def test_chat_command_repl(varied_model_dir):
     from lmforge.plugins.samplers.chat import chat_main
 
-    lines = iter(["What is two plus two?", "/retry", "/clear", "/help", "/quit"])
+    lines = iter(["What is two plus two?", "/retry", "/clear", "/help", "/context", "/quit"])
     out = io.StringIO()
     code = chat_main([str(varied_model_dir), "--greedy", "--max-new-tokens", "8", "--system", "You are Forge."],
                      input_fn=lambda prompt: next(lines), output=out)
     text = out.getvalue()
     assert code == 0
     assert text.count("assistant> ") == 2 and "(cleared)" in text and "/retry" in text
+    assert "(usage: /context FILE)" in text
+    with pytest.raises(lmforge.MissingArtifact, match=r"--retrieve nowhere/: not found"):  # before any question
+        chat_main([str(varied_model_dir), "--retrieve", "nowhere/"], input_fn=lambda prompt: pytest.fail(prompt))
 
 
 def test_cli_commands_registered_and_listed(capsys):

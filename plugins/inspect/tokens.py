@@ -31,6 +31,10 @@ class TokenSpan:
     text: str
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def token_spans(tokenizer, text: str) -> list[TokenSpan]:
     """The tokens of ``text`` (no special tokens added), each with the exact slice of text it covers.
 
@@ -96,8 +100,9 @@ def tokenize_main(argv: list[str]) -> int:
     console = Console(highlight=False)
     # Colours in a terminal; piped into a file or a log, bars between the pieces say the same.
     console.print(rich_view(spans) if console.is_terminal else plain_view(spans), soft_wrap=True)
-    console.print(f"{len(spans)} tokens, {len(text)} characters, {len(WORD.findall(text))} words "
-                  f"(fertility {len(spans) / max(len(WORD.findall(text)), 1):.2f} tokens/word)")
+    words = len(WORD.findall(text))
+    console.print(f"{plural(len(spans), 'token')}, {plural(len(text), 'character')}, {plural(words, 'word')} "
+                  f"(fertility {len(spans) / max(words, 1):.2f} tokens/word)")
     if args.ids:
         table = Table("#", "id", "token", "text")
         for index, span in enumerate(spans):

@@ -17,9 +17,10 @@ window — its working memory." This module is that loop, shared by the sampler,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, MissingArtifact
 
 CONTEXT_TEMPLATE = "Context:\n{passages}\n\nQuestion: {question}"
 
@@ -168,6 +169,8 @@ def retrieval_from_args(args) -> RetrievalConfig | None:
     """A RetrievalConfig from those arguments (None when neither ``--retrieve`` nor ``--retrieve-url`` is given)."""
     if not (args.retrieve or args.retrieve_url):
         return None
+    if args.retrieve and not Path(args.retrieve).exists():  # said now, not after the first question
+        raise MissingArtifact(f"--retrieve {args.retrieve}: not found (a folder or file of documents)")
     retriever = ({"name": "bm25", "collection": args.retrieve} if args.retrieve
                  else {"name": "http", "url": args.retrieve_url})
     return RetrievalConfig(retriever=retriever, threshold=args.threshold, k=args.k)

@@ -230,6 +230,8 @@ def chat_main(argv: list[str], input_fn=input, output=None) -> int:
         elif command == "/system":
             session.system_prompt = argument or None
             write("(system prompt set)\n" if argument else "(system prompt removed)\n")
+        elif command == "/context" and not argument:
+            write("(usage: /context FILE)\n")
         elif command == "/context":
             try:
                 session.add_context(argument)
