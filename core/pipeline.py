@@ -96,10 +96,20 @@ def run_stage(stage_obj: Stage, inputs: dict[str, Any], output_dir, context: Run
     if fingerprint is None:
         fingerprint = artifacts.fingerprint({"kind": stage_obj.kind, "class": type(stage_obj).__qualname__,
                                              "params": params, "inputs": input_hashes, "seed": context.seed})
-    if context.world_size > 1:
-        return _run_stage_with_ranks(stage_obj, checked, output_dir, context, fingerprint, params,
-                                     extra_manifest, input_hashes)
-    return _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest, input_hashes)
+    # Checkpoints of a context without a work dir go beside the output (<output_dir>.work, kept for the config
+    # that wrote them): a killed call resumes there, and no other run's checkpoints are ever picked up.
+    own_work_dir = context.work_dir is None
+    if own_work_dir:
+        context.work_dir = output_dir.with_name(output_dir.name + ".work")
+    try:
+        if context.world_size > 1:
+            return _run_stage_with_ranks(stage_obj, checked, output_dir, context, fingerprint, params,
+                                         extra_manifest, input_hashes)
+        return _write_stage(stage_obj, checked, output_dir, context, fingerprint, params, extra_manifest,
+                            input_hashes)
+    finally:
+        if own_work_dir:
+            context.work_dir = None
 
 
 def _write_stage(stage_obj: Stage, checked: dict[str, Path], output_dir: Path, context: RunContext,

@@ -238,3 +238,23 @@ def test_the_25_line_aligner_of_the_docs_trains(real_data, tiny_model_dir, tiny_
     metrics = manifest["metrics"]
     assert metrics["eval_loss_end"] < metrics["eval_loss_start"], metrics
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_stage_call_without_a_work_dir_keeps_its_checkpoints_beside_its_output(real_data, tiny_model_dir,
+                                                                                 tmp_path, monkeypatch):
+    """A library call (a RunContext with no work dir) neither resumes another run's checkpoints from the shared
+    temporary directory nor leaves its own there: they go to <output>.work and go when the stage completes."""
+    from lmforge.plugins.aligners.reward_model import RewardModelTrainer
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    stale = tmp_path / "tmp" / "lmforge-aligner" / "checkpoint-3"  # another model's, as an earlier call left it
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text('{"global_step": 3}')
+    context = lmforge.RunContext(stage_name="aligner", quiet=True,
+                                 hardware=lmforge.Hardware(device="cpu", precision="fp32"))
+    data = _write(tmp_path / "pairs.jsonl", _pairs(real_data, 16))
+    out = tmp_path / "rm"
+    _, manifest = lmforge.run_stage(RewardModelTrainer(max_steps=2, batch_size=4, eval_fraction=0.0, save_steps=1),
+                                    {"model": tiny_model_dir, "data": data}, out, context)
+    assert manifest["metrics"]["train_loss"] > 0 and context.work_dir is None
+    assert not (tmp_path / "rm.work").exists() and stale.exists()
