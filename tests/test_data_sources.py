@@ -193,7 +193,7 @@ def test_bad_sources_fail_in_one_line(kinds, tmp_path):
     latin.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     with pytest.raises(DataError, match=rf"^{latin}:2: invalid UTF-8"):
         list(iter_texts(latin))
-    with pytest.raises(DataError, match=rf"^{root / 'rows.csv'}: record 0: no 'body' field \(fields: text, prompt"):
+    with pytest.raises(DataError, match=rf"^{root / 'rows.csv'}:2: no 'body' field \(fields: text, prompt"):
         list(iter_texts(str(root / "rows.csv"), "body"))
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
@@ -311,7 +311,14 @@ def test_model_inputs_take_a_hub_id_and_the_manifest_records_its_commit(tiny_mod
                   {"foo": 1}], r"sft.jsonl:2: unrecognised record \(keys: foo\)"),
     ("data.preferences", [{"prompt": "a", "chosen": "b", "rejected": "b"}] * 2,
      r"2 of 2 preference pairs have identical chosen and rejected sides"),
-    ("data.preferences", [{"prompt": "a", "chosen": "b"}], r"holds no preference pairs"),
+    ("data.preferences", [{"prompt": "a", "chosen": "b"}],
+     (r"pairs.jsonl:1: a preference pair needs 'chosen' and 'rejected' \(text or messages\): 'rejected' is "
+      r"missing; this record has prompt, chosen$")),
+    ("data.preferences", [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 3 + [{"prompt": "x", "chosen": 5}],
+     (r"pairs.jsonl:4: a preference pair needs .*: 'chosen' is an int \(5\) and 'rejected' is missing; "
+      r"this record has prompt, chosen \(int\)$")),
+    ("data.sft", [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": None}],
+     r"sft.jsonl:2: 'completion' is empty; .* this record has prompt, completion \(empty\)$"),
 ])
 def test_bad_chats_or_pairs_fail_before_any_stage_trains(tmp_path, key, lines, message):
     """The finetuner's and the pairwise aligners' check_data read the user's file when the run is planned: a

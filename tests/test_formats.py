@@ -104,7 +104,7 @@ def test_columns_map_question_answer_to_prompt_completion(real_data):
     assert chat[0]["prompt"] == [{"role": "system", "content": "Be exact."},
                                  {"role": "user", "content": raw[0]["question"]}]
     assert chat[0]["completion"] == [{"role": "assistant", "content": raw[0]["answer"]}]
-    with pytest.raises(DataError, match=r"record 0 has no 'question'"):
+    with pytest.raises(DataError, match=r"alpaca_en_demo\.json: record 1 has no 'question'"):
         read_format(real_data / "alpaca_en_demo.json", columns=GSM8K_COLUMNS)
 
 
@@ -115,14 +115,15 @@ def test_malformed_alpaca_record_names_file_and_index(real_data, tmp_path):
     with pytest.raises(DataError) as info:
         load_conversations(path)
     message = str(info.value)
-    assert message == f"{path}: record 17: 'output' must be a string, got int"
+    assert message == (f"{path}: record 18: 'output' is an int (42); an alpaca record needs 'instruction' and 'output' "
+                       "(text); this record has instruction, input, output (int)")
 
 
 def test_malformed_sharegpt_role_names_file_and_index(real_data, tmp_path):
     records = _raw(real_data / "dpo_en_demo.json")[:10]
     records[5]["conversations"][0]["from"] = "humna"
     path = _write(tmp_path / "sharegpt_bad.json", records)
-    expected = rf"^{path}: record 5: unknown role 'humna' \(did you mean 'human'\?\)"
+    expected = rf"^{path}: record 6: unknown role 'humna' \(did you mean 'human'\?\)"
     with pytest.raises(DataError, match=expected):
         load_conversations(path)
 
@@ -131,7 +132,7 @@ def test_conversation_without_assistant_turn_is_rejected(real_data, tmp_path):
     records = _raw(real_data / "kto_en_demo.json")[:6]
     records[3]["messages"] = records[3]["messages"][:1]
     path = _write(tmp_path / "messages_bad.json", records)
-    with pytest.raises(DataError, match=rf"^{path}: record 3: no assistant turn"):
+    with pytest.raises(DataError, match=rf"^{path}: record 4: no assistant turn"):
         load_conversations(path)
 
 
@@ -139,7 +140,7 @@ def test_misplaced_system_turn_is_rejected(tmp_path):
     path = _write(tmp_path / "m.json", [{"messages": [{"role": "user", "content": "a"},
                                                       {"role": "system", "content": "b"},
                                                       {"role": "assistant", "content": "c"}]}])
-    with pytest.raises(DataError, match=r"record 0: a system message is only allowed first"):
+    with pytest.raises(DataError, match=r"m\.json: record 1: a system message is only allowed first"):
         load_conversations(path)
 
 
@@ -150,7 +151,7 @@ def test_ambiguous_records_ask_for_format(tmp_path):
     with pytest.raises(DataError) as info:
         load_conversations(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: record 0: ambiguous")
+    assert message.startswith(f"{path}: record 1: ambiguous")
     assert "alpaca" in message and "sharegpt" in message
     assert "format=" in message
     assert load_conversations(path, fmt="alpaca")[0][0] == {"role": "user", "content": "hi"}
@@ -159,14 +160,14 @@ def test_ambiguous_records_ask_for_format(tmp_path):
 def test_mixed_formats_name_the_odd_record(real_data, tmp_path):
     records = _raw(real_data / "alpaca_en_demo.json")[:5] + _raw(real_data / "kto_en_demo.json")[:1]
     path = _write(tmp_path / "mixed.json", records)
-    expected = rf"^{path}: record 5: mixed formats: .* is messages, earlier records are alpaca"
+    expected = rf"^{path}: record 6: mixed formats: .* is messages, earlier records are alpaca"
     with pytest.raises(DataError, match=expected):
         load_conversations(path)
 
 
 def test_unrecognised_record_lists_its_keys(tmp_path):
     path = _write(tmp_path / "odd.json", [{"question": "q", "answer": "a"}])
-    with pytest.raises(DataError, match=r"record 0: unrecognised record \(keys: answer, question\)"):
+    with pytest.raises(DataError, match=r"odd\.json: record 1: unrecognised record \(keys: answer, question\)"):
         load_conversations(path)
 
 
@@ -185,3 +186,74 @@ def test_skip_invalid_skips_and_warns(real_data):
     with pytest.warns(UserWarning, match=r"skipped 5 malformed record\(s\) of 45; first: .*:41: "):
         pairs = load_preferences(path, skip_invalid=True)
     assert len(pairs) == 40
+
+
+# ------------------------------------------------------------------ locations are 1-based; the bad field is named
+
+def test_csv_record_names_its_file_line_the_empty_field_and_the_keys(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text('prompt,completion\nhello,\n"two\nlines",there\nthird,\n', encoding="utf-8")
+    expected = (f"{path}:2: 'completion' is empty; a prompt_completion record needs 'prompt' and 'completion' "
+                "(text or messages); this record has prompt, completion (empty)")
+    with pytest.raises(DataError) as info:
+        load_conversations(path)
+    assert str(info.value) == expected
+    with pytest.warns(UserWarning, match=r"skipped 2 malformed record\(s\) of 3; first: .*short\.csv:2: "):
+        assert len(load_conversations(path, skip_invalid=True)) == 1
+    tsv = tmp_path / "rows.tsv"
+    tsv.write_text('prompt\tcompletion\nfirst\tone\n\n"a\nb"\ttwo\nlast\t\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{tsv}:6: 'completion' is empty; .* this record has prompt, "
+                                        r"completion \(empty\)$"):
+        load_conversations(tsv)  # a blank line and a quoted line break before it still count
+
+
+def test_csv_rows_carry_their_file_lines(tmp_path):
+    from lmforge.plugins.lib.data import read_rows
+
+    path = tmp_path / "rows.csv"
+    path.write_text('prompt,completion\r\na,b\r\n\r\n"c\r\nd",e\r\nf,\r\n', encoding="utf-8")
+    assert [row.where for row in read_rows(path)] == [f"{path}:2", f"{path}:4", f"{path}:6"]
+
+
+def test_json_list_records_are_numbered_from_one(tmp_path):
+    path = _write(tmp_path / "alpaca_int.json", [{"instruction": "a", "output": "b"}, {"instruction": 3, "output": "c"}])
+    with pytest.raises(DataError) as info:
+        load_conversations(path)
+    assert str(info.value) == (f"{path}: record 2: 'instruction' is an int (3); an alpaca record needs 'instruction' "
+                               "and 'output' (text); this record has instruction (int), output")
+
+
+def test_prompt_completion_record_without_an_answer_lists_its_keys(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "answer": "d"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: 'completion' is missing; .* this record has prompt, answer$"):
+        load_conversations(path)
+
+
+def test_bad_preference_record_names_what_the_pair_lacks(tmp_path):
+    good = json.dumps({"prompt": "x", "chosen": "yes", "rejected": "no"})
+    path = tmp_path / "badprefs.jsonl"
+    path.write_text("\n".join([good] * 3 + [json.dumps({"prompt": "x", "chosen": 5})]) + "\n", encoding="utf-8")
+    expected = (f"{path}:4: a preference pair needs 'chosen' and 'rejected' (text or messages): 'chosen' is an int "
+                "(5) and 'rejected' is missing; this record has prompt, chosen (int)")
+    with pytest.raises(DataError) as info:
+        load_preferences(path)
+    assert str(info.value) == expected
+    with pytest.raises(DataError, match=rf"^{path}:4: plain-text preferences need .*: 'chosen' is an "
+                                        r"int \(5\) and 'rejected' is missing; this record has prompt, chosen \(int\)$"):
+        load_preferences(path, text=True)
+    messages = _write(tmp_path / "m.json", [{"messages": [{"role": "user", "content": "q"}], "chosen": "a"}])
+    with pytest.raises(DataError, match=r"m\.json: record 1: a preference pair .*'rejected' is missing; this "
+                                        r"record has messages, chosen$"):
+        load_preferences(messages)
+    sft = _write(tmp_path / "sft.json", [{"prompt": "q", "completion": "a"}])
+    with pytest.raises(DataError, match=r"sft\.json: record 1: a preference pair .*: 'chosen' is missing and "
+                                        r"'rejected' is missing; this record has prompt, completion$"):
+        load_preferences(sft)
+
+
+def test_preference_record_of_no_format_gets_a_message_about_the_pair(tmp_path):
+    path = _write(tmp_path / "pairs.json", [{"chosen": 5, "rejected": "b"}])
+    with pytest.raises(DataError, match=r"pairs\.json: record 1: unrecognised preference record: a pair needs "
+                                        r".* this record has chosen \(int\), rejected$"):
+        load_preferences(path)

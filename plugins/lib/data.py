@@ -16,8 +16,9 @@ is written for a 300-row SFT file), while the columnar and structured kinds — 
 datasets and Hub snapshots (subsets, splits, README configs) — are read by ``datasets`` in streaming mode.
 If ``datasets`` fails on a Hub snapshot's JSON, the files are re-scanned here to name the bad line.
 
-Every row carries where it came from: ``file:line`` for JSON lines and text, ``file: record N`` (the
-index within its own file) for the other kinds. A bad row is yielded as a :class:`BadRecord` by :func:`iter_rows` (the cleaner decides to skip or
+Every row carries where it came from: ``file:line`` for JSON lines, text and csv/tsv (the line a record
+starts on; the header is line 1), ``file: record N`` (its 1-based number within its own file) for the other
+kinds. A bad row is yielded as a :class:`BadRecord` by :func:`iter_rows` (the cleaner decides to skip or
 fail); :func:`read_rows`, :func:`read_records` and :func:`iter_texts` raise it as a one-line ``DataError``.
 
 HTML and WARC files (.html/.htm/.xhtml/.warc, gzipped or not) are handed to the cleaner's article
@@ -52,7 +53,7 @@ CHUNK_CHARS = 1 << 16  # txt_mode=chunk: pieces of about this many characters, c
 
 @dataclass
 class Record:
-    """One row: ``fields`` and where it came from (``file: record N`` / ``file:line``)."""
+    """One row: ``fields`` and where it came from (``file:line`` / ``file: record N``, both 1-based)."""
 
     where: str
     fields: dict[str, Any]
@@ -263,8 +264,8 @@ def _json(path: Path):
     if not isinstance(records, list):
         yield BadRecord(f"{path}", f"a JSON {type(records).__name__}, expected a list of objects")
         return
-    for index, fields in enumerate(records):
-        yield _object(f"{path}: record {index}", fields, str(path))
+    for number, fields in enumerate(records, 1):
+        yield _object(f"{path}: record {number}", fields, str(path))
 
 
 def _text_file(path: Path, text_field: str, mode: str):
@@ -330,23 +331,69 @@ def _rows_of(table_batch: dict[str, list]) -> list[dict[str, Any]]:
 
 
 def _table(path: Path, kind: str, batch_size: int):
-    """csv / tsv / parquet / arrow through ``datasets`` (streamed); a file it cannot parse is one line."""
+    """csv / tsv / parquet / arrow through ``datasets`` (streamed); a file it cannot parse is one line.
+
+    A csv/tsv row is named by the file line it starts on (:func:`_csv_lines`), a parquet/arrow row by its
+    1-based number."""
     import datasets
 
     builder = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".arrow": "arrow"}[kind]
     kwargs = {"sep": "\t"} if kind == ".tsv" else {}
+    scan = lines = _csv_lines(path, kwargs.get("sep", ",")) if builder == "csv" else None
     index = 0
     try:
         dataset = datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
         for batch in dataset.iter(batch_size=batch_size):
             for fields in _rows_of(batch):
-                yield Record(f"{path}: record {index}", fields, str(path))
                 index += 1
+                line = _line_of(lines, fields) if lines is not None else None
+                if line is None:
+                    lines = None  # the two readers disagree: from here on, the record's number
+                yield Record(f"{path}:{line}" if line else f"{path}: record {index}", fields, str(path))
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - a parser's message, reported in one line with the file
-        yield BadRecord(f"{path}: record {index}" if index else str(path), f"cannot read as {kind[1:]}: "
-                                                                           f"{_first_line(exc)}")
+        # a csv parser's message names the line itself; the rows read so far count batches, not the bad row
+        at = f"{path}: record {index + 1}" if index and builder != "csv" else str(path)
+        yield BadRecord(at, f"cannot read as {kind[1:]}: {_first_line(exc)}")
+    finally:
+        if scan is not None:
+            scan.close()
+
+
+def _csv_lines(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """The data rows of a csv/tsv file as Python's ``csv`` module reads them: ``(line the row starts on,
+    fields)``, header and blank lines skipped as pandas (``datasets``' csv reader) skips them."""
+    import csv
+
+    csv.field_size_limit(max(csv.field_size_limit(), 2 ** 31 - 1))  # long documents are one field
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        header, end = False, 0
+        try:
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # a blank line
+                if not header:
+                    header = True
+                    continue
+                yield start, fields
+        except csv.Error:
+            return
+
+
+def _line_of(lines: Iterator[tuple[int, list[str]]], fields: dict[str, Any]) -> int | None:
+    """The file line of the next csv row, when the ``csv`` module's next row is that row (its text values,
+    the ones pandas does not convert, read the same); None when it is not."""
+    start, raw = next(lines, (None, None))
+    if raw is None or len(raw) > len(fields):
+        return None
+    for value, text in zip(fields.values(), raw):
+        if isinstance(value, str) and value != text:
+            return None
+    return start
 
 
 def _first_line(exc: BaseException) -> str:
@@ -375,8 +422,8 @@ def _saved_dataset(path: Path, split: str | None, batch_size: int):
         index = 0
         for batch in part.iter(batch_size=batch_size):
             for fields in _rows_of(batch):
-                yield Record(f"{label}: record {index}", fields, label)
                 index += 1
+                yield Record(f"{label}: record {index}", fields, label)
 
 
 def _hub_dataset(part: DataPart, batch_size: int):
@@ -401,10 +448,10 @@ def _hub_dataset(part: DataPart, batch_size: int):
     try:
         for batch in loaded[split].iter(batch_size=batch_size):
             for fields in _rows_of(batch):
-                yield Record(f"{label}: record {index}", fields, label)
                 index += 1
+                yield Record(f"{label}: record {index}", fields, label)
     except Exception as exc:  # noqa: BLE001 - re-locate a parse error in the snapshot's JSON files
-        yield _relocate(snapshot, label, index, exc)
+        yield _relocate(snapshot, label, index + 1, exc)
 
 
 def _relocate(snapshot: Path, label: str, index: int, exc: BaseException) -> BadRecord:

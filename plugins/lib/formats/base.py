@@ -3,6 +3,7 @@ to user / assistant / system, contents checked to be strings, errors naming the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lmforge.errors import DataError, close_match
@@ -11,6 +12,61 @@ ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant"
                 "model": "assistant", "bot": "assistant", "chatbot": "assistant", "system": "system"}
 
 Messages = list[dict[str, str]]
+
+
+def _is_empty(value: Any) -> bool:
+    """No value: JSON ``null``, an empty csv cell (None, or NaN from pandas)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def record_keys(record: dict) -> str:
+    """The record's keys in its own order, each value that is not text or messages marked:
+    ``prompt, chosen (int), completion (empty)``."""
+    parts = []
+    for key, value in record.items():
+        if _is_empty(value):
+            parts.append(f"{key} (empty)")
+        elif isinstance(value, (str, list, dict)):
+            parts.append(str(key))
+        else:
+            parts.append(f"{key} ({type(value).__name__})")
+    return ", ".join(parts) or "(none)"
+
+
+def _problem(record: dict, key: str, messages: bool = True) -> str | None:
+    """What is wrong with ``record[key]`` as text (or, with ``messages``, a list of messages); None if fine."""
+    if key not in record:
+        return f"'{key}' is missing"
+    value = record[key]
+    if _is_empty(value):
+        return f"'{key}' is empty"
+    if isinstance(value, str) or (messages and isinstance(value, dict)):
+        return None
+    if messages and isinstance(value, list):
+        return None if value else f"'{key}' is an empty list"
+    kind = type(value).__name__
+    shown = f" ({value!r})" if isinstance(value, (int, float)) else ""  # a csv cell read as a number: 4 -> 4.0
+    return f"'{key}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}{shown}"
+
+
+def _field(record: dict, key: str, where: str, needs: str, messages: bool = True) -> Any:
+    """``record[key]`` when it is text (or messages); else one line naming the field, what the format
+    ``needs``, and the keys the record has."""
+    problem = _problem(record, key, messages)
+    if problem is not None:
+        raise DataError(f"{where}: {problem}; {needs}; this record has {record_keys(record)}")
+    return record[key]
+
+
+def _pair(record: dict, where: str, needs: str = "a preference pair needs 'chosen' and 'rejected' "
+                                                 "(text or messages)", messages: bool = True,
+          keys: tuple[str, ...] = ("chosen", "rejected")) -> None:
+    """A preference record's ``chosen`` and ``rejected`` (``keys``) are all there and text (or messages); else
+    one line with what is wrong with each and the keys the record has."""
+    problems = [p for p in (_problem(record, key, messages) for key in keys) if p]
+    if problems:
+        listed = ", ".join(problems[:-1]) + " and " + problems[-1] if len(problems) > 1 else problems[0]
+        raise DataError(f"{where}: {needs}: {listed}; this record has {record_keys(record)}")
 
 
 def _msg(role: str, content: Any, where: str, field: str = "") -> dict[str, str]:
@@ -53,7 +109,8 @@ def _answer(value: Any, where: str) -> Messages:
 def _with_answer(conversation: Messages, record: dict, where: str) -> Messages:
     """A prompt-only conversation of a preference record gets its ``chosen`` answer (SFT on the good one)."""
     if conversation[-1]["role"] != "assistant" and "chosen" in record:
-        return conversation + _answer(record["chosen"], where)
+        needs = "a conversation without a final assistant turn takes its answer from 'chosen' (text or messages)"
+        return conversation + _answer(_field(record, "chosen", where, needs), where)
     return conversation
 
 
@@ -67,10 +124,12 @@ class DataFormat:
         return all(key in record for key in self.keys)
 
     def conversation(self, record: dict, where: str) -> Messages:
-        raise DataError(f"{where}: the '{self.name}' format holds no SFT conversations")
+        raise DataError(f"{where}: the '{self.name}' format holds no SFT conversations; this record has "
+                        f"{record_keys(record)}")
 
     def preference(self, record: dict, where: str) -> dict[str, Messages]:
-        raise DataError(f"{where}: the '{self.name}' format holds no preference pairs (chosen/rejected)")
+        raise DataError(f"{where}: the '{self.name}' format holds no preference pairs (chosen/rejected); this "
+                        f"record has {record_keys(record)}")
 
     def prompt(self, record: dict, where: str) -> Messages:
         conversation = self.conversation(record, where)

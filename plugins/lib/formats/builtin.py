@@ -6,21 +6,35 @@ from __future__ import annotations
 import re
 
 from lmforge.errors import DataError
-from lmforge.plugins.lib.formats.base import DataFormat, Messages, _answer, _as_messages, _msg, _with_answer
+from lmforge.plugins.lib.formats.base import (
+    DataFormat,
+    Messages,
+    _answer,
+    _as_messages,
+    _field,
+    _is_empty,
+    _msg,
+    _pair,
+    _with_answer,
+    record_keys,
+)
 
 
 class MessagesFormat(DataFormat):
     """OpenAI style: ``{"messages": [{"role", "content"}, …]}`` (optionally ``chosen``/``rejected``)."""
 
     name, keys = "messages", ("messages",)
+    needs = "a messages record needs 'messages' (a list of role/content messages)"
+
+    def _turns(self, record, where):
+        return _as_messages(_field(record, "messages", where, self.needs), where)
 
     def conversation(self, record, where):
-        return _with_answer(_as_messages(record["messages"], where), record, where)
+        return _with_answer(self._turns(record, where), record, where)
 
     def preference(self, record, where):
-        if "chosen" not in record or "rejected" not in record:
-            return super().preference(record, where)
-        return {"prompt": _as_messages(record["messages"], where),
+        _pair(record, where)
+        return {"prompt": self._turns(record, where),
                 "chosen": _answer(record["chosen"], where), "rejected": _answer(record["rejected"], where)}
 
 
@@ -28,19 +42,19 @@ class ShareGPTFormat(DataFormat):
     """ShareGPT: ``{"conversations": [{"from", "value"}], "system"?, "chosen"?, "rejected"?}``."""
 
     name, keys = "sharegpt", ("conversations",)
+    needs = "a sharegpt record needs 'conversations' (a list of from/value messages)"
 
     def _turns(self, record, where):
-        messages = _as_messages(record["conversations"], where)
-        if record.get("system"):
-            messages = [_msg("system", record["system"], where)] + messages
+        messages = _as_messages(_field(record, "conversations", where, self.needs), where)
+        if record.get("system") and not _is_empty(record["system"]):
+            messages = [_msg("system", record["system"], where, "system")] + messages
         return messages
 
     def conversation(self, record, where):
         return _with_answer(self._turns(record, where), record, where)
 
     def preference(self, record, where):
-        if "chosen" not in record or "rejected" not in record:
-            return super().preference(record, where)
+        _pair(record, where)
         return {"prompt": self._turns(record, where),
                 "chosen": _answer(record["chosen"], where), "rejected": _answer(record["rejected"], where)}
 
@@ -49,21 +63,25 @@ class AlpacaFormat(DataFormat):
     """Alpaca: ``{"instruction", "input"?, "output", "system"?, "history"?}``."""
 
     name, keys = "alpaca", ("instruction", "output")
+    needs = "an alpaca record needs 'instruction' and 'output' (text)"
 
     def conversation(self, record, where):
-        messages = [_msg("system", record["system"], where)] if record.get("system") else []
-        for pair in record.get("history") or []:
+        system = record.get("system")
+        messages = [_msg("system", system, where, "system")] if system and not _is_empty(system) else []
+        history = record.get("history")
+        for pair in [] if _is_empty(history) else history or []:
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise DataError(f"{where}: history entries must be [user, assistant] pairs")
             messages += [_msg("user", pair[0], where), _msg("assistant", pair[1], where)]
-        instruction = record["instruction"]
-        if not isinstance(instruction, str):
-            raise DataError(f"{where}: 'instruction' must be a string, got {type(instruction).__name__}")
-        if record.get("input"):
-            if not isinstance(record["input"], str):
-                raise DataError(f"{where}: 'input' must be a string, got {type(record['input']).__name__}")
-            instruction = f"{instruction}\n\n{record['input']}"
-        messages += [_msg("user", instruction, where), _msg("assistant", record["output"], where, "output")]
+        instruction = _field(record, "instruction", where, self.needs, messages=False)
+        extra = record.get("input")
+        if extra and not _is_empty(extra):
+            if not isinstance(extra, str):
+                raise DataError(f"{where}: 'input' must be text, got {type(extra).__name__}; this record has "
+                                f"{record_keys(record)}")
+            instruction = f"{instruction}\n\n{extra}"
+        output = _field(record, "output", where, self.needs, messages=False)
+        messages += [_msg("user", instruction, where), _msg("assistant", output, where, "output")]
         return messages
 
 
@@ -74,23 +92,24 @@ class PromptCompletionFormat(DataFormat):
     """
 
     name, keys = "prompt_completion", ("prompt",)
+    needs = "a prompt_completion record needs 'prompt' and 'completion' (text or messages)"
 
     def detect(self, record):
         return "prompt" in record and "messages" not in record and "conversations" not in record
 
     def _prompt(self, record, where):
-        value = record["prompt"]
+        value = _field(record, "prompt", where, self.needs)
         return [_msg("user", value, where)] if isinstance(value, str) else _as_messages(value, where)
 
     def conversation(self, record, where):
-        answer = "completion" if "completion" in record else "chosen" if "chosen" in record else None
-        if answer is None:
-            raise DataError(f"{where}: a prompt_completion record needs 'completion' (or 'chosen') for SFT")
-        return self._prompt(record, where) + _answer(record[answer], where)
+        answer = "chosen" if "completion" not in record and "chosen" in record else "completion"
+        needs = self.needs if answer == "completion" else ("a prompt_completion record without 'completion' "
+                                                           "takes its answer from 'chosen' (text or messages)")
+        prompt = self._prompt(record, where)
+        return prompt + _answer(_field(record, answer, where, needs), where)
 
     def preference(self, record, where):
-        if "chosen" not in record or "rejected" not in record:
-            return super().preference(record, where)
+        _pair(record, where)
         return {"prompt": self._prompt(record, where),
                 "chosen": _answer(record["chosen"], where), "rejected": _answer(record["rejected"], where)}
 
@@ -99,23 +118,16 @@ class PromptCompletionFormat(DataFormat):
 
     def text_pair(self, record, where) -> dict[str, str]:
         """Raw ``{"prompt": str, "completion": str}`` for continuation-style training (no chat template)."""
-        pair = {key: record.get(key) for key in ("prompt", "completion")}
-        for key, value in pair.items():
-            if not isinstance(value, str):
-                raise DataError(f"{where}: '{key}' must be a string for text prompt/completion, got "
-                                f"{type(value).__name__}")
-        return pair
-
+        needs = "text prompt/completion needs 'prompt' and 'completion' as plain strings"
+        return {key: _field(record, key, where, needs, messages=False) for key in ("prompt", "completion")}
 
     def text_preference(self, record, where) -> dict[str, str]:
         """Raw ``{"prompt", "chosen", "rejected"}`` strings, for a base model with no chat template."""
-        pair = {key: record.get(key) for key in ("prompt", "chosen", "rejected")}
-        for key, value in pair.items():
-            if not isinstance(value, str):
-                raise DataError(f"{where}: '{key}' must be a string for plain-text preferences, got "
-                                f"{type(value).__name__} (a model without a chat template needs plain strings; "
-                                "or set chat_template)")
-        return pair
+        needs = ("plain-text preferences need 'prompt', 'chosen' and 'rejected' as strings (a model without a "
+                 "chat template reads no messages; or set chat_template)")
+        keys = ("prompt", "chosen", "rejected")
+        _pair(record, where, needs, messages=False, keys=keys)
+        return {key: record[key] for key in keys}
 
 
 class DialogueFormat(DataFormat):
@@ -144,13 +156,13 @@ class DialogueFormat(DataFormat):
     def conversation(self, record, where):
         key = next((k for k in ("text", "dialogue", "chosen") if isinstance(record.get(k), str)), None)
         if key is None:
-            raise DataError(f"{where}: a dialogue record needs a string 'text', 'dialogue' or 'chosen'")
+            raise DataError(f"{where}: a dialogue record needs a string 'text', 'dialogue' or 'chosen'; this "
+                            f"record has {record_keys(record)}")
         return self.parse(record[key], where)
 
     def preference(self, record, where):
-        for key in ("chosen", "rejected"):
-            if not isinstance(record.get(key), str):
-                raise DataError(f"{where}: '{key}' must be a dialogue string")
+        _pair(record, where, "a dialogue preference pair needs 'chosen' and 'rejected' dialogue strings",
+              messages=False)
         chosen, rejected = self.parse(record["chosen"], where), self.parse(record["rejected"], where)
         if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
             raise DataError(f"{where}: chosen and rejected must each end with an assistant turn")

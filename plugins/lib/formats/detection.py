@@ -10,7 +10,7 @@ from __future__ import annotations
 from lmforge import registry
 from lmforge.errors import DataError
 from lmforge.plugins.lib.data import Record, read_rows
-from lmforge.plugins.lib.formats.base import DataFormat
+from lmforge.plugins.lib.formats.base import DataFormat, record_keys
 
 DETECT_SAMPLE = 200  # records looked at by auto-detection
 
@@ -30,6 +30,11 @@ def _detect(samples: list[tuple[str, dict]], source: str, wanted: str = "auto") 
         matches = [f for f in formats if f.detect(record)]
         keys = ", ".join(sorted(record)) or "(none)"
         if not matches:
+            if "chosen" in record or "rejected" in record:  # a preference record, but no pair any format reads
+                raise DataError(f"{where}: unrecognised preference record: a pair needs 'prompt', 'messages' "
+                                "or 'conversations' with 'chosen' and 'rejected' (text or messages), or "
+                                "'chosen' and 'rejected' as whole 'Human: … Assistant: …' dialogues; this "
+                                f"record has {record_keys(record)}")
             raise DataError(f"{where}: unrecognised record (keys: {keys}); known formats: "
                             f"{', '.join(f.name for f in formats)}; set the stage's format= (or columns= to "
                             "rename keys)")
