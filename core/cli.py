@@ -80,6 +80,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 _SWEPT_KEYS: set[str] = set()
+_FRESH_RUN_DIRS: dict = {}  # run dirs this command creates -> their nearest existing parent (for a failed start)
 
 
 def _task(cfg) -> None:
@@ -173,7 +174,9 @@ def _run(args: list[str]) -> None:
 
     checked = overrides if not flags else [o for o in overrides if o.lstrip("+").startswith("run.")
                                            and "," not in o.partition("=")[2]]
-    check_run_location(run_settings(to_container(compose(checked, config_name=config_name).get("run"))))
+    run_dir = check_run_location(run_settings(to_container(compose(checked, config_name=config_name).get("run"))))
+    if not flags and not run_dir.exists():  # made by this command: a bad key or input leaves nothing behind
+        _FRESH_RUN_DIRS[run_dir.resolve()] = next(p for p in run_dir.resolve().parents if p.exists())
     _SWEPT_KEYS.update(a.lstrip("+").partition("=")[0] for a in overrides if "," in a.partition("=")[2])
     main = hydra.main(config_path="pkg://lmforge.conf", config_name=config_name, version_base="1.3")(_task)
     sys.argv = ["lmforge run", *flags, *parameter_overrides(overrides)]
@@ -300,6 +303,17 @@ def fail_with(exc: BaseException, run_dir=None) -> None:
     line = describe(exc)
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log = None
+    if (code == 2 and run_dir is not None and Path(run_dir).resolve() in _FRESH_RUN_DIRS
+            and {p.name for p in Path(run_dir).iterdir()} <= {".hydra", "error.log"}):
+        import shutil  # a bad key or input stopped a run that had not started: nothing of it stays
+
+        existing = _FRESH_RUN_DIRS[Path(run_dir).resolve()]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in Path(run_dir).resolve().parents:  # the run root too, when this command made it
+            if parent == existing or any(parent.iterdir()):
+                break
+            parent.rmdir()
+        run_dir = None
     if run_dir is not None and Path(run_dir).is_dir():
         try:
             log = Path(run_dir) / "error.log"

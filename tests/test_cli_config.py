@@ -165,3 +165,11 @@ def test_sft_only_fills_the_bundled_identity_and_adds_no_system_prompt():
     stage = lmforge.stage("finetuner", cfg)
     assert stage.config.placeholders == {"name": "Forge", "author": "the lmforge project"}
     assert stage.config.system_prompt is None
+
+
+def test_a_run_stopped_by_a_bad_key_leaves_no_directory(tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "finetuner.max_stpes=3", f"run.root={root}", "run.name=bad"])
+    assert stopped.value.code == 2 and "did you mean 'max_steps'" in capsys.readouterr().err
+    assert not root.exists()  # neither the run's directory (Hydra's .hydra, error.log) nor the root it made
