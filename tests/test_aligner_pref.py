@@ -181,7 +181,7 @@ def test_kto_reads_unpaired_feedback_and_pairs(real_data, tmp_path):
     assert len(unpaired) == 600 and [r["label"] for r in unpaired[:2]] == [True, False]
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completion": "c", "label": True},
                                                 {"prompt": "p", "completion": "c", "label": "yes"}])
-    with pytest.raises(DataError, match=r"bad\.jsonl: record 1: 'label' must be true or false"):
+    with pytest.raises(DataError, match=r"bad\.jsonl: record 2: 'label' must be true or false"):
         load_feedback(bad)
 
 

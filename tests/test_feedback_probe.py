@@ -92,7 +92,7 @@ def test_bad_settings_and_data_fail_in_one_line(tmp_path, tiny_model_dir, tiny_c
         SelfInterrogation(unknown_replly="x")
     bad = tmp_path / "qa.jsonl"
     bad.write_text(json.dumps({"question": "q?", "answer": "#### 3"}) + "\n" + json.dumps({"q": "x"}) + "\n")
-    with pytest.raises(DataError, match=r"qa.jsonl: record 1: needs 'question'"):
+    with pytest.raises(DataError, match=r"qa.jsonl: record 2: needs 'question'"):
         lmforge.run_stage(SelfInterrogation(samples=2), {"model": tiny_model_dir, "prompts": bad},
                           tmp_path / "out", tiny_context)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -41,7 +41,7 @@ def load_feedback(path, fmt: str = "auto", tokenizer=None) -> list[dict[str, Any
     adapter = None if text else detect_format(unlabelled, f"{path}: record 0", fmt)
     rows = []
     for index, record in enumerate(records):
-        where = f"{path}: record {index}"
+        where = f"{path}: record {index + 1}"
         label = record.get(label_key)
         if not isinstance(label, bool):
             raise DataError(f"{where}: '{label_key}' must be true or false, got {label!r}")

@@ -78,7 +78,7 @@ def load_prompt_records(path, fmt: str = "auto", prompt_field: str = "") -> list
                 raise
     rows = []
     for index, record in enumerate(records):
-        where = f"{path}: record {index}"
+        where = f"{path}: record {index + 1}"
         if adapter is not None:
             prompt = adapter.prompt(record, where)
         else:

@@ -91,7 +91,7 @@ class GSM8K(Evaluator):
         records = read_records(self.config.data)[: self.config.limit]
         for index, record in enumerate(records):
             if "question" not in record or "answer" not in record:
-                raise ConfigError(f"evaluation.gsm8k.data: {self.config.data}: record {index} needs question/answer")
+                raise ConfigError(f"evaluation.gsm8k.data: {self.config.data}: record {index + 1} needs question/answer")
         tokenizer, model = load_tokenizer(artifact), load_causal_lm(artifact, context, inference=True).eval()
         params = GenerateConfig(do_sample=False, max_new_tokens=self.config.max_new_tokens,
                                 batch_size=self.config.batch_size, system_prompt=self.config.system_prompt)

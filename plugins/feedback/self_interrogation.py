@@ -149,11 +149,11 @@ class SelfInterrogation(Sampler):
             for key in (cfg.question_key, cfg.answer_key):
                 if not isinstance(record.get(key), str) and not (key == cfg.answer_key
                                                                  and isinstance(record.get(key), (int, float))):
-                    raise DataError(f"{path}: record {index}: needs '{key}' (a string; set question_key / "
+                    raise DataError(f"{path}: record {index + 1}: needs '{key}' (a string; set question_key / "
                                     f"answer_key for other names), keys: {', '.join(sorted(record))}")
             reference = extract_answer(str(record[cfg.answer_key]), cfg.answer_type)
             if reference is None:
-                raise DataError(f"{path}: record {index}: no {cfg.answer_type} answer found in "
+                raise DataError(f"{path}: record {index + 1}: no {cfg.answer_type} answer found in "
                                 f"'{cfg.answer_key}'")
             steps = reference_steps(str(record[cfg.answer_key])) if cfg.answer_type == "number" and \
                 cfg.require_steps else []
