@@ -185,28 +185,78 @@ def test_a_run_in_a_pseudo_terminal(tmp_path, width):
     assert result.returncode == 0, result.stdout[-3000:]
     frame = ANSI.sub("", result.stdout.split("\x1b[2K")[-1])  # after the display's last redraw
     lines = [line for line in frame.splitlines() if line.strip()]
-    assert all(len(line) <= width for line in lines if not line.startswith("lmforge: talk to it")), lines
+    talk = next(i for i, line in enumerate(lines) if line.startswith("lmforge: talk to it:"))
+    command = " ".join(line.strip() for line in lines[talk:]).split("talk to it: ", 1)[1]
+    assert command.startswith("lmforge chat ") and command.endswith("aligner"), lines[talk:]
+    # every line fits, but the chat command: kept whole (to copy), on a line of its own where it is too long
+    assert all(len(line) <= width for line in lines if not line.strip().startswith("lmforge chat ")), lines
     for name in PIPELINE:
         row = next((line for line in lines if line.startswith(name + " ")), None)
         assert row is not None, (name, lines)
         assert "━" in row and "✓" in row and ("30/30" in row or name == "aligner"), row
         assert row.index("━") == len(max(PIPELINE, key=len)) + 1  # the names in one column, none cut
-    assert lines[-1].startswith("lmforge: talk to it: lmforge chat ") and lines[-1].endswith("aligner")
-    assert lines[-3] == "lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong;"
+    assert lines[talk - 2] == "lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong;"
 
 
-def test_plain_output_three_lines_a_stage_and_closing_lines(tmp_path, capfd):
+def _folded(prefix: str, rest: str, width: int = 80) -> list[str]:
+    """``prefix rest`` as the console prints it piped: one line where it fits, else ``rest`` whole under it."""
+    line = f"{prefix} {rest}"
+    return [line] if len(line) <= width else [prefix, " " * len("lmforge: ") + rest]
+
+
+def test_plain_output_three_lines_a_stage_and_closing_lines(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped: 80 columns
     lmforge.run(_cfg(tmp_path, "plain", report=True))
     out, err = capfd.readouterr()
     lines = (out + err).splitlines()
+    said = [line for line in lines if line.startswith("lmforge: ")]  # the others continue the line above
+    assert not [line for line in lines if line not in said and not line.startswith(" " * len("lmforge: "))], lines
+    # longer than 80: only what is never broken (a path, "-> <artifact>", the chat command) on a line of its own
+    assert all(len(line) <= 80 or " " not in line.strip() or line.strip().startswith(("-> ", "lmforge chat "))
+               for line in lines), lines
     for stage in PIPELINE:
-        assert 1 <= sum(line.startswith(f"lmforge: {stage} ") for line in lines) <= 3, lines
-    assert len(lines) <= 3 * len(PIPELINE) + 4, lines
-    assert lines[-4:] == [
+        assert 1 <= sum(line.startswith(f"lmforge: {stage} ") for line in said) <= 3, lines
+    assert len(said) <= 3 * len(PIPELINE) + 4, lines
+    closing = [
         "lmforge: aligner on 8 held-out prompts: 50% right, 25% not sure, 25% wrong;",
         "         75% of its sampled answers end the turn",
-        f"lmforge: report: {tmp_path / 'plain' / 'report.html'}",
-        f"lmforge: talk to it: lmforge chat {tmp_path / 'plain' / 'aligner'}"]
+        *_folded("lmforge: report:", str(tmp_path / "plain" / "report.html")),
+        *_folded("lmforge: talk to it:", f"lmforge chat {tmp_path / 'plain' / 'aligner'}")]
+    assert lines[-len(closing):] == closing, lines
+
+
+@dataclass
+class RLConfig:
+    max_steps: int = 4
+
+
+class RLLoop(lmforge.Sampler):
+    """Stands for the PPO aligner: a bar per rollout step and PPO's own statistics logged every step."""
+
+    config_class = RLConfig
+    inputs: ClassVar[dict] = {}
+
+    def run(self, inputs, output_dir, context):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.config.max_steps, desc="ppo", unit="it")
+        for step in range(1, self.config.max_steps + 1):
+            context.log_metrics({"reward": 0.1 * step, "score": 0.2 * step, "kl": 0.0125 * step, "kl_k1": 0.01,
+                                 "kl_k3": 0.01, "rlhf_reward": 0.09 * step, "loss": 0.5, "entropy": 2.0,
+                                 "kl_coef": 0.05, "response_length": 12.0}, step=step)
+            bar.update(1)
+        bar.close()
+        return output_dir
+
+
+def test_an_rl_stage_s_done_line_shows_its_end_reward_and_kl(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    with lmforge.registered("sampler", "rl_test", RLLoop):
+        lmforge.run({"run": {"root": str(tmp_path), "name": "rlhf", "report": False}, "hardware": {"device": "cpu"},
+                     "pipeline": {"stages": {"ppo": {}}}, "ppo": {"kind": "sampler", "plugin": "rl_test"}})
+    lines = "".join(capfd.readouterr()).splitlines()
+    done = next(line for line in lines if line.startswith("lmforge: ppo done in"))
+    assert re.fullmatch(r"lmforge: ppo done in [\d.]+s: reward 0\.4, kl 0\.05 -> .*ppo", done), done
 
 
 def test_closing_lines_read_counts_where_recorded(tmp_path):

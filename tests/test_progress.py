@@ -5,6 +5,7 @@ trainer (a tqdm bar, ``tqdm.write`` of a metrics dict, a FutureWarning, logged m
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pty
@@ -131,7 +132,7 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     output = result.stdout
     assert result.returncode == 0, output[-2000:]
     lines = output.splitlines()
-    assert len(lines) <= 30, output
+    assert len([line for line in lines if not line.startswith(" ")]) <= 30, output  # folded lines count once
     assert "Warning" not in output and "{'" not in output and "it/s]" not in output, output
     assert lines[-1].startswith("lmforge: run complete:")
     assert lines[-2] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
@@ -176,3 +177,114 @@ def test_a_stage_without_a_bar_moves_by_its_logged_steps(tmp_path, capfd):
     progress = [line for line in lines if line.startswith("lmforge: noisy ") and "%)" in line]
     assert [line.split(" ")[2] for line in progress] == ["20/40"]
     assert all("/s" in line and "left" in line for line in progress)
+
+
+@dataclass
+class CheckedConfig:
+    data: str = ""
+    max_steps: int = 4
+
+
+class Checked(lmforge.Sampler):
+    """Reads the user's chats while the run is planned (``check_data``, as the fine-tuner does) through lmforge's
+    own loader, which warns about unfilled placeholders; a library warns then too."""
+
+    config_class = CheckedConfig
+    inputs: ClassVar[dict] = {}
+
+    def check_data(self, inputs):
+        from lmforge.plugins.lib.formats.loaders import load_conversations
+
+        warnings.warn("a library's planning-time notice", UserWarning)  # not lmforge's: run.log only
+        load_conversations(self.config.data)
+
+    def run(self, inputs, output_dir, context):
+        return output_dir
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_warnings_raised_while_planning_reach_the_log_and_lmforge_s_as_one_line(tmp_path, capfd, monkeypatch,
+                                                                                 quiet):
+    monkeypatch.setenv("COLUMNS", "1000")  # the warning's line unfolded, whatever tmp_path's length
+    data = tmp_path / "sft.jsonl"
+    chat = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "{{name}}, by {{author}}."}]
+    data.write_text("".join(json.dumps({"messages": chat}) + "\n" for _ in range(3)))
+    cfg = {"run": {"root": str(tmp_path), "name": "planned", "quiet": quiet, "report": False},
+           "hardware": {"device": "cpu"}, "pipeline": {"stages": {"checked": {}}},
+           "checked": {"kind": "sampler", "plugin": "checked_test", "data": str(data)}}
+    with lmforge.registered("sampler", "checked_test", Checked), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        lmforge.run(cfg)
+    out, err = capfd.readouterr()
+    if quiet:
+        assert out == "" and err == ""
+    else:
+        said = [line for line in (out + err).splitlines() if "placeholders" in line or "Warning" in line]
+        expected = (f"lmforge: warning: {data}: unfilled placeholders {{{{author}}}} (3x), {{{{name}}}} (3x); "
+                    "set placeholders.<name> to fill them")
+        assert said == [expected], out + err
+    assert "Warning" not in out + err and "planning-time notice" not in out + err
+    log = (tmp_path / "planned" / "run.log").read_text()
+    assert "UserWarning: a library's planning-time notice" in log and f"UserWarning: {data}: unfilled" in log
+
+
+def test_plain_lines_fold_to_the_terminal_width(tmp_path, capfd, monkeypatch):
+    """Piped, with COLUMNS=60: every line fits, continuation lines go under the text after "lmforge: ", and
+    no path or number is cut (the artifact's path and its arrow stay on one line)."""
+    monkeypatch.setenv("COLUMNS", "60")
+    lmforge.run(_cfg(tmp_path, "a_rather_long_run_name_that_makes_the_done_line_long"))
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines()
+    assert all(len(line) <= 60 for line in lines if not line.lstrip().startswith("-> ")), lines
+    artifact = tmp_path / "a_rather_long_run_name_that_makes_the_done_line_long" / "noisy"
+    done = next(i for i, line in enumerate(lines) if line.startswith("lmforge: noisy done in"))
+    assert lines[done + 1] == f"         -> {artifact}", lines
+    assert all(line.startswith(("lmforge: ", " " * 9)) for line in lines), lines
+    joined = " ".join(line.strip() for line in lines)
+    assert "train loss 4" in joined and f"-> {artifact}" in joined
+
+
+def test_rate_after_a_resume_counts_only_the_steps_done_now(tmp_path, capfd, monkeypatch):
+    """A trainer resumed at step 1600 of 2000 (progress by logged steps, as the HF/TRL trainers): its first log
+    (step 1620) gives no rate — the 1600 steps before were another process's — and the halfway line waits for
+    the next log, whose rate counts the 20 steps done since. The clock is the console's, set by the test."""
+    import lmforge.plugins.console as console_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(console_module.time, "time", lambda: clock[0])
+    console = console_module.RunConsole(tmp_path, quiet=False, stages=["pretrainer"])
+    console.start()
+    try:
+        console.stage_start("pretrainer", "hf_trainer", 2000)
+        clock[0] += 8.5  # loading the model and the checkpoint
+        console.metrics("pretrainer", 1620, {"loss": 3.1})
+        assert console.lines["pretrainer"].rate is None
+        clock[0] += 8.0  # 20 steps at 2.5 steps/s
+        console.metrics("pretrainer", 1640, {"loss": 3.0})
+    finally:
+        console.stop()
+    lines = "".join(capfd.readouterr()).splitlines()
+    assert [line for line in lines if "%)" in line] == \
+        ["lmforge: pretrainer 1640/2000 steps (82%) 2.5/s, 2:24 left  loss 3"], lines
+
+
+def test_a_bar_opened_at_a_resumed_step_rates_its_own_steps(tmp_path):
+    """A loop resumed at step 80 opens its bar with ``initial=80`` (PPO, the lean pretrainer): before tqdm has
+    a smoothed rate, the line's rate is the steps moved since the bar opened over the time since then."""
+    from lmforge.plugins.console import RunConsole
+
+    console = RunConsole(tmp_path, quiet=True, stages=["aligner"])
+    console.start()
+    try:
+        import tqdm.auto
+
+        console.stage_start("aligner", "ppo", 100)
+        bar = tqdm.auto.tqdm(total=100, initial=80, desc="ppo", mininterval=1e9)  # no smoothed rate
+        bar.start_t -= 10.0  # opened ten seconds ago
+        bar.update(1)
+        rate = console.lines["aligner"].rate
+        bar.close()
+    finally:
+        console.stop()
+    assert console.lines["aligner"].n == 81
+    assert rate == pytest.approx(0.1, rel=0.05)  # one step in ten seconds, not 81

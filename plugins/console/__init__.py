@@ -8,7 +8,10 @@ FutureWarnings. Here, for the length of a pipeline:
   stage's line of one ``rich`` display — bar, step count, steps/s, time left, the latest loss / reward —
   instead of the terminal; text written through ``tqdm.write`` (trainer dicts) goes to the log file;
 - Python warnings and the library loggers go to ``run.log`` (:class:`lmforge.library_output.LibraryOutput`,
-  the same routing every plugin command gets);
+  the same routing every plugin command gets), those raised while the run was planned included (the pipeline
+  holds them until :func:`lmforge_pipeline_start`); lmforge's own warnings about the user's files (a
+  ``UserWarning`` from lmforge's code whose message starts with a path: unfilled placeholders, skipped
+  records) also get one line ``lmforge: warning: <message>`` (:meth:`RunConsole.show_warning`);
 - when a stage ends its line becomes its summary (time, key metrics).
 
 The display is laid out for the terminal's width at every refresh (:func:`plan_columns`). Every pipeline
@@ -19,17 +22,20 @@ Narrower still, columns go in the order of :data:`DROP_ORDER` — steps/s, then 
 then the step count — and the name never goes.
 
 Where stderr is not a terminal (CI, ``| tee``) there is no live display: at most three plain lines per stage
-(started, halfway, done). ``run.quiet=true`` prints nothing here (errors and the CLI's final line still
-print). A run ends with what the final chat model does on the held-out prompts, the report's path and the
-command to talk to the model (:func:`closing_lines`). Everything is restored when the pipeline ends or a stage
-fails, so library use in the same process is left as it was.
+(started, halfway, done), each folded to ``COLUMNS`` (80 where unset) under its ``lmforge: `` prefix, as the
+closing lines are (:func:`~lmforge.plugins.console.layout.fold`). ``run.quiet=true`` prints nothing here
+(errors and the CLI's final line still print). A run ends with what the final chat model does on the held-out
+prompts, the report's path and the command to talk to the model (:func:`closing_lines`). Everything is
+restored when the pipeline ends or a stage fails, so library use in the same process is left as it was.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from lmforge import hookimpl
@@ -44,6 +50,8 @@ from lmforge.plugins.console.layout import (  # noqa: F401 (re-exported)
     _duration,
     _fmt,
     _rate,
+    fold,
+    plain_width,
     plan_columns,
 )
 
@@ -60,6 +68,8 @@ class RunConsole:
         self.current: StageLine | None = None
         self.output = LibraryOutput(self.run_dir / "run.log")
         self._saved_tqdm: list[tuple] = []
+        self._saved_showwarning = None
+        self._warned: set[str] = set()
         self.started = time.time()
 
     # ------------------------------------------------------------ setup / teardown
@@ -69,6 +79,8 @@ class RunConsole:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.output.start()
+        self._saved_showwarning = warnings.showwarning  # the log file's, set by output.start()
+        warnings.showwarning = self.show_warning
         self._route_tqdm()
         self.console = Console(stderr=True, highlight=False)
         if self.console.is_terminal and not self.quiet:
@@ -102,14 +114,34 @@ class RunConsole:
         for module, original in reversed(self._saved_tqdm):
             module.tqdm = original
         self._saved_tqdm.clear()
+        if self._saved_showwarning is not None:
+            if warnings.showwarning == self.show_warning:
+                warnings.showwarning = self._saved_showwarning
+            self._saved_showwarning = None
         self.output.restore()
 
     # ------------------------------------------------------------ output
 
-    def say(self, message: str) -> None:
+    def width(self) -> int:
+        """What a line may take: a terminal's width less one; else ``COLUMNS`` (80 where unset)."""
+        if self.console is not None and self.console.is_terminal:
+            return max(20, self.console.width - 1)
+        return plain_width()
+
+    def say(self, message: str, keep=()) -> None:
+        """A line to the terminal, folded to :meth:`width` (never inside a word or a ``keep`` phrase)."""
         if self.quiet or self.console is None:
             return
-        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        self.console.print(fold(message, self.width(), keep), markup=False, highlight=False, soft_wrap=True)
+
+    def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        """``warnings.showwarning`` while the run is on: every warning to run.log; lmforge's own warnings about
+        the user's files also as one line on the terminal (once per message)."""
+        self._saved_showwarning(message, category, filename, lineno, file, line)
+        text = str(message)
+        if file is None and _users_warning(category, filename, text) and text not in self._warned:
+            self._warned.add(text)
+            self.say(f"lmforge: warning: {text}")
 
     def log(self, message: str) -> None:
         self.output.log(message)
@@ -148,9 +180,7 @@ class RunConsole:
         line.total = bar.total or line.total
         unit = getattr(bar, "unit", "it") or "it"
         line.unit = "step" if unit == "it" else unit
-        rate = bar.format_dict.get("rate")
-        elapsed = time.time() - line.started
-        line.rate = rate if rate else (line.n / elapsed if elapsed > 0 and line.n else None)
+        line.rate = _bar_rate(bar) or line.rate
         self._show(line)
 
     def metrics(self, name: str, step, metrics: dict) -> None:
@@ -159,7 +189,9 @@ class RunConsole:
             return
         line.metrics.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if step is not None and line.bar is None and line.total and isinstance(step, (int, float)) and step > line.n:
-            # a stage without a tqdm bar (the HF/TRL trainers) moves by its logged steps; rate since the first log
+            # a stage without a tqdm bar (the HF/TRL trainers) moves by its logged steps. The rate counts from
+            # the first step logged in this process: a resumed stage's first log is at its checkpoint's step
+            # plus a few, and the steps before were not done now (no rate until a second log)
             now = time.time()
             if line.first_log is None:
                 line.first_log = (step, now)
@@ -167,8 +199,6 @@ class RunConsole:
             line.move(int(step))
             if step > first_step and now > first_time:
                 line.rate = (step - first_step) / (now - first_time)
-            elif now > line.started:
-                line.rate = step / (now - line.started)
         self.log(f"{name} step {step}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
         self._show(line)
 
@@ -177,7 +207,8 @@ class RunConsole:
         if self.live is not None or self.quiet or not line.total:
             return
         mark = min(PLAIN_MARKS - 1, int(PLAIN_MARKS * line.n / line.total))
-        if mark > line.marks_said and line.n < line.total:  # at 100% the summary line follows
+        if mark > line.marks_said and line.n < line.total and line.rate:  # at 100% the summary line follows;
+            # a stage that has no rate yet (its first log, after a resume past halfway) says it at its next move
             line.marks_said = mark
             rate, eta = _rate(line.rate), line.eta()
             self.say(f"lmforge: {line.name} {line.n}/{line.total} {line.unit}s ({100 * line.n // line.total}%) "
@@ -188,14 +219,15 @@ class RunConsole:
         self.current = None
         shown, labels = [], set()
         for key, label in SUMMARY_METRICS:
-            if key in metrics and label not in labels and len(shown) < 3:
-                shown.append(f"{label} {_fmt(metrics[key])}")
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and label not in labels and len(shown) < 3:
+                shown.append(f"{label} {_fmt(value)}")
                 labels.add(label)
         line.state, line.seconds, line.summary = "done", seconds, ", ".join(shown)
         summary = f"{name} done in {seconds:.1f}s" + (f": {line.summary}" if shown else "") + f" -> {artifact}"
         self.log(summary)
         if self.live is None:
-            self.say(f"lmforge: {summary}")
+            self.say(f"lmforge: {summary}", keep=(f"-> {artifact}", *shown))
 
     def stage_skipped(self, name: str, artifact) -> None:
         message = f"{name} skipped: complete at {artifact} (run.force=true redoes it)"
@@ -208,8 +240,33 @@ class RunConsole:
     def finish(self, manifests: dict[str, dict]) -> None:
         """Stop the display, then the closing lines."""
         self.stop()
-        for line in closing_lines(self.run_dir, manifests, since=self.started):
-            self.say(line)
+        for line in closing_lines(self.run_dir, manifests, since=self.started, width=self.width()):
+            self.say(line, keep=(line.strip(),))  # folded already: the chat command stays whole
+
+
+def _bar_rate(bar) -> float | None:
+    """A bar's steps per second: tqdm's smoothed rate, else the steps it moved since it opened over the time
+    since then (a bar opened at a resumed step, ``initial=``, counts from there)."""
+    info = bar.format_dict
+    if info.get("rate"):
+        return info["rate"]
+    moved, elapsed = bar.n - (info.get("initial") or 0), info.get("elapsed") or 0
+    return moved / elapsed if moved > 0 and elapsed > 0 else None
+
+
+_PACKAGE_DIRS = tuple(os.path.realpath(Path(path).parent) + os.sep for path in (
+    sys.modules["lmforge"].__file__, sys.modules["lmforge.plugins"].__file__))
+
+
+def _users_warning(category, filename, text: str) -> bool:
+    """A warning for the terminal: a ``UserWarning`` raised in lmforge's own code (not a library's) about one
+    of the user's files, i.e. whose message starts with its path ("data/sft.jsonl: unfilled placeholders …")."""
+    if not (isinstance(category, type) and issubclass(category, UserWarning)):
+        return False
+    if not os.path.realpath(filename or "").startswith(_PACKAGE_DIRS):
+        return False
+    head = text.split(": ", 1)[0] if ": " in text else ""
+    return bool(head) and ("/" in head or os.sep in head or bool(Path(head).suffix) or Path(head).exists())
 
 
 def _routed_tqdm(base, run_console: RunConsole):

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from lmforge.plugins.console.layout import CHAT_MODEL_KINDS, CLOSING_WIDTH
+from lmforge.plugins.console.layout import CHAT_MODEL_KINDS, CLOSING_WIDTH, PREFIX, fold
 
 
 def chat_model_stage(run_dir: Path, manifests: dict[str, dict]) -> str | None:
@@ -55,21 +55,29 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def closing_lines(run_dir: Path, manifests: dict[str, dict], since: float = 0.0) -> list[str]:
+def closing_lines(run_dir: Path, manifests: dict[str, dict], since: float = 0.0,
+                  width: int | None = None) -> list[str]:
     """The run's last words: what the final chat model does on held-out prompts, the report (when this run
-    wrote one) and the command to talk to the model."""
+    wrote one) and the command to talk to the model.
+
+    The held-out line goes a clause a line where it is longer than 80 columns (or ``width``); with ``width``
+    every line is folded to it as well (:func:`~lmforge.plugins.console.layout.fold`), the chat command kept
+    whole on a line of its own so that it can be copied."""
     run_dir = Path(run_dir)
     lines = []
     stage = chat_model_stage(run_dir, manifests)
     if stage is not None:
         summary = held_out_summary(manifests[stage].get("metrics") or {})
         if summary:  # one line, or a line per clause where it would not fit an 80-column terminal
-            text = f"lmforge: {stage} {summary}"
-            first, *rest = text.split("; ") if len(text) > CLOSING_WIDTH else [text]
-            lines += [first + ";" * bool(rest), *(" " * len("lmforge: ") + clause for clause in rest)]
+            text = f"{PREFIX}{stage} {summary}"
+            first, *rest = text.split("; ") if len(text) > min(CLOSING_WIDTH, width or CLOSING_WIDTH) else [text]
+            lines += [first + ";" * bool(rest), *(" " * len(PREFIX) + clause for clause in rest)]
     report = run_dir / "report.html"
     if report.is_file() and report.stat().st_mtime >= since:
-        lines.append(f"lmforge: report: {_shown_path(report)}")
-    if stage is not None:
-        lines.append(f"lmforge: talk to it: lmforge chat {_shown_path(run_dir / stage)}")
+        lines.append(f"{PREFIX}report: {_shown_path(report)}")
+    command = f"lmforge chat {_shown_path(run_dir / stage)}" if stage is not None else ""
+    if command:
+        lines.append(f"{PREFIX}talk to it: {command}")
+    if width is not None:
+        lines = [part for line in lines for part in fold(line, width, keep=(command,)).split("\n")]
     return lines

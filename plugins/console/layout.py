@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import math
+import os
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 SHOWN_METRICS = (("loss", "loss"), ("eval_loss", "val"), ("val_loss", "val"), ("reward", "reward"),
                  ("rewards/accuracies", "acc"), ("rewards/margins", "margin"), ("objective/rlhf_reward", "reward"))
+# A done line shows the first three of these its stage's manifest metrics hold (one per label), in this order.
+# RL stages (PPO, GRPO, TRL's online trainers) have no train loss worth showing: their last reward and KL are.
 SUMMARY_METRICS = (("docs_out", "docs kept"), ("vocab_size", "vocab"), ("train_loss", "train loss"),
                    ("final_train_loss", "train loss"), ("eval_loss", "val loss"), ("val_loss", "val loss"),
-                   ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("completions", "completions"),
-                   ("pairs", "pairs"), ("eval_loss_start", "val loss before"))
+                   ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("reward", "reward"),
+                   ("objective/rlhf_reward", "reward"), ("kl", "kl"), ("objective/kl", "kl"),
+                   ("completions", "completions"), ("pairs", "pairs"), ("eval_loss_start", "val loss before"))
 PLAIN_MARKS = 2  # non-TTY: a line when a stage passes half of its steps (with "started" and "done": three lines)
 CLOSING_WIDTH = 80
+PLAIN_WIDTH = 80  # where stderr is no terminal and COLUMNS is not set
+PREFIX = "lmforge: "  # continuation lines of a folded line are indented under the text after it
 CHAT_MODEL_KINDS = ("finetuner", "aligner")  # the stages whose model the closing lines offer to chat with
 
 # The live display's columns (characters).
@@ -42,6 +49,31 @@ def _rate(rate: float | None) -> str:
     if not rate:
         return ""
     return f"{rate:.3g}/s" if rate < 100 else f"{rate:.0f}/s" if rate < 10_000 else f"{rate / 1000:.0f}k/s"
+
+
+def plain_width() -> int:
+    """The width plain (non-terminal) output is folded to: ``COLUMNS``, else :data:`PLAIN_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PLAIN_WIDTH
+
+
+def fold(text: str, width: int, keep=()) -> str:
+    """``text`` in lines of at most ``width`` characters, continuation lines indented under the text after
+    :data:`PREFIX` (as the closing lines are). Lines break at spaces only, never inside a word (a path, a
+    number), nor inside the ``keep`` phrases (a command to copy, "-> <path>", "loss 0.25"); a word longer than
+    the width overflows on its own line. Each line of a multi-line text is folded on its own."""
+    if all(len(line) <= width for line in text.split("\n")):
+        return text
+    glue = "\x00"  # no whitespace to textwrap: a kept phrase is one word
+    for phrase in sorted((p for p in keep if p), key=len, reverse=True):
+        text = text.replace(phrase, phrase.replace(" ", glue))
+    folded = []
+    for line in text.split("\n"):
+        body = line.lstrip(" ")  # a line indented already (a continuation) keeps its indent
+        folded += textwrap.wrap(body, max(width, len(PREFIX) + 1), initial_indent=line[:len(line) - len(body)],
+                                subsequent_indent=" " * len(PREFIX), break_long_words=False,
+                                break_on_hyphens=False) or [""]
+    return "\n".join(folded).replace(glue, " ")
 
 
 def _cut(text: str, width: int) -> str:
