@@ -105,9 +105,9 @@ def _task(cfg) -> None:
         return
     line = (f"lmforge: run complete: {result.run_dir} (ran: {', '.join(result.ran) or 'none'}; "
             f"skipped as complete: {', '.join(result.skipped) or 'none'})")
-    if sys.stdout.isatty():  # folded to the terminal's width, as the closing lines above it; one line when piped
-        line = textwrap.fill(line, shutil.get_terminal_size().columns - 1, subsequent_indent=" " * 9,
-                             break_on_hyphens=False)
+    # folded as the closing lines above it: to the terminal's width, or to COLUMNS (80 when unset) when piped
+    width = shutil.get_terminal_size().columns - (1 if sys.stdout.isatty() else 0)
+    line = textwrap.fill(line, width, subsequent_indent=" " * 9, break_on_hyphens=False, break_long_words=False)
     print(line)
 
 

@@ -134,10 +134,13 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     lines = output.splitlines()
     assert len([line for line in lines if not line.startswith(" ")]) <= 30, output  # folded lines count once
     assert "Warning" not in output and "{'" not in output and "it/s]" not in output, output
-    assert lines[-1].startswith("lmforge: run complete:")
-    assert lines[-2] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
-    assert lines[-3] == "lmforge: report: default/report.html", output
-    assert any(line.startswith("lmforge: aligner on ") and " right, " in line for line in lines[-6:-3]), output
+    assert all(len(line) <= 80 for line in lines), output  # piped: folded to 80 columns (COLUMNS unset)
+    complete = next(i for i, line in enumerate(lines) if line.startswith("lmforge: run complete:"))
+    assert all(line.startswith(" ") for line in lines[complete + 1:]), output  # the last line, folded
+    assert lines[complete - 1] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
+    assert lines[complete - 2] == "lmforge: report: default/report.html", output
+    assert any(line.startswith("lmforge: aligner on ") and " right, " in line
+               for line in lines[complete - 6:complete - 2]), output
 
 
 def test_the_closing_line_fits_an_80_column_terminal(tmp_path):
