@@ -134,7 +134,8 @@ def test_default_pipeline_prints_under_30_lines_without_warnings(tmp_path):
     lines = output.splitlines()
     assert len([line for line in lines if not line.startswith(" ")]) <= 30, output  # folded lines count once
     assert "Warning" not in output and "{'" not in output and "it/s]" not in output, output
-    assert all(len(line) <= 80 for line in lines), output  # piped: folded to 80 columns (COLUMNS unset)
+    # piped: folded to 80 columns (COLUMNS unset); only a path longer than that ("-> /tmp/…/cleaner") overflows
+    assert all(len(line) <= 80 or len(line.split()) <= 2 for line in lines), output
     complete = next(i for i, line in enumerate(lines) if line.startswith("lmforge: run complete:"))
     assert all(line.startswith(" ") for line in lines[complete + 1:]), output  # the last line, folded
     assert lines[complete - 1] == "lmforge: talk to it: lmforge chat default/aligner", output  # relative to the cwd
