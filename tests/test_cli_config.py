@@ -160,13 +160,6 @@ def test_plugin_override_keeps_shared_settings_and_drops_the_other_plugins_defau
             lmforge.stage("sampler", lmforge.compose([*base, "sampler.top_k=7"]))  # the user's own value
 
 
-def test_sft_only_fills_the_bundled_identity_and_adds_no_system_prompt():
-    cfg = lmforge.compose(["pipeline=sft_only", "pipeline.stages.finetuner.model=somewhere"])
-    stage = lmforge.stage("finetuner", cfg)
-    assert stage.config.placeholders == {"name": "Forge", "author": "the lmforge project"}
-    assert stage.config.system_prompt is None
-
-
 def test_a_run_stopped_by_a_bad_key_leaves_no_directory(tmp_path, capsys):
     root = tmp_path / "runs"
     with pytest.raises(SystemExit) as stopped:

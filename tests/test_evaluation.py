@@ -48,11 +48,14 @@ def test_perplexity_matches_loss_and_drops_after_training(tiny_model_dir, tiny_c
 
 
 def test_greedy_win_rate_under_a_reward_model_of_a_model_against_itself_is_one_half(tiny_model_dir, reward_model_dir,
-                                                                                  tiny_context):
+                                                                                  tiny_context, tmp_path):
+    import shutil
+
     from lmforge.plugins.evaluators.stage_effects import WinRate
 
+    artifact = shutil.copytree(tiny_model_dir, tmp_path / "model")  # the evaluator writes win_rate.json into it
     greedy = WinRate(judge=str(reward_model_dir), temperature=0, max_new_tokens=6, limit=4, system_prompt=None)
-    result = greedy.evaluate(tiny_model_dir, {"model": tiny_model_dir}, tiny_context)
+    result = greedy.evaluate(artifact, {"model": artifact}, tiny_context)
     assert result["win_rate"] == 0.5 and result["pairs"] == 4  # one greedy answer per prompt
     assert result["score"] == result["baseline_score"]
 

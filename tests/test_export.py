@@ -58,12 +58,12 @@ def test_export_refuses_a_directory_that_is_no_model(tmp_path, capsys):
 def test_export_leaves_evaluator_and_stage_files_behind(tiny_model_dir, tmp_path):
     """A stage dir as a run leaves it: model files plus the stage's and its evaluators' files (answers.jsonl,
     taught_answers.jsonl, win_rate.json, a plot, ...); only what a runtime loads reaches the export."""
-    import shutil
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    stage = tmp_path / "aligner"
-    shutil.copytree(tiny_model_dir, stage)
+    stage = tmp_path / "aligner"  # the model files alone (other tests' evaluators may have written into the fixture)
+    AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).save_pretrained(str(stage))
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(stage))
     model = sorted(p.name for p in stage.iterdir())
     lmforge_own = {"manifest.json": "{}", "metrics.jsonl": "", "eval.json": "{}", "completions.jsonl": "",
                    "answers.jsonl": '{"prompt": "Hi", "answer": "Hello"}\n', "taught_answers.jsonl": "",
