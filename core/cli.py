@@ -292,6 +292,28 @@ def guarded(function, *args, run_dir=None, **kwargs):
         fail_with(exc, run_dir)
 
 
+def _remove_unstarted(run_dir) -> bool:
+    """Remove a run directory this command made for a run that stopped before any stage (only Hydra's .hydra
+    and an error.log in it), with the run root when this command made that too; on the main process only."""
+    import os
+    import shutil
+
+    existing = _FRESH_RUN_DIRS.get(run_dir.resolve())
+    if existing is None or os.environ.get("RANK", "0") != "0":
+        return False
+    try:
+        if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "error.log"}:
+            return False
+        shutil.rmtree(run_dir)
+        for parent in run_dir.resolve().parents:
+            if parent == existing or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def fail_with(exc: BaseException, run_dir=None) -> None:
     """Print one line for ``exc``, keep its traceback in ``<run_dir>/error.log``, exit 2 / 130 / 1."""
     import traceback
@@ -303,16 +325,7 @@ def fail_with(exc: BaseException, run_dir=None) -> None:
     line = describe(exc)
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log = None
-    if (code == 2 and run_dir is not None and Path(run_dir).resolve() in _FRESH_RUN_DIRS
-            and {p.name for p in Path(run_dir).iterdir()} <= {".hydra", "error.log"}):
-        import shutil  # a bad key or input stopped a run that had not started: nothing of it stays
-
-        existing = _FRESH_RUN_DIRS[Path(run_dir).resolve()]
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for parent in Path(run_dir).resolve().parents:  # the run root too, when this command made it
-            if parent == existing or any(parent.iterdir()):
-                break
-            parent.rmdir()
+    if code == 2 and run_dir is not None and _remove_unstarted(Path(run_dir)):
         run_dir = None
     if run_dir is not None and Path(run_dir).is_dir():
         try:

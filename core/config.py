@@ -219,23 +219,32 @@ def _run_settings_class():
 
 def without_other_plugins_keys(kind: str, plugin: str, values: dict[str, Any], config_class) -> dict[str, Any]:
     """``values`` less the keys that another plugin's option file of group ``kind`` set to the same value and
-    that ``plugin`` does not take: ``sampler.plugin=echo`` swaps the implementation and keeps the settings the
-    two share (``sampler.max_new_tokens`` …), but not ``hf_generate.yaml``'s ``top_k``, which the user never wrote.
-    A key the user set to a value of their own is still the plugin's to accept or refuse."""
+    that ``plugin`` does not take, for a plugin that has no option file of its own: ``sampler.plugin=echo``
+    swaps the implementation and keeps the settings the two share (``sampler.max_new_tokens`` …), but not
+    ``hf_generate.yaml``'s ``top_k``, which the user never wrote. A key the user set to a value of their own is
+    still the plugin's to accept or refuse; a plugin with an option file (``aligner=ppo``) drops nothing."""
     taken = {f.name for f in dataclasses.fields(config_class)} if config_class is not None else set()
     unknown = [key for key in values if key not in taken]
     if not unknown:
         return values
     import yaml
 
-    carried = set()
+    options = []
     for option in sorted(Path(str(resources.files("lmforge.conf") / kind)).glob("*.yaml")):
         try:
             settings = yaml.safe_load(option.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue
-        if isinstance(settings, dict) and settings.get("plugin") not in (None, plugin):
-            carried |= {key for key in unknown if key in settings and settings[key] == values[key]}
+        if isinstance(settings, dict):
+            options.append(settings)
+    if any(settings.get("plugin") == plugin for settings in options):
+        return values  # a plugin with an option file of its own is selected by it (`aligner=orpo`): keys stay strict
+
+    def same(written, value) -> bool:  # an interpolation ("${sampler.system_prompt}") came from the file too
+        return written == value or (isinstance(written, str) and written.startswith("${"))
+
+    carried = {key for settings in options if settings.get("plugin") not in (None, plugin)
+               for key in unknown if key in settings and same(settings[key], values[key])}
     return {key: value for key, value in values.items() if key not in carried}
 
 

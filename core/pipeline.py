@@ -326,12 +326,16 @@ def run(cfg) -> RunResult:
     except BaseException:
         _show_warnings(held)
         raise
-    main = context_for(cfg, "pipeline", None)
-    if not main.is_main_process:
-        return _run_planned(cfg, settings, planned, run_dir_of(settings), main, held)
-    run_dir = prepare_run_dir(settings)
-    with run_lock(run_dir):
-        return _run_planned(cfg, settings, planned, run_dir, main, held)
+    try:
+        main = context_for(cfg, "pipeline", None)
+        if not main.is_main_process:
+            return _run_planned(cfg, settings, planned, run_dir_of(settings), main, held)
+        run_dir = prepare_run_dir(settings)
+        with run_lock(run_dir):
+            return _run_planned(cfg, settings, planned, run_dir, main, held)
+    except BaseException:
+        _show_warnings(held)  # not shown yet when the run stopped before its start hook (a locked run dir …)
+        raise
 
 
 def _show_warnings(held: list) -> None:
@@ -382,7 +386,8 @@ def check_plan(cfg: dict[str, Any], planned: dict[str, tuple[Stage, dict[str, An
         stage_obj.preflight(context)
 
 
-def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext, held=()) -> RunResult:
+def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunContext,
+                 held: list | None = None) -> RunResult:
     force = settings.force
     main.run_dir = run_dir
     if main.is_main_process:
@@ -392,7 +397,9 @@ def _run_planned(cfg, settings: RunSettings, planned, run_dir: Path, main: RunCo
     try:
         pm.hook.lmforge_pipeline_start(run_dir=run_dir, config=cfg, context=main)
     finally:
-        _show_warnings(held)
+        _show_warnings(held or [])
+        if held:
+            held.clear()  # shown once
     node_of = {name: dict(cfg[name]) for name in planned}
     if main.world_size > 1:
         from . import distributed

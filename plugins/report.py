@@ -172,8 +172,8 @@ def format_number(value: float, float_format: str = ".4g") -> str:
     such as 1137.0) with thousands separators ("1,137"), any other float in ``float_format`` ("0.702")."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return escape_markdown(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        return f"{int(value):,}"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}"  # a whole float past 1e15 is no count (a capped perplexity, FLOPs): .4g below
     return f"{value:{float_format}}"
 
 

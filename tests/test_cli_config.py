@@ -158,6 +158,9 @@ def test_plugin_override_keeps_shared_settings_and_drops_the_other_plugins_defau
         assert stage.config == EchoConfig(suffix="!", max_new_tokens=48)  # hf_generate.yaml's 48 is kept
         with pytest.raises(lmforge.ConfigError, match=r"sampler.top_k: unknown key for sampler 'echo'"):
             lmforge.stage("sampler", lmforge.compose([*base, "sampler.top_k=7"]))  # the user's own value
+    # a plugin with an option file of its own drops nothing, even a key another option file sets to that value
+    with pytest.raises(lmforge.ConfigError, match=r"aligner.beta: unknown key for aligner 'ppo'"):
+        lmforge.stage("aligner", lmforge.compose(["aligner=ppo", "aligner.beta=0.1"]))
 
 
 def test_a_run_stopped_by_a_bad_key_leaves_no_directory(tmp_path, capsys):

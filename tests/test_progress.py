@@ -249,27 +249,29 @@ def test_plain_lines_fold_to_the_terminal_width(tmp_path, capfd, monkeypatch):
 
 
 def test_rate_after_a_resume_counts_only_the_steps_done_now(tmp_path, capfd, monkeypatch):
-    """A trainer resumed at step 1600 of 2000 (progress by logged steps, as the HF/TRL trainers): its first log
-    (step 1620) gives no rate — the 1600 steps before were another process's — and the halfway line waits for
-    the next log, whose rate counts the 20 steps done since. The clock is the console's, set by the test."""
+    """A trainer resumed at step 1600 of 2000 (progress by logged steps, as the HF/TRL trainers; the console
+    reads the step from the stage's newest checkpoint): its rate counts the 20 steps done since, not the 1600
+    before, which were another process's. A fresh stage's first log has its rate at once (its halfway line
+    too). The clock is the console's, set by the test."""
     import lmforge.plugins.console as console_module
 
     clock = [1000.0]
     monkeypatch.setattr(console_module.time, "time", lambda: clock[0])
-    console = console_module.RunConsole(tmp_path, quiet=False, stages=["pretrainer"])
+    console = console_module.RunConsole(tmp_path, quiet=False, stages=["pretrainer", "finetuner"])
     console.start()
     try:
-        console.stage_start("pretrainer", "hf_trainer", 2000)
-        clock[0] += 8.5  # loading the model and the checkpoint
-        console.metrics("pretrainer", 1620, {"loss": 3.1})
-        assert console.lines["pretrainer"].rate is None
+        console.stage_start("pretrainer", "hf_trainer", 2000, resumes_at=1600)
         clock[0] += 8.0  # 20 steps at 2.5 steps/s
-        console.metrics("pretrainer", 1640, {"loss": 3.0})
+        console.metrics("pretrainer", 1620, {"loss": 3.1})
+        console.stage_start("finetuner", "sft", 20)
+        clock[0] += 4.0
+        console.metrics("finetuner", 10, {"loss": 1.5})
     finally:
         console.stop()
     lines = "".join(capfd.readouterr()).splitlines()
     assert [line for line in lines if "%)" in line] == \
-        ["lmforge: pretrainer 1640/2000 steps (82%) 2.5/s, 2:24 left  loss 3"], lines
+        ["lmforge: pretrainer 1620/2000 steps (81%) 2.5/s, 2:32 left  loss 3.1",
+         "lmforge: finetuner 10/20 steps (50%) 2.5/s, 0:04 left  loss 1.5"], lines
 
 
 def test_a_bar_opened_at_a_resumed_step_rates_its_own_steps(tmp_path):

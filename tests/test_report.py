@@ -234,6 +234,9 @@ def test_report_prints_counts_as_integers_with_separators(repetitive_run):
     assert "| my\\_rate | 0.7023 |" in repetitive_run  # other floats as before
     assert "| preferences | preference pairs made from its own answers | 1,137 |" in repetitive_run
     assert "e+0" not in repetitive_run
+    from lmforge.plugins.report import format_number
+
+    assert format_number(1137.0) == "1,137" and format_number(5.184705528587072e21) == "5.185e+21"  # no count
 
 
 def test_report_says_overlap_items_are_distinct_questions(repetitive_run):

@@ -54,6 +54,7 @@ from lmforge.plugins.console.layout import (  # noqa: F401 (re-exported)
     plain_width,
     plan_columns,
 )
+from lmforge.plugins.lib.checkpoints import latest_checkpoint, step_of
 
 # ---------------------------------------------------------------- the console
 
@@ -148,13 +149,14 @@ class RunConsole:
 
     # ------------------------------------------------------------ stages
 
-    def stage_start(self, name: str, plugin: str, total: int | None) -> None:
+    def stage_start(self, name: str, plugin: str, total: int | None, resumes_at: int = 0) -> None:
         self.route_library_output()
         line = self.lines.get(name)
         if line is None:
             line = self.lines[name] = StageLine(name)
         line.plugin, line.state, line.started = plugin, "running", time.time()
         line.total = line.expected = total
+        line.first_log = (resumes_at, line.started)  # the rate counts the steps done from here on
         self.current = line
         self.log(f"stage {name} ({plugin}) started")
         if self.live is None and not self.quiet:
@@ -190,8 +192,8 @@ class RunConsole:
         line.metrics.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if step is not None and line.bar is None and line.total and isinstance(step, (int, float)) and step > line.n:
             # a stage without a tqdm bar (the HF/TRL trainers) moves by its logged steps. The rate counts from
-            # the first step logged in this process: a resumed stage's first log is at its checkpoint's step
-            # plus a few, and the steps before were not done now (no rate until a second log)
+            # the step it started at (a resumed stage: its newest checkpoint's, whose steps were not done now);
+            # a line that has no start yet counts from its first log
             now = time.time()
             if line.first_log is None:
                 line.first_log = (step, now)
@@ -336,7 +338,8 @@ def lmforge_stage_start(stage_name, stage, inputs, context):
             except ImportError:
                 pass
         plugin = ((context.config or {}).get(stage_name) or {}).get("plugin") or type(stage).__name__
-        console.stage_start(stage_name, plugin, _stage_total(stage))
+        newest = latest_checkpoint(context.work_dir) if context.work_dir is not None else None
+        console.stage_start(stage_name, plugin, _stage_total(stage), resumes_at=step_of(newest) if newest else 0)
 
 
 @hookimpl(wrapper=True, tryfirst=True)  # outermost: also sees failures of the evaluators' wrapper inside it
