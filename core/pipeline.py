@@ -323,10 +323,6 @@ def run(cfg) -> RunResult:
     try:
         with warnings.catch_warnings(record=True) as held:
             planned = plan(cfg)
-    except BaseException:
-        _show_warnings(held)
-        raise
-    try:
         main = context_for(cfg, "pipeline", None)
         if not main.is_main_process:
             return _run_planned(cfg, settings, planned, run_dir_of(settings), main, held)
@@ -334,7 +330,7 @@ def run(cfg) -> RunResult:
         with run_lock(run_dir):
             return _run_planned(cfg, settings, planned, run_dir, main, held)
     except BaseException:
-        _show_warnings(held)  # not shown yet when the run stopped before its start hook (a locked run dir …)
+        _show_warnings(held)  # not shown yet when the run stopped before its start hook (a bad plan, a locked run …)
         raise
 
 

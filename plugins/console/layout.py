@@ -14,8 +14,8 @@ SHOWN_METRICS = (("loss", "loss"), ("eval_loss", "val"), ("val_loss", "val"), ("
 # A done line shows the first three of these its stage's manifest metrics hold (one per label), in this order.
 # RL stages (PPO, GRPO, TRL's online trainers) have no train loss worth showing: their last reward and KL are.
 SUMMARY_METRICS = (("docs_out", "docs kept"), ("bad_records", "bad records skipped"), ("vocab_size", "vocab"),
-                   ("train_loss", "train loss"), ("final_train_loss", "train loss"), ("eval_loss", "val loss"), ("val_loss", "val loss"),
-                   ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("reward", "reward"),
+                   ("train_loss", "train loss"), ("final_train_loss", "train loss"), ("eval_loss", "val loss"),
+                   ("val_loss", "val loss"), ("perplexity", "ppl"), ("rewards/accuracies", "reward acc"), ("reward", "reward"),
                    ("objective/rlhf_reward", "reward"), ("kl", "kl"), ("objective/kl", "kl"),
                    ("completions", "completions"), ("pairs", "pairs"), ("eval_loss_start", "val loss before"))
 PLAIN_MARKS = 2  # non-TTY: a line when a stage passes half of its steps (with "started" and "done": three lines)

@@ -107,10 +107,9 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
             if pid not in rankings[annotator]:
                 continue
             ranking = rankings[annotator][pid]
-            merged = merge_identical(ranking, texts)
-            kept = {frozenset(pair) for pair in implied_pairs(merged, mode)}
-            left_out |= {frozenset(pair) for pair in implied_pairs(ranking, mode)} - kept
-            for better, worse in implied_pairs(merged, mode):
+            merged = implied_pairs(merge_identical(ranking, texts), mode)
+            left_out |= {frozenset(pair) for pair in implied_pairs(ranking, mode)} - {frozenset(p) for p in merged}
+            for better, worse in merged:
                 votes[(better, worse)] = votes.get((better, worse), 0) + 1
                 voters.setdefault((better, worse), []).append(annotator)
         identical += len(left_out)
@@ -120,8 +119,6 @@ def export_preferences(session: RankSession, out_path: str | Path, mode: str = "
                 continue
             if count == against:
                 conflicts += 1
-                continue
-            if texts[better] == texts[worse]:  # cannot happen after merge_identical; never write one
                 continue
             rows.append({"prompt": prompt["prompt"], "chosen": texts[better], "rejected": texts[worse],
                          "prompt_id": pid, "chosen_id": better, "rejected_id": worse,
